@@ -1,0 +1,30 @@
+//! Command line: one file per subcommand, argument handling only; the work lives in the library.
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
+#[derive(Parser, Debug)]
+#[command(name = "setdino", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {}
+
+/// Parse the command line and run the chosen subcommand; errors are printed with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {}
+}

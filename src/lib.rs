@@ -1,0 +1,10 @@
+//! setdino: Set-DINO training and inference for optical pooled screens.
+//!
+//! A tour of the crate, in reading order:
+//! - [`config`]: model and training configuration, presets `vits16` and `tiny`.
+//! - [`model`]: the parameter table (names, shapes, init, decay groups, offsets in one flat buffer) and
+//!   checkpoint IO (safetensors with the reference state-dict names).
+//! - [`backend`]: the `Backend` trait (one method per kernel entry point) and the CPU reference.
+//! - [`engine`]: the Set-DINO step, written once over `Backend`: ViT, head, loss, optimizer, EMA, schedules.
+//! - [`cli`]: one file per subcommand; argument handling only.
+pub mod cli;
