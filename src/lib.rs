@@ -7,4 +7,9 @@
 //! - [`backend`]: the `Backend` trait (one method per kernel entry point) and the CPU reference.
 //! - [`engine`]: the Set-DINO step, written once over `Backend`: ViT, head, loss, optimizer, EMA, schedules.
 //! - [`cli`]: one file per subcommand; argument handling only.
+pub mod backend;
 pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod model;
+pub mod util;

@@ -1,0 +1,110 @@
+//! CPU twin of `kernels/dino_loss.cu`: the DINO cross-entropy with centering and sharpening, fused with
+//! its gradient w.r.t. the student logits, and the center EMA (algorithm.md §3).
+//!
+//! L = (1/T)·Σ_{iq∈{0,1}} Σ_{v≠iq} (1/S)·Σ_s −Σ_k q_iq[s,k]·log softmax(z_v[s]/τs)_k,
+//! q = softmax((t − center)/τt), T = 2V − 2. dL/dz_v[s] = (1/(T·S·τs))·Σ_{iq∈T(v)} (p_v[s] − q_iq[s]).
+use super::Real;
+use rayon::prelude::*;
+
+fn softmax_row<T: Real>(out: &mut [T], z: &[T], sub: Option<&[T]>, temp: T) {
+    for (j, o) in out.iter_mut().enumerate() {
+        let x = match sub {
+            Some(c) => z[j] - c[j],
+            None => z[j],
+        };
+        *o = x / temp;
+    }
+    let mx = out.iter().copied().fold(T::neg_infinity(), T::max);
+    let mut sum = T::zero();
+    for o in out.iter_mut() {
+        *o = (*o - mx).exp();
+        sum += *o;
+    }
+    for o in out.iter_mut() {
+        *o /= sum;
+    }
+}
+
+/// loss: (1); dstudent: (V·S, K) (=); tprobs: (2S, K); student: (V·S, K); teacher: (2S, K); center: (K).
+pub fn dino_loss_forward_backward<T: Real>(
+    loss: &mut [T],
+    dstudent: &mut [T],
+    tprobs: &mut [T],
+    student: &[T],
+    teacher: &[T],
+    center: &[T],
+    v: usize,
+    s: usize,
+    k: usize,
+    student_temp: f64,
+    teacher_temp: f64,
+) {
+    let tt = T::c(teacher_temp);
+    let ts = T::c(student_temp);
+    tprobs[..2 * s * k]
+        .par_chunks_mut(k)
+        .zip(teacher[..2 * s * k].par_chunks(k))
+        .for_each(|(q, t)| softmax_row(q, t, Some(&center[..k]), tt));
+    let terms = (2 * v - 2) as f64;
+    let coef = T::c(1.0 / (terms * s as f64 * student_temp));
+    let q: &[T] = tprobs;
+    let per_row: Vec<f64> = dstudent[..v * s * k]
+        .par_chunks_mut(k)
+        .zip(student[..v * s * k].par_chunks(k))
+        .enumerate()
+        .map(|(row, (d, z))| {
+            let (view, si) = (row / s, row % s);
+            // log_softmax(z/τs)
+            let mut ls = vec![T::zero(); k];
+            for (l, &x) in ls.iter_mut().zip(z) {
+                *l = x / ts;
+            }
+            let mx = ls.iter().copied().fold(T::neg_infinity(), T::max);
+            let lse = ls.iter().map(|&x| (x - mx).exp()).sum::<T>().ln() + mx;
+            for l in ls.iter_mut() {
+                *l -= lse;
+            }
+            let mut row_loss = 0.0f64;
+            d.fill(T::zero());
+            let mut count = T::zero();
+            for iq in 0..2 {
+                if iq == view {
+                    continue;
+                }
+                let qr = &q[(iq * s + si) * k..(iq * s + si + 1) * k];
+                let ce: T = qr.iter().zip(&ls).map(|(&a, &b)| -a * b).sum();
+                row_loss += ce.d();
+                for (dj, &qj) in d.iter_mut().zip(qr) {
+                    *dj -= qj;
+                }
+                count += T::one();
+            }
+            for (dj, &l) in d.iter_mut().zip(&ls) {
+                *dj = (*dj + count * l.exp()) * coef;
+            }
+            row_loss
+        })
+        .collect();
+    let total: f64 = per_row.iter().sum();
+    loss[0] = T::c(total / (s as f64 * terms));
+}
+
+/// center: (K) = m·center + (1 − m)·mean over the R rows of teacher (R, K).
+pub fn dino_loss_center_update<T: Real>(
+    center: &mut [T],
+    teacher: &[T],
+    r: usize,
+    k: usize,
+    momentum: f64,
+) {
+    let m = T::c(momentum);
+    let om = T::c(1.0 - momentum);
+    let rn = T::c(r as f64);
+    center[..k].par_iter_mut().enumerate().for_each(|(j, cj)| {
+        let mut sum = T::zero();
+        for row in 0..r {
+            sum += teacher[row * k + j];
+        }
+        *cj = *cj * m + sum / rn * om;
+    });
+}

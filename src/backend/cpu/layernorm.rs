@@ -1,0 +1,96 @@
+//! CPU twin of `kernels/layernorm.cu`: LayerNorm over the channel dim, biased variance
+//! (torch.nn.LayerNorm, eps 1e-6 in the ViT). Saves mean and rstd for the backward.
+use super::{Real, REDUCE_CHUNK};
+use rayon::prelude::*;
+
+/// out: (R, C); mean, rstd: (R); inp: (R, C); w, b: (C).
+pub fn layernorm_forward<T: Real>(
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    inp: &[T],
+    w: &[T],
+    b: &[T],
+    r: usize,
+    c: usize,
+    eps: T,
+) {
+    let cn = T::c(c as f64);
+    out[..r * c]
+        .par_chunks_mut(c)
+        .zip(mean[..r].par_iter_mut())
+        .zip(rstd[..r].par_iter_mut())
+        .zip(inp[..r * c].par_chunks(c))
+        .for_each(|(((o, m), s), x)| {
+            let mu = x.iter().copied().sum::<T>() / cn;
+            let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / cn;
+            let rs = T::one() / (var + eps).sqrt();
+            for j in 0..c {
+                o[j] = (x[j] - mu) * rs * w[j] + b[j];
+            }
+            *m = mu;
+            *s = rs;
+        });
+}
+
+/// dinp: (R, C) (+=); dw, db: (C) (+=).
+pub fn layernorm_backward<T: Real>(
+    dinp: &mut [T],
+    dw: &mut [T],
+    db: &mut [T],
+    dout: &[T],
+    inp: &[T],
+    w: &[T],
+    mean: &[T],
+    rstd: &[T],
+    r: usize,
+    c: usize,
+) {
+    let cn = T::c(c as f64);
+    // Input gradient, row-parallel.
+    dinp[..r * c]
+        .par_chunks_mut(c)
+        .zip(dout[..r * c].par_chunks(c))
+        .zip(inp[..r * c].par_chunks(c))
+        .zip(mean[..r].par_iter().zip(rstd[..r].par_iter()))
+        .for_each(|(((di, dy), x), (&mu, &rs))| {
+            let mut sum_dn = T::zero();
+            let mut sum_dn_xhat = T::zero();
+            for j in 0..c {
+                let xhat = (x[j] - mu) * rs;
+                let dn = dy[j] * w[j];
+                sum_dn += dn;
+                sum_dn_xhat += dn * xhat;
+            }
+            let mean_dn = sum_dn / cn;
+            let mean_dn_xhat = sum_dn_xhat / cn;
+            for j in 0..c {
+                let xhat = (x[j] - mu) * rs;
+                di[j] += (dy[j] * w[j] - mean_dn - xhat * mean_dn_xhat) * rs;
+            }
+        });
+    // Parameter gradients, fixed-size row chunks then an ordered sum.
+    let rows: Vec<usize> = (0..r).step_by(REDUCE_CHUNK).collect();
+    let partial: Vec<(Vec<T>, Vec<T>)> = rows
+        .par_iter()
+        .map(|&r0| {
+            let mut gw = vec![T::zero(); c];
+            let mut gb = vec![T::zero(); c];
+            for row in r0..(r0 + REDUCE_CHUNK).min(r) {
+                let (mu, rs) = (mean[row], rstd[row]);
+                for j in 0..c {
+                    let dy = dout[row * c + j];
+                    gw[j] += dy * (inp[row * c + j] - mu) * rs;
+                    gb[j] += dy;
+                }
+            }
+            (gw, gb)
+        })
+        .collect();
+    for (gw, gb) in partial {
+        for j in 0..c {
+            dw[j] += gw[j];
+            db[j] += gb[j];
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! CPU twin of `kernels/matmul.cu`: the Linear layer `out = inp · Wᵀ + b` (PyTorch `addmm`) and its
+//! backward, through the `gemm` crate (row-major views expressed as strides).
+use super::{Real, REDUCE_CHUNK};
+use rayon::prelude::*;
+
+fn par() -> gemm::Parallelism {
+    gemm::Parallelism::Rayon(rayon::current_num_threads())
+}
+
+/// out: (R, O) = inp (R, I) · Wᵀ + bias; W: (O, I), bias: (O).
+pub fn matmul_forward<T: Real>(
+    out: &mut [T],
+    inp: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    r: usize,
+    i: usize,
+    o: usize,
+) {
+    assert!(out.len() >= r * o && inp.len() >= r * i && w.len() >= o * i);
+    let out = &mut out[..r * o];
+    let read_dst = match bias {
+        Some(b) => {
+            out.par_chunks_mut(o)
+                .for_each(|row| row.copy_from_slice(&b[..o]));
+            true
+        }
+        None => false,
+    };
+    // SAFETY: the asserts above bound every index the strides can reach: dst (r×o, row stride o),
+    // lhs (r×i, row stride i), rhs[k][n] = W[n·i + k] (i×o view of the (o, i) weight).
+    unsafe {
+        gemm::gemm(
+            r,
+            o,
+            i,
+            out.as_mut_ptr(),
+            1,
+            o as isize,
+            read_dst,
+            inp.as_ptr(),
+            1,
+            i as isize,
+            w.as_ptr(),
+            i as isize,
+            1,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            par(),
+        );
+    }
+}
+
+/// dinp: (R, I) (=) = dout (R, O) · W (O, I).
+pub fn matmul_backward_input<T: Real>(
+    dinp: &mut [T],
+    dout: &[T],
+    w: &[T],
+    r: usize,
+    i: usize,
+    o: usize,
+) {
+    assert!(dinp.len() >= r * i && dout.len() >= r * o && w.len() >= o * i);
+    // SAFETY: dst (r×i, row stride i), lhs (r×o, row stride o), rhs = W (o×i, row stride i), all in bounds.
+    unsafe {
+        gemm::gemm(
+            r,
+            i,
+            o,
+            dinp.as_mut_ptr(),
+            1,
+            i as isize,
+            false,
+            dout.as_ptr(),
+            1,
+            o as isize,
+            w.as_ptr(),
+            1,
+            i as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            par(),
+        );
+    }
+}
+
+/// dW: (O, I) (+=) doutᵀ (O, R) · inp (R, I).
+pub fn matmul_backward_weight<T: Real>(
+    dw: &mut [T],
+    dout: &[T],
+    inp: &[T],
+    r: usize,
+    i: usize,
+    o: usize,
+) {
+    assert!(dw.len() >= o * i && dout.len() >= r * o && inp.len() >= r * i);
+    // SAFETY: dst (o×i, row stride i); lhs[m][k] = dout[k·o + m] (o×r view); rhs = inp (r×i). In bounds.
+    unsafe {
+        gemm::gemm(
+            o,
+            i,
+            r,
+            dw.as_mut_ptr(),
+            1,
+            i as isize,
+            true,
+            dout.as_ptr(),
+            o as isize,
+            1,
+            inp.as_ptr(),
+            1,
+            i as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            par(),
+        );
+    }
+}
+
+/// db: (O) (+=) column sums of dout (R, O); fixed chunking over rows.
+pub fn matmul_backward_bias<T: Real>(db: &mut [T], dout: &[T], r: usize, o: usize) {
+    let partial: Vec<Vec<T>> = dout[..r * o]
+        .par_chunks(REDUCE_CHUNK * o)
+        .map(|chunk| {
+            let mut acc = vec![T::zero(); o];
+            for row in chunk.chunks(o) {
+                for (a, &x) in acc.iter_mut().zip(row) {
+                    *a += x;
+                }
+            }
+            acc
+        })
+        .collect();
+    for p in partial {
+        for (d, x) in db.iter_mut().zip(p) {
+            *d += x;
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! The CPU reference backend: the spec every other backend is tested against. Clear code first: rayon
+//! over outer (row) loops only, matmuls through the `gemm` crate, no SIMD intrinsics. Generic over the
+//! scalar (`f32` for training, `f64` for finite-difference checks). Every reduction has a fixed order
+//! (fixed chunking, never thread-count dependent), so runs are bit-identical from run to run.
+//! File for file, it mirrors `kernels/*.cu`.
+#![allow(clippy::too_many_arguments)]
+pub mod attention;
+pub mod dino_loss;
+pub mod gelu;
+pub mod l2norm;
+pub mod layernorm;
+pub mod matmul;
+pub mod optim;
+pub mod patch_embed;
+pub mod residual;
+pub mod set_mean;
+pub mod weightnorm;
+
+use super::{AdamWHyper, Backend};
+use anyhow::{ensure, Result};
+use std::fmt::Debug;
+use std::marker::PhantomData;
+
+/// Scalar type of the CPU backend.
+pub trait Real:
+    num_traits::Float
+    + Send
+    + Sync
+    + Default
+    + Debug
+    + 'static
+    + std::iter::Sum
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + std::ops::DivAssign
+{
+    fn c(x: f64) -> Self;
+    fn d(self) -> f64;
+    fn erf(self) -> Self;
+    const NAME: &'static str;
+}
+
+impl Real for f32 {
+    fn c(x: f64) -> Self {
+        x as f32
+    }
+    fn d(self) -> f64 {
+        self as f64
+    }
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+    const NAME: &'static str = "f32";
+}
+
+impl Real for f64 {
+    fn c(x: f64) -> Self {
+        x
+    }
+    fn d(self) -> f64 {
+        self
+    }
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+    const NAME: &'static str = "f64";
+}
+
+/// Rows per chunk in chunked reductions (fixed so results never depend on the thread count).
+pub const REDUCE_CHUNK: usize = 64;
+
+/// The CPU backend over scalar `T`; buffers are plain vectors.
+#[derive(Default, Clone, Copy)]
+pub struct CpuBackend<T: Real> {
+    _t: PhantomData<T>,
+}
+
+impl<T: Real> CpuBackend<T> {
+    pub fn new() -> Self {
+        CpuBackend { _t: PhantomData }
+    }
+}
+
+fn cast<T: Real>(x: f64) -> T {
+    T::c(x)
+}
+
+impl<T: Real> Backend for CpuBackend<T> {
+    type Buf = Vec<T>;
+
+    fn name(&self) -> String {
+        format!(
+            "cpu ({}, {} threads)",
+            T::NAME,
+            rayon::current_num_threads()
+        )
+    }
+    fn zeros(&self, n: usize) -> Result<Vec<T>> {
+        Ok(vec![T::zero(); n])
+    }
+    fn upload(&self, host: &[f32]) -> Result<Vec<T>> {
+        Ok(host.iter().map(|&x| T::c(x as f64)).collect())
+    }
+    fn download(&self, buf: &Vec<T>) -> Result<Vec<f32>> {
+        Ok(buf.iter().map(|x| x.d() as f32).collect())
+    }
+    fn buf_len(&self, buf: &Vec<T>) -> usize {
+        buf.len()
+    }
+    fn fill(&self, buf: &mut Vec<T>, off: usize, n: usize, value: f64) -> Result<()> {
+        ensure!(off + n <= buf.len(), "fill out of bounds");
+        buf[off..off + n].fill(T::c(value));
+        Ok(())
+    }
+    fn copy(
+        &self,
+        dst: &mut Vec<T>,
+        dst_off: usize,
+        src: &Vec<T>,
+        src_off: usize,
+        n: usize,
+    ) -> Result<()> {
+        ensure!(
+            dst_off + n <= dst.len() && src_off + n <= src.len(),
+            "copy out of bounds"
+        );
+        dst[dst_off..dst_off + n].copy_from_slice(&src[src_off..src_off + n]);
+        Ok(())
+    }
+
+    fn patch_embed_im2col(
+        &self,
+        out: &mut Vec<T>,
+        img: &Vec<T>,
+        b: usize,
+        ch: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<()> {
+        patch_embed::patch_embed_im2col(out, img, b, ch, h, w, p);
+        Ok(())
+    }
+    fn tokens_forward(
+        &self,
+        x: &mut Vec<T>,
+        patch_out: &Vec<T>,
+        params: &Vec<T>,
+        cls_off: usize,
+        pos_off: usize,
+        interp: &Vec<T>,
+        b: usize,
+        p: usize,
+        g2: usize,
+        c: usize,
+    ) -> Result<()> {
+        patch_embed::tokens_forward(
+            x,
+            patch_out,
+            &params[cls_off..cls_off + c],
+            &params[pos_off..pos_off + (1 + g2) * c],
+            interp,
+            b,
+            p,
+            g2,
+            c,
+        );
+        Ok(())
+    }
+    fn tokens_backward(
+        &self,
+        dparams: &mut Vec<T>,
+        cls_off: usize,
+        pos_off: usize,
+        dpatch_out: &mut Vec<T>,
+        dx: &Vec<T>,
+        interp: &Vec<T>,
+        b: usize,
+        p: usize,
+        g2: usize,
+        c: usize,
+    ) -> Result<()> {
+        let mut dcls = dparams[cls_off..cls_off + c].to_vec();
+        patch_embed::tokens_backward(
+            &mut dcls,
+            &mut dparams[pos_off..pos_off + (1 + g2) * c],
+            dpatch_out,
+            dx,
+            interp,
+            b,
+            p,
+            g2,
+            c,
+        );
+        dparams[cls_off..cls_off + c].copy_from_slice(&dcls);
+        Ok(())
+    }
+
+    fn matmul_forward(
+        &self,
+        out: &mut Vec<T>,
+        inp: &Vec<T>,
+        params: &Vec<T>,
+        w_off: usize,
+        b_off: Option<usize>,
+        r: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()> {
+        let bias = b_off.map(|bo| &params[bo..bo + o]);
+        matmul::matmul_forward(out, inp, &params[w_off..w_off + o * i], bias, r, i, o);
+        Ok(())
+    }
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut Vec<T>>,
+        dparams: &mut Vec<T>,
+        dw_off: usize,
+        db_off: Option<usize>,
+        dout: &Vec<T>,
+        inp: &Vec<T>,
+        params: &Vec<T>,
+        w_off: usize,
+        r: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()> {
+        let w = &params[w_off..w_off + o * i];
+        if let Some(dinp) = dinp {
+            matmul::matmul_backward_input(dinp, dout, w, r, i, o);
+        }
+        matmul::matmul_backward_weight(&mut dparams[dw_off..dw_off + o * i], dout, inp, r, i, o);
+        if let Some(bo) = db_off {
+            matmul::matmul_backward_bias(&mut dparams[bo..bo + o], dout, r, o);
+        }
+        Ok(())
+    }
+
+    fn layernorm_forward(
+        &self,
+        out: &mut Vec<T>,
+        mean: &mut Vec<T>,
+        rstd: &mut Vec<T>,
+        inp: &Vec<T>,
+        params: &Vec<T>,
+        w_off: usize,
+        b_off: usize,
+        r: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        layernorm::layernorm_forward(
+            out,
+            mean,
+            rstd,
+            inp,
+            &params[w_off..w_off + c],
+            &params[b_off..b_off + c],
+            r,
+            c,
+            cast(eps),
+        );
+        Ok(())
+    }
+    fn layernorm_backward(
+        &self,
+        dinp: &mut Vec<T>,
+        dparams: &mut Vec<T>,
+        dw_off: usize,
+        db_off: usize,
+        dout: &Vec<T>,
+        inp: &Vec<T>,
+        params: &Vec<T>,
+        w_off: usize,
+        mean: &Vec<T>,
+        rstd: &Vec<T>,
+        r: usize,
+        c: usize,
+    ) -> Result<()> {
+        let mut dw = dparams[dw_off..dw_off + c].to_vec();
+        let mut db = dparams[db_off..db_off + c].to_vec();
+        layernorm::layernorm_backward(
+            dinp,
+            &mut dw,
+            &mut db,
+            dout,
+            inp,
+            &params[w_off..w_off + c],
+            mean,
+            rstd,
+            r,
+            c,
+        );
+        dparams[dw_off..dw_off + c].copy_from_slice(&dw);
+        dparams[db_off..db_off + c].copy_from_slice(&db);
+        Ok(())
+    }
+
+    fn attention_forward(
+        &self,
+        out: &mut Vec<T>,
+        att: &mut Vec<T>,
+        qkv: &Vec<T>,
+        b: usize,
+        n: usize,
+        nh: usize,
+        hs: usize,
+    ) -> Result<()> {
+        attention::attention_forward(out, att, qkv, b, n, nh, hs);
+        Ok(())
+    }
+    fn attention_backward(
+        &self,
+        dqkv: &mut Vec<T>,
+        datt: &mut Vec<T>,
+        dout: &Vec<T>,
+        qkv: &Vec<T>,
+        att: &Vec<T>,
+        b: usize,
+        n: usize,
+        nh: usize,
+        hs: usize,
+    ) -> Result<()> {
+        attention::attention_backward(dqkv, datt, dout, qkv, att, b, n, nh, hs);
+        Ok(())
+    }
+
+    fn gelu_forward(&self, out: &mut Vec<T>, inp: &Vec<T>, n: usize) -> Result<()> {
+        gelu::gelu_forward(&mut out[..n], &inp[..n]);
+        Ok(())
+    }
+    fn gelu_backward(
+        &self,
+        dinp: &mut Vec<T>,
+        dout: &Vec<T>,
+        inp: &Vec<T>,
+        n: usize,
+    ) -> Result<()> {
+        gelu::gelu_backward(&mut dinp[..n], &dout[..n], &inp[..n]);
+        Ok(())
+    }
+
+    fn residual_forward(
+        &self,
+        out: &mut Vec<T>,
+        inp: &Vec<T>,
+        branch: &Vec<T>,
+        scale: &Vec<T>,
+        b: usize,
+        m: usize,
+    ) -> Result<()> {
+        residual::residual_forward(out, inp, branch, scale, b, m);
+        Ok(())
+    }
+    fn residual_backward(
+        &self,
+        dbranch: &mut Vec<T>,
+        dout: &Vec<T>,
+        scale: &Vec<T>,
+        b: usize,
+        m: usize,
+    ) -> Result<()> {
+        residual::residual_backward(dbranch, dout, scale, b, m);
+        Ok(())
+    }
+    fn residual_cls_gather(
+        &self,
+        out: &mut Vec<T>,
+        x: &Vec<T>,
+        b: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        residual::residual_cls_gather(out, x, b, n, c);
+        Ok(())
+    }
+    fn residual_cls_scatter(
+        &self,
+        dx: &mut Vec<T>,
+        dout: &Vec<T>,
+        b: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        residual::residual_cls_scatter(dx, dout, b, n, c);
+        Ok(())
+    }
+    fn residual_copy_cols(
+        &self,
+        out: &mut Vec<T>,
+        inp: &Vec<T>,
+        r: usize,
+        c: usize,
+        tc: usize,
+        col_off: usize,
+    ) -> Result<()> {
+        residual::residual_copy_cols(out, inp, r, c, tc, col_off);
+        Ok(())
+    }
+
+    fn set_mean_forward(
+        &self,
+        out: &mut Vec<T>,
+        inp: &Vec<T>,
+        s: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        set_mean::set_mean_forward(out, inp, s, n, c);
+        Ok(())
+    }
+    fn set_mean_backward(
+        &self,
+        dinp: &mut Vec<T>,
+        dout: &Vec<T>,
+        s: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        set_mean::set_mean_backward(dinp, dout, s, n, c);
+        Ok(())
+    }
+
+    fn l2norm_forward(
+        &self,
+        out: &mut Vec<T>,
+        norm: &mut Vec<T>,
+        inp: &Vec<T>,
+        r: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        l2norm::l2norm_forward(out, norm, inp, r, c, cast(eps));
+        Ok(())
+    }
+    fn l2norm_backward(
+        &self,
+        dinp: &mut Vec<T>,
+        dout: &Vec<T>,
+        out: &Vec<T>,
+        norm: &Vec<T>,
+        r: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        l2norm::l2norm_backward(dinp, dout, out, norm, r, c, cast(eps));
+        Ok(())
+    }
+
+    fn weightnorm_forward(
+        &self,
+        w: &mut Vec<T>,
+        norm: &mut Vec<T>,
+        params: &Vec<T>,
+        v_off: usize,
+        g_off: usize,
+        k: usize,
+        c: usize,
+    ) -> Result<()> {
+        weightnorm::weightnorm_forward(
+            w,
+            norm,
+            &params[v_off..v_off + k * c],
+            &params[g_off..g_off + k],
+            k,
+            c,
+        );
+        Ok(())
+    }
+    fn weightnorm_backward(
+        &self,
+        dparams: &mut Vec<T>,
+        v_off: usize,
+        dw: &Vec<T>,
+        params: &Vec<T>,
+        g_off: usize,
+        norm: &Vec<T>,
+        k: usize,
+        c: usize,
+    ) -> Result<()> {
+        weightnorm::weightnorm_backward(
+            &mut dparams[v_off..v_off + k * c],
+            dw,
+            &params[v_off..v_off + k * c],
+            &params[g_off..g_off + k],
+            norm,
+            k,
+            c,
+        );
+        Ok(())
+    }
+
+    fn dino_loss_forward_backward(
+        &self,
+        loss: &mut Vec<T>,
+        dstudent: &mut Vec<T>,
+        tprobs: &mut Vec<T>,
+        student: &Vec<T>,
+        teacher: &Vec<T>,
+        center: &Vec<T>,
+        v: usize,
+        s: usize,
+        k: usize,
+        student_temp: f64,
+        teacher_temp: f64,
+    ) -> Result<()> {
+        ensure!(v >= 2, "the DINO loss needs at least the 2 global views");
+        dino_loss::dino_loss_forward_backward(
+            loss,
+            dstudent,
+            tprobs,
+            student,
+            teacher,
+            center,
+            v,
+            s,
+            k,
+            student_temp,
+            teacher_temp,
+        );
+        Ok(())
+    }
+    fn dino_loss_center_update(
+        &self,
+        center: &mut Vec<T>,
+        teacher: &Vec<T>,
+        r: usize,
+        k: usize,
+        momentum: f64,
+    ) -> Result<()> {
+        dino_loss::dino_loss_center_update(center, teacher, r, k, momentum);
+        Ok(())
+    }
+
+    fn reduce_clip_per_tensor(
+        &self,
+        grads: &mut Vec<T>,
+        ranges: &[(usize, usize)],
+        max_norm: f64,
+    ) -> Result<()> {
+        optim::reduce_clip_per_tensor(grads, ranges, max_norm);
+        Ok(())
+    }
+    fn adamw_update(
+        &self,
+        params: &mut Vec<T>,
+        m: &mut Vec<T>,
+        v: &mut Vec<T>,
+        grads: &Vec<T>,
+        lo: usize,
+        hi: usize,
+        hyper: AdamWHyper,
+    ) -> Result<()> {
+        optim::adamw_update(
+            &mut params[lo..hi],
+            &mut m[lo..hi],
+            &mut v[lo..hi],
+            &grads[lo..hi],
+            hyper,
+        );
+        Ok(())
+    }
+    fn ema_update(
+        &self,
+        teacher: &mut Vec<T>,
+        student: &Vec<T>,
+        n: usize,
+        momentum: f64,
+    ) -> Result<()> {
+        optim::ema_update(&mut teacher[..n], &student[..n], momentum);
+        Ok(())
+    }
+}

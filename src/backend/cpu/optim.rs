@@ -1,0 +1,58 @@
+//! CPU twins of `kernels/adamw.cu`, `kernels/ema.cu` and `kernels/reduce.cu`: per-tensor gradient
+//! clipping (DINO `clip_gradients`), AdamW with PyTorch's single-tensor semantics, the EMA teacher.
+use super::Real;
+use crate::backend::AdamWHyper;
+use rayon::prelude::*;
+
+/// For each tensor (off, len): coef = max_norm/(‖g‖ + 1e-6); g *= coef when coef < 1.
+pub fn reduce_clip_per_tensor<T: Real>(grads: &mut [T], ranges: &[(usize, usize)], max_norm: f64) {
+    let norms: Vec<f64> = ranges
+        .par_iter()
+        .map(|&(off, len)| {
+            grads[off..off + len]
+                .iter()
+                .map(|&g| g.d() * g.d())
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    for (&(off, len), &nrm) in ranges.iter().zip(&norms) {
+        let coef = max_norm / (nrm + 1e-6);
+        if coef < 1.0 {
+            let cf = T::c(coef);
+            grads[off..off + len].par_iter_mut().for_each(|g| *g *= cf);
+        }
+    }
+}
+
+/// AdamW over matching slices: p *= 1 − lr·wd; m = lerp(m, g, 1 − β1); v = β2·v + (1 − β2)·g²;
+/// p −= (lr/bc1)·m/(√v/√bc2 + ε).
+pub fn adamw_update<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], h: AdamWHyper) {
+    let decay = T::c(1.0 - h.lr * h.weight_decay);
+    let w1 = T::c(1.0 - h.beta1);
+    let b2 = T::c(h.beta2);
+    let w2 = T::c(1.0 - h.beta2);
+    let step = T::c(h.lr / h.bias_correction1);
+    let bc2 = T::c(h.bias_correction2_sqrt);
+    let eps = T::c(h.eps);
+    p.par_iter_mut()
+        .zip(m.par_iter_mut())
+        .zip(v.par_iter_mut().zip(g.par_iter()))
+        .for_each(|((p, m), (v, &g))| {
+            *p *= decay;
+            *m += w1 * (g - *m);
+            *v = *v * b2 + w2 * g * g;
+            let denom = v.sqrt() / bc2 + eps;
+            *p -= step * (*m / denom);
+        });
+}
+
+/// teacher = m·teacher + (1 − m)·student.
+pub fn ema_update<T: Real>(teacher: &mut [T], student: &[T], momentum: f64) {
+    let m = T::c(momentum);
+    let om = T::c(1.0 - momentum);
+    teacher
+        .par_iter_mut()
+        .zip(student.par_iter())
+        .for_each(|(t, &s)| *t = *t * m + om * s);
+}

@@ -1,0 +1,372 @@
+//! The `Backend` trait: one method per kernel entry point of `kernels/*.cu`, with the same names (minus
+//! the `_f32` suffix) and the same argument order: outputs, inputs, dimensions, scalars. The Set-DINO step
+//! (`engine`) is written once against this trait.
+//!
+//! Conventions: parameter gradients accumulate (`+=`), activation gradients overwrite (`=`) except the
+//! residual stream (`+=`), marked on each method. Parameters are addressed as (flat buffer, element
+//! offset), so the same call works on the student, the teacher or a scratch weight buffer. Scalars are
+//! passed as f64 and rounded to the backend's precision.
+#![allow(clippy::too_many_arguments)]
+pub mod cpu;
+
+use anyhow::Result;
+
+/// AdamW scalars for one launch over a range, PyTorch semantics (`torch.optim.AdamW`, single tensor).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// 1 − β1^t
+    pub bias_correction1: f64,
+    /// √(1 − β2^t)
+    pub bias_correction2_sqrt: f64,
+}
+
+/// The primitive operations of the step. Shapes use the glossary of `model`.
+pub trait Backend: Sync {
+    /// A device buffer of scalars.
+    type Buf: Send + Sync;
+
+    /// Human-readable backend name, e.g. `cpu (f32, 2 threads)`.
+    fn name(&self) -> String;
+    fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    fn buf_len(&self, buf: &Self::Buf) -> usize;
+    /// A new buffer holding a copy of `src`.
+    fn copy_of(&self, src: &Self::Buf) -> Result<Self::Buf> {
+        let n = self.buf_len(src);
+        let mut dst = self.zeros(n)?;
+        self.copy(&mut dst, 0, src, 0, n)?;
+        Ok(dst)
+    }
+    /// buf[off..off+n] = value
+    fn fill(&self, buf: &mut Self::Buf, off: usize, n: usize, value: f64) -> Result<()>;
+    /// dst[dst_off..+n] = src[src_off..+n]
+    fn copy(
+        &self,
+        dst: &mut Self::Buf,
+        dst_off: usize,
+        src: &Self::Buf,
+        src_off: usize,
+        n: usize,
+    ) -> Result<()>;
+
+    // ---- patch_embed.cu
+    /// out: (B·P, CH·p·p) patches in Conv2d weight order (ch, ky, kx); img: (B, CH, H, W).
+    fn patch_embed_im2col(
+        &self,
+        out: &mut Self::Buf,
+        img: &Self::Buf,
+        b: usize,
+        ch: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<()>;
+    /// x: (B, N, C) with x[b,0] = cls + pos[0], x[b,1+i] = patch_out[b,i] + Σ_g interp[i,g]·pos[1+g].
+    /// patch_out: (B·P, C); cls: (C) and pos: (1+G2, C) at offsets in `params`; interp: (P, G2).
+    fn tokens_forward(
+        &self,
+        x: &mut Self::Buf,
+        patch_out: &Self::Buf,
+        params: &Self::Buf,
+        cls_off: usize,
+        pos_off: usize,
+        interp: &Self::Buf,
+        b: usize,
+        p: usize,
+        g2: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// dparams at cls_off, pos_off (+=); dpatch_out: (B·P, C) (=); dx: (B, N, C).
+    fn tokens_backward(
+        &self,
+        dparams: &mut Self::Buf,
+        cls_off: usize,
+        pos_off: usize,
+        dpatch_out: &mut Self::Buf,
+        dx: &Self::Buf,
+        interp: &Self::Buf,
+        b: usize,
+        p: usize,
+        g2: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    // ---- matmul.cu
+    /// out: (R, O) = inp (R, I) · Wᵀ + bias; W: (O, I) at w_off, bias: (O) at b_off.
+    fn matmul_forward(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        w_off: usize,
+        b_off: Option<usize>,
+        r: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()>;
+    /// dinp: (R, I) (=) if given; dW (+=) at dw_off, db (+=) at db_off in dparams; dout: (R, O).
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut Self::Buf>,
+        dparams: &mut Self::Buf,
+        dw_off: usize,
+        db_off: Option<usize>,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        w_off: usize,
+        r: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()>;
+
+    // ---- layernorm.cu
+    /// out: (R, C); mean, rstd: (R); weight, bias: (C) at offsets in params. Biased variance.
+    fn layernorm_forward(
+        &self,
+        out: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        w_off: usize,
+        b_off: usize,
+        r: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()>;
+    /// dinp: (R, C) (+=, residual stream); dweight, dbias (+=).
+    fn layernorm_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dparams: &mut Self::Buf,
+        dw_off: usize,
+        db_off: usize,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        w_off: usize,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        r: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    // ---- attention.cu
+    /// out: (B, N, C) heads concatenated; att: (B, NH, N, N) softmax probabilities;
+    /// qkv: (B, N, 3C) laid out [3][NH][HS]; scale HS^-0.5.
+    fn attention_forward(
+        &self,
+        out: &mut Self::Buf,
+        att: &mut Self::Buf,
+        qkv: &Self::Buf,
+        b: usize,
+        n: usize,
+        nh: usize,
+        hs: usize,
+    ) -> Result<()>;
+    /// dqkv: (B, N, 3C) (=); datt: (B, NH, N, N) scratch; dout: (B, N, C).
+    fn attention_backward(
+        &self,
+        dqkv: &mut Self::Buf,
+        datt: &mut Self::Buf,
+        dout: &Self::Buf,
+        qkv: &Self::Buf,
+        att: &Self::Buf,
+        b: usize,
+        n: usize,
+        nh: usize,
+        hs: usize,
+    ) -> Result<()>;
+
+    // ---- gelu.cu
+    /// out = x·Φ(x) (exact erf GELU), n elements.
+    fn gelu_forward(&self, out: &mut Self::Buf, inp: &Self::Buf, n: usize) -> Result<()>;
+    /// dinp (=) = dout·GELU'(inp).
+    fn gelu_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        n: usize,
+    ) -> Result<()>;
+
+    // ---- residual.cu
+    /// out[b] = inp[b] + scale[b]·branch[b]; each of B samples has M elements; scale: (B) drop-path.
+    fn residual_forward(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        branch: &Self::Buf,
+        scale: &Self::Buf,
+        b: usize,
+        m: usize,
+    ) -> Result<()>;
+    /// dbranch[b] (=) = scale[b]·dout[b]. (The identity path is the residual stream itself.)
+    fn residual_backward(
+        &self,
+        dbranch: &mut Self::Buf,
+        dout: &Self::Buf,
+        scale: &Self::Buf,
+        b: usize,
+        m: usize,
+    ) -> Result<()>;
+    /// out: (B, C) = x[:, 0, :] with x: (B, N, C).
+    fn residual_cls_gather(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        b: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// dx[:, 0, :] (+=) dout; dx: (B, N, C), dout: (B, C).
+    fn residual_cls_scatter(
+        &self,
+        dx: &mut Self::Buf,
+        dout: &Self::Buf,
+        b: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// out[:, col_off..col_off+C] = inp; out: (R, TC), inp: (R, C).
+    fn residual_copy_cols(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        r: usize,
+        c: usize,
+        tc: usize,
+        col_off: usize,
+    ) -> Result<()>;
+
+    // ---- set_mean.cu
+    /// out: (S, C) mean over n consecutive rows of inp: (S·n, C).
+    fn set_mean_forward(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        s: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// dinp (=) (S·n, C) = dout[s]/n.
+    fn set_mean_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        s: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    // ---- l2norm.cu
+    /// out = inp / max(‖inp‖, eps) per row; norm: (R) the unclamped norms.
+    fn l2norm_forward(
+        &self,
+        out: &mut Self::Buf,
+        norm: &mut Self::Buf,
+        inp: &Self::Buf,
+        r: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()>;
+    /// dinp (=).
+    fn l2norm_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        dout: &Self::Buf,
+        out: &Self::Buf,
+        norm: &Self::Buf,
+        r: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()>;
+
+    // ---- weightnorm.cu
+    /// w: (K, C) = g[k]·v[k]/‖v[k]‖; norm: (K); v at v_off, g: (K) at g_off in params.
+    fn weightnorm_forward(
+        &self,
+        w: &mut Self::Buf,
+        norm: &mut Self::Buf,
+        params: &Self::Buf,
+        v_off: usize,
+        g_off: usize,
+        k: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// dv (+=) at v_off in dparams = g/‖v‖·(dw − v̂·(v̂·dw)) per row.
+    fn weightnorm_backward(
+        &self,
+        dparams: &mut Self::Buf,
+        v_off: usize,
+        dw: &Self::Buf,
+        params: &Self::Buf,
+        g_off: usize,
+        norm: &Self::Buf,
+        k: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    // ---- dino_loss.cu
+    /// L = (1/T)·Σ_{iq<2} Σ_{v≠iq} mean_s −Σ_k q_iq·log softmax(student_v/τs), q = softmax((t − center)/τt),
+    /// T = 2V − 2 terms. loss: (1); dstudent: (V·S, K) (=) dL/dlogits; tprobs: (2S, K) = q;
+    /// student: (V·S, K) view-major; teacher: (2S, K); center: (K).
+    fn dino_loss_forward_backward(
+        &self,
+        loss: &mut Self::Buf,
+        dstudent: &mut Self::Buf,
+        tprobs: &mut Self::Buf,
+        student: &Self::Buf,
+        teacher: &Self::Buf,
+        center: &Self::Buf,
+        v: usize,
+        s: usize,
+        k: usize,
+        student_temp: f64,
+        teacher_temp: f64,
+    ) -> Result<()>;
+    /// center = m·center + (1 − m)·mean over R rows of teacher (R, K).
+    fn dino_loss_center_update(
+        &self,
+        center: &mut Self::Buf,
+        teacher: &Self::Buf,
+        r: usize,
+        k: usize,
+        momentum: f64,
+    ) -> Result<()>;
+
+    // ---- adamw.cu / ema.cu / reduce.cu
+    /// For each (off, len) tensor: g *= max_norm/(‖g‖+1e-6) when that factor is < 1.
+    fn reduce_clip_per_tensor(
+        &self,
+        grads: &mut Self::Buf,
+        ranges: &[(usize, usize)],
+        max_norm: f64,
+    ) -> Result<()>;
+    /// AdamW over [lo, hi) of the flat buffers (PyTorch semantics).
+    fn adamw_update(
+        &self,
+        params: &mut Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        grads: &Self::Buf,
+        lo: usize,
+        hi: usize,
+        hyper: AdamWHyper,
+    ) -> Result<()>;
+    /// teacher = m·teacher + (1 − m)·student over n elements.
+    fn ema_update(
+        &self,
+        teacher: &mut Self::Buf,
+        student: &Self::Buf,
+        n: usize,
+        momentum: f64,
+    ) -> Result<()>;
+}

@@ -1,0 +1,451 @@
+//! One Set-DINO training step over any `Backend` (algorithm.md §3, §4.1, §6.3):
+//! teacher on the 2 global crops → set mean → head; student on all 2 + L crops → set mean per
+//! (set, crop) → head; DINO loss with the current center; backward; center update; per-tensor clipping;
+//! last-layer freeze; AdamW by decay range; EMA teacher. The flat buffers (student, teacher, grads,
+//! Adam moments) share the layout of `model::params`.
+use super::head::{head_backward, head_forward, HeadOffs};
+use super::schedule::StepSchedule;
+use super::vit::{backbone_backward, backbone_forward, embedding, BackboneOffs, DropScales};
+use crate::backend::{AdamWHyper, Backend};
+use crate::config::{ModelConfig, OptimConfig, TeacherInit};
+use crate::model::params::ParamLayout;
+use crate::model::pos::interp_matrix;
+use crate::util::rng::{self, purpose};
+use anyhow::{ensure, Result};
+use rand::Rng;
+use std::collections::HashMap;
+
+/// The crops of one step, set-major rows (rows s·n … s·n+n−1 are set s).
+pub struct StepBatch<B: Backend> {
+    /// (2, R, CH, G, G), R = S·n.
+    pub global: B::Buf,
+    /// (L, R, CH, l, l) when L > 0.
+    pub local: Option<B::Buf>,
+    pub sets: usize,
+    pub set_size: usize,
+    pub n_local: usize,
+}
+
+/// Loss and head outputs of one forward/backward.
+pub struct LossOut<B: Backend> {
+    pub loss: f64,
+    /// ((2 + L)·S, K) student head outputs, view-major.
+    pub student_out: B::Buf,
+    /// (2·S, K) teacher head outputs.
+    pub teacher_out: B::Buf,
+}
+
+/// Model state on a backend: student, teacher, gradients, AdamW moments, DINO center, step counts.
+pub struct Engine<B: Backend> {
+    pub be: B,
+    pub cfg: ModelConfig,
+    pub layout: ParamLayout,
+    pub bb: BackboneOffs,
+    pub hd: HeadOffs,
+    pub student: B::Buf,
+    pub teacher: B::Buf,
+    pub grads: B::Buf,
+    pub adam_m: B::Buf,
+    pub adam_v: B::Buf,
+    /// (K) the DINO center.
+    pub center: B::Buf,
+    /// AdamW step count of every trainable tensor except the last layer.
+    pub adam_step: u64,
+    /// AdamW step count of `head.last_layer.weight_v` (it does not advance while frozen).
+    pub adam_step_last: u64,
+    interp: HashMap<usize, B::Buf>,
+    trainable_ranges: Vec<(usize, usize)>,
+}
+
+/// Host copies of the state, for checkpoints.
+#[derive(Clone, Debug)]
+pub struct HostState {
+    pub student: Vec<f32>,
+    pub teacher: Vec<f32>,
+    pub adam_m: Vec<f32>,
+    pub adam_v: Vec<f32>,
+    pub center: Vec<f32>,
+    pub adam_step: u64,
+    pub adam_step_last: u64,
+}
+
+impl HostState {
+    /// A fresh model: student initialised from `seed`, teacher a copy (or with its own head),
+    /// zero moments and center.
+    pub fn init(cfg: &ModelConfig, seed: u64, teacher_init: TeacherInit) -> Self {
+        let layout = ParamLayout::new(cfg);
+        let student = layout.init(seed, purpose::INIT);
+        let mut teacher = student.clone();
+        if teacher_init == TeacherInit::SeparateHead {
+            layout.init_head(&mut teacher, seed, purpose::TEACHER_HEAD_INIT);
+        }
+        HostState {
+            adam_m: vec![0.0; layout.n],
+            adam_v: vec![0.0; layout.n],
+            center: vec![0.0; cfg.out_dim],
+            student,
+            teacher,
+            adam_step: 0,
+            adam_step_last: 0,
+        }
+    }
+}
+
+/// Per-sample drop-path scales for one forward group, from the stream (seed, step, group, block, branch).
+pub fn drop_scales(cfg: &ModelConfig, seed: u64, step: u64, group: u64, b: usize) -> DropScales {
+    let rates = cfg.drop_path_rates();
+    let draw = |l: usize, branch: u64, rate: f64| -> Vec<f32> {
+        if rate <= 0.0 {
+            return vec![1.0; b];
+        }
+        let keep = 1.0 - rate;
+        let mut r = rng::stream(&[seed, purpose::DROP_PATH, step, group, l as u64, branch]);
+        (0..b)
+            .map(|_| {
+                let u: f64 = r.random();
+                ((keep + u).floor() / keep) as f32
+            })
+            .collect()
+    };
+    Some(
+        rates
+            .iter()
+            .enumerate()
+            .map(|(l, &rate)| (draw(l, 0, rate), draw(l, 1, rate)))
+            .collect(),
+    )
+}
+
+impl<B: Backend> Engine<B> {
+    /// Uploads `state` to the backend.
+    pub fn from_host(be: B, cfg: ModelConfig, state: &HostState) -> Result<Self> {
+        cfg.validate()?;
+        let layout = ParamLayout::new(&cfg);
+        ensure!(
+            state.student.len() == layout.n && state.teacher.len() == layout.n,
+            "state holds {} parameters, the config needs {}",
+            state.student.len(),
+            layout.n
+        );
+        ensure!(
+            state.center.len() == cfg.out_dim,
+            "center length != out_dim"
+        );
+        let bb = BackboneOffs::new(&cfg, &layout);
+        let hd = HeadOffs::new(&cfg, &layout);
+        let trainable_ranges = layout.trainable_ranges();
+        Ok(Engine {
+            student: be.upload(&state.student)?,
+            teacher: be.upload(&state.teacher)?,
+            grads: be.zeros(layout.n)?,
+            adam_m: be.upload(&state.adam_m)?,
+            adam_v: be.upload(&state.adam_v)?,
+            center: be.upload(&state.center)?,
+            adam_step: state.adam_step,
+            adam_step_last: state.adam_step_last,
+            be,
+            cfg,
+            layout,
+            bb,
+            hd,
+            interp: HashMap::new(),
+            trainable_ranges,
+        })
+    }
+
+    /// Downloads the state (for checkpoints and tests).
+    pub fn to_host(&self) -> Result<HostState> {
+        Ok(HostState {
+            student: self.be.download(&self.student)?,
+            teacher: self.be.download(&self.teacher)?,
+            adam_m: self.be.download(&self.adam_m)?,
+            adam_v: self.be.download(&self.adam_v)?,
+            center: self.be.download(&self.center)?,
+            adam_step: self.adam_step,
+            adam_step_last: self.adam_step_last,
+        })
+    }
+
+    fn ensure_interp(&mut self, side: usize) -> Result<()> {
+        if !self.interp.contains_key(&side) {
+            let o = side / self.cfg.patch;
+            let m: Vec<f32> = interp_matrix(self.cfg.pos_grid, o)
+                .into_iter()
+                .map(|x| x as f32)
+                .collect();
+            let buf = self.be.upload(&m)?;
+            self.interp.insert(side, buf);
+        }
+        Ok(())
+    }
+
+    /// Replaces the interpolation matrix of `side` (tests use this to run the f64 backend on an
+    /// f64-exact matrix).
+    pub fn set_interp(&mut self, side: usize, m: B::Buf) {
+        self.interp.insert(side, m);
+    }
+
+    /// Set-DINO loss and gradients (into `self.grads`, zeroed first) for one batch. `drop` = Some((seed,
+    /// step)) enables the student's stochastic depth. Does not touch the center or the parameters.
+    pub fn forward_backward(
+        &mut self,
+        batch: &StepBatch<B>,
+        student_temp: f64,
+        teacher_temp: f64,
+        drop: Option<(u64, u64)>,
+    ) -> Result<LossOut<B>> {
+        let cfg = self.cfg.clone();
+        let (s, n, nl) = (batch.sets, batch.set_size, batch.n_local);
+        let r = s * n;
+        let v = 2 + nl;
+        let (c, k) = (cfg.dim, cfg.out_dim);
+        let (gs, ls) = (cfg.global_size, cfg.local_size);
+        ensure!(
+            nl == 0 || batch.local.is_some(),
+            "n_local = {nl} but no local crops were given"
+        );
+        self.ensure_interp(gs)?;
+        if nl > 0 {
+            self.ensure_interp(ls)?;
+        }
+        let be = &self.be;
+        let ig = &self.interp[&gs];
+        be.fill(&mut self.grads, 0, self.layout.n, 0.0)?;
+
+        // Teacher: global crops only, no drop path.
+        let t_out = {
+            let acts = backbone_forward(
+                be,
+                &cfg,
+                &self.bb,
+                &self.teacher,
+                ig,
+                &batch.global,
+                2 * r,
+                gs,
+                &None,
+            )?;
+            let mut mean = be.zeros(2 * s * c)?;
+            be.set_mean_forward(&mut mean, &acts.out, 2 * s, n, c)?;
+            head_forward(be, &cfg, &self.hd, &self.teacher, mean, 2 * s)?.logits
+        };
+
+        // Student: global group, then local group.
+        let dg = drop.and_then(|(seed, step)| drop_scales(&cfg, seed, step, 0, 2 * r));
+        let sg = backbone_forward(
+            be,
+            &cfg,
+            &self.bb,
+            &self.student,
+            ig,
+            &batch.global,
+            2 * r,
+            gs,
+            &dg,
+        )?;
+        let sl = match (&batch.local, nl) {
+            (Some(local), nl) if nl > 0 => {
+                let dl = drop.and_then(|(seed, step)| drop_scales(&cfg, seed, step, 1, nl * r));
+                let il = &self.interp[&ls];
+                Some(backbone_forward(
+                    be,
+                    &cfg,
+                    &self.bb,
+                    &self.student,
+                    il,
+                    local,
+                    nl * r,
+                    ls,
+                    &dl,
+                )?)
+            }
+            _ => None,
+        };
+        let mut cls_all = be.zeros(v * r * c)?;
+        be.copy(&mut cls_all, 0, &sg.out, 0, 2 * r * c)?;
+        if let Some(sl) = &sl {
+            be.copy(&mut cls_all, 2 * r * c, &sl.out, 0, nl * r * c)?;
+        }
+        let mut mean = be.zeros(v * s * c)?;
+        be.set_mean_forward(&mut mean, &cls_all, v * s, n, c)?;
+        let head = head_forward(be, &cfg, &self.hd, &self.student, mean, v * s)?;
+
+        let mut loss = be.zeros(1)?;
+        let mut dlogits = be.zeros(v * s * k)?;
+        let mut tprobs = be.zeros(2 * s * k)?;
+        be.dino_loss_forward_backward(
+            &mut loss,
+            &mut dlogits,
+            &mut tprobs,
+            &head.logits,
+            &t_out,
+            &self.center,
+            v,
+            s,
+            k,
+            student_temp,
+            teacher_temp,
+        )?;
+
+        let dmean = head_backward(
+            be,
+            &cfg,
+            &self.hd,
+            &self.student,
+            &mut self.grads,
+            &head,
+            &dlogits,
+        )?;
+        let mut dcls_all = be.zeros(v * r * c)?;
+        be.set_mean_backward(&mut dcls_all, &dmean, v * s, n, c)?;
+        let mut dcls = be.zeros(2 * r * c)?;
+        be.copy(&mut dcls, 0, &dcls_all, 0, 2 * r * c)?;
+        backbone_backward(
+            be,
+            &cfg,
+            &self.bb,
+            &self.student,
+            &mut self.grads,
+            ig,
+            &sg,
+            &dcls,
+        )?;
+        if let Some(sl) = &sl {
+            let il = &self.interp[&ls];
+            let mut dcl = be.zeros(nl * r * c)?;
+            be.copy(&mut dcl, 0, &dcls_all, 2 * r * c, nl * r * c)?;
+            backbone_backward(
+                be,
+                &cfg,
+                &self.bb,
+                &self.student,
+                &mut self.grads,
+                il,
+                sl,
+                &dcl,
+            )?;
+        }
+        let loss = be.download(&loss)?[0] as f64;
+        Ok(LossOut {
+            loss,
+            student_out: head.logits,
+            teacher_out: t_out,
+        })
+    }
+
+    /// After the loss: center update from all teacher rows, clipping, freeze, AdamW, EMA.
+    pub fn update(
+        &mut self,
+        optim: &OptimConfig,
+        sched: &StepSchedule,
+        teacher_out: &B::Buf,
+    ) -> Result<()> {
+        let be = &self.be;
+        let rows = be.buf_len(teacher_out) / self.cfg.out_dim;
+        be.dino_loss_center_update(
+            &mut self.center,
+            teacher_out,
+            rows,
+            self.cfg.out_dim,
+            optim.center_momentum,
+        )?;
+        if optim.clip_grad > 0.0 {
+            be.reduce_clip_per_tensor(&mut self.grads, &self.trainable_ranges, optim.clip_grad)?;
+        }
+        let hyper = |t: u64, wd: f64| AdamWHyper {
+            lr: sched.lr,
+            beta1: optim.beta1,
+            beta2: optim.beta2,
+            eps: optim.eps,
+            weight_decay: wd,
+            bias_correction1: 1.0 - optim.beta1.powi(t as i32),
+            bias_correction2_sqrt: (1.0 - optim.beta2.powi(t as i32)).sqrt(),
+        };
+        let l = &self.layout;
+        self.adam_step += 1;
+        let h = hyper(self.adam_step, sched.weight_decay);
+        be.adamw_update(
+            &mut self.student,
+            &mut self.adam_m,
+            &mut self.adam_v,
+            &self.grads,
+            0,
+            l.decay_end,
+            h,
+        )?;
+        let h0 = hyper(self.adam_step, 0.0);
+        be.adamw_update(
+            &mut self.student,
+            &mut self.adam_m,
+            &mut self.adam_v,
+            &self.grads,
+            l.last_end,
+            l.trainable_end,
+            h0,
+        )?;
+        if !sched.freeze_last_layer {
+            self.adam_step_last += 1;
+            let hl = hyper(self.adam_step_last, sched.weight_decay);
+            be.adamw_update(
+                &mut self.student,
+                &mut self.adam_m,
+                &mut self.adam_v,
+                &self.grads,
+                l.decay_end,
+                l.last_end,
+                hl,
+            )?;
+        }
+        be.ema_update(&mut self.teacher, &self.student, l.n, sched.momentum)?;
+        Ok(())
+    }
+
+    /// One full training step at global iteration `step`; returns the loss.
+    pub fn train_step(
+        &mut self,
+        batch: &StepBatch<B>,
+        optim: &OptimConfig,
+        sched: &StepSchedule,
+        seed: u64,
+        step: u64,
+    ) -> Result<f64> {
+        let drop = if self.cfg.drop_path > 0.0 {
+            Some((seed, step))
+        } else {
+            None
+        };
+        let out = self.forward_backward(batch, optim.student_temp, sched.teacher_temp, drop)?;
+        self.update(optim, sched, &out.teacher_out)?;
+        Ok(out.loss)
+    }
+
+    /// Per-image 4×C embeddings (CLS of the last 4 blocks after the final norm) of `imgs`
+    /// (B, CH, side, side), with the teacher (default for inference) or the student, no drop path.
+    pub fn embed(
+        &mut self,
+        imgs: &B::Buf,
+        b: usize,
+        side: usize,
+        teacher: bool,
+    ) -> Result<(Vec<f32>, usize)> {
+        self.ensure_interp(side)?;
+        let params = if teacher {
+            &self.teacher
+        } else {
+            &self.student
+        };
+        let acts = backbone_forward(
+            &self.be,
+            &self.cfg,
+            &self.bb,
+            params,
+            &self.interp[&side],
+            imgs,
+            b,
+            side,
+            &None,
+        )?;
+        let (out, width) = embedding(&self.be, &self.cfg, &self.bb, params, &acts)?;
+        Ok((self.be.download(&out)?, width))
+    }
+}

@@ -1,0 +1,482 @@
+//! The ViT backbone schedule, written once over `Backend` (llm.c's `gpt2_forward`/`gpt2_backward`):
+//! patch embedding → CLS + interpolated positions → L pre-norm blocks (LN → attention → residual with
+//! drop path; LN → GELU MLP → residual with drop path) → final LayerNorm on the CLS rows.
+use crate::backend::Backend;
+use crate::config::ModelConfig;
+use crate::model::params::{BlockNames, ParamLayout, CLS, NORM_B, NORM_W, PATCH_B, PATCH_W, POS};
+use anyhow::{ensure, Result};
+
+/// Offsets of one block's tensors in the flat buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockOffs {
+    pub norm1_w: usize,
+    pub norm1_b: usize,
+    pub qkv_w: usize,
+    pub qkv_b: usize,
+    pub proj_w: usize,
+    pub proj_b: usize,
+    pub norm2_w: usize,
+    pub norm2_b: usize,
+    pub fc1_w: usize,
+    pub fc1_b: usize,
+    pub fc2_w: usize,
+    pub fc2_b: usize,
+}
+
+/// Offsets of the backbone tensors, resolved once from the table (no string lookups in the hot loop).
+#[derive(Clone, Debug)]
+pub struct BackboneOffs {
+    pub patch_w: usize,
+    pub patch_b: usize,
+    pub cls: usize,
+    pub pos: usize,
+    pub norm_w: usize,
+    pub norm_b: usize,
+    pub blocks: Vec<BlockOffs>,
+}
+
+impl BackboneOffs {
+    pub fn new(cfg: &ModelConfig, layout: &ParamLayout) -> Self {
+        let blocks = (0..cfg.depth)
+            .map(|i| {
+                let n = BlockNames::new(i);
+                BlockOffs {
+                    norm1_w: layout.off(&n.norm1_w),
+                    norm1_b: layout.off(&n.norm1_b),
+                    qkv_w: layout.off(&n.qkv_w),
+                    qkv_b: layout.off(&n.qkv_b),
+                    proj_w: layout.off(&n.proj_w),
+                    proj_b: layout.off(&n.proj_b),
+                    norm2_w: layout.off(&n.norm2_w),
+                    norm2_b: layout.off(&n.norm2_b),
+                    fc1_w: layout.off(&n.fc1_w),
+                    fc1_b: layout.off(&n.fc1_b),
+                    fc2_w: layout.off(&n.fc2_w),
+                    fc2_b: layout.off(&n.fc2_b),
+                }
+            })
+            .collect();
+        BackboneOffs {
+            patch_w: layout.off(PATCH_W),
+            patch_b: layout.off(PATCH_B),
+            cls: layout.off(CLS),
+            pos: layout.off(POS),
+            norm_w: layout.off(NORM_W),
+            norm_b: layout.off(NORM_B),
+            blocks,
+        }
+    }
+}
+
+/// Activations of one block, kept for the backward.
+pub struct BlockActs<B: Backend> {
+    /// LN1 output, mean, rstd: (B, N, C), (B·N), (B·N).
+    pub ln1: B::Buf,
+    pub ln1_mean: B::Buf,
+    pub ln1_rstd: B::Buf,
+    /// (B, N, 3C)
+    pub qkv: B::Buf,
+    /// (B, NH, N, N)
+    pub att: B::Buf,
+    /// Attention output before the projection: (B, N, C).
+    pub attn_o: B::Buf,
+    pub ln2: B::Buf,
+    pub ln2_mean: B::Buf,
+    pub ln2_rstd: B::Buf,
+    /// fc1 output (pre-GELU) and GELU output: (B, N, F).
+    pub fc1: B::Buf,
+    pub gelu: B::Buf,
+    /// Drop-path scales of the two residual branches: (B).
+    pub scale1: B::Buf,
+    pub scale2: B::Buf,
+}
+
+/// Activations of one forward group (B images of one resolution).
+pub struct GroupActs<B: Backend> {
+    pub b: usize,
+    pub side: usize,
+    /// Tokens N and patches P.
+    pub n: usize,
+    pub p: usize,
+    /// im2col patches: (B·P, CH·p·p).
+    pub patches: B::Buf,
+    /// Residual stream: xs[2l] enters block l, xs[2l+1] is after its attention branch; xs[2L] is the
+    /// output of the last block. Each (B, N, C).
+    pub xs: Vec<B::Buf>,
+    pub blocks: Vec<BlockActs<B>>,
+    /// CLS rows of the last block (B, C), their final LN output (B, C), mean, rstd (B).
+    pub cls: B::Buf,
+    pub out: B::Buf,
+    pub norm_mean: B::Buf,
+    pub norm_rstd: B::Buf,
+}
+
+/// Per-block drop-path scales for one group: `scales[l] = (branch 1, branch 2)`, each B values in
+/// {0, 1/keep}. `None` means no drop path (teacher, evaluation, parity).
+pub type DropScales = Option<Vec<(Vec<f32>, Vec<f32>)>>;
+
+/// Forward of the backbone on `imgs` (B, CH, side, side) with parameters `params`.
+pub fn backbone_forward<B: Backend>(
+    be: &B,
+    cfg: &ModelConfig,
+    offs: &BackboneOffs,
+    params: &B::Buf,
+    interp: &B::Buf,
+    imgs: &B::Buf,
+    b: usize,
+    side: usize,
+    drop: &DropScales,
+) -> Result<GroupActs<B>> {
+    let (ch, pz, c) = (cfg.in_chans, cfg.patch, cfg.dim);
+    ensure!(
+        side % pz == 0,
+        "crop side {side} is not a multiple of the patch size {pz}"
+    );
+    ensure!(
+        be.buf_len(imgs) == b * ch * side * side,
+        "image buffer holds {} values, expected B·CH·H·W = {b}·{ch}·{side}·{side}",
+        be.buf_len(imgs)
+    );
+    let p = (side / pz) * (side / pz);
+    let n = 1 + p;
+    let g2 = cfg.pos_grid * cfg.pos_grid;
+    let (nh, hs, f) = (cfg.heads, cfg.head_dim(), cfg.mlp_hidden);
+    let r = b * n;
+
+    let mut patches = be.zeros(b * p * ch * pz * pz)?;
+    be.patch_embed_im2col(&mut patches, imgs, b, ch, side, side, pz)?;
+    let mut patch_out = be.zeros(b * p * c)?;
+    be.matmul_forward(
+        &mut patch_out,
+        &patches,
+        params,
+        offs.patch_w,
+        Some(offs.patch_b),
+        b * p,
+        ch * pz * pz,
+        c,
+    )?;
+    let mut x0 = be.zeros(r * c)?;
+    be.tokens_forward(
+        &mut x0, &patch_out, params, offs.cls, offs.pos, interp, b, p, g2, c,
+    )?;
+    drop_buf(patch_out);
+
+    let ones = be.upload(&vec![1.0f32; b])?;
+    let mut xs = vec![x0];
+    let mut blocks = Vec::with_capacity(cfg.depth);
+    let mut branch = be.zeros(r * c)?;
+    for (l, o) in offs.blocks.iter().enumerate() {
+        let (scale1, scale2) = match drop {
+            Some(s) => (be.upload(&s[l].0)?, be.upload(&s[l].1)?),
+            None => (be.copy_of(&ones)?, be.copy_of(&ones)?),
+        };
+        let x_in = xs.last().expect("xs starts non-empty");
+        let mut ln1 = be.zeros(r * c)?;
+        let mut ln1_mean = be.zeros(r)?;
+        let mut ln1_rstd = be.zeros(r)?;
+        be.layernorm_forward(
+            &mut ln1,
+            &mut ln1_mean,
+            &mut ln1_rstd,
+            x_in,
+            params,
+            o.norm1_w,
+            o.norm1_b,
+            r,
+            c,
+            cfg.ln_eps,
+        )?;
+        let mut qkv = be.zeros(r * 3 * c)?;
+        be.matmul_forward(&mut qkv, &ln1, params, o.qkv_w, Some(o.qkv_b), r, c, 3 * c)?;
+        let mut att = be.zeros(b * nh * n * n)?;
+        let mut attn_o = be.zeros(r * c)?;
+        be.attention_forward(&mut attn_o, &mut att, &qkv, b, n, nh, hs)?;
+        be.matmul_forward(
+            &mut branch,
+            &attn_o,
+            params,
+            o.proj_w,
+            Some(o.proj_b),
+            r,
+            c,
+            c,
+        )?;
+        let mut x_mid = be.zeros(r * c)?;
+        be.residual_forward(&mut x_mid, x_in, &branch, &scale1, b, n * c)?;
+
+        let mut ln2 = be.zeros(r * c)?;
+        let mut ln2_mean = be.zeros(r)?;
+        let mut ln2_rstd = be.zeros(r)?;
+        be.layernorm_forward(
+            &mut ln2,
+            &mut ln2_mean,
+            &mut ln2_rstd,
+            &x_mid,
+            params,
+            o.norm2_w,
+            o.norm2_b,
+            r,
+            c,
+            cfg.ln_eps,
+        )?;
+        let mut fc1 = be.zeros(r * f)?;
+        be.matmul_forward(&mut fc1, &ln2, params, o.fc1_w, Some(o.fc1_b), r, c, f)?;
+        let mut gelu = be.zeros(r * f)?;
+        be.gelu_forward(&mut gelu, &fc1, r * f)?;
+        be.matmul_forward(&mut branch, &gelu, params, o.fc2_w, Some(o.fc2_b), r, f, c)?;
+        let mut x_out = be.zeros(r * c)?;
+        be.residual_forward(&mut x_out, &x_mid, &branch, &scale2, b, n * c)?;
+        xs.push(x_mid);
+        xs.push(x_out);
+        blocks.push(BlockActs {
+            ln1,
+            ln1_mean,
+            ln1_rstd,
+            qkv,
+            att,
+            attn_o,
+            ln2,
+            ln2_mean,
+            ln2_rstd,
+            fc1,
+            gelu,
+            scale1,
+            scale2,
+        });
+    }
+    let mut cls = be.zeros(b * c)?;
+    be.residual_cls_gather(&mut cls, xs.last().expect("non-empty"), b, n, c)?;
+    let mut out = be.zeros(b * c)?;
+    let mut norm_mean = be.zeros(b)?;
+    let mut norm_rstd = be.zeros(b)?;
+    be.layernorm_forward(
+        &mut out,
+        &mut norm_mean,
+        &mut norm_rstd,
+        &cls,
+        params,
+        offs.norm_w,
+        offs.norm_b,
+        b,
+        c,
+        cfg.ln_eps,
+    )?;
+    Ok(GroupActs {
+        b,
+        side,
+        n,
+        p,
+        patches,
+        xs,
+        blocks,
+        cls,
+        out,
+        norm_mean,
+        norm_rstd,
+    })
+}
+
+fn drop_buf<T>(_: T) {}
+
+/// Backward of the backbone: `dout` (B, C) is the gradient of the final-LN CLS output; parameter
+/// gradients accumulate into `grads` (+=).
+pub fn backbone_backward<B: Backend>(
+    be: &B,
+    cfg: &ModelConfig,
+    offs: &BackboneOffs,
+    params: &B::Buf,
+    grads: &mut B::Buf,
+    interp: &B::Buf,
+    acts: &GroupActs<B>,
+    dout: &B::Buf,
+) -> Result<()> {
+    let (ch, pz, c) = (cfg.in_chans, cfg.patch, cfg.dim);
+    let (b, n, p) = (acts.b, acts.n, acts.p);
+    let (nh, hs, f) = (cfg.heads, cfg.head_dim(), cfg.mlp_hidden);
+    let r = b * n;
+    let g2 = cfg.pos_grid * cfg.pos_grid;
+
+    // Final LN on the CLS rows, then scatter into the residual-stream gradient.
+    let mut dcls = be.zeros(b * c)?;
+    be.layernorm_backward(
+        &mut dcls,
+        grads,
+        offs.norm_w,
+        offs.norm_b,
+        dout,
+        &acts.cls,
+        params,
+        offs.norm_w,
+        &acts.norm_mean,
+        &acts.norm_rstd,
+        b,
+        c,
+    )?;
+    let mut dx = be.zeros(r * c)?;
+    be.residual_cls_scatter(&mut dx, &dcls, b, n, c)?;
+
+    let mut dbranch = be.zeros(r * c)?;
+    let mut dln = be.zeros(r * c)?;
+    let mut dgelu = be.zeros(r * f)?;
+    let mut dfc1 = be.zeros(r * f)?;
+    let mut dattn_o = be.zeros(r * c)?;
+    let mut dqkv = be.zeros(r * 3 * c)?;
+    let mut datt = be.zeros(b * nh * n * n)?;
+    for l in (0..cfg.depth).rev() {
+        let o = &offs.blocks[l];
+        let a = &acts.blocks[l];
+        let x_in = &acts.xs[2 * l];
+        let x_mid = &acts.xs[2 * l + 1];
+        // MLP branch: x_out = x_mid + s2·fc2(gelu(fc1(ln2(x_mid)))).
+        be.residual_backward(&mut dbranch, &dx, &a.scale2, b, n * c)?;
+        be.matmul_backward(
+            Some(&mut dgelu),
+            grads,
+            o.fc2_w,
+            Some(o.fc2_b),
+            &dbranch,
+            &a.gelu,
+            params,
+            o.fc2_w,
+            r,
+            f,
+            c,
+        )?;
+        be.gelu_backward(&mut dfc1, &dgelu, &a.fc1, r * f)?;
+        be.matmul_backward(
+            Some(&mut dln),
+            grads,
+            o.fc1_w,
+            Some(o.fc1_b),
+            &dfc1,
+            &a.ln2,
+            params,
+            o.fc1_w,
+            r,
+            c,
+            f,
+        )?;
+        be.layernorm_backward(
+            &mut dx,
+            grads,
+            o.norm2_w,
+            o.norm2_b,
+            &dln,
+            x_mid,
+            params,
+            o.norm2_w,
+            &a.ln2_mean,
+            &a.ln2_rstd,
+            r,
+            c,
+        )?;
+        // Attention branch: x_mid = x_in + s1·proj(attn(qkv(ln1(x_in)))).
+        be.residual_backward(&mut dbranch, &dx, &a.scale1, b, n * c)?;
+        be.matmul_backward(
+            Some(&mut dattn_o),
+            grads,
+            o.proj_w,
+            Some(o.proj_b),
+            &dbranch,
+            &a.attn_o,
+            params,
+            o.proj_w,
+            r,
+            c,
+            c,
+        )?;
+        be.attention_backward(&mut dqkv, &mut datt, &dattn_o, &a.qkv, &a.att, b, n, nh, hs)?;
+        be.matmul_backward(
+            Some(&mut dln),
+            grads,
+            o.qkv_w,
+            Some(o.qkv_b),
+            &dqkv,
+            &a.ln1,
+            params,
+            o.qkv_w,
+            r,
+            c,
+            3 * c,
+        )?;
+        be.layernorm_backward(
+            &mut dx,
+            grads,
+            o.norm1_w,
+            o.norm1_b,
+            &dln,
+            x_in,
+            params,
+            o.norm1_w,
+            &a.ln1_mean,
+            &a.ln1_rstd,
+            r,
+            c,
+        )?;
+    }
+    // Tokens: CLS, positions (through the interpolation transpose), patch embedding.
+    let mut dpatch_out = be.zeros(b * p * c)?;
+    be.tokens_backward(
+        grads,
+        offs.cls,
+        offs.pos,
+        &mut dpatch_out,
+        &dx,
+        interp,
+        b,
+        p,
+        g2,
+        c,
+    )?;
+    be.matmul_backward(
+        None,
+        grads,
+        offs.patch_w,
+        Some(offs.patch_b),
+        &dpatch_out,
+        &acts.patches,
+        params,
+        offs.patch_w,
+        b * p,
+        ch * pz * pz,
+        c,
+    )?;
+    Ok(())
+}
+
+/// The 4×C embedding of each image: the CLS rows after each of the last 4 blocks (fewer if the model
+/// is shallower), each through the final LayerNorm, concatenated (algorithm.md §1.4). out: (B, 4C).
+pub fn embedding<B: Backend>(
+    be: &B,
+    cfg: &ModelConfig,
+    offs: &BackboneOffs,
+    params: &B::Buf,
+    acts: &GroupActs<B>,
+) -> Result<(B::Buf, usize)> {
+    let (b, n, c) = (acts.b, acts.n, cfg.dim);
+    let k = cfg.depth.min(4);
+    let tc = k * c;
+    let mut out = be.zeros(b * tc)?;
+    let mut cls = be.zeros(b * c)?;
+    let mut ln = be.zeros(b * c)?;
+    let mut mean = be.zeros(b)?;
+    let mut rstd = be.zeros(b)?;
+    for (j, l) in (cfg.depth - k..cfg.depth).enumerate() {
+        be.residual_cls_gather(&mut cls, &acts.xs[2 * (l + 1)], b, n, c)?;
+        be.layernorm_forward(
+            &mut ln,
+            &mut mean,
+            &mut rstd,
+            &cls,
+            params,
+            offs.norm_w,
+            offs.norm_b,
+            b,
+            c,
+            cfg.ln_eps,
+        )?;
+        be.residual_copy_cols(&mut out, &ln, b, c, tc, j * c)?;
+    }
+    Ok((out, tc))
+}

@@ -1,0 +1,4 @@
+//! Small shared utilities: atomic file writes, deterministic random streams, tensor comparison.
+pub mod atomic;
+pub mod check;
+pub mod rng;
