@@ -35,6 +35,10 @@ pub trait Backend: Sync {
     fn zeros(&self, n: usize) -> Result<Self::Buf>;
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    /// Download at full precision (f64 backends lose nothing; f32 backends widen).
+    fn download_f64(&self, buf: &Self::Buf) -> Result<Vec<f64>> {
+        Ok(self.download(buf)?.into_iter().map(f64::from).collect())
+    }
     fn buf_len(&self, buf: &Self::Buf) -> usize;
     /// A new buffer holding a copy of `src`.
     fn copy_of(&self, src: &Self::Buf) -> Result<Self::Buf> {

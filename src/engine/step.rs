@@ -325,7 +325,7 @@ impl<B: Backend> Engine<B> {
                 &dcl,
             )?;
         }
-        let loss = be.download(&loss)?[0] as f64;
+        let loss = be.download_f64(&loss)?[0];
         Ok(LossOut {
             loss,
             student_out: head.logits,

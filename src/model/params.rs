@@ -281,3 +281,98 @@ fn init_tensor<R: Rng>(out: &mut [f32], init: Init, r: &mut R) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// algorithm.md §1.5: 21,763,968 backbone + 6,035,712 head parameters for ViT-S/16, 4 channels, K 2048.
+    #[test]
+    fn vits16_parameter_count_matches_reference_checkpoint() {
+        let l = ParamLayout::new(&ModelConfig::vits16());
+        let backbone: usize = l
+            .specs
+            .iter()
+            .filter(|s| s.name.starts_with("backbone."))
+            .map(|s| s.len)
+            .sum();
+        let head: usize = l
+            .specs
+            .iter()
+            .filter(|s| s.name.starts_with("head."))
+            .map(|s| s.len)
+            .sum();
+        assert_eq!(backbone, 21_763_968);
+        assert_eq!(head, 6_035_712);
+        assert_eq!(l.n, backbone + head);
+        let trainable: usize = l.specs.iter().filter(|s| s.trainable).map(|s| s.len).sum();
+        assert_eq!(2 * trainable, 55_595_264, "AdamW state size of §1.5");
+        assert_eq!(l.get(POS).map(|s| s.shape.clone()), Some(vec![1, 197, 384]));
+    }
+
+    #[test]
+    fn decay_groups_and_buffer_order() {
+        let l = ParamLayout::new(&ModelConfig::tiny());
+        for s in &l.specs {
+            let want = !s.name.ends_with(".bias") && s.shape.len() != 1;
+            assert_eq!(s.decay, want, "{}", s.name);
+            let in_decay = s.off < l.decay_end;
+            let in_last = s.off >= l.decay_end && s.off < l.last_end;
+            let in_nodecay = s.off >= l.last_end && s.off < l.trainable_end;
+            match s.name.as_str() {
+                LAST_V => assert!(in_last),
+                LAST_G => assert!(!s.trainable && s.off >= l.trainable_end),
+                _ if s.decay => assert!(in_decay, "{}", s.name),
+                _ => assert!(in_nodecay, "{}", s.name),
+            }
+        }
+        for name in [CLS, POS, PATCH_W] {
+            assert!(
+                l.get(name).map(|s| s.decay).unwrap_or(false),
+                "{name} is decayed"
+            );
+        }
+        // Tensors tile the buffer without gaps or overlaps.
+        let mut spans: Vec<(usize, usize)> = l.specs.iter().map(|s| (s.off, s.len)).collect();
+        spans.sort();
+        let mut at = 0;
+        for (o, n) in spans {
+            assert_eq!(o, at);
+            at += n;
+        }
+        assert_eq!(at, l.n);
+    }
+
+    #[test]
+    fn init_follows_the_reference_distributions() {
+        let cfg = ModelConfig::vits16();
+        let l = ParamLayout::new(&cfg);
+        let buf = l.init(1234, 1);
+        let stats = |name: &str| {
+            let s = l.get(name).expect("tensor");
+            let v = &buf[s.off..s.off + s.len];
+            let n = v.len() as f64;
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let std = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+            let max = v.iter().fold(0f64, |m, &x| m.max((x as f64).abs()));
+            (mean, std, max)
+        };
+        let (_, std, max) = stats("backbone.blocks.0.attn.qkv.weight");
+        assert!(
+            (std - 0.02).abs() < 2e-4,
+            "trunc_normal std 0.02, got {std}"
+        );
+        assert!(max < 0.2);
+        // kaiming_uniform(a=√5): U(±1/√fan_in), std = bound/√3.
+        let (_, std, max) = stats(PATCH_W);
+        assert!(max <= 1.0 / 32.0 && (std - 1.0 / 32.0 / 3f64.sqrt()).abs() < 1e-3);
+        let (_, std, max) = stats(LAST_V);
+        assert!(max <= 1.0 / 16.0 && (std - 1.0 / 16.0 / 3f64.sqrt()).abs() < 1e-3);
+        assert_eq!(stats(LAST_G), (1.0, 0.0, 1.0));
+        assert_eq!(stats("backbone.blocks.3.norm1.weight"), (1.0, 0.0, 1.0));
+        assert_eq!(stats("head.mlp.2.bias"), (0.0, 0.0, 0.0));
+        // Deterministic by seed.
+        assert_eq!(buf, l.init(1234, 1));
+        assert_ne!(buf, l.init(1235, 1));
+    }
+}

@@ -105,6 +105,9 @@ impl<T: Real> Backend for CpuBackend<T> {
     fn download(&self, buf: &Vec<T>) -> Result<Vec<f32>> {
         Ok(buf.iter().map(|x| x.d() as f32).collect())
     }
+    fn download_f64(&self, buf: &Vec<T>) -> Result<Vec<f64>> {
+        Ok(buf.iter().map(|x| x.d()).collect())
+    }
     fn buf_len(&self, buf: &Vec<T>) -> usize {
         buf.len()
     }

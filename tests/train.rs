@@ -1,0 +1,231 @@
+//! Training-run properties on the CPU backend: bit-identical reruns (20 steps), independence of the
+//! thread count, checkpoint round trip and bit-exact resume, the last-layer freeze, shape errors.
+#[path = "common/mod.rs"]
+mod common;
+
+use setdino::backend::cpu::CpuBackend;
+use setdino::backend::Backend;
+use setdino::config::{ModelConfig, OptimConfig, StepConfig, TeacherInit};
+use setdino::engine::schedule;
+use setdino::engine::step::HostState;
+use setdino::engine::{Engine, StepBatch};
+use setdino::model::checkpoint::{load_state, save_checkpoint, TensorFile, TrainMeta};
+
+fn cfg() -> ModelConfig {
+    ModelConfig {
+        depth: 2,
+        ..ModelConfig::tiny()
+    }
+}
+
+fn steps() -> StepConfig {
+    StepConfig {
+        sets_per_step: 2,
+        set_size: 2,
+        n_local: 2,
+        epochs: 4,
+        steps_per_epoch: 5,
+        seed: 99,
+    }
+}
+
+fn optim() -> OptimConfig {
+    OptimConfig {
+        lr: 0.05, // large, so that 20 steps move the weights visibly
+        warmup_epochs: 1,
+        freeze_last_layer: 1,
+        ..OptimConfig::default()
+    }
+}
+
+fn batch(c: &ModelConfig, sc: &StepConfig, step: u64) -> StepBatch<CpuBackend<f32>> {
+    let r = sc.sets_per_step * sc.set_size;
+    let (g, l, ch) = (c.global_size, c.local_size, c.in_chans);
+    StepBatch {
+        global: common::rand_vec_f32(2 * r * ch * g * g, 1000 + step, 1.0),
+        local: Some(common::rand_vec_f32(
+            sc.n_local * r * ch * l * l,
+            2000 + step,
+            1.0,
+        )),
+        sets: sc.sets_per_step,
+        set_size: sc.set_size,
+        n_local: sc.n_local,
+    }
+}
+
+/// Runs steps [from, to) and returns the losses.
+fn run(eng: &mut Engine<CpuBackend<f32>>, from: u64, to: u64) -> Vec<f64> {
+    let (c, sc, o) = (cfg(), steps(), optim());
+    (from..to)
+        .map(|it| {
+            let sched = schedule::at(&o, &sc, it as usize);
+            eng.train_step(&batch(&c, &sc, it), &o, &sched, sc.seed, it)
+                .expect("step")
+        })
+        .collect()
+}
+
+fn fresh() -> Engine<CpuBackend<f32>> {
+    let st = HostState::init(&cfg(), steps().seed, TeacherInit::Copy);
+    Engine::from_host(CpuBackend::new(), cfg(), &st).expect("engine")
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn twenty_steps_are_bit_identical_across_runs_and_thread_counts() {
+    let mut a = fresh();
+    let la = run(&mut a, 0, 20);
+    let mut b = fresh();
+    let lb = run(&mut b, 0, 20);
+    assert_eq!(bits(&la), bits(&lb), "losses differ between identical runs");
+    assert_eq!(
+        a.to_host().expect("a").student,
+        b.to_host().expect("b").student
+    );
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
+    let lc = one.install(|| {
+        let mut c = fresh();
+        run(&mut c, 0, 20)
+    });
+    assert_eq!(bits(&la), bits(&lc), "losses depend on the thread count");
+    assert!(la.iter().all(|l| l.is_finite()));
+    assert_ne!(la[0], la[19], "training changes the loss");
+}
+
+#[test]
+fn checkpoint_resume_is_bit_exact() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ck.safetensors");
+    let mut straight = fresh();
+    let full = run(&mut straight, 0, 8);
+
+    let mut first = fresh();
+    let head = run(&mut first, 0, 5);
+    let meta = TrainMeta {
+        step: 5,
+        epoch: 1,
+        seed: steps().seed,
+        extra: serde_json::Value::Null,
+    };
+    save_checkpoint(&path, &cfg(), &first.to_host().expect("host"), &meta).expect("save");
+    let file = TensorFile::open(&path).expect("open");
+    let (st, m2) = load_state(&file, &cfg()).expect("load");
+    assert_eq!(m2, meta);
+    let orig = first.to_host().expect("host");
+    assert_eq!(st.student, orig.student);
+    assert_eq!(st.teacher, orig.teacher);
+    assert_eq!(st.adam_m, orig.adam_m);
+    assert_eq!(st.adam_v, orig.adam_v);
+    assert_eq!(st.center, orig.center);
+    assert_eq!(
+        (st.adam_step, st.adam_step_last),
+        (orig.adam_step, orig.adam_step_last)
+    );
+    let mut resumed = Engine::from_host(CpuBackend::new(), cfg(), &st).expect("engine");
+    let tail = run(&mut resumed, 5, 8);
+    let joined: Vec<f64> = head.into_iter().chain(tail).collect();
+    assert_eq!(
+        bits(&full),
+        bits(&joined),
+        "resumed losses differ from the uninterrupted run"
+    );
+}
+
+#[test]
+fn last_layer_is_frozen_during_the_first_epoch() {
+    let mut e = fresh();
+    let layout = e.layout.clone();
+    let v = layout.get("head.last_layer.weight_v").expect("v").clone();
+    let q = layout
+        .get("backbone.blocks.0.attn.qkv.weight")
+        .expect("qkv")
+        .clone();
+    let before = e.to_host().expect("host");
+    run(&mut e, 0, 5); // epoch 0 (5 steps per epoch)
+    let mid = e.to_host().expect("host");
+    assert_eq!(mid.adam_step, 5);
+    assert_eq!(mid.adam_step_last, 0, "no Adam step while frozen");
+    assert_eq!(
+        before.student[v.off..v.off + v.len],
+        mid.student[v.off..v.off + v.len],
+        "weight_v must not move (no update, no decay) in epoch 0"
+    );
+    assert_ne!(
+        before.student[q.off..q.off + q.len],
+        mid.student[q.off..q.off + q.len]
+    );
+    // The teacher's last layer still follows the EMA (of an unchanged student layer: stays equal).
+    run(&mut e, 5, 6);
+    let after = e.to_host().expect("host");
+    assert_eq!(after.adam_step_last, 1);
+    assert_ne!(
+        mid.student[v.off..v.off + v.len],
+        after.student[v.off..v.off + v.len]
+    );
+}
+
+#[test]
+fn loading_a_checkpoint_with_wrong_shapes_names_the_tensor_and_both_shapes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ck.safetensors");
+    let e = fresh();
+    save_checkpoint(
+        &path,
+        &cfg(),
+        &e.to_host().expect("host"),
+        &TrainMeta::default(),
+    )
+    .expect("save");
+    let other = ModelConfig {
+        dim: 48,
+        heads: 3,
+        ..cfg()
+    };
+    let file = TensorFile::open(&path).expect("open");
+    let err = load_state(&file, &other)
+        .expect_err("must fail")
+        .to_string();
+    assert!(
+        err.contains("student.backbone.patch_embed.proj.weight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[96, 4, 8, 8]") && err.contains("[48, 4, 8, 8]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn teacher_starts_as_copy_or_with_its_own_head() {
+    let c = cfg();
+    let copy = HostState::init(&c, 5, TeacherInit::Copy);
+    assert_eq!(copy.student, copy.teacher);
+    let sep = HostState::init(&c, 5, TeacherInit::SeparateHead);
+    let layout = setdino::model::ParamLayout::new(&c);
+    for s in &layout.specs {
+        let (a, b) = (
+            &sep.student[s.off..s.off + s.len],
+            &sep.teacher[s.off..s.off + s.len],
+        );
+        let same = a == b;
+        let random_head = s.name.starts_with("head.")
+            && !matches!(
+                s.init,
+                setdino::model::Init::Zeros | setdino::model::Init::Ones
+            );
+        assert_eq!(same, !random_head, "{}", s.name);
+    }
+    let be = CpuBackend::<f32>::new();
+    assert_eq!(
+        be.download(&be.upload(&copy.center).expect("up"))
+            .expect("down"),
+        copy.center
+    );
+}
