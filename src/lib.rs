@@ -8,6 +8,7 @@
 //! - [`engine`]: the Set-DINO step, written once over `Backend`: ViT, head, loss, optimizer, EMA, schedules.
 //! - [`cli`]: one file per subcommand; argument handling only.
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod bench;
 pub mod debug;
 
 /// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
@@ -14,6 +15,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Throughput of the ViT forward+backward and the Set-DINO step (compare with torch_vit_bench.py).
+    Bench(bench::BenchArgs),
     /// Developer tools: parity interfaces against PyTorch.
     #[command(subcommand)]
     Debug(debug::DebugCmd),
@@ -33,6 +36,7 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(a) => bench::run(a),
         Command::Debug(c) => debug::run(c),
     }
 }

@@ -1,0 +1,186 @@
+//! Throughput measurements shared by `setdino bench` and `benches/step.rs`: ViT forward+backward
+//! (images/s) and the full Set-DINO step (samples/s), with a FLOP model to report GFLOP/s. The workloads
+//! mirror `../shared/tools/torch_vit_bench.py` so the two can be run side by side.
+use crate::backend::Backend;
+use crate::config::{ModelConfig, OptimConfig, TeacherInit};
+use crate::engine::schedule::StepSchedule;
+use crate::engine::step::HostState;
+use crate::engine::vit::{backbone_backward, backbone_forward, BackboneOffs};
+use crate::engine::{Engine, StepBatch};
+use crate::model::params::ParamLayout;
+use crate::model::pos::interp_matrix;
+use anyhow::Result;
+use serde::Serialize;
+use std::time::Instant;
+
+/// One measured workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub name: String,
+    pub backend: String,
+    pub threads: usize,
+    /// Items (images or samples) per iteration.
+    pub items: usize,
+    /// Seconds per iteration, every repeat.
+    pub times: Vec<f64>,
+    pub median_s: f64,
+    pub best_s: f64,
+    /// Items per second at the median time.
+    pub items_per_s: f64,
+    /// Model FLOP per iteration (matmuls and attention, fwd + bwd where trained).
+    pub flop: f64,
+    pub gflops: f64,
+}
+
+fn summarise(
+    name: String,
+    backend: String,
+    items: usize,
+    flop: f64,
+    times: Vec<f64>,
+) -> BenchResult {
+    let mut s = times.clone();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let median = s[s.len() / 2];
+    BenchResult {
+        name,
+        backend,
+        threads: rayon::current_num_threads(),
+        items,
+        median_s: median,
+        best_s: s[0],
+        items_per_s: items as f64 / median,
+        flop,
+        gflops: flop / median / 1e9,
+        times,
+    }
+}
+
+/// Forward FLOP of one image of side `side` through the backbone (2·MACs of every matmul + attention).
+pub fn vit_forward_flop(cfg: &ModelConfig, side: usize) -> f64 {
+    let p = (side / cfg.patch).pow(2) as f64;
+    let n = p + 1.0;
+    let (c, f) = (cfg.dim as f64, cfg.mlp_hidden as f64);
+    let patch = 2.0 * p * (cfg.in_chans * cfg.patch * cfg.patch) as f64 * c;
+    let per_block = 2.0 * n * (3.0 * c * c + c * c + 2.0 * c * f) + 4.0 * n * n * c;
+    patch + cfg.depth as f64 * per_block
+}
+
+/// Forward FLOP of the head on one row.
+pub fn head_forward_flop(cfg: &ModelConfig) -> f64 {
+    let mut fl = 0.0;
+    for (i, o) in crate::model::params::head_dims(cfg) {
+        fl += 2.0 * (i * o) as f64;
+    }
+    fl + 2.0 * (cfg.head_bottleneck * cfg.out_dim) as f64
+}
+
+/// ViT forward + backward on `batch` images of `side` pixels, loss = mean of squares of the final CLS
+/// features (as torch_vit_bench.py), no drop path.
+pub fn vit_fwd_bwd<B: Backend>(
+    be: &B,
+    cfg: &ModelConfig,
+    batch: usize,
+    side: usize,
+    warmup: usize,
+    repeats: usize,
+) -> Result<BenchResult> {
+    let layout = ParamLayout::new(cfg);
+    let offs = BackboneOffs::new(cfg, &layout);
+    let params = be.upload(&layout.init(1, 1))?;
+    let mut grads = be.zeros(layout.n)?;
+    let interp: Vec<f32> = interp_matrix(cfg.pos_grid, side / cfg.patch)
+        .into_iter()
+        .map(|x| x as f32)
+        .collect();
+    let interp = be.upload(&interp)?;
+    let imgs: Vec<f32> = (0..batch * cfg.in_chans * side * side)
+        .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 1000.0)
+        .collect();
+    let imgs = be.upload(&imgs)?;
+    let mut times = Vec::new();
+    for it in 0..warmup + repeats {
+        let t0 = Instant::now();
+        let acts = backbone_forward(be, cfg, &offs, &params, &interp, &imgs, batch, side, &None)?;
+        // d(mean(out²))/d out = 2·out/numel
+        let out = be.download(&acts.out)?;
+        let scale = 2.0 / out.len() as f32;
+        let dout = be.upload(&out.iter().map(|&x| x * scale).collect::<Vec<_>>())?;
+        be.fill(&mut grads, 0, layout.n, 0.0)?;
+        backbone_backward(be, cfg, &offs, &params, &mut grads, &interp, &acts, &dout)?;
+        let _ = be.download(&grads)?; // synchronise
+        if it >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let flop = 3.0 * vit_forward_flop(cfg, side) * batch as f64;
+    Ok(summarise(
+        format!("vit_fwd_bwd {}px batch {batch}", side),
+        be.name(),
+        batch,
+        flop,
+        times,
+    ))
+}
+
+/// The full Set-DINO step (teacher + student forwards, loss, backward, clip, AdamW, EMA, center) for
+/// `sets` sets of `n` cells with `n_local` local crops; items = sets·n samples.
+pub fn setdino_step<B: Backend>(
+    be: B,
+    cfg: &ModelConfig,
+    sets: usize,
+    n: usize,
+    n_local: usize,
+    warmup: usize,
+    repeats: usize,
+) -> Result<BenchResult> {
+    let st = HostState::init(cfg, 1, TeacherInit::Copy);
+    let mut eng = Engine::from_host(be, cfg.clone(), &st)?;
+    let r = sets * n;
+    let (g, l, ch) = (cfg.global_size, cfg.local_size, cfg.in_chans);
+    let fill = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    };
+    let batch = StepBatch {
+        global: eng.be.upload(&fill(2 * r * ch * g * g))?,
+        local: if n_local > 0 {
+            Some(eng.be.upload(&fill(n_local * r * ch * l * l))?)
+        } else {
+            None
+        },
+        sets,
+        set_size: n,
+        n_local,
+    };
+    let optim = OptimConfig::default();
+    let sched = StepSchedule {
+        lr: 1e-4,
+        weight_decay: 0.04,
+        momentum: 0.998,
+        teacher_temp: 0.01,
+        freeze_last_layer: false,
+    };
+    let mut times = Vec::new();
+    for it in 0..warmup + repeats {
+        let t0 = Instant::now();
+        eng.train_step(&batch, &optim, &sched, 1, it as u64)?;
+        let _ = eng.be.download(&eng.center)?; // synchronise
+        if it >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let student = 3.0 * (2 * r) as f64 * vit_forward_flop(cfg, g)
+        + 3.0 * (n_local * r) as f64 * vit_forward_flop(cfg, l)
+        + 3.0 * ((2 + n_local) * sets) as f64 * head_forward_flop(cfg);
+    let teacher =
+        (2 * r) as f64 * vit_forward_flop(cfg, g) + (2 * sets) as f64 * head_forward_flop(cfg);
+    Ok(summarise(
+        format!("setdino_step {sets} set(s) × {n} cells, 2×{g}px + {n_local}×{l}px"),
+        eng.be.name(),
+        r,
+        student + teacher,
+        times,
+    ))
+}
