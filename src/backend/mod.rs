@@ -8,6 +8,7 @@
 //! passed as f64 and rounded to the backend's precision.
 #![allow(clippy::too_many_arguments)]
 pub mod cpu;
+pub mod gpu;
 
 use anyhow::Result;
 

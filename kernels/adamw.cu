@@ -1,0 +1,37 @@
+// adamw.cu: AdamW over a contiguous range of the flat parameter buffer, PyTorch single-tensor semantics:
+//   p *= 1 − lr·wd;  m = lerp(m, g, 1 − β1);  v = β2·v + (1 − β2)·g²;  p −= (lr/bc1)·m/(√v/√bc2 + ε).
+// The scalars are precomputed on the host in f64 (AdamWHyper, mirrored by AdamWHyperC in Rust).
+// Reference: torch.optim.AdamW (_single_tensor_adamw).
+//
+// adamw_update_f32(params, m, v, grads, n, h)
+//   params, m, v (in place), grads: (n), pointers already offset to the range   launch: one thread per element
+//
+// CPU twin: src/backend/cpu/optim.rs (adamw_update)   Tests: tests/parity/main.rs (adamw)
+
+struct AdamWHyper {
+  float decay;             // 1 − lr·wd
+  float one_minus_beta1;   // 1 − β1
+  float beta2;
+  float one_minus_beta2;   // 1 − β2
+  float step_size;         // lr / (1 − β1^t)
+  float bias_correction2_sqrt;
+  float eps;
+  float pad;
+};
+static_assert(sizeof(AdamWHyper) == 32, "AdamWHyper must match AdamWHyperC in src/backend/gpu/mod.rs");
+
+extern "C" __global__ void adamw_update_f32(float* params, float* m, float* v, const float* grads, int n,
+                                            AdamWHyper h) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;  // guard
+  const float g = grads[i];
+  float p = params[i] * h.decay;
+  float mi = m[i];
+  mi += h.one_minus_beta1 * (g - mi);
+  const float vi = v[i] * h.beta2 + h.one_minus_beta2 * g * g;
+  const float denom = sqrtf(vi) / h.bias_correction2_sqrt + h.eps;
+  p -= h.step_size * (mi / denom);
+  params[i] = p;
+  m[i] = mi;
+  v[i] = vi;
+}

@@ -1,0 +1,93 @@
+// dino_loss.cu: the DINO cross-entropy with centering and sharpening, fused with its gradient w.r.t. the
+// student logits, and the center EMA (algorithm.md §3):
+//   L = (1/T)·Σ_{iq∈{0,1}} Σ_{v≠iq} (1/S)·Σ_s −Σ_k q_iq[s,k]·log softmax(z_v[s]/τs)_k,
+//   q = softmax((t − center)/τt), T = 2V − 2;  dL/dz_v[s] = (1/(T·S·τs))·Σ_{iq≠v} (p_v[s] − q_iq[s]).
+// Reference: DINO main_dino.py DINOLoss.forward, update_center.
+//
+// dino_loss_teacher_softmax_f32(tprobs, teacher, center, R, K, teacher_temp)
+//   tprobs: (R, K) = q; teacher: (R, K), R = 2S; center: (K)   launch: one block of 256 per row
+// dino_loss_student_f32(dstudent, row_loss, student, tprobs, V, S, K, student_temp, coef)
+//   dstudent (=): (V·S, K); row_loss: (V·S) = Σ_{iq≠v} CE; student: (V·S, K) view-major; coef = 1/(T·S·τs)
+//   launch: one block of 256 per student row
+// dino_loss_sum_f32(loss, row_loss, R, scale)
+//   loss: (1) = scale·Σ row_loss, rows in order   launch: one thread
+// dino_loss_center_update_f32(center, teacher, R, K, momentum, one_minus_momentum)
+//   center: (K) = m·center + (1 − m)·mean over R rows of teacher   launch: one thread per prototype
+//
+// CPU twin: src/backend/cpu/dino_loss.rs   Tests: tests/parity/main.rs (dino_loss), tests/gradcheck/dino_loss.rs
+
+extern "C" __global__ void dino_loss_teacher_softmax_f32(float* tprobs, const float* teacher, const float* center,
+                                                         int R, int K, float teacher_temp) {
+  __shared__ float scratch[32];
+  const int row = blockIdx.x;
+  if (row >= R) return;  // guard (whole block)
+  const float* t = teacher + (long long)row * K;
+  float* q = tprobs + (long long)row * K;
+  float mx = F32_NEG_INF;
+  for (int j = threadIdx.x; j < K; j += blockDim.x) {
+    q[j] = (t[j] - center[j]) / teacher_temp;
+    mx = fmaxf(mx, q[j]);
+  }
+  mx = block_reduce_max(mx, scratch);
+  float s = 0.f;
+  for (int j = threadIdx.x; j < K; j += blockDim.x) {
+    q[j] = expf(q[j] - mx);
+    s += q[j];
+  }
+  s = block_reduce_sum(s, scratch);
+  for (int j = threadIdx.x; j < K; j += blockDim.x) q[j] /= s;
+}
+
+extern "C" __global__ void dino_loss_student_f32(float* dstudent, float* row_loss, const float* student,
+                                                 const float* tprobs, int V, int S, int K, float student_temp,
+                                                 float coef) {
+  __shared__ float scratch[32];
+  const int row = blockIdx.x;
+  if (row >= V * S) return;  // guard (whole block)
+  const int view = row / S, s = row % S;
+  const float* z = student + (long long)row * K;
+  float* d = dstudent + (long long)row * K;
+  // d holds z/τs first, then log-softmax, then the gradient.
+  float mx = F32_NEG_INF;
+  for (int j = threadIdx.x; j < K; j += blockDim.x) {
+    d[j] = z[j] / student_temp;
+    mx = fmaxf(mx, d[j]);
+  }
+  mx = block_reduce_max(mx, scratch);
+  float se = 0.f;
+  for (int j = threadIdx.x; j < K; j += blockDim.x) se += expf(d[j] - mx);
+  const float lse = logf(block_reduce_sum(se, scratch)) + mx;
+  float ce = 0.f;
+  float count = 0.f;
+  for (int iq = 0; iq < 2; ++iq) {
+    if (iq == view) continue;
+    count += 1.f;
+    const float* q = tprobs + ((long long)iq * S + s) * K;
+    for (int j = threadIdx.x; j < K; j += blockDim.x) ce += -q[j] * (d[j] - lse);
+  }
+  ce = block_reduce_sum(ce, scratch);
+  for (int j = threadIdx.x; j < K; j += blockDim.x) {
+    const float ls = d[j] - lse;
+    float qsum = 0.f;
+    for (int iq = 0; iq < 2; ++iq)
+      if (iq != view) qsum += tprobs[((long long)iq * S + s) * K + j];
+    d[j] = (count * expf(ls) - qsum) * coef;
+  }
+  if (threadIdx.x == 0) row_loss[row] = ce;
+}
+
+extern "C" __global__ void dino_loss_sum_f32(float* loss, const float* row_loss, int R, float scale) {
+  if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;  // guard: one thread
+  float acc = 0.f;
+  for (int r = 0; r < R; ++r) acc += row_loss[r];
+  loss[0] = acc * scale;
+}
+
+extern "C" __global__ void dino_loss_center_update_f32(float* center, const float* teacher, int R, int K,
+                                                       float momentum, float one_minus_momentum) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= K) return;  // guard
+  float s = 0.f;
+  for (int r = 0; r < R; ++r) s += teacher[(long long)r * K + j];
+  center[j] = center[j] * momentum + s / (float)R * one_minus_momentum;
+}

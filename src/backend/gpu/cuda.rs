@@ -1,0 +1,188 @@
+//! `Cuda`: a real GPU through cudarc (dynamic loading, one stream). At start-up every kernel module is
+//! compiled by NVRTC for the device's own architecture and loaded as CUBIN; every entry point is resolved
+//! into a table indexed by `Kernel`, so a missing symbol fails at start-up, not mid-training.
+use super::{nvrtc, Device, KArg, Kernel, LaunchCfg, ALL_MODULES, KERNEL_NAMES};
+use anyhow::{anyhow, bail, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use std::sync::Arc;
+
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    funcs: Vec<CudaFunction>,
+    desc: String,
+    /// ptxas report of every kernel, as compiled for this device.
+    pub report: Vec<nvrtc::KernelReport>,
+}
+
+/// Why the CUDA device cannot be used, or the context.
+pub fn probe(ordinal: usize) -> std::result::Result<Arc<CudaContext>, String> {
+    if std::env::var_os("SETDINO_FORCE_CPU").is_some() {
+        return Err("SETDINO_FORCE_CPU is set".into());
+    }
+    // SAFETY: a probe that dlopens libcuda and returns false when it cannot; it does not panic.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("no CUDA driver: libcuda.so/libcuda.so.1 not loadable".into());
+    }
+    // cudarc panics (not Err) on a libcuda missing symbols, also inside DriverError's Debug: keep every
+    // driver call and its formatting under catch_unwind with the panic hook silenced.
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(|| match CudaContext::new(ordinal) {
+        Ok(ctx) => Ok(ctx),
+        Err(e) => Err(format!("CUDA driver present but unusable: {e:?}")),
+    });
+    std::panic::set_hook(prev);
+    match r {
+        Ok(x) => x,
+        Err(_) => Err("the CUDA driver panicked while loading (incompatible libcuda?)".into()),
+    }
+}
+
+impl Cuda {
+    /// Opens device `ordinal` and compiles every kernel module for it.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let ctx = probe(ordinal).map_err(|e| anyhow!(e))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| anyhow!("compute capability: {e:?}"))?;
+        let arch = format!("sm_{major}{minor}");
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let stream = ctx.default_stream();
+        let mut by_name = std::collections::HashMap::new();
+        let mut report = Vec::new();
+        for m in ALL_MODULES {
+            let t0 = std::time::Instant::now();
+            let c = nvrtc::compile(m, &arch, false)?;
+            let module = ctx
+                .load_module(cudarc::nvrtc::Ptx::from_binary(c.cubin))
+                .map_err(|e| anyhow!("loading kernels/{}.cu: {e:?}", m.name))?;
+            for e in m.entries {
+                let f = module.load_function(e).map_err(|err| {
+                    anyhow!("kernels/{}.cu: entry {e} not found: {err:?}", m.name)
+                })?;
+                by_name.insert(*e, f);
+            }
+            report.extend(c.report);
+            log::debug(&format!(
+                "nvrtc: compiled {}.cu for {arch} in {:.2}s",
+                m.name,
+                t0.elapsed().as_secs_f64()
+            ));
+        }
+        let mut funcs = Vec::with_capacity(KERNEL_NAMES.len());
+        for n in KERNEL_NAMES {
+            match by_name.remove(n) {
+                Some(f) => funcs.push(f),
+                None => bail!("kernel {n} missing after loading all modules"),
+            }
+        }
+        Ok(Cuda {
+            desc: format!("cuda: {name} ({arch}, device {ordinal})"),
+            ctx,
+            stream,
+            funcs,
+            report,
+        })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+}
+
+mod log {
+    pub fn debug(msg: &str) {
+        if std::env::var_os("SETDINO_VERBOSE").is_some() {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+impl Device for Cuda {
+    type Mem = CudaSlice<f32>;
+
+    fn describe(&self) -> String {
+        self.desc.clone()
+    }
+    fn alloc_zeros(&self, n: usize) -> Result<Self::Mem> {
+        self.stream
+            .alloc_zeros::<f32>(n.max(1))
+            .map_err(|e| anyhow!("cuda alloc of {n} floats: {e:?}"))
+    }
+    fn htod(&self, host: &[f32]) -> Result<Self::Mem> {
+        if host.is_empty() {
+            return self.alloc_zeros(1);
+        }
+        self.stream
+            .clone_htod(host)
+            .map_err(|e| anyhow!("cuda htod: {e:?}"))
+    }
+    fn dtoh(&self, m: &Self::Mem) -> Result<Vec<f32>> {
+        self.stream
+            .clone_dtoh(m)
+            .map_err(|e| anyhow!("cuda dtoh: {e:?}"))
+    }
+    fn mem_len(&self, m: &Self::Mem) -> usize {
+        m.len()
+    }
+    fn copy_d2d(
+        &self,
+        dst: &mut Self::Mem,
+        dst_off: usize,
+        src: &Self::Mem,
+        src_off: usize,
+        n: usize,
+    ) -> Result<()> {
+        let s = src.slice(src_off..src_off + n);
+        let mut d = dst.slice_mut(dst_off..dst_off + n);
+        self.stream
+            .memcpy_dtod(&s, &mut d)
+            .map_err(|e| anyhow!("cuda dtod: {e:?}"))
+    }
+    fn addr(&self, m: &Self::Mem) -> u64 {
+        let (p, _sync) = m.device_ptr(&self.stream);
+        p
+    }
+    fn addr_mut(&self, m: &mut Self::Mem) -> u64 {
+        let (p, _sync) = m.device_ptr_mut(&self.stream);
+        p
+    }
+    fn launch(&self, k: Kernel, cfg: LaunchCfg, args: &[KArg]) -> Result<()> {
+        // Argument storage first, then the void* array pointing at it (cuLaunchKernel's convention).
+        let mut store: Vec<[u8; 32]> = args
+            .iter()
+            .map(|a| {
+                let mut b = [0u8; 32];
+                match *a {
+                    KArg::Ptr(p) => b[..8].copy_from_slice(&p.to_ne_bytes()),
+                    KArg::I32(i) => b[..4].copy_from_slice(&i.to_ne_bytes()),
+                    KArg::F32(f) => b[..4].copy_from_slice(&f.to_ne_bytes()),
+                    KArg::AdamW(h) => b.copy_from_slice(bytemuck::bytes_of(&h)),
+                }
+                b
+            })
+            .collect();
+        let mut ptrs: Vec<*mut std::ffi::c_void> =
+            store.iter_mut().map(|b| b.as_mut_ptr() as *mut _).collect();
+        let f = &self.funcs[k as usize];
+        // SAFETY: the arguments match the kernel's parameter list (same order and sizes, generated from
+        // the .cu signature); every pointer is inside a live buffer of this context (module contract).
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                f.cu_function(),
+                (cfg.grid[0], cfg.grid[1], cfg.grid[2]),
+                (cfg.block[0], cfg.block[1], cfg.block[2]),
+                cfg.smem,
+                self.stream.cu_stream(),
+                &mut ptrs,
+            )
+        }
+        .map_err(|e| anyhow!("launch of {}: {e:?}", k.name()))
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| anyhow!("cuda synchronize: {e:?}"))
+    }
+}

@@ -1,0 +1,854 @@
+//! `Backend` for `GpuBackend<D>`: each op checks its extents, turns (buffer, offset) pairs into device
+//! addresses and launches one or more kernels of the matching `kernels/<family>.cu`. The grid of each
+//! launch is stated in the kernel file's header; the one-line comments here repeat it.
+use super::{AdamWHyperC, Device, GpuBackend, KArg, Kernel as K, LaunchCfg};
+use crate::backend::{AdamWHyper, Backend};
+use anyhow::{ensure, Result};
+use std::sync::Arc;
+
+fn i(n: usize) -> KArg {
+    KArg::I32(n as i32)
+}
+fn f(x: f64) -> KArg {
+    KArg::F32(x as f32)
+}
+
+impl<D: Device> GpuBackend<D> {
+    /// Address of element `off` of `m`, after checking that `off + n` fits.
+    fn at(&self, m: &D::Mem, off: usize, n: usize, what: &str) -> Result<KArg> {
+        let len = self.dev.mem_len(m);
+        ensure!(
+            off + n <= len,
+            "{what}: elements {off}..{} outside a buffer of {len}",
+            off + n
+        );
+        Ok(KArg::Ptr(self.dev.addr(m) + 4 * off as u64))
+    }
+    fn at_mut(&self, m: &mut D::Mem, off: usize, n: usize, what: &str) -> Result<KArg> {
+        let len = self.dev.mem_len(m);
+        ensure!(
+            off + n <= len,
+            "{what}: elements {off}..{} outside a buffer of {len}",
+            off + n
+        );
+        Ok(KArg::Ptr(self.dev.addr_mut(m) + 4 * off as u64))
+    }
+    fn go(&self, k: K, cfg: LaunchCfg, args: &[KArg]) -> Result<()> {
+        self.dev.launch(k, cfg, args)
+    }
+    /// Device table of (offset, len) pairs as i32 bit patterns in an f32 buffer (uploaded once per table).
+    fn range_table(&self, ranges: &[(usize, usize)]) -> Result<Arc<D::Mem>> {
+        let mut cache = self
+            .range_cache
+            .lock()
+            .map_err(|_| anyhow::anyhow!("range cache poisoned"))?;
+        if let Some((_, m)) = cache.iter().find(|(r, _)| r == ranges) {
+            return Ok(m.clone());
+        }
+        let mut host = Vec::with_capacity(2 * ranges.len());
+        for &(o, l) in ranges {
+            ensure!(
+                o + l <= i32::MAX as usize,
+                "tensor range beyond 2^31 elements"
+            );
+            host.push(f32::from_bits(o as u32));
+            host.push(f32::from_bits(l as u32));
+        }
+        let m = Arc::new(self.dev.htod(&host)?);
+        cache.push((ranges.to_vec(), m.clone()));
+        Ok(m)
+    }
+}
+
+impl<D: Device> Backend for GpuBackend<D> {
+    type Buf = D::Mem;
+
+    fn name(&self) -> String {
+        self.dev.describe()
+    }
+    fn zeros(&self, n: usize) -> Result<D::Mem> {
+        self.dev.alloc_zeros(n)
+    }
+    fn upload(&self, host: &[f32]) -> Result<D::Mem> {
+        self.dev.htod(host)
+    }
+    fn download(&self, buf: &D::Mem) -> Result<Vec<f32>> {
+        self.dev.synchronize()?;
+        self.dev.dtoh(buf)
+    }
+    fn buf_len(&self, buf: &D::Mem) -> usize {
+        self.dev.mem_len(buf)
+    }
+    fn fill(&self, buf: &mut D::Mem, off: usize, n: usize, value: f64) -> Result<()> {
+        // reduce_fill_f32: one thread per element
+        let p = self.at_mut(buf, off, n, "fill")?;
+        self.go(
+            K::reduce_fill_f32,
+            LaunchCfg::linear(n),
+            &[p, f(value), i(n)],
+        )
+    }
+    fn copy(
+        &self,
+        dst: &mut D::Mem,
+        dst_off: usize,
+        src: &D::Mem,
+        src_off: usize,
+        n: usize,
+    ) -> Result<()> {
+        ensure!(
+            dst_off + n <= self.dev.mem_len(dst) && src_off + n <= self.dev.mem_len(src),
+            "copy out of bounds"
+        );
+        self.dev.copy_d2d(dst, dst_off, src, src_off, n)
+    }
+
+    fn patch_embed_im2col(
+        &self,
+        out: &mut D::Mem,
+        img: &D::Mem,
+        b: usize,
+        ch: usize,
+        h: usize,
+        w: usize,
+        p: usize,
+    ) -> Result<()> {
+        let n = b * (h / p) * (w / p) * ch * p * p;
+        let o = self.at_mut(out, 0, n, "im2col out")?;
+        let x = self.at(img, 0, b * ch * h * w, "im2col img")?;
+        // one thread per output element
+        self.go(
+            K::patch_embed_im2col_f32,
+            LaunchCfg::linear(n),
+            &[o, x, i(b), i(ch), i(h), i(w), i(p)],
+        )
+    }
+    fn tokens_forward(
+        &self,
+        x: &mut D::Mem,
+        patch_out: &D::Mem,
+        params: &D::Mem,
+        cls_off: usize,
+        pos_off: usize,
+        interp: &D::Mem,
+        b: usize,
+        p: usize,
+        g2: usize,
+        c: usize,
+    ) -> Result<()> {
+        let n = b * (1 + p) * c;
+        let args = [
+            self.at_mut(x, 0, n, "tokens x")?,
+            self.at(patch_out, 0, b * p * c, "tokens patch_out")?,
+            self.at(params, cls_off, c, "cls_token")?,
+            self.at(params, pos_off, (1 + g2) * c, "pos_embed")?,
+            self.at(interp, 0, p * g2, "interp")?,
+            i(b),
+            i(p),
+            i(g2),
+            i(c),
+        ];
+        // one thread per element of x
+        self.go(
+            K::patch_embed_tokens_forward_f32,
+            LaunchCfg::linear(n),
+            &args,
+        )
+    }
+    fn tokens_backward(
+        &self,
+        dparams: &mut D::Mem,
+        cls_off: usize,
+        pos_off: usize,
+        dpatch_out: &mut D::Mem,
+        dx: &D::Mem,
+        interp: &D::Mem,
+        b: usize,
+        p: usize,
+        g2: usize,
+        c: usize,
+    ) -> Result<()> {
+        let n = 1 + p;
+        let dxa = self.at(dx, 0, b * n * c, "tokens dx")?;
+        let dpa = self.at_mut(dpatch_out, 0, b * p * c, "tokens dpatch_out")?;
+        // one thread per element of dpatch_out
+        self.go(
+            K::patch_embed_tokens_backward_patch_f32,
+            LaunchCfg::linear(b * p * c),
+            &[dpa, dxa, i(b), i(p), i(c)],
+        )?;
+        let mut sum = self.dev.alloc_zeros(n * c)?;
+        let sa = self.at_mut(&mut sum, 0, n * c, "tokens sum")?;
+        // one thread per (token, channel): sum over images in order
+        self.go(
+            K::patch_embed_tokens_backward_sum_f32,
+            LaunchCfg::linear(n * c),
+            &[sa, dxa, i(b), i(n), i(c)],
+        )?;
+        let args = [
+            self.at_mut(dparams, cls_off, c, "dcls")?,
+            self.at_mut(dparams, pos_off, (1 + g2) * c, "dpos")?,
+            self.at(&sum, 0, n * c, "tokens sum")?,
+            self.at(interp, 0, p * g2, "interp")?,
+            i(p),
+            i(g2),
+            i(c),
+        ];
+        // one thread per element of pos_embed
+        self.go(
+            K::patch_embed_tokens_backward_params_f32,
+            LaunchCfg::linear((1 + g2) * c),
+            &args,
+        )
+    }
+
+    fn matmul_forward(
+        &self,
+        out: &mut D::Mem,
+        inp: &D::Mem,
+        params: &D::Mem,
+        w_off: usize,
+        b_off: Option<usize>,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        let bias = match b_off {
+            Some(bo) => self.at(params, bo, o, "bias")?,
+            None => KArg::Ptr(0),
+        };
+        let args = [
+            self.at_mut(out, 0, r * o, "matmul out")?,
+            self.at(inp, 0, r * ii, "matmul inp")?,
+            self.at(params, w_off, o * ii, "matmul weight")?,
+            bias,
+            i(r),
+            i(ii),
+            i(o),
+            i(b_off.is_some() as usize),
+        ];
+        // 16×16 output tiles: grid (CEIL_DIV(O,16), CEIL_DIV(R,16)), block (16,16)
+        self.go(K::matmul_forward_f32, tiles(o, r), &args)
+    }
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut D::Mem>,
+        dparams: &mut D::Mem,
+        dw_off: usize,
+        db_off: Option<usize>,
+        dout: &D::Mem,
+        inp: &D::Mem,
+        params: &D::Mem,
+        w_off: usize,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        let dy = self.at(dout, 0, r * o, "matmul dout")?;
+        if let Some(dinp) = dinp {
+            let args = [
+                self.at_mut(dinp, 0, r * ii, "matmul dinp")?,
+                dy,
+                self.at(params, w_off, o * ii, "matmul weight")?,
+                i(r),
+                i(ii),
+                i(o),
+            ];
+            // grid (CEIL_DIV(I,16), CEIL_DIV(R,16)), block (16,16)
+            self.go(K::matmul_backward_input_f32, tiles(ii, r), &args)?;
+        }
+        let args = [
+            self.at_mut(dparams, dw_off, o * ii, "matmul dweight")?,
+            dy,
+            self.at(inp, 0, r * ii, "matmul inp")?,
+            i(r),
+            i(ii),
+            i(o),
+        ];
+        // grid (CEIL_DIV(I,16), CEIL_DIV(O,16)), block (16,16)
+        self.go(K::matmul_backward_weight_f32, tiles(ii, o), &args)?;
+        if let Some(bo) = db_off {
+            let args = [self.at_mut(dparams, bo, o, "matmul dbias")?, dy, i(r), i(o)];
+            // one thread per output column
+            self.go(K::matmul_backward_bias_f32, LaunchCfg::linear(o), &args)?;
+        }
+        Ok(())
+    }
+
+    fn layernorm_forward(
+        &self,
+        out: &mut D::Mem,
+        mean: &mut D::Mem,
+        rstd: &mut D::Mem,
+        inp: &D::Mem,
+        params: &D::Mem,
+        w_off: usize,
+        b_off: usize,
+        r: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(out, 0, r * c, "ln out")?,
+            self.at_mut(mean, 0, r, "ln mean")?,
+            self.at_mut(rstd, 0, r, "ln rstd")?,
+            self.at(inp, 0, r * c, "ln inp")?,
+            self.at(params, w_off, c, "ln weight")?,
+            self.at(params, b_off, c, "ln bias")?,
+            i(r),
+            i(c),
+            f(eps),
+        ];
+        // one warp per row, 8 rows per block of 256
+        self.go(K::layernorm_forward_f32, LaunchCfg::warp_per_row(r), &args)
+    }
+    fn layernorm_backward(
+        &self,
+        dinp: &mut D::Mem,
+        dparams: &mut D::Mem,
+        dw_off: usize,
+        db_off: usize,
+        dout: &D::Mem,
+        inp: &D::Mem,
+        params: &D::Mem,
+        w_off: usize,
+        mean: &D::Mem,
+        rstd: &D::Mem,
+        r: usize,
+        c: usize,
+    ) -> Result<()> {
+        let dy = self.at(dout, 0, r * c, "ln dout")?;
+        let x = self.at(inp, 0, r * c, "ln inp")?;
+        let mu = self.at(mean, 0, r, "ln mean")?;
+        let rs = self.at(rstd, 0, r, "ln rstd")?;
+        let args = [
+            self.at_mut(dinp, 0, r * c, "ln dinp")?,
+            dy,
+            x,
+            self.at(params, w_off, c, "ln weight")?,
+            mu,
+            rs,
+            i(r),
+            i(c),
+        ];
+        // one warp per row
+        self.go(K::layernorm_backward_f32, LaunchCfg::warp_per_row(r), &args)?;
+        let args = [
+            self.at_mut(dparams, dw_off, c, "ln dweight")?,
+            self.at_mut(dparams, db_off, c, "ln dbias")?,
+            dy,
+            x,
+            mu,
+            rs,
+            i(r),
+            i(c),
+        ];
+        // one thread per column, rows in order
+        self.go(
+            K::layernorm_backward_params_f32,
+            LaunchCfg::linear(c),
+            &args,
+        )
+    }
+
+    fn attention_forward(
+        &self,
+        out: &mut D::Mem,
+        att: &mut D::Mem,
+        qkv: &D::Mem,
+        b: usize,
+        n: usize,
+        nh: usize,
+        hs: usize,
+    ) -> Result<()> {
+        let c = nh * hs;
+        let args = [
+            self.at_mut(out, 0, b * n * c, "attn out")?,
+            self.at_mut(att, 0, b * nh * n * n, "attn att")?,
+            self.at(qkv, 0, b * n * 3 * c, "attn qkv")?,
+            i(b),
+            i(n),
+            i(nh),
+            i(hs),
+        ];
+        // one thread per (image, head, query row)
+        self.go(
+            K::attention_forward_f32,
+            LaunchCfg::linear(b * nh * n),
+            &args,
+        )
+    }
+    fn attention_backward(
+        &self,
+        dqkv: &mut D::Mem,
+        datt: &mut D::Mem,
+        dout: &D::Mem,
+        qkv: &D::Mem,
+        att: &D::Mem,
+        b: usize,
+        n: usize,
+        nh: usize,
+        hs: usize,
+    ) -> Result<()> {
+        let c = nh * hs;
+        let dy = self.at(dout, 0, b * n * c, "attn dout")?;
+        let x = self.at(qkv, 0, b * n * 3 * c, "attn qkv")?;
+        let a = self.at(att, 0, b * nh * n * n, "attn att")?;
+        let args = [
+            self.at_mut(datt, 0, b * nh * n * n, "attn datt")?,
+            dy,
+            x,
+            a,
+            i(b),
+            i(n),
+            i(nh),
+            i(hs),
+        ];
+        // one thread per (image, head, query row): the softmax-input gradient
+        self.go(
+            K::attention_backward_datt_f32,
+            LaunchCfg::linear(b * nh * n),
+            &args,
+        )?;
+        let args = [
+            self.at_mut(dqkv, 0, b * n * 3 * c, "attn dqkv")?,
+            self.at(datt, 0, b * nh * n * n, "attn datt")?,
+            dy,
+            x,
+            a,
+            i(b),
+            i(n),
+            i(nh),
+            i(hs),
+        ];
+        // one thread per element of dqkv
+        self.go(
+            K::attention_backward_dqkv_f32,
+            LaunchCfg::linear(b * n * 3 * c),
+            &args,
+        )
+    }
+
+    fn gelu_forward(&self, out: &mut D::Mem, inp: &D::Mem, n: usize) -> Result<()> {
+        let args = [
+            self.at_mut(out, 0, n, "gelu out")?,
+            self.at(inp, 0, n, "gelu inp")?,
+            i(n),
+        ];
+        self.go(K::gelu_forward_f32, LaunchCfg::linear(n), &args)
+    }
+    fn gelu_backward(
+        &self,
+        dinp: &mut D::Mem,
+        dout: &D::Mem,
+        inp: &D::Mem,
+        n: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(dinp, 0, n, "gelu dinp")?,
+            self.at(dout, 0, n, "gelu dout")?,
+            self.at(inp, 0, n, "gelu inp")?,
+            i(n),
+        ];
+        self.go(K::gelu_backward_f32, LaunchCfg::linear(n), &args)
+    }
+
+    fn residual_forward(
+        &self,
+        out: &mut D::Mem,
+        inp: &D::Mem,
+        branch: &D::Mem,
+        scale: &D::Mem,
+        b: usize,
+        m: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(out, 0, b * m, "res out")?,
+            self.at(inp, 0, b * m, "res inp")?,
+            self.at(branch, 0, b * m, "res branch")?,
+            self.at(scale, 0, b, "res scale")?,
+            i(b),
+            i(m),
+        ];
+        self.go(K::residual_forward_f32, LaunchCfg::linear(b * m), &args)
+    }
+    fn residual_backward(
+        &self,
+        dbranch: &mut D::Mem,
+        dout: &D::Mem,
+        scale: &D::Mem,
+        b: usize,
+        m: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(dbranch, 0, b * m, "res dbranch")?,
+            self.at(dout, 0, b * m, "res dout")?,
+            self.at(scale, 0, b, "res scale")?,
+            i(b),
+            i(m),
+        ];
+        self.go(K::residual_backward_f32, LaunchCfg::linear(b * m), &args)
+    }
+    fn residual_cls_gather(
+        &self,
+        out: &mut D::Mem,
+        x: &D::Mem,
+        b: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(out, 0, b * c, "cls out")?,
+            self.at(x, 0, b * n * c, "cls x")?,
+            i(b),
+            i(n),
+            i(c),
+        ];
+        self.go(K::residual_cls_gather_f32, LaunchCfg::linear(b * c), &args)
+    }
+    fn residual_cls_scatter(
+        &self,
+        dx: &mut D::Mem,
+        dout: &D::Mem,
+        b: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(dx, 0, b * n * c, "cls dx")?,
+            self.at(dout, 0, b * c, "cls dout")?,
+            i(b),
+            i(n),
+            i(c),
+        ];
+        self.go(K::residual_cls_scatter_f32, LaunchCfg::linear(b * c), &args)
+    }
+    fn residual_copy_cols(
+        &self,
+        out: &mut D::Mem,
+        inp: &D::Mem,
+        r: usize,
+        c: usize,
+        tc: usize,
+        col_off: usize,
+    ) -> Result<()> {
+        ensure!(
+            col_off + c <= tc,
+            "copy_cols: columns {col_off}..{} outside {tc}",
+            col_off + c
+        );
+        let args = [
+            self.at_mut(out, 0, r * tc, "cols out")?,
+            self.at(inp, 0, r * c, "cols inp")?,
+            i(r),
+            i(c),
+            i(tc),
+            i(col_off),
+        ];
+        self.go(K::residual_copy_cols_f32, LaunchCfg::linear(r * c), &args)
+    }
+
+    fn set_mean_forward(
+        &self,
+        out: &mut D::Mem,
+        inp: &D::Mem,
+        s: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(out, 0, s * c, "set_mean out")?,
+            self.at(inp, 0, s * n * c, "set_mean inp")?,
+            i(s),
+            i(n),
+            i(c),
+        ];
+        self.go(K::set_mean_forward_f32, LaunchCfg::linear(s * c), &args)
+    }
+    fn set_mean_backward(
+        &self,
+        dinp: &mut D::Mem,
+        dout: &D::Mem,
+        s: usize,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(dinp, 0, s * n * c, "set_mean dinp")?,
+            self.at(dout, 0, s * c, "set_mean dout")?,
+            i(s),
+            i(n),
+            i(c),
+        ];
+        self.go(
+            K::set_mean_backward_f32,
+            LaunchCfg::linear(s * n * c),
+            &args,
+        )
+    }
+
+    fn l2norm_forward(
+        &self,
+        out: &mut D::Mem,
+        norm: &mut D::Mem,
+        inp: &D::Mem,
+        r: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(out, 0, r * c, "l2 out")?,
+            self.at_mut(norm, 0, r, "l2 norm")?,
+            self.at(inp, 0, r * c, "l2 inp")?,
+            i(r),
+            i(c),
+            f(eps),
+        ];
+        self.go(K::l2norm_forward_f32, LaunchCfg::warp_per_row(r), &args)
+    }
+    fn l2norm_backward(
+        &self,
+        dinp: &mut D::Mem,
+        dout: &D::Mem,
+        out: &D::Mem,
+        norm: &D::Mem,
+        r: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(dinp, 0, r * c, "l2 dinp")?,
+            self.at(dout, 0, r * c, "l2 dout")?,
+            self.at(out, 0, r * c, "l2 out")?,
+            self.at(norm, 0, r, "l2 norm")?,
+            i(r),
+            i(c),
+            f(eps),
+        ];
+        self.go(K::l2norm_backward_f32, LaunchCfg::warp_per_row(r), &args)
+    }
+
+    fn weightnorm_forward(
+        &self,
+        w: &mut D::Mem,
+        norm: &mut D::Mem,
+        params: &D::Mem,
+        v_off: usize,
+        g_off: usize,
+        k: usize,
+        c: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(w, 0, k * c, "wn w")?,
+            self.at_mut(norm, 0, k, "wn norm")?,
+            self.at(params, v_off, k * c, "weight_v")?,
+            self.at(params, g_off, k, "weight_g")?,
+            i(k),
+            i(c),
+        ];
+        self.go(K::weightnorm_forward_f32, LaunchCfg::warp_per_row(k), &args)
+    }
+    fn weightnorm_backward(
+        &self,
+        dparams: &mut D::Mem,
+        v_off: usize,
+        dw: &D::Mem,
+        params: &D::Mem,
+        g_off: usize,
+        norm: &D::Mem,
+        k: usize,
+        c: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(dparams, v_off, k * c, "wn dv")?,
+            self.at(dw, 0, k * c, "wn dw")?,
+            self.at(params, v_off, k * c, "weight_v")?,
+            self.at(params, g_off, k, "weight_g")?,
+            self.at(norm, 0, k, "wn norm")?,
+            i(k),
+            i(c),
+        ];
+        self.go(
+            K::weightnorm_backward_f32,
+            LaunchCfg::warp_per_row(k),
+            &args,
+        )
+    }
+
+    fn dino_loss_forward_backward(
+        &self,
+        loss: &mut D::Mem,
+        dstudent: &mut D::Mem,
+        tprobs: &mut D::Mem,
+        student: &D::Mem,
+        teacher: &D::Mem,
+        center: &D::Mem,
+        v: usize,
+        s: usize,
+        k: usize,
+        student_temp: f64,
+        teacher_temp: f64,
+    ) -> Result<()> {
+        ensure!(v >= 2, "the DINO loss needs at least the 2 global views");
+        let args = [
+            self.at_mut(tprobs, 0, 2 * s * k, "tprobs")?,
+            self.at(teacher, 0, 2 * s * k, "teacher")?,
+            self.at(center, 0, k, "center")?,
+            i(2 * s),
+            i(k),
+            f(teacher_temp),
+        ];
+        // one block of 256 per teacher row
+        self.go(
+            K::dino_loss_teacher_softmax_f32,
+            LaunchCfg::block_per_row(2 * s, 256),
+            &args,
+        )?;
+        let mut row_loss = self.dev.alloc_zeros(v * s)?;
+        let terms = (2 * v - 2) as f64;
+        let args = [
+            self.at_mut(dstudent, 0, v * s * k, "dstudent")?,
+            self.at_mut(&mut row_loss, 0, v * s, "row loss")?,
+            self.at(student, 0, v * s * k, "student")?,
+            self.at(tprobs, 0, 2 * s * k, "tprobs")?,
+            i(v),
+            i(s),
+            i(k),
+            f(student_temp),
+            f(1.0 / (terms * s as f64 * student_temp)),
+        ];
+        // one block of 256 per student row
+        self.go(
+            K::dino_loss_student_f32,
+            LaunchCfg::block_per_row(v * s, 256),
+            &args,
+        )?;
+        let args = [
+            self.at_mut(loss, 0, 1, "loss")?,
+            self.at(&row_loss, 0, v * s, "row loss")?,
+            i(v * s),
+            f(1.0 / (s as f64 * terms)),
+        ];
+        // one thread: ordered sum of the row losses
+        self.go(K::dino_loss_sum_f32, LaunchCfg::linear(1), &args)
+    }
+    fn dino_loss_center_update(
+        &self,
+        center: &mut D::Mem,
+        teacher: &D::Mem,
+        r: usize,
+        k: usize,
+        momentum: f64,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(center, 0, k, "center")?,
+            self.at(teacher, 0, r * k, "teacher")?,
+            i(r),
+            i(k),
+            f(momentum),
+            f(1.0 - momentum),
+        ];
+        // one thread per prototype, rows in order
+        self.go(K::dino_loss_center_update_f32, LaunchCfg::linear(k), &args)
+    }
+
+    fn reduce_clip_per_tensor(
+        &self,
+        grads: &mut D::Mem,
+        ranges: &[(usize, usize)],
+        max_norm: f64,
+    ) -> Result<()> {
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let len = self.dev.mem_len(grads);
+        for &(o, l) in ranges {
+            ensure!(
+                o + l <= len,
+                "clip range {o}..{} outside the gradient buffer of {len}",
+                o + l
+            );
+        }
+        let table = self.range_table(ranges)?;
+        let t = ranges.len();
+        let mut norms = self.dev.alloc_zeros(t)?;
+        let g = self.at(grads, 0, len, "grads")?;
+        let tab = self.at(&table, 0, 2 * t, "range table")?;
+        // one block of 256 per tensor
+        self.go(
+            K::reduce_sumsq_ranges_f32,
+            LaunchCfg::block_per_row(t, 256),
+            &[self.at_mut(&mut norms, 0, t, "norms")?, g, tab, i(t)],
+        )?;
+        let g = self.at_mut(grads, 0, len, "grads")?;
+        // one block of 256 per tensor
+        self.go(
+            K::reduce_clip_scale_f32,
+            LaunchCfg::block_per_row(t, 256),
+            &[g, self.at(&norms, 0, t, "norms")?, tab, i(t), f(max_norm)],
+        )
+    }
+    fn adamw_update(
+        &self,
+        params: &mut D::Mem,
+        m: &mut D::Mem,
+        v: &mut D::Mem,
+        grads: &D::Mem,
+        lo: usize,
+        hi: usize,
+        h: AdamWHyper,
+    ) -> Result<()> {
+        let n = hi.saturating_sub(lo);
+        if n == 0 {
+            return Ok(());
+        }
+        let hc = AdamWHyperC {
+            decay: (1.0 - h.lr * h.weight_decay) as f32,
+            one_minus_beta1: (1.0 - h.beta1) as f32,
+            beta2: h.beta2 as f32,
+            one_minus_beta2: (1.0 - h.beta2) as f32,
+            step_size: (h.lr / h.bias_correction1) as f32,
+            bias_correction2_sqrt: h.bias_correction2_sqrt as f32,
+            eps: h.eps as f32,
+            _pad: 0.0,
+        };
+        let args = [
+            self.at_mut(params, lo, n, "adamw params")?,
+            self.at_mut(m, lo, n, "adamw m")?,
+            self.at_mut(v, lo, n, "adamw v")?,
+            self.at(grads, lo, n, "adamw grads")?,
+            i(n),
+            KArg::AdamW(hc),
+        ];
+        self.go(K::adamw_update_f32, LaunchCfg::linear(n), &args)
+    }
+    fn ema_update(
+        &self,
+        teacher: &mut D::Mem,
+        student: &D::Mem,
+        n: usize,
+        momentum: f64,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(teacher, 0, n, "ema teacher")?,
+            self.at(student, 0, n, "ema student")?,
+            i(n),
+            f(momentum),
+            f(1.0 - momentum),
+        ];
+        self.go(K::ema_update_f32, LaunchCfg::linear(n), &args)
+    }
+}
+
+/// 16×16 thread tiles over a (cols × rows) output.
+fn tiles(cols: usize, rows: usize) -> LaunchCfg {
+    LaunchCfg {
+        grid: [
+            cols.div_ceil(16).max(1) as u32,
+            rows.div_ceil(16).max(1) as u32,
+            1,
+        ],
+        block: [16, 16, 1],
+        smem: 0,
+    }
+}

@@ -1,0 +1,132 @@
+//! The GPU backend: `GpuBackend<D: Device>` launches the kernels of `kernels/*.cu`. The launch code is
+//! device-agnostic; `Device` has two implementations: `Cuda` (cudarc, NVRTC at start-up, one stream)
+//! and `Simt` (the same kernel text compiled by g++ against the CPU SIMT emulator), so every line of the
+//! GPU path runs in `cargo test` on machines without a GPU.
+//!
+//! Safety contract of every launch (written once here): one stream, launches are ordered; every pointer
+//! handed to a kernel is `addr(buffer) + 4·offset` with `offset + extent ≤ len` checked before the launch;
+//! outputs are taken from `&mut` buffers, so they are disjoint from the inputs.
+#![allow(clippy::too_many_arguments)]
+pub mod cuda;
+pub mod launch;
+pub mod nvrtc;
+pub mod registry;
+pub mod simt;
+
+pub use registry::{Kernel, KernelModule, ALL_MODULES, KERNEL_NAMES};
+
+use anyhow::Result;
+
+/// Grid, block and dynamic shared memory of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchCfg {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub smem: u32,
+}
+
+impl LaunchCfg {
+    /// One thread per element: block 256, grid CEIL_DIV(n, 256) (tcnn's `linear_kernel`).
+    pub fn linear(n: usize) -> Self {
+        LaunchCfg {
+            grid: [n.div_ceil(256).max(1) as u32, 1, 1],
+            block: [256, 1, 1],
+            smem: 0,
+        }
+    }
+    /// `rows` warps, 8 per block of 256 threads.
+    pub fn warp_per_row(rows: usize) -> Self {
+        LaunchCfg {
+            grid: [rows.div_ceil(8).max(1) as u32, 1, 1],
+            block: [256, 1, 1],
+            smem: 0,
+        }
+    }
+    /// One block of `threads` per row.
+    pub fn block_per_row(rows: usize, threads: u32) -> Self {
+        LaunchCfg {
+            grid: [rows.max(1) as u32, 1, 1],
+            block: [threads, 1, 1],
+            smem: 0,
+        }
+    }
+}
+
+/// AdamW scalars for `adamw_update_f32`, precomputed on the host in f64 exactly as the CPU twin does.
+/// Mirrors `struct AdamWHyper` in `kernels/adamw.cu` (32 bytes, asserted on both sides).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AdamWHyperC {
+    /// 1 − lr·wd
+    pub decay: f32,
+    /// 1 − β1
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    /// 1 − β2
+    pub one_minus_beta2: f32,
+    /// lr / (1 − β1^t)
+    pub step_size: f32,
+    /// √(1 − β2^t)
+    pub bias_correction2_sqrt: f32,
+    pub eps: f32,
+    pub _pad: f32,
+}
+const _: () = assert!(std::mem::size_of::<AdamWHyperC>() == 32);
+// SAFETY: plain-old-data, repr(C), no pointers: valid to copy to the device as a kernel argument.
+unsafe impl cudarc::driver::DeviceRepr for AdamWHyperC {}
+
+/// One kernel argument.
+#[derive(Clone, Copy, Debug)]
+pub enum KArg {
+    /// A device address.
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+    AdamW(AdamWHyperC),
+}
+
+/// Memory and launches on one device. Buffers hold f32.
+pub trait Device: Send + Sync {
+    type Mem: Send + Sync;
+    /// e.g. `cuda: NVIDIA H100 (sm_90)` or `simt (CPU emulator, 2 workers)`.
+    fn describe(&self) -> String;
+    fn alloc_zeros(&self, n: usize) -> Result<Self::Mem>;
+    fn htod(&self, host: &[f32]) -> Result<Self::Mem>;
+    fn dtoh(&self, m: &Self::Mem) -> Result<Vec<f32>>;
+    fn mem_len(&self, m: &Self::Mem) -> usize;
+    /// dst[dst_off..+n] = src[src_off..+n] (bounds checked by the caller).
+    fn copy_d2d(
+        &self,
+        dst: &mut Self::Mem,
+        dst_off: usize,
+        src: &Self::Mem,
+        src_off: usize,
+        n: usize,
+    ) -> Result<()>;
+    /// Device address of element 0 (read access).
+    fn addr(&self, m: &Self::Mem) -> u64;
+    /// Device address of element 0 (the kernel writes through it).
+    fn addr_mut(&self, m: &mut Self::Mem) -> u64;
+    /// Launches `k`; the arguments are in the kernel's parameter order.
+    fn launch(&self, k: Kernel, cfg: LaunchCfg, args: &[KArg]) -> Result<()>;
+    fn synchronize(&self) -> Result<()>;
+}
+
+/// Host clipping tables and their device copies.
+type RangeCache<M> = std::sync::Mutex<Vec<(Vec<(usize, usize)>, std::sync::Arc<M>)>>;
+
+/// The Backend over a device; `launch.rs` holds the op-by-op launch code.
+pub struct GpuBackend<D: Device> {
+    pub dev: D,
+    /// Device copies of clipping range tables, keyed by the host table (uploaded once).
+    pub(crate) range_cache: RangeCache<D::Mem>,
+}
+
+impl<D: Device> GpuBackend<D> {
+    pub fn new(dev: D) -> Self {
+        GpuBackend {
+            dev,
+            range_cache: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}

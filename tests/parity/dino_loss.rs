@@ -1,0 +1,36 @@
+use crate::{data, dl, parity, up, Outs};
+use setdino::backend::Backend;
+
+fn run<B: Backend>(be: &B) -> Outs {
+    let mut outs = Vec::new();
+    for &(v, s, k, tt) in &[(4, 3, 37, 0.04), (2, 5, 300, 0.01), (10, 2, 65, 0.07)] {
+        // Logits as the head makes them: cosines in [-1, 1].
+        let z = up(be, &data(v * s * k, 90 + k as u64, 1.0));
+        let t = up(be, &data(2 * s * k, 91, 1.0));
+        let center = up(be, &data(k, 92, 0.2));
+        let mut loss = be.zeros(1).unwrap();
+        let mut dz = be.zeros(v * s * k).unwrap();
+        let mut q = be.zeros(2 * s * k).unwrap();
+        be.dino_loss_forward_backward(
+            &mut loss, &mut dz, &mut q, &z, &t, &center, v, s, k, 0.1, tt,
+        )
+        .unwrap();
+        let mut c2 = up(be, &data(k, 93, 0.2));
+        be.dino_loss_center_update(&mut c2, &t, 2 * s, k, 0.9)
+            .unwrap();
+        outs.push((format!("loss[V={v},K={k}]"), dl(be, &loss)));
+        outs.push((format!("dstudent[V={v},K={k}]"), dl(be, &dz)));
+        outs.push((format!("tprobs[V={v},K={k}]"), dl(be, &q)));
+        outs.push((format!("center[V={v},K={k}]"), dl(be, &c2)));
+    }
+    outs
+}
+
+pub fn run_all() {
+    parity!("dino_loss", run);
+}
+
+#[test]
+fn dino_loss_matches_cpu() {
+    run_all();
+}
