@@ -6,7 +6,7 @@
 // adamw_update_f32(params, m, v, grads, n, h)
 //   params, m, v (in place), grads: (n), pointers already offset to the range   launch: one thread per element
 //
-// CPU twin: src/backend/cpu/optim.rs (adamw_update)   Tests: tests/parity/main.rs (adamw)
+// CPU twin: src/backend/cpu/optim.rs (adamw_update)   Tests: tests/parity/adamw.rs
 
 struct AdamWHyper {
   float decay;             // 1 − lr·wd

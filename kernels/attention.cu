@@ -13,7 +13,7 @@
 //   dqkv (=): (B, N, 3C): dq = datt·k, dk = dattᵀ·q, dv = attᵀ·dout
 //   launch: one thread per element of dqkv, block 256
 //
-// CPU twin: src/backend/cpu/attention.rs   Tests: tests/parity/main.rs (attention), tests/gradcheck/attention.rs
+// CPU twin: src/backend/cpu/attention.rs   Tests: tests/parity/attention.rs, tests/gradcheck/attention.rs
 
 extern "C" __global__ void attention_forward_f32(float* out, float* att, const float* qkv, int B, int N, int NH, int HS) {
   const int idx = blockIdx.x * blockDim.x + threadIdx.x;

@@ -4,19 +4,19 @@
 //   q = softmax((t − center)/τt), T = 2V − 2;  dL/dz_v[s] = (1/(T·S·τs))·Σ_{iq≠v} (p_v[s] − q_iq[s]).
 // Reference: DINO main_dino.py DINOLoss.forward, update_center.
 //
-// dino_loss_teacher_softmax_f32(tprobs, teacher, center, R, K, teacher_temp)
+// dino_loss_forward_backward_teacher_f32(tprobs, teacher, center, R, K, teacher_temp)
 //   tprobs: (R, K) = q; teacher: (R, K), R = 2S; center: (K)   launch: one block of 256 per row
-// dino_loss_student_f32(dstudent, row_loss, student, tprobs, V, S, K, student_temp, coef)
+// dino_loss_forward_backward_student_f32(dstudent, row_loss, student, tprobs, V, S, K, student_temp, coef)
 //   dstudent (=): (V·S, K); row_loss: (V·S) = Σ_{iq≠v} CE; student: (V·S, K) view-major; coef = 1/(T·S·τs)
 //   launch: one block of 256 per student row
-// dino_loss_sum_f32(loss, row_loss, R, scale)
+// dino_loss_forward_backward_sum_f32(loss, row_loss, R, scale)
 //   loss: (1) = scale·Σ row_loss, rows in order   launch: one thread
 // dino_loss_center_update_f32(center, teacher, R, K, momentum, one_minus_momentum)
 //   center: (K) = m·center + (1 − m)·mean over R rows of teacher   launch: one thread per prototype
 //
-// CPU twin: src/backend/cpu/dino_loss.rs   Tests: tests/parity/main.rs (dino_loss), tests/gradcheck/dino_loss.rs
+// CPU twin: src/backend/cpu/dino_loss.rs   Tests: tests/parity/dino_loss.rs, tests/gradcheck/dino_loss.rs
 
-extern "C" __global__ void dino_loss_teacher_softmax_f32(float* tprobs, const float* teacher, const float* center,
+extern "C" __global__ void dino_loss_forward_backward_teacher_f32(float* tprobs, const float* teacher, const float* center,
                                                          int R, int K, float teacher_temp) {
   __shared__ float scratch[32];
   const int row = blockIdx.x;
@@ -38,7 +38,7 @@ extern "C" __global__ void dino_loss_teacher_softmax_f32(float* tprobs, const fl
   for (int j = threadIdx.x; j < K; j += blockDim.x) q[j] /= s;
 }
 
-extern "C" __global__ void dino_loss_student_f32(float* dstudent, float* row_loss, const float* student,
+extern "C" __global__ void dino_loss_forward_backward_student_f32(float* dstudent, float* row_loss, const float* student,
                                                  const float* tprobs, int V, int S, int K, float student_temp,
                                                  float coef) {
   __shared__ float scratch[32];
@@ -76,7 +76,7 @@ extern "C" __global__ void dino_loss_student_f32(float* dstudent, float* row_los
   if (threadIdx.x == 0) row_loss[row] = ce;
 }
 
-extern "C" __global__ void dino_loss_sum_f32(float* loss, const float* row_loss, int R, float scale) {
+extern "C" __global__ void dino_loss_forward_backward_sum_f32(float* loss, const float* row_loss, int R, float scale) {
   if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;  // guard: one thread
   float acc = 0.f;
   for (int r = 0; r < R; ++r) acc += row_loss[r];

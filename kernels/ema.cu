@@ -4,7 +4,7 @@
 // ema_update_f32(teacher, student, n, momentum, one_minus_momentum)
 //   teacher (in place), student: (n)   launch: one thread per element, block 256
 //
-// CPU twin: src/backend/cpu/optim.rs (ema_update)   Tests: tests/parity/main.rs (ema)
+// CPU twin: src/backend/cpu/optim.rs (ema_update)   Tests: tests/parity/ema.rs
 
 extern "C" __global__ void ema_update_f32(float* teacher, const float* student, int n, float momentum,
                                           float one_minus_momentum) {

@@ -6,7 +6,7 @@
 // l2norm_backward_f32(dinp, dout, out, norm, R, C, eps)
 //   dinp (=): (dy − y·(y·dy))/‖x‖ when ‖x‖ > eps, else dy/eps   launch: one warp per row, block 256
 //
-// CPU twin: src/backend/cpu/l2norm.rs   Tests: tests/parity/main.rs (l2norm), tests/gradcheck/l2norm.rs
+// CPU twin: src/backend/cpu/l2norm.rs   Tests: tests/parity/l2norm.rs, tests/gradcheck/l2norm.rs
 
 extern "C" __global__ void l2norm_forward_f32(float* out, float* norm, const float* inp, int R, int C, float eps) {
   const int lane = threadIdx.x & 31;

@@ -9,7 +9,7 @@
 // layernorm_backward_params_f32(dweight, dbias, dout, inp, mean, rstd, R, C)
 //   dweight, dbias: (C) (+=), rows summed in order   launch: one thread per column, block 256
 //
-// CPU twin: src/backend/cpu/layernorm.rs   Tests: tests/parity/main.rs (layernorm), tests/gradcheck/layernorm.rs
+// CPU twin: src/backend/cpu/layernorm.rs   Tests: tests/parity/layernorm.rs, tests/gradcheck/layernorm.rs
 
 extern "C" __global__ void layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp,
                                                  const float* weight, const float* bias, int R, int C, float eps) {

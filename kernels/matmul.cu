@@ -12,7 +12,7 @@
 // matmul_backward_bias_f32(dbias, dout, R, O)
 //   dbias (+=): (O) column sums, rows in order       launch: one thread per column, block 256
 //
-// CPU twin: src/backend/cpu/matmul.rs   Tests: tests/parity/main.rs (matmul), tests/gradcheck/matmul.rs
+// CPU twin: src/backend/cpu/matmul.rs   Tests: tests/parity/matmul.rs, tests/gradcheck/matmul.rs
 
 #define MM_TS 16
 

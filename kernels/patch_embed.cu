@@ -16,7 +16,7 @@
 // patch_embed_tokens_backward_params_f32(dcls, dpos, sum, interp, P, G2, C)
 //   dcls (+=): (C); dpos (+=): (1 + G2, C) = [sum[0]; interpᵀ·sum[1..]]   launch: one thread per element of dpos
 //
-// CPU twin: src/backend/cpu/patch_embed.rs   Tests: tests/parity/main.rs (patch_embed), tests/gradcheck/patch_embed.rs
+// CPU twin: src/backend/cpu/patch_embed.rs   Tests: tests/parity/patch_embed.rs, tests/gradcheck/patch_embed.rs
 
 extern "C" __global__ void patch_embed_im2col_f32(float* out, const float* img, int B, int CH, int H, int W, int p) {
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;

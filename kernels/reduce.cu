@@ -4,14 +4,14 @@
 //
 // reduce_fill_f32(buf, value, n)
 //   buf: (n) = value   launch: one thread per element, block 256
-// reduce_sumsq_ranges_f32(sumsq, grads, table, T)
+// reduce_clip_per_tensor_sumsq_f32(sumsq, grads, table, T)
 //   sumsq: (T) = Σ g² over tensor t; table: (2T) int pairs (offset, length) into grads
 //   launch: one block of 256 per tensor
-// reduce_clip_scale_f32(grads, sumsq, table, T, max_norm)
+// reduce_clip_per_tensor_scale_f32(grads, sumsq, table, T, max_norm)
 //   grads (in place): tensor t scaled by max_norm/(√sumsq[t] + 1e-6) when that is < 1
 //   launch: one block of 256 per tensor
 //
-// CPU twin: src/backend/cpu/optim.rs (reduce_clip_per_tensor)   Tests: tests/parity/main.rs (reduce)
+// CPU twin: src/backend/cpu/optim.rs (reduce_clip_per_tensor)   Tests: tests/parity/reduce.rs
 
 extern "C" __global__ void reduce_fill_f32(float* buf, float value, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -19,7 +19,7 @@ extern "C" __global__ void reduce_fill_f32(float* buf, float value, int n) {
   buf[i] = value;
 }
 
-extern "C" __global__ void reduce_sumsq_ranges_f32(float* sumsq, const float* grads, const int* table, int T) {
+extern "C" __global__ void reduce_clip_per_tensor_sumsq_f32(float* sumsq, const float* grads, const int* table, int T) {
   __shared__ float scratch[32];
   const int t = blockIdx.x;
   if (t >= T) return;  // guard (whole block)
@@ -33,7 +33,7 @@ extern "C" __global__ void reduce_sumsq_ranges_f32(float* sumsq, const float* gr
   if (threadIdx.x == 0) sumsq[t] = acc;
 }
 
-extern "C" __global__ void reduce_clip_scale_f32(float* grads, const float* sumsq, const int* table, int T,
+extern "C" __global__ void reduce_clip_per_tensor_scale_f32(float* grads, const float* sumsq, const int* table, int T,
                                                  float max_norm) {
   const int t = blockIdx.x;
   if (t >= T) return;  // guard (whole block)

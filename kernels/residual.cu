@@ -13,7 +13,7 @@
 // residual_copy_cols_f32(out, inp, R, C, TC, col_off)
 //   out[:, col_off .. col_off+C] = inp; out: (R, TC); inp: (R, C)   launch: one thread per element of inp
 //
-// CPU twin: src/backend/cpu/residual.rs   Tests: tests/parity/main.rs (residual), tests/gradcheck/residual.rs
+// CPU twin: src/backend/cpu/residual.rs   Tests: tests/parity/residual.rs, tests/gradcheck/residual.rs
 
 extern "C" __global__ void residual_forward_f32(float* out, const float* inp, const float* branch, const float* scale,
                                                 int B, int M) {

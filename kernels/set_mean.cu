@@ -7,7 +7,7 @@
 // set_mean_backward_f32(dinp, dout, S, n, C)
 //   dinp (=): (S·n, C) = dout[s]/n   launch: one thread per element of dinp, block 256
 //
-// CPU twin: src/backend/cpu/set_mean.rs   Tests: tests/parity/main.rs (set_mean), tests/gradcheck/set_mean.rs
+// CPU twin: src/backend/cpu/set_mean.rs   Tests: tests/parity/set_mean.rs, tests/gradcheck/set_mean.rs
 
 extern "C" __global__ void set_mean_forward_f32(float* out, const float* inp, int S, int n, int C) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -7,7 +7,7 @@
 // weightnorm_backward_f32(dv, dw, v, g, norm, K, C)
 //   dv (+=): (K, C) = g/‖v‖·(dw − v̂·(v̂·dw))   launch: one warp per row, block 256
 //
-// CPU twin: src/backend/cpu/weightnorm.rs   Tests: tests/parity/main.rs (weightnorm), tests/gradcheck/weightnorm.rs
+// CPU twin: src/backend/cpu/weightnorm.rs   Tests: tests/parity/weightnorm.rs, tests/gradcheck/weightnorm.rs
 
 extern "C" __global__ void weightnorm_forward_f32(float* w, float* norm, const float* v, const float* g, int K, int C) {
   const int lane = threadIdx.x & 31;

@@ -74,7 +74,7 @@ pub trait Backend: Sync {
     ) -> Result<()>;
     /// x: (B, N, C) with x[b,0] = cls + pos[0], x[b,1+i] = patch_out[b,i] + Σ_g interp[i,g]·pos[1+g].
     /// patch_out: (B·P, C); cls: (C) and pos: (1+G2, C) at offsets in `params`; interp: (P, G2).
-    fn tokens_forward(
+    fn patch_embed_tokens_forward(
         &self,
         x: &mut Self::Buf,
         patch_out: &Self::Buf,
@@ -88,7 +88,7 @@ pub trait Backend: Sync {
         c: usize,
     ) -> Result<()>;
     /// dparams at cls_off, pos_off (+=); dpatch_out: (B·P, C) (=); dx: (B, N, C).
-    fn tokens_backward(
+    fn patch_embed_tokens_backward(
         &self,
         dparams: &mut Self::Buf,
         cls_off: usize,

@@ -157,7 +157,7 @@ pub fn backbone_forward<B: Backend>(
         c,
     )?;
     let mut x0 = be.zeros(r * c)?;
-    be.tokens_forward(
+    be.patch_embed_tokens_forward(
         &mut x0, &patch_out, params, offs.cls, offs.pos, interp, b, p, g2, c,
     )?;
     drop_buf(patch_out);
@@ -417,7 +417,7 @@ pub fn backbone_backward<B: Backend>(
     }
     // Tokens: CLS, positions (through the interpolation transpose), patch embedding.
     let mut dpatch_out = be.zeros(b * p * c)?;
-    be.tokens_backward(
+    be.patch_embed_tokens_backward(
         grads,
         offs.cls,
         offs.pos,

@@ -14,13 +14,13 @@ fn tokens_backward_matches_finite_differences() {
     let up = rand_vec(b * (1 + p) * c, 44, 1.0);
     let fwd = |patch: &[f64], cls: &[f64], pos: &[f64]| {
         let mut x = vec![0.0; b * (1 + p) * c];
-        tokens_forward(&mut x, patch, cls, pos, &interp, b, p, g2, c);
+        patch_embed_tokens_forward(&mut x, patch, cls, pos, &interp, b, p, g2, c);
         dot(&up, &x)
     };
     let mut dcls = vec![0.0; c];
     let mut dpos = vec![0.0; (1 + g2) * c];
     let mut dpatch = vec![0.0; b * p * c];
-    tokens_backward(&mut dcls, &mut dpos, &mut dpatch, &up, &interp, b, p, g2, c);
+    patch_embed_tokens_backward(&mut dcls, &mut dpos, &mut dpatch, &up, &interp, b, p, g2, c);
     check_grad(
         "tokens dpatch_out",
         &patch,

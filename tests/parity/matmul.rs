@@ -41,6 +41,7 @@ fn run<B: Backend>(be: &B) -> Outs {
         (37, 64, 17, true),
         (10, 1, 3, false),
         (74, 33, 96, true),
+        (33, 17, 16, true), // R = 2·16 + 1: a last tile of one row
     ] {
         for (n, v) in run_shape(be, r, i, o, bias) {
             outs.push((format!("{n}[{r}x{i}x{o}]"), v));

@@ -24,14 +24,14 @@ fn run<B: Backend>(be: &B) -> Outs {
         let params = up(be, &data(npar, 41, 1.0));
         let patch = up(be, &data(bb * pp * c, 42, 1.0));
         let mut x = be.zeros(bb * (1 + pp) * c).unwrap();
-        be.tokens_forward(
+        be.patch_embed_tokens_forward(
             &mut x, &patch, &params, cls_off, pos_off, &interp, bb, pp, g2, c,
         )
         .unwrap();
         let dx = up(be, &data(bb * (1 + pp) * c, 43, 1.0));
         let mut dp = up(be, &data(npar, 44, 0.1));
         let mut dpatch = be.zeros(bb * pp * c).unwrap();
-        be.tokens_backward(
+        be.patch_embed_tokens_backward(
             &mut dp,
             cls_off,
             pos_off,

@@ -163,7 +163,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         patch_embed::patch_embed_im2col(out, img, b, ch, h, w, p);
         Ok(())
     }
-    fn tokens_forward(
+    fn patch_embed_tokens_forward(
         &self,
         x: &mut Vec<T>,
         patch_out: &Vec<T>,
@@ -176,7 +176,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         g2: usize,
         c: usize,
     ) -> Result<()> {
-        patch_embed::tokens_forward(
+        patch_embed::patch_embed_tokens_forward(
             x,
             patch_out,
             &params[cls_off..cls_off + c],
@@ -189,7 +189,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         );
         Ok(())
     }
-    fn tokens_backward(
+    fn patch_embed_tokens_backward(
         &self,
         dparams: &mut Vec<T>,
         cls_off: usize,
@@ -203,7 +203,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         c: usize,
     ) -> Result<()> {
         let mut dcls = dparams[cls_off..cls_off + c].to_vec();
-        patch_embed::tokens_backward(
+        patch_embed::patch_embed_tokens_backward(
             &mut dcls,
             &mut dparams[pos_off..pos_off + (1 + g2) * c],
             dpatch_out,

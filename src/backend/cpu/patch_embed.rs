@@ -52,7 +52,7 @@ fn interp_pos<T: Real>(pos: &[T], interp: &[T], p: usize, g2: usize, c: usize) -
 }
 
 /// x: (B, N, C) with N = 1 + P; patch_out: (B·P, C); cls: (C); pos: (1 + G2, C); interp: (P, G2).
-pub fn tokens_forward<T: Real>(
+pub fn patch_embed_tokens_forward<T: Real>(
     x: &mut [T],
     patch_out: &[T],
     cls: &[T],
@@ -81,7 +81,7 @@ pub fn tokens_forward<T: Real>(
 }
 
 /// dcls: (C) (+=); dpos: (1 + G2, C) (+=); dpatch_out: (B·P, C) (=); dx: (B, N, C).
-pub fn tokens_backward<T: Real>(
+pub fn patch_embed_tokens_backward<T: Real>(
     dcls: &mut [T],
     dpos: &mut [T],
     dpatch_out: &mut [T],

@@ -123,7 +123,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             &[o, x, i(b), i(ch), i(h), i(w), i(p)],
         )
     }
-    fn tokens_forward(
+    fn patch_embed_tokens_forward(
         &self,
         x: &mut D::Mem,
         patch_out: &D::Mem,
@@ -155,7 +155,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             &args,
         )
     }
-    fn tokens_backward(
+    fn patch_embed_tokens_backward(
         &self,
         dparams: &mut D::Mem,
         cls_off: usize,
@@ -700,7 +700,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         ];
         // one block of 256 per teacher row
         self.go(
-            K::dino_loss_teacher_softmax_f32,
+            K::dino_loss_forward_backward_teacher_f32,
             LaunchCfg::block_per_row(2 * s, 256),
             &args,
         )?;
@@ -719,7 +719,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         ];
         // one block of 256 per student row
         self.go(
-            K::dino_loss_student_f32,
+            K::dino_loss_forward_backward_student_f32,
             LaunchCfg::block_per_row(v * s, 256),
             &args,
         )?;
@@ -730,7 +730,11 @@ impl<D: Device> Backend for GpuBackend<D> {
             f(1.0 / (s as f64 * terms)),
         ];
         // one thread: ordered sum of the row losses
-        self.go(K::dino_loss_sum_f32, LaunchCfg::linear(1), &args)
+        self.go(
+            K::dino_loss_forward_backward_sum_f32,
+            LaunchCfg::linear(1),
+            &args,
+        )
     }
     fn dino_loss_center_update(
         &self,
@@ -776,14 +780,14 @@ impl<D: Device> Backend for GpuBackend<D> {
         let tab = self.at(&table, 0, 2 * t, "range table")?;
         // one block of 256 per tensor
         self.go(
-            K::reduce_sumsq_ranges_f32,
+            K::reduce_clip_per_tensor_sumsq_f32,
             LaunchCfg::block_per_row(t, 256),
             &[self.at_mut(&mut norms, 0, t, "norms")?, g, tab, i(t)],
         )?;
         let g = self.at_mut(grads, 0, len, "grads")?;
         // one block of 256 per tensor
         self.go(
-            K::reduce_clip_scale_f32,
+            K::reduce_clip_per_tensor_scale_f32,
             LaunchCfg::block_per_row(t, 256),
             &[g, self.at(&norms, 0, t, "norms")?, tab, i(t), f(max_norm)],
         )
