@@ -9,6 +9,7 @@
 //! - [`cli`]: one file per subcommand; argument handling only.
 pub mod backend;
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod engine;

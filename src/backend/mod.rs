@@ -9,6 +9,7 @@
 #![allow(clippy::too_many_arguments)]
 pub mod cpu;
 pub mod gpu;
+pub mod select;
 
 use anyhow::Result;
 

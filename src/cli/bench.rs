@@ -1,6 +1,7 @@
 //! `setdino bench`: throughput of the ViT forward+backward and of the full Set-DINO step on a backend,
 //! printed as a table (and JSON with every timing), for side-by-side runs with torch_vit_bench.py.
-use crate::backend::cpu::CpuBackend;
+use crate::backend::select::{run_on, OnBackend};
+use crate::backend::Backend;
 use crate::bench::{setdino_step, vit_fwd_bwd, BenchResult};
 use crate::config::ModelConfig;
 use anyhow::{bail, Result};
@@ -33,8 +34,8 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 7)]
     pub repeats: usize,
-    /// Backend: cpu.
-    #[arg(long, default_value = "cpu")]
+    /// Backend: cpu, simt (slow: the emulator), cuda, or auto.
+    #[arg(long, default_value = "auto")]
     pub backend: String,
     /// Also write every result (with all timings) to this JSON file.
     #[arg(long)]
@@ -42,21 +43,23 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.backend != "cpu" && a.backend != "auto" {
-        bail!(
-            "backend '{}' is not available in this build; use --backend cpu",
-            a.backend
-        );
-    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads.unwrap_or(0))
         .build()?;
-    pool.install(|| bench(&a))
+    pool.install(|| run_on(&a.backend, Job(&a)))
 }
 
-fn bench(a: &BenchArgs) -> Result<()> {
+struct Job<'a>(&'a BenchArgs);
+
+impl OnBackend for Job<'_> {
+    type Out = ();
+    fn run<B: Backend>(self, be: B) -> Result<()> {
+        bench(self.0, be)
+    }
+}
+
+fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
     let cfg = ModelConfig::preset(&a.config)?;
-    let be = CpuBackend::<f32>::new();
     let mut results: Vec<BenchResult> = Vec::new();
     let print = |r: &BenchResult| {
         println!(

@@ -1,11 +1,11 @@
 //! `setdino debug step`: one Set-DINO loss + gradient evaluation for given weights and inputs, the
 //! PyTorch-parity interface (design.md §8). Drop path is off; the center is the checkpoint's.
-use crate::backend::cpu::CpuBackend;
+use crate::backend::select::{run_on, OnBackend};
 use crate::backend::Backend;
 use crate::engine::{Engine, StepBatch};
 use crate::model::checkpoint::{infer_config, load_state, write_tensors, OutTensor, TensorFile};
 use crate::model::params::ParamLayout;
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use clap::{Args, Subcommand};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -48,7 +48,7 @@ pub struct StepArgs {
     /// Student temperature τs.
     #[arg(long, default_value_t = 0.1)]
     pub student_temp: f64,
-    /// Backend: cpu (the reference). simt and cuda come with the GPU engine.
+    /// Backend: cpu (the reference), simt (the CUDA kernels on the CPU emulator), cuda, or auto.
     #[arg(long, default_value = "cpu")]
     pub backend: String,
 }
@@ -59,12 +59,17 @@ pub fn run(cmd: DebugCmd) -> Result<()> {
     }
 }
 
-fn step(a: StepArgs) -> Result<()> {
-    match a.backend.as_str() {
-        "cpu" => step_on(CpuBackend::<f32>::new(), &a),
-        "auto" => step_on(CpuBackend::<f32>::new(), &a),
-        other => bail!("backend '{other}' is not available in this build; use --backend cpu"),
+struct Job<'a>(&'a StepArgs);
+
+impl OnBackend for Job<'_> {
+    type Out = ();
+    fn run<B: Backend>(self, be: B) -> Result<()> {
+        step_on(be, self.0)
     }
+}
+
+fn step(a: StepArgs) -> Result<()> {
+    run_on(&a.backend, Job(&a))
 }
 
 fn step_on<B: Backend>(be: B, a: &StepArgs) -> Result<()> {

@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod bench;
+pub mod check;
 pub mod debug;
 
 /// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
@@ -17,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Throughput of the ViT forward+backward and the Set-DINO step (compare with torch_vit_bench.py).
     Bench(bench::BenchArgs),
+    /// First command on a new machine: backend, CUDA device, NVRTC kernel table, parity self-test.
+    Check(check::CheckArgs),
     /// Developer tools: parity interfaces against PyTorch.
     #[command(subcommand)]
     Debug(debug::DebugCmd),
@@ -37,6 +40,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(a) => bench::run(a),
+        Command::Check(a) => check::run(a),
         Command::Debug(c) => debug::run(c),
     }
 }
