@@ -6,5 +6,7 @@
 //!   checkpoint IO (safetensors with the reference state-dict names).
 //! - [`backend`]: the `Backend` trait (one method per kernel entry point) and the CPU reference.
 //! - [`engine`]: the Set-DINO step, written once over `Backend`: ViT, head, loss, optimizer, EMA, schedules.
+//! - [`store`]: the crop store (mmap shards of u16-unorm crops, cell index, NTC stats, manifest), verify, export.
 //! - [`cli`]: one file per subcommand; argument handling only.
 pub mod cli;
+pub mod store;

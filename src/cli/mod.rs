@@ -2,6 +2,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod store;
+
 /// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
 #[derive(Parser, Debug)]
 #[command(name = "setdino", version, about, long_about = None)]
@@ -11,7 +13,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Inspect, verify or export a crop store.
+    Store(store::StoreArgs),
+}
 
 /// Parse the command line and run the chosen subcommand; errors are printed with their causes.
 pub fn main() -> ExitCode {
@@ -26,5 +31,7 @@ pub fn main() -> ExitCode {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Store(a) => store::run(a),
+    }
 }

@@ -1,0 +1,3 @@
+//! Data-path tests in one binary (link time): store, import, sampler, augmentation, ingest.
+mod common;
+mod store;
