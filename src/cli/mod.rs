@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod import_crops;
 pub mod store;
 
 /// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
@@ -16,6 +17,8 @@ pub struct Cli {
 pub enum Command {
     /// Inspect, verify or export a crop store.
     Store(store::StoreArgs),
+    /// Make a crop store from an existing .npy crop stack and a metadata table.
+    ImportCrops(import_crops::ImportCropsArgs),
 }
 
 /// Parse the command line and run the chosen subcommand; errors are printed with their causes.
@@ -33,5 +36,6 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Store(a) => store::run(a),
+        Command::ImportCrops(a) => import_crops::run(a),
     }
 }

@@ -4,6 +4,7 @@
 //! Key decision: the data path never imports `backend` or `engine`; this module knows nothing of models.
 pub mod export;
 pub mod format;
+pub mod import;
 pub mod index;
 pub mod npy;
 pub mod ntc;
