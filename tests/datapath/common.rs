@@ -63,3 +63,56 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
         .collect();
     (h.shape, v)
 }
+
+/// A screen-like store: `plates` × `wells` batches, genes g0..g{genes-1} plus NTC, `per` cells per (gene,
+/// batch), plus gene "rare" present in one batch only and gene "thin" with 3 cells per batch. C = 2.
+pub fn screen_store(
+    dir: &Path,
+    crop: usize,
+    plates: usize,
+    wells: usize,
+    genes: usize,
+    per: usize,
+) -> Store {
+    let mut o = WriterOptions::new(crop as u32, vec!["dna".into(), "actin".into()]);
+    o.cells_per_shard = 97;
+    let mut w = StoreWriter::create(dir, o).unwrap();
+    let mut k = 0usize;
+    let mut push = |w: &mut StoreWriter, plate: usize, well: usize, gene: &str, guide: usize| {
+        let m = CellMeta {
+            plate: format!("P{plate}"),
+            well: format!("W{well}"),
+            tile: 0,
+            cell_id: k as u64,
+            i: 0.0,
+            j: 0.0,
+            gene: gene.to_string(),
+            sgrna: format!("{gene}_{guide}"),
+            extra: vec![],
+        };
+        w.push(&[m], &crop_values(k, 2, crop)).unwrap();
+        k += 1;
+    };
+    for plate in 0..plates {
+        for well in 0..wells {
+            for g in 0..=genes {
+                let gene = if g == genes {
+                    "nontargeting".to_string()
+                } else {
+                    format!("g{g}")
+                };
+                for q in 0..per {
+                    push(&mut w, plate, well, &gene, q % 2);
+                }
+            }
+            for _ in 0..3 {
+                push(&mut w, plate, well, "thin", 0);
+            }
+        }
+    }
+    for _ in 0..per {
+        push(&mut w, 0, 0, "rare", 0);
+    }
+    w.finish(serde_json::json!({})).unwrap();
+    Store::open(dir).unwrap()
+}

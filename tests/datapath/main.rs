@@ -1,4 +1,6 @@
 //! Data-path tests in one binary (link time): store, import, sampler, augmentation, ingest.
+mod augment;
 mod common;
 mod import;
+mod sampler;
 mod store;

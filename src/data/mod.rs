@@ -1,0 +1,13 @@
+//! From a store to training tensors: the set sampler (algorithm.md §6.1–6.2), multi-crop augmentation
+//! (§5) and normalisers (§7.3), with counter-based random streams.
+//!
+//! Key decision: every random draw is a pure function of (seed, step, set, cell, crop), so a step's
+//! tensors are bit-identical for any thread count and after any resume.
+pub mod augment;
+pub mod normalize;
+pub mod rng;
+pub mod sampler;
+
+pub use augment::{make_step, AugmentCompat, AugmentConfig, StepCrops};
+pub use normalize::{NormKind, Normalizer};
+pub use sampler::{GroupBy, Sampler, SamplerConfig, SetDraw, Strategy};
