@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod import_crops;
+pub mod ingest;
 pub mod store;
 
 /// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
@@ -19,6 +20,8 @@ pub enum Command {
     Store(store::StoreArgs),
     /// Make a crop store from an existing .npy crop stack and a metadata table.
     ImportCrops(import_crops::ImportCropsArgs),
+    /// TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, NTC stats, report).
+    Ingest(ingest::IngestArgs),
 }
 
 /// Parse the command line and run the chosen subcommand; errors are printed with their causes.
@@ -37,5 +40,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Store(a) => store::run(a),
         Command::ImportCrops(a) => import_crops::run(a),
+        Command::Ingest(a) => ingest::run(a),
     }
 }

@@ -2,5 +2,6 @@
 mod augment;
 mod common;
 mod import;
+mod ingest;
 mod sampler;
 mod store;
