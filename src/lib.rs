@@ -8,9 +8,11 @@
 //! - [`engine`]: the Set-DINO step, written once over `Backend`: ViT, head, loss, optimizer, EMA, schedules.
 //! - [`ingest`]: TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, report).
 //! - [`store`]: the crop store (mmap shards of u16-unorm crops, cell index, NTC stats, manifest), verify, export.
+//! - [`synth`]: a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
 //! - [`data`]: the set sampler, multi-crop augmentation and normalisers (what the engine trains on).
 //! - [`cli`]: one file per subcommand; argument handling only.
 pub mod cli;
 pub mod data;
 pub mod ingest;
 pub mod store;
+pub mod synth;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 pub mod import_crops;
 pub mod ingest;
 pub mod store;
+pub mod synth;
 
 /// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
 #[derive(Parser, Debug)]
@@ -22,6 +23,8 @@ pub enum Command {
     ImportCrops(import_crops::ImportCropsArgs),
     /// TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, NTC stats, report).
     Ingest(ingest::IngestArgs),
+    /// Write a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
+    Synth(synth::SynthArgs),
 }
 
 /// Parse the command line and run the chosen subcommand; errors are printed with their causes.
@@ -41,5 +44,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(a) => store::run(a),
         Command::ImportCrops(a) => import_crops::run(a),
         Command::Ingest(a) => ingest::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }

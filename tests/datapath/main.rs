@@ -5,3 +5,4 @@ mod import;
 mod ingest;
 mod sampler;
 mod store;
+mod synth;
