@@ -6,8 +6,9 @@
 //! parameters are plain structs the GPU path can draw identically. (2) D4, zoom window and nearest resize
 //! compose into one gather index per output pixel; gamma+offset is pointwise, so applying it after the
 //! local crop equals the reference's order (full image first). (3) Nearest resize follows cv2.INTER_NEAREST:
-//! src = min(⌊dst · (1 / (out/in))⌋, in − 1) in f64. (4) `AugmentCompat::Paper` restores the two pre-fix
+//! src = min(⌊dst · (1 / (out/in))⌋, in − 1) in f64. (4) x^γ uses [`super::fastpow`] (within 1e-6 of powf). (5) `AugmentCompat::Paper` restores the two pre-fix
 //! quirks (§5.4): offset ~ U(−0.3, +0.5) and the zoom window always in the bottom-right corner.
+use super::fastpow::{exp2_neg, log2_table};
 use super::normalize::Normalizer;
 use super::rng::{stream, DOMAIN_AUGMENT};
 use super::sampler::SetDraw;
@@ -223,12 +224,24 @@ impl CropParams {
                 idx.push(i * crop + j);
             }
         }
+        let table = log2_table();
+        let mut logs = vec![0f32; size * size];
         for (c, o) in out.chunks_mut(size * size).enumerate() {
             let s = &src[c * plane..(c + 1) * plane];
             let (g, off) = (self.gamma[c], self.offset[c]);
-            for (o, &k) in o.iter_mut().zip(&idx) {
-                let x = s[k] as f32 / 65535.0;
-                *o = (x.powf(g) + off).clamp(0.0, 1.0);
+            if g == 1.0 {
+                // Exact identity (v / 65535), as for an un-augmented crop.
+                for (o, &k) in o.iter_mut().zip(&idx) {
+                    *o = (s[k] as f32 / 65535.0 + off).clamp(0.0, 1.0);
+                }
+            } else {
+                // Gather first (scalar), then a branch-free loop the compiler vectorises.
+                for (l, &k) in logs.iter_mut().zip(&idx) {
+                    *l = table[s[k] as usize];
+                }
+                for (o, &l) in o.iter_mut().zip(&logs) {
+                    *o = (exp2_neg(g * l) + off).clamp(0.0, 1.0);
+                }
             }
         }
     }
@@ -265,7 +278,7 @@ pub fn crop_params(
 }
 
 /// The tensors of one training step, set-major: row r = s·n + k is cell k of set s.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct StepCrops {
     /// (2, R, C, G, G)
     pub global: Vec<f32>,
@@ -294,6 +307,21 @@ pub fn make_step(
     norm: &Normalizer,
     step: u64,
 ) -> Result<StepCrops> {
+    let mut out = StepCrops::default();
+    make_step_into(store, draws, cfg, norm, step, &mut out)?;
+    Ok(out)
+}
+
+/// [`make_step`] into existing buffers (no allocation once they have reached their size; a step of the
+/// reference run is 2 × 151 MB of f32, so reuse matters).
+pub fn make_step_into(
+    store: &Store,
+    draws: &[SetDraw],
+    cfg: &AugmentConfig,
+    norm: &Normalizer,
+    step: u64,
+    out: &mut StepCrops,
+) -> Result<()> {
     let n = draws.first().map_or(0, |d| d.cells[0].len());
     if draws
         .iter()
@@ -308,43 +336,52 @@ pub fn make_step(
         );
     }
     norm.check_batches(draws.iter().flat_map(|d| d.batches))?;
+    // Checksum each distinct cell once (a cell feeds 1 global and L/2 local crops).
+    let mut distinct: Vec<u32> = draws
+        .iter()
+        .flat_map(|d| d.cells.iter().flatten().copied())
+        .collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct
+        .par_iter()
+        .try_for_each(|&k| store.check_crop(k as usize))?;
     let (c, crop) = (store.channels(), store.crop());
     let (g, lsz, nl) = (cfg.global_size, cfg.local_size, cfg.n_local);
     let r = draws.len() * n;
-    let mut global = vec![0f32; 2 * r * c * g * g];
-    let mut local = vec![0f32; nl * r * c * lsz * lsz];
+    out.global.resize(2 * r * c * g * g, 0.0);
+    out.local.resize(nl * r * c * lsz * lsz, 0.0);
     let unit =
-        |view: usize, row: usize, crop_index: u64, size: usize, out: &mut [f32]| -> Result<()> {
+        |view: usize, row: usize, crop_index: u64, size: usize, o: &mut [f32]| -> Result<()> {
             let (s, k) = (row / n, row % n);
             let cell = draws[s].cells[view][k] as usize;
             let p = crop_params(cfg, crop, c, step, s, k, crop_index);
-            p.render(store.crop_u16(cell)?, crop, size, out);
-            norm.apply(store.record(cell).batch, out, c)
+            p.render(store.crop_u16_unchecked(cell), crop, size, o);
+            norm.apply(store.record(cell).batch, o, c)
         };
-    global
+    out.global
         .par_chunks_mut(c * g * g)
         .enumerate()
-        .try_for_each(|(u, out)| {
+        .try_for_each(|(u, o)| {
             let (v, row) = (u / r, u % r);
-            unit(v, row, crop_index_global(v), g, out)
+            unit(v, row, crop_index_global(v), g, o)
         })?;
-    local
+    out.local
         .par_chunks_mut(c * lsz * lsz)
         .enumerate()
-        .try_for_each(|(u, out)| {
+        .try_for_each(|(u, o)| {
             let (l, row) = (u / r, u % r);
-            unit(l / (nl / 2).max(1), row, crop_index_local(l), lsz, out)
+            unit(l / (nl / 2).max(1), row, crop_index_local(l), lsz, o)
         })?;
-    Ok(StepCrops {
-        global,
-        local,
-        sets: draws.len(),
-        set_size: n,
-        channels: c,
-        global_size: g,
-        local_size: lsz,
-        n_local: nl,
-    })
+    (
+        out.sets,
+        out.set_size,
+        out.channels,
+        out.global_size,
+        out.local_size,
+        out.n_local,
+    ) = (draws.len(), n, c, g, lsz, nl);
+    Ok(())
 }
 
 /// The un-augmented, normalised crop of cell `k` (for embedding). out: (C, crop, crop)

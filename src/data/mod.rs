@@ -4,10 +4,11 @@
 //! Key decision: every random draw is a pure function of (seed, step, set, cell, crop), so a step's
 //! tensors are bit-identical for any thread count and after any resume.
 pub mod augment;
+pub mod fastpow;
 pub mod normalize;
 pub mod rng;
 pub mod sampler;
 
-pub use augment::{make_step, AugmentCompat, AugmentConfig, StepCrops};
+pub use augment::{make_step, make_step_into, AugmentCompat, AugmentConfig, StepCrops};
 pub use normalize::{NormKind, Normalizer};
 pub use sampler::{GroupBy, Sampler, SamplerConfig, SetDraw, Strategy};

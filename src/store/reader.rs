@@ -286,15 +286,31 @@ impl Store {
 
     /// Crop of cell `k`: (C, H, W) u16 unorm, borrowed from the memory map; CRC-checked unless turned off.
     pub fn crop_u16(&self, k: usize) -> Result<&[u16]> {
-        if k >= self.len() {
-            bail!("cell {k} out of range: the store has {} cells", self.len());
-        }
+        self.check_crop(k)?;
+        Ok(self.crop_u16_unchecked(k))
+    }
+
+    /// Crop of cell `k` without its checksum (for callers that ran [`Store::check_crop`] already).
+    /// Panics if `k` is out of range.
+    pub fn crop_u16_unchecked(&self, k: usize) -> &[u16] {
+        bytemuck::cast_slice(self.crop_bytes(k))
+    }
+
+    fn crop_bytes(&self, k: usize) -> &[u8] {
         let r = self.record(k);
         let cb = self.manifest.crop_bytes();
         let start = HEADER_BYTES + r.slot as usize * cb;
-        let bytes = &self.shards[r.shard as usize][start..start + cb];
+        &self.shards[r.shard as usize][start..start + cb]
+    }
+
+    /// Check that cell `k` exists and (unless checks are off) that its crop matches its CRC-32.
+    pub fn check_crop(&self, k: usize) -> Result<()> {
+        if k >= self.len() {
+            bail!("cell {k} out of range: the store has {} cells", self.len());
+        }
         if self.check_crc {
-            let crc = crc32fast::hash(bytes);
+            let r = self.record(k);
+            let crc = crc32fast::hash(self.crop_bytes(k));
             if crc != r.crc {
                 bail!(
                     "{}: crop of cell {k} (slot {}) fails its checksum (CRC-32 {crc:08x}, index says {:08x}); HINT: the \
@@ -306,7 +322,7 @@ impl Store {
                 );
             }
         }
-        Ok(bytemuck::cast_slice(bytes))
+        Ok(())
     }
 
     /// Crop of cell `k` as f32 in [0, 1] (value / 65535, as numpy computes it). out: (C, H, W)

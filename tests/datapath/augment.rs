@@ -297,3 +297,17 @@ fn normalisers() {
         }
     }
 }
+
+#[test]
+fn fast_pow_matches_powf() {
+    use setdino::data::fastpow::{log2_table, pow_unorm};
+    let t = log2_table();
+    let mut worst = 0f32;
+    for v in (0..65536u32).step_by(7).chain([1, 2, 65535]) {
+        for g in [0.5f32, 0.5001, 0.73, 1.0, 1.2345, 1.4999] {
+            let want = (v as f32 / 65535.0).powf(g);
+            worst = worst.max((pow_unorm(t, v as u16, g) - want).abs());
+        }
+    }
+    assert!(worst < 1e-6, "max |fast − powf| = {worst}");
+}
