@@ -90,7 +90,7 @@ fn read_tile(t: &TileRow, channels: &[String]) -> Result<Tile> {
             let pages = tiff::read_pages(p)?;
             if pages.len() != channels.len() {
                 bail!(
-                    "{}: {} page(s), expected {} (one per channel: {}); tiles.csv line {}",
+                    "{}: {} channel plane(s) (pages × samples per pixel), expected {} (one per channel: {}); tiles.csv line {}",
                     p.display(),
                     pages.len(),
                     channels.len(),
@@ -213,7 +213,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         Some(n) => n,
         None => {
             let p = tiles[0].first_path();
-            (0..tiff::page_count(p)?)
+            (0..tiff::read_pages(p)?.len())
                 .map(|k| format!("ch{k}"))
                 .collect()
         }

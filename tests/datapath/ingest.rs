@@ -413,7 +413,7 @@ fn bad_input_names_file_and_line() {
     std::fs::write(d.join("t_two.csv"), base.replace("P0_A1_1.tif", "two.tif")).unwrap();
     let e = ingest_err(d, "t_two.csv", "cells.csv");
     assert!(
-        e.contains("two.tif") && e.contains("2 page(s), expected 3"),
+        e.contains("two.tif") && e.contains("2 channel plane(s)") && e.contains("expected 3"),
         "{e}"
     );
     // Unreadable file.
@@ -450,4 +450,42 @@ fn bad_input_names_file_and_line() {
     std::fs::write(d.join("t_nocol.csv"), "plate,well,path\nP0,A1,x.tif\n").unwrap();
     let e = ingest_err(d, "t_nocol.csv", "cells.csv");
     assert!(e.contains("t_nocol.csv") && e.contains("\"tile\""), "{e}");
+}
+
+#[test]
+fn rgb_tiff_samples_are_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (h, w) = (32, 36);
+    let px: Vec<u16> = (0..h * w * 3).map(|k| ((k * 37) % 5000) as u16).collect();
+    setdino::ingest::tiff::write_rgb16(&d.join("rgb.tif"), w, h, &[&px]).unwrap();
+    let pages = setdino::ingest::tiff::read_pages(&d.join("rgb.tif")).unwrap();
+    assert_eq!(pages.len(), 3);
+    for (s, p) in pages.iter().enumerate() {
+        assert!(p.integer && (p.h, p.w) == (h, w));
+        assert!(
+            p.data
+                .iter()
+                .enumerate()
+                .all(|(q, &v)| v == px[q * 3 + s] as f32),
+            "sample {s} de-interleaved"
+        );
+    }
+    std::fs::write(
+        d.join("tiles.csv"),
+        "plate,well,tile,path\nP,A1,0,rgb.tif\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("cells.csv"),
+        "plate,well,tile,cell_id,i,j,sgRNA,gene\nP,A1,0,1,16.5,18,s,g\n",
+    )
+    .unwrap();
+    let mut o = IngestOptions::new(&d.join("tiles.csv"), &d.join("cells.csv"), &d.join("s"));
+    o.crop = 16;
+    o.illum = Illum::None;
+    ingest(&o).unwrap();
+    let st = Store::open(&d.join("s")).unwrap();
+    assert_eq!(st.manifest().channels, vec!["ch0", "ch1", "ch2"]);
+    assert_eq!(st.len(), 1);
 }
