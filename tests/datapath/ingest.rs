@@ -489,3 +489,25 @@ fn rgb_tiff_samples_are_channels() {
     assert_eq!(st.manifest().channels, vec!["ch0", "ch1", "ch2"]);
     assert_eq!(st.len(), 1);
 }
+
+#[test]
+fn tiff_fixtures_written_by_tifffile() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cases: [(&str, usize, usize, usize, u32, f32, bool); 4] = [
+        ("tiled_u16_deflate.tif", 2, 40, 48, 65536, 1.0, true),
+        ("planar_u16.tif", 3, 20, 24, 65536, 1.0, true),
+        ("bigtiff_u8.tif", 2, 20, 24, 256, 1.0, true),
+        ("imagej_f32.tif", 3, 20, 24, 65536, 7.0, false),
+    ];
+    for (file, n, h, w, m, div, integer) in cases {
+        let pages = setdino::ingest::tiff::read_pages(&dir.join(file)).unwrap();
+        assert_eq!(pages.len(), n, "{file}");
+        for (p, pg) in pages.iter().enumerate() {
+            assert_eq!((pg.h, pg.w, pg.integer), (h, w, integer), "{file}");
+            for (q, &v) in pg.data.iter().enumerate() {
+                let want = ((131 * (q / w) + 17 * (q % w) + 1000 * p) as u32 % m) as f32 / div;
+                assert_eq!(v, want, "{file} plane {p} pixel {q}");
+            }
+        }
+    }
+}
