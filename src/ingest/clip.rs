@@ -109,5 +109,8 @@ pub fn clip_unorm(x: f32, lo: f64, hi: f64) -> u16 {
     if hi <= lo {
         return 0;
     }
-    (((x as f64 - lo) / (hi - lo)).clamp(0.0, 1.0) * 65535.0).round() as u16
+    let y = ((x as f64 - lo) / (hi - lo)).clamp(0.0, 1.0) * 65535.0;
+    // round half away from zero for y ≥ 0, without a libm call: truncate, then compare the exact fraction.
+    let t = y as u32;
+    (t + (y - t as f64 >= 0.5) as u32) as u16
 }

@@ -13,7 +13,8 @@ use std::path::Path;
 /// Minimum of a normalised field.
 pub const FIELD_FLOOR: f32 = 1e-3;
 
-/// One pass of a box filter of radius `r` along rows (stride 1) or columns, with clamped edges.
+/// One pass of a box filter of radius `r` along rows (stride 1) or columns, with clamped edges: a running
+/// sum over a line padded by r copies of its end values.
 fn box_pass(src: &[f64], dst: &mut [f64], h: usize, w: usize, r: usize, along_rows: bool) {
     let (n, lines, step, line_step) = if along_rows {
         (w, h, 1, w)
@@ -21,12 +22,18 @@ fn box_pass(src: &[f64], dst: &mut [f64], h: usize, w: usize, r: usize, along_ro
         (h, w, w, 1)
     };
     let norm = 1.0 / (2 * r + 1) as f64;
+    let mut line = vec![0f64; n + 2 * r + 1];
     for l in 0..lines {
-        let at = |k: isize| src[l * line_step + (k.clamp(0, n as isize - 1) as usize) * step];
-        let mut acc: f64 = (-(r as isize)..=r as isize).map(at).sum();
+        let base = l * line_step;
+        for (q, v) in line.iter_mut().enumerate() {
+            let k = q.saturating_sub(r).min(n - 1);
+            *v = src[base + k * step];
+        }
+        // line[q] holds src[clamp(q − r)], so the window of output k is line[k ..= k + 2r].
+        let mut acc: f64 = line[..2 * r + 1].iter().sum();
         for k in 0..n {
-            dst[l * line_step + k * step] = acc * norm;
-            acc += at(k as isize + r as isize + 1) - at(k as isize - r as isize);
+            dst[base + k * step] = acc * norm;
+            acc += line[k + 2 * r + 1] - line[k];
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `setdino ingest`: TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, NTC stats,
 //! report).
 //!
-//! Plate by plate, streaming (at most a few tiles per thread in memory): pass A reads the plate's tiles for
+//! Plate by plate: a plate that fits `cache_bytes` (4 GiB) decoded is read once; a larger one is streamed
+//! (at most a few tiles per thread in memory) and read once per pass. Pass A reads the plate's tiles for
 //! the flat-field mean and the value range that bounds the float histogram (skipped for integer data with
 //! `--illum none`, whose histogram is exact over 0…65535); pass B histograms the corrected pixels for the percentiles; pass C crops. Tiles are decoded
 //! in parallel chunks and the crops appended in table order, so the store does not depend on thread count.
@@ -17,7 +18,9 @@ use crate::store::CellMeta;
 use anyhow::{bail, Context, Result};
 use clip::{clip_unorm, Hist};
 use rayon::prelude::*;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use table::{CellRow, TilePaths, TileRow};
 
 /// Flat-field mode.
@@ -56,6 +59,9 @@ pub struct IngestOptions {
     pub cells_per_shard: Option<usize>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// A plate whose decoded tiles (4 bytes per pixel and channel) fit in this many bytes is decoded once
+    /// and kept for all passes; a larger plate is streamed and re-read per pass.
+    pub cache_bytes: usize,
 }
 
 impl IngestOptions {
@@ -72,6 +78,7 @@ impl IngestOptions {
             force: false,
             cells_per_shard: None,
             progress: false,
+            cache_bytes: 4 << 30,
         }
     }
 }
@@ -267,20 +274,50 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         let plane = h * w;
         let need_a = opts.illum != Illum::None || !first.integer;
         drop(first);
+        // Decode the plate once and keep it when it fits the cache budget; otherwise every pass re-reads.
+        let cache: Option<HashMap<usize, Arc<Tile>>> =
+            if idx.len() * c * plane * 4 <= opts.cache_bytes {
+                bar.set_message(format!("plate {plate}: decoding"));
+                let v = idx
+                    .par_iter()
+                    .map(|&k| {
+                        let t = read_tile(&tiles[k], &channels)?;
+                        check_size(&tiles[k], &t, h, w)?;
+                        Ok((k, Arc::new(t)))
+                    })
+                    .collect::<Result<HashMap<_, _>>>()?;
+                tile_reads += idx.len() as u64;
+                Some(v)
+            } else {
+                None
+            };
+        // At most one fold accumulator (flat-field sums, histograms: megabytes each) per thread.
+        let min_len = idx.len().div_ceil(rayon::current_num_threads().max(1));
+        let reads_per_pass = if cache.is_some() { 0 } else { idx.len() as u64 };
+        let load = |k: usize| -> Result<Arc<Tile>> {
+            match &cache {
+                Some(m) => Ok(m[&k].clone()),
+                None => {
+                    let t = read_tile(&tiles[k], &channels)?;
+                    check_size(&tiles[k], &t, h, w)?;
+                    Ok(Arc::new(t))
+                }
+            }
+        };
         // Pass A: flat-field mean and value range.
         let a = if need_a {
             bar.set_message(format!("plate {plate}: flat-field and range"));
             let empty = || PassA::new(c, plane, opts.illum == Illum::Auto);
             let a = idx
                 .par_iter()
+                .with_min_len(min_len)
                 .try_fold(empty, |acc, &k| -> Result<PassA> {
-                    let t = read_tile(&tiles[k], &channels)?;
-                    check_size(&tiles[k], &t, h, w)?;
+                    let t = load(k)?;
                     bar.inc(1);
                     Ok(acc.add(&t))
                 })
                 .try_reduce(empty, |x, y| Ok(x.merge(y)))?;
-            tile_reads += idx.len() as u64;
+            tile_reads += reads_per_pass;
             Some(a)
         } else {
             bar.inc(idx.len() as u64);
@@ -343,9 +380,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         };
         let hists = idx
             .par_iter()
+            .with_min_len(min_len)
             .try_fold(empty, |mut hs, &k| -> Result<Vec<Hist>> {
-                let t = read_tile(&tiles[k], &channels)?;
-                check_size(&tiles[k], &t, h, w)?;
+                let t = load(k)?;
                 if hs[0].exact && !t.integer {
                     bail!(
                         "{}: float samples, but the first tile of plate {plate:?} is integer; HINT: use one sample type \
@@ -364,7 +401,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
                 Ok(hs)
             })
             .try_reduce(empty, |x, y| Ok(x.into_iter().zip(&y).map(|(a, b)| a.merge(b)).collect()))?;
-        tile_reads += idx.len() as u64;
+        tile_reads += reads_per_pass;
         let bounds: Vec<(f64, f64)> = hists
             .iter()
             .map(|hh| Ok((hh.percentile(plo)?, hh.percentile(phi)?)))
@@ -376,8 +413,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
             let results: Vec<(Vec<CellMeta>, Vec<u16>, u64)> = group
                 .par_iter()
                 .map(|&k| {
-                    let t = read_tile(&tiles[k], &channels)?;
-                    check_size(&tiles[k], &t, h, w)?;
+                    let t = load(k)?;
                     let r = crop_tile(&t, &cells[k], crop, fields.as_deref(), &bounds);
                     bar.inc(1);
                     Ok(r)
@@ -389,7 +425,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
                 p_edge += edge;
             }
         }
-        tile_reads += idx.len() as u64;
+        tile_reads += reads_per_pass;
         written += p_written;
         skipped_edge += p_edge;
         let msg = format!("plate {plate}: {} tiles, {p_written} cells written, {p_edge} skipped (box leaves tile)", idx.len());

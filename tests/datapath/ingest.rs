@@ -256,6 +256,16 @@ fn illum_none_is_exact_for_both_layouts_and_bit_depths() {
             "some cells kept, some skipped at the edge"
         );
         setdino::store::verify(&d.join(plate)).unwrap();
+        // Streaming (no plate cache) gives the same store.
+        let mut o = opts(d, tiles, &cells, &format!("{plate}_stream"), Illum::None);
+        o.cache_bytes = 0;
+        let r2 = ingest(&o).unwrap();
+        assert!(r2["tile_reads"].as_u64().unwrap() > report["tile_reads"].as_u64().unwrap());
+        compare(
+            &Store::open(&d.join(format!("{plate}_stream"))).unwrap(),
+            &want,
+            0,
+        );
     }
 }
 
