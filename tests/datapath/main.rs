@@ -1,5 +1,6 @@
 //! Data-path tests in one binary (link time): store, import, sampler, augmentation, ingest.
 mod augment;
+mod cli;
 mod common;
 mod import;
 mod ingest;
