@@ -22,7 +22,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let s = synth(&cfg, &a.out, true)?;
     println!(
-        "synth {}: {} tiles, {} cells, {} genes in {:.1} s → {}\nnext: setdino ingest --tiles {}/tiles.csv --cells {}/cells.csv --crop {} --out STORE",
+        "synth {}: {} tiles, {} cells, {} genes in {:.1} s → {}\nnext: setdino ingest --tiles {}/tiles.csv --cells {}/cells.csv --channels {} --crop {} --out STORE",
         a.preset,
         s.tiles,
         s.cells,
@@ -31,6 +31,7 @@ pub fn run(a: SynthArgs) -> Result<()> {
         a.out.display(),
         a.out.display(),
         a.out.display(),
+        crate::synth::CHANNELS.join(","),
         s.crop
     );
     Ok(())

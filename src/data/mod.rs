@@ -6,9 +6,11 @@
 pub mod augment;
 pub mod fastpow;
 pub mod normalize;
+pub mod pipeline;
 pub mod rng;
 pub mod sampler;
 
 pub use augment::{make_step, make_step_into, AugmentCompat, AugmentConfig, StepCrops};
 pub use normalize::{NormKind, Normalizer};
+pub use pipeline::{Pipeline, Prefetch};
 pub use sampler::{GroupBy, Sampler, SamplerConfig, SetDraw, Strategy};

@@ -19,6 +19,7 @@ use rand_distr::{Distribution, Normal, Poisson};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 
 const DOMAIN_SYNTH: u64 = 0x53594e54;
@@ -524,8 +525,15 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
             jobs.push((w, k as u32, chunk.to_vec()));
         }
     }
-    let mut tiles_csv = String::from("plate,well,tile,path\n");
-    let mut cells_csv = String::from("plate,well,tile,cell_id,i,j,sgRNA,gene\n");
+    let create = |name: &str| -> Result<std::io::BufWriter<std::fs::File>> {
+        let p = out.join(name);
+        Ok(std::io::BufWriter::new(
+            std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?,
+        ))
+    };
+    let (mut tiles_csv, mut cells_csv) = (create("tiles.csv")?, create("cells.csv")?);
+    writeln!(tiles_csv, "plate,well,tile,path")?;
+    writeln!(cells_csv, "plate,well,tile,cell_id,i,j,sgRNA,gene")?;
     let mut n_cells = 0;
     for plate in 0..cfg.plates {
         let plate_jobs: Vec<(usize, &TileJob)> = jobs
@@ -567,8 +575,8 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
             eprintln!("synth: plate {}/{} written", plate + 1, cfg.plates);
         }
     }
-    std::fs::write(out.join("tiles.csv"), tiles_csv)?;
-    std::fs::write(out.join("cells.csv"), cells_csv)?;
+    tiles_csv.flush()?;
+    cells_csv.flush()?;
     let mut complexes = String::new();
     for cx in 0..cfg.complexes {
         let members: Vec<&str> = genes

@@ -311,3 +311,45 @@ fn fast_pow_matches_powf() {
     }
     assert!(worst < 1e-6, "max |fast − powf| = {worst}");
 }
+
+#[test]
+fn pipeline_and_prefetch_give_the_same_steps() {
+    use setdino::data::Pipeline;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(dir.path());
+    let cfg = SamplerConfig {
+        set_size: 4,
+        sets_per_step: 3,
+        min_cells: Some(20),
+        seed: 1,
+        ..Default::default()
+    };
+    let aug = AugmentConfig {
+        seed: 5,
+        ..AugmentConfig::for_crop(16)
+    };
+    let direct: Vec<_> = (7..12)
+        .map(|t| {
+            make_step(
+                &store,
+                &Sampler::new(&store, cfg.clone()).unwrap().sample_step(t),
+                &aug,
+                &Normalizer::new(NormKind::Zscore, &store),
+                t,
+            )
+            .unwrap()
+        })
+        .collect();
+    let p = Arc::new(Pipeline::new(Arc::new(store), cfg, aug, NormKind::Zscore).unwrap());
+    assert_eq!(p.step(9).unwrap(), direct[2]);
+    let mut pf = p.clone().prefetch(7, 2);
+    for (k, want) in direct.iter().enumerate() {
+        let (t, got) = pf.next().unwrap();
+        assert_eq!(t, 7 + k as u64);
+        let got = got.unwrap();
+        assert_eq!(&got, want, "prefetched step {t}");
+        pf.recycle(got);
+    }
+    drop(pf); // the producer stops
+}
