@@ -3,6 +3,7 @@
 //!
 //! Key decision: errors name the file, the 1-based line (header = line 1) and the column; relative TIFF
 //! paths are resolved against the directory of tiles.csv, so a screen directory can be moved as a whole.
+use crate::store::import::clean_header;
 use crate::store::CellMeta;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -78,7 +79,7 @@ pub fn read_tiles(
 ) -> Result<(Vec<TileRow>, Option<Vec<String>>)> {
     const EXPECT: &str = "plate,well,tile,path or plate,well,tile,path_<channel>…";
     let mut r = reader(path)?;
-    let header: Vec<String> = r.headers()?.iter().map(|s| s.trim().to_string()).collect();
+    let header: Vec<String> = r.headers()?.iter().map(clean_header).collect();
     let (ip, iw, it) = (
         header_pos(path, &header, "plate", EXPECT)?,
         header_pos(path, &header, "well", EXPECT)?,
@@ -144,6 +145,19 @@ pub fn read_tiles(
         } else {
             TilePaths::PerChannel(layout.iter().map(|&c| resolve(c)).collect::<Result<_>>()?)
         };
+        let files: Vec<&PathBuf> = match &paths {
+            TilePaths::MultiPage(p) => vec![p],
+            TilePaths::PerChannel(v) => v.iter().collect(),
+        };
+        for f in files {
+            if !f.is_file() {
+                bail!(
+                    "{}: line {line}: TIFF {} does not exist; HINT: relative paths are taken from the directory of tiles.csv",
+                    path.display(),
+                    f.display()
+                );
+            }
+        }
         let row = TileRow {
             plate: get(ip),
             well: get(iw),
@@ -186,7 +200,7 @@ pub fn read_cells(
 ) -> Result<(Vec<Vec<CellRow>>, Vec<String>, usize)> {
     const EXPECT: &str = "plate,well,tile,cell_id,i,j,sgRNA,gene";
     let mut r = reader(path)?;
-    let header: Vec<String> = r.headers()?.iter().map(|s| s.trim().to_string()).collect();
+    let header: Vec<String> = r.headers()?.iter().map(clean_header).collect();
     let names = [
         "plate", "well", "tile", "cell_id", "i", "j", "sgRNA", "gene",
     ];

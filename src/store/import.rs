@@ -24,6 +24,11 @@ pub struct ImportOptions {
 const REQUIRED: [&str; 4] = ["plate", "well", "gene", "sgRNA"];
 const DERIVED: [&str; 3] = ["cell", "batch", "is_ntc"];
 
+/// A header name without surrounding spaces or a UTF-8 byte-order mark (as spreadsheet exports write).
+pub fn clean_header(s: &str) -> String {
+    s.trim().trim_start_matches('\u{feff}').trim().to_string()
+}
+
 /// Parse one metadata row into a `CellMeta`; `cols` maps the known columns to positions.
 fn meta_row(
     rec: &csv::StringRecord,
@@ -100,11 +105,7 @@ pub fn import_crops(npy: &Path, meta: &Path, out: &Path, opts: &ImportOptions) -
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(delim)
         .from_reader(&text_head[..]);
-    let header: Vec<String> = rdr
-        .headers()?
-        .iter()
-        .map(|s| s.trim().to_string())
-        .collect();
+    let header: Vec<String> = rdr.headers()?.iter().map(clean_header).collect();
     let pos = |name: &str| header.iter().position(|h| h == name);
     for r in REQUIRED {
         if pos(r).is_none() {

@@ -441,7 +441,17 @@ fn bad_input_names_file_and_line() {
     )
     .unwrap();
     let e = ingest_err(d, "t_missing.csv", "cells.csv");
-    assert!(e.contains("missing.tif"), "{e}");
+    assert!(
+        e.contains("missing.tif") && e.contains("line 2") && e.contains("does not exist"),
+        "{e}"
+    );
+    // A byte-order mark and spaces in the header are tolerated.
+    std::fs::write(
+        d.join("t_bom.csv"),
+        format!("\u{feff} {}", base.replacen(",", " , ", 1)),
+    )
+    .unwrap();
+    ingest(&opts(d, "t_bom.csv", "cells.csv", "bom", Illum::None)).unwrap();
     // Non-finite float value, in a per-channel layout: names the file and page.
     let mut f = vec![1.0f32; H * W];
     f[3 * W + 5] = f32::NAN;
