@@ -116,6 +116,26 @@ fn step_throughput(c: &mut Criterion) {
     g.finish();
 }
 
+fn store_read(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = bench_store(dir.path());
+    let mut g = c.benchmark_group("store_read");
+    g.throughput(Throughput::Bytes(
+        1000 * store.manifest().crop_bytes() as u64,
+    ));
+    let mut buf = vec![0f32; store.crop_len()];
+    let mut k = 0usize;
+    g.bench_function("random_crop_f32_crc_4x96x96_x1000", |b| {
+        b.iter(|| {
+            for _ in 0..1000 {
+                k = (k * 7919 + 13) % store.len();
+                store.crop_f32(k, &mut buf).unwrap();
+            }
+        })
+    });
+    g.finish();
+}
+
 fn ingest_throughput(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -178,5 +198,5 @@ fn ingest_throughput(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, step_throughput, ingest_throughput);
+criterion_group!(benches, step_throughput, store_read, ingest_throughput);
 criterion_main!(benches);

@@ -26,6 +26,17 @@ pub enum AugmentCompat {
     Paper,
 }
 
+impl std::str::FromStr for AugmentCompat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fixed" | "none" => Ok(AugmentCompat::Fixed),
+            "paper" => Ok(AugmentCompat::Paper),
+            _ => bail!("augment compat {s:?}: expected fixed or paper"),
+        }
+    }
+}
+
 /// Augmentation settings; [`AugmentConfig::for_crop`] scales the reference's 96-pixel values.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AugmentConfig {
