@@ -6,12 +6,20 @@
 //!   checkpoint IO (safetensors with the reference state-dict names).
 //! - [`backend`]: the `Backend` trait (one method per kernel entry point) and the CPU reference.
 //! - [`engine`]: the Set-DINO step, written once over `Backend`: ViT, head, loss, optimizer, EMA, schedules.
+//! - [`ingest`]: TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, report).
+//! - [`store`]: the crop store (mmap shards of u16-unorm crops, cell index, NTC stats, manifest), verify, export.
+//! - [`synth`]: a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
+//! - [`data`]: the set sampler, multi-crop augmentation and normalisers (what the engine trains on).
 //! - [`cli`]: one file per subcommand; argument handling only.
 pub mod backend;
 pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod engine;
+pub mod ingest;
 pub mod model;
+pub mod store;
+pub mod synth;
 pub mod util;

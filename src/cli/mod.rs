@@ -5,6 +5,10 @@ use std::process::ExitCode;
 pub mod bench;
 pub mod check;
 pub mod debug;
+pub mod import_crops;
+pub mod ingest;
+pub mod store;
+pub mod synth;
 
 /// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
 #[derive(Parser, Debug)]
@@ -23,6 +27,14 @@ pub enum Command {
     /// Developer tools: parity interfaces against PyTorch.
     #[command(subcommand)]
     Debug(debug::DebugCmd),
+    /// Inspect, verify or export a crop store.
+    Store(store::StoreArgs),
+    /// Make a crop store from an existing .npy crop stack and a metadata table.
+    ImportCrops(import_crops::ImportCropsArgs),
+    /// TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, NTC stats, report).
+    Ingest(ingest::IngestArgs),
+    /// Write a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
+    Synth(synth::SynthArgs),
 }
 
 /// Parse the command line and run the chosen subcommand; errors are printed with their causes.
@@ -42,5 +54,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Check(a) => check::run(a),
         Command::Debug(c) => debug::run(c),
+        Command::Store(a) => store::run(a),
+        Command::ImportCrops(a) => import_crops::run(a),
+        Command::Ingest(a) => ingest::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }

@@ -1,0 +1,76 @@
+//! `setdino ingest`: argument handling only; the work is in `crate::ingest`.
+use crate::ingest::{ingest, Illum, IngestOptions};
+use crate::store::index::parse_list;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, NTC stats, report).
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Tile table: plate,well,tile,path (one multi-page TIFF per tile, pages in channel order) or
+    /// plate,well,tile,path_<channel>… (one single-page TIFF per channel).
+    #[arg(long)]
+    pub tiles: PathBuf,
+    /// Cell table: plate,well,tile,cell_id,i,j,sgRNA,gene (+ extra columns kept as metadata).
+    #[arg(long)]
+    pub cells: PathBuf,
+    /// Output store directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Channel names in page order, comma-separated (default: from path_<channel> columns, else ch0,ch1,…).
+    #[arg(long)]
+    pub channels: Option<String>,
+    /// Crop side in pixels (even).
+    #[arg(long, default_value_t = 96)]
+    pub crop: u32,
+    /// Flat-field: auto (estimated per plate and channel), none, or a directory of <plate>_<channel>.tif.
+    #[arg(long, default_value = "auto")]
+    pub illum: String,
+    /// Lower and upper clip percentiles.
+    #[arg(long, default_value = "0.1,99.9")]
+    pub clip: String,
+    /// Gene name of the non-targeting controls.
+    #[arg(long, default_value = "nontargeting")]
+    pub ntc_gene: String,
+    /// Crops per shard file (default: about 1 GiB per shard).
+    #[arg(long)]
+    pub cells_per_shard: Option<usize>,
+    /// Replace an existing store at --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(a: IngestArgs) -> Result<()> {
+    let clip: Vec<f64> = a
+        .clip
+        .split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<f64>()
+                .with_context(|| format!("--clip {:?}: expected two numbers like 0.1,99.9", a.clip))
+        })
+        .collect::<Result<_>>()?;
+    anyhow::ensure!(
+        clip.len() == 2,
+        "--clip {:?}: expected two numbers like 0.1,99.9",
+        a.clip
+    );
+    let mut o = IngestOptions::new(&a.tiles, &a.cells, &a.out);
+    o.channels = parse_list(a.channels.as_deref());
+    o.crop = a.crop;
+    o.illum = a.illum.parse::<Illum>()?;
+    o.clip = (clip[0], clip[1]);
+    o.ntc_gene = a.ntc_gene;
+    o.force = a.force;
+    o.cells_per_shard = a.cells_per_shard;
+    o.progress = std::io::stderr().is_terminal();
+    let r = ingest(&o)?;
+    println!(
+        "ingested {} tiles: {} of {} cells written, {} skipped (box leaves tile), {:.1} tiles/s → {}",
+        r["tiles"], r["cells_written"], r["cells_in_table"], r["skipped"]["box_leaves_tile"], r["tiles_per_second"].as_f64().unwrap_or(0.0),
+        a.out.display()
+    );
+    Ok(())
+}

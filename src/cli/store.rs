@@ -1,0 +1,165 @@
+//! `setdino store info | verify | export`: argument handling only; the work is in `crate::store`.
+use crate::store::{export, index::parse_list, verify, CellFilter, Store};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+/// Inspect, verify or export a crop store.
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    pub action: StoreAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreAction {
+    /// Summary: cells, channels, crop size, plates, wells, genes, shards, NTC statistics.
+    Info {
+        store: PathBuf,
+        /// Print the manifest summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every file's size and checksum, every header and every crop's checksum.
+    Verify { store: PathBuf },
+    /// Export chosen cells to STEM.npy (float32 N×C×H×W in [0,1]) and STEM.tsv (metadata).
+    Export {
+        store: PathBuf,
+        /// Output stem: writes STEM.npy and STEM.tsv.
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated plates to keep.
+        #[arg(long)]
+        plates: Option<String>,
+        /// Comma-separated wells to keep.
+        #[arg(long)]
+        wells: Option<String>,
+        /// Comma-separated genes to keep.
+        #[arg(long)]
+        genes: Option<String>,
+        /// Comma-separated cell numbers (store order), applied after the filters above.
+        #[arg(long)]
+        cells: Option<String>,
+        /// Keep at most this many cells (the first ones in store order).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+pub fn run(args: StoreArgs) -> Result<()> {
+    match args.action {
+        StoreAction::Info { store, json } => {
+            let s = Store::open(&store)?;
+            let m = s.manifest();
+            let bytes: u64 = m.shards.iter().map(|e| e.bytes).sum();
+            let summary = serde_json::json!({
+                "store": store, "format": m.format, "version": m.version, "cells": m.cells,
+                "crop": m.crop, "channels": m.channels, "dtype": m.dtype, "shards": m.shards.len(),
+                "shard_bytes": bytes, "plates": m.plates, "wells": m.wells, "batches": m.batches.len(),
+                "genes": m.genes.len(), "sgrnas": m.sgrnas.len(), "ntc_gene": m.ntc_gene,
+                "ntc_cells": s.records().iter().filter(|r| r.is_ntc()).count(),
+                "batches_with_ntc_stats": s.ntc_stats().len(), "meta_columns": m.meta_columns,
+                "created_by": m.created_by,
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!("store      {}", store.display());
+                println!("cells      {} ({} NTC)", m.cells, summary["ntc_cells"]);
+                println!(
+                    "crops      {} × {}×{} u16-unorm, channels {}",
+                    m.channels.len(),
+                    m.crop,
+                    m.crop,
+                    m.channels.join(",")
+                );
+                println!(
+                    "shards     {} ({:.2} GB)",
+                    m.shards.len(),
+                    bytes as f64 / 1e9
+                );
+                println!("plates     {}", m.plates.join(","));
+                println!("wells      {}", m.wells.join(","));
+                println!(
+                    "batches    {} ({} with NTC statistics)",
+                    m.batches.len(),
+                    s.ntc_stats().len()
+                );
+                println!(
+                    "genes      {}  sgRNAs {}  (NTC gene {:?})",
+                    m.genes.len(),
+                    m.sgrnas.len(),
+                    m.ntc_gene
+                );
+                if !m.meta_columns.is_empty() {
+                    println!("metadata   {}", m.meta_columns.join(","));
+                }
+                println!("written by {}", m.created_by);
+            }
+            Ok(())
+        }
+        StoreAction::Verify { store } => {
+            let r = verify(&store)?;
+            println!(
+                "OK {}: {} files, {} bytes, {} cells verified",
+                store.display(),
+                r.files,
+                r.bytes,
+                r.cells
+            );
+            Ok(())
+        }
+        StoreAction::Export {
+            store,
+            out,
+            plates,
+            wells,
+            genes,
+            cells,
+            limit,
+        } => {
+            let s = Store::open(&store)?;
+            let filter = CellFilter {
+                plates: parse_list(plates.as_deref()),
+                wells: parse_list(wells.as_deref()),
+                genes: parse_list(genes.as_deref()),
+                ntc_only: false,
+            };
+            let mut sel = filter.select(&s)?;
+            if let Some(list) = parse_list(cells.as_deref()) {
+                let keep: std::collections::HashSet<u32> = sel.iter().copied().collect();
+                let mut chosen = Vec::with_capacity(list.len());
+                for x in list {
+                    let k: u32 = x
+                        .parse()
+                        .with_context(|| format!("--cells: {x:?} is not a cell number"))?;
+                    if k as usize >= s.len() {
+                        bail!(
+                            "--cells: cell {k} out of range; the store has {} cells (0..{})",
+                            s.len(),
+                            s.len()
+                        );
+                    }
+                    if keep.contains(&k) {
+                        chosen.push(k);
+                    }
+                }
+                sel = chosen;
+            }
+            if let Some(n) = limit {
+                sel.truncate(n);
+            }
+            if sel.is_empty() {
+                bail!("no cells selected; HINT: check --plates/--wells/--genes/--cells against `setdino store info`");
+            }
+            let (npy, tsv) = export::export(&s, &sel, &out)?;
+            println!(
+                "exported {} cells to {} and {}",
+                sel.len(),
+                npy.display(),
+                tsv.display()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! `setdino ingest`: TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, NTC stats,
+//! report).
+//!
+//! Plate by plate: a plate that fits `cache_bytes` (4 GiB) decoded is read once; a larger one is streamed
+//! (at most a few tiles per thread in memory) and read once per pass. Pass A reads the plate's tiles for
+//! the flat-field mean and the value range that bounds the float histogram (skipped for integer data with
+//! `--illum none`, whose histogram is exact over 0…65535); pass B histograms the corrected pixels for the percentiles; pass C crops. Tiles are decoded
+//! in parallel chunks and the crops appended in table order, so the store does not depend on thread count.
+//! A crop covers rows ⌊i⌋ − crop/2 … ⌊i⌋ + crop/2 − 1 (columns likewise); cells whose box leaves the tile
+//! are skipped and counted in the report.
+pub mod clip;
+pub mod illum;
+pub mod table;
+pub mod tiff;
+
+use crate::store::writer::{StoreWriter, WriterOptions};
+use crate::store::CellMeta;
+use anyhow::{bail, Context, Result};
+use clip::{clip_unorm, Hist};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use table::{CellRow, TilePaths, TileRow};
+
+/// Flat-field mode.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Illum {
+    Auto,
+    None,
+    Dir(PathBuf),
+}
+
+impl std::str::FromStr for Illum {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Illum> {
+        Ok(match s {
+            "auto" => Illum::Auto,
+            "none" => Illum::None,
+            d => Illum::Dir(PathBuf::from(d)),
+        })
+    }
+}
+
+/// Options of `ingest`.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub tiles: PathBuf,
+    pub cells: PathBuf,
+    pub out: PathBuf,
+    pub channels: Option<Vec<String>>,
+    pub crop: u32,
+    pub illum: Illum,
+    /// Lower and upper percentiles (0.1, 99.9).
+    pub clip: (f64, f64),
+    pub ntc_gene: String,
+    pub force: bool,
+    /// Crops per shard (default: about 1 GiB).
+    pub cells_per_shard: Option<usize>,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+    /// A plate whose decoded tiles (4 bytes per pixel and channel) fit in this many bytes is decoded once
+    /// and kept for all passes; a larger plate is streamed and re-read per pass.
+    pub cache_bytes: usize,
+}
+
+impl IngestOptions {
+    pub fn new(tiles: &Path, cells: &Path, out: &Path) -> IngestOptions {
+        IngestOptions {
+            tiles: tiles.into(),
+            cells: cells.into(),
+            out: out.into(),
+            channels: None,
+            crop: 96,
+            illum: Illum::Auto,
+            clip: (0.1, 99.9),
+            ntc_gene: "nontargeting".into(),
+            force: false,
+            cells_per_shard: None,
+            progress: false,
+            cache_bytes: 4 << 30,
+        }
+    }
+}
+
+/// A decoded tile: one plane per channel.
+struct Tile {
+    h: usize,
+    w: usize,
+    planes: Vec<Vec<f32>>,
+    integer: bool,
+}
+
+fn read_tile(t: &TileRow, channels: &[String]) -> Result<Tile> {
+    let pages = match &t.paths {
+        TilePaths::MultiPage(p) => {
+            let pages = tiff::read_pages(p)?;
+            if pages.len() != channels.len() {
+                bail!(
+                    "{}: {} channel plane(s) (pages × samples per pixel), expected {} (one per channel: {}); tiles.csv line {}",
+                    p.display(),
+                    pages.len(),
+                    channels.len(),
+                    channels.join(","),
+                    t.line
+                );
+            }
+            pages
+        }
+        TilePaths::PerChannel(ps) => ps
+            .iter()
+            .map(|p| {
+                let mut v = tiff::read_pages(p)?;
+                if v.len() != 1 {
+                    bail!(
+                        "{}: {} pages, expected 1 (one file per channel); tiles.csv line {}",
+                        p.display(),
+                        v.len(),
+                        t.line
+                    );
+                }
+                Ok(v.remove(0))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    let (h, w) = (pages[0].h, pages[0].w);
+    for (k, p) in pages.iter().enumerate() {
+        if (p.h, p.w) != (h, w) {
+            bail!(
+                "{}: channel {k} is {}×{}, channel 0 is {h}×{w}; tiles.csv line {}",
+                t.first_path().display(),
+                p.h,
+                p.w,
+                t.line
+            );
+        }
+    }
+    let integer = pages.iter().all(|p| p.integer);
+    Ok(Tile {
+        h,
+        w,
+        integer,
+        planes: pages.into_iter().map(|p| p.data).collect(),
+    })
+}
+
+fn check_size(t: &TileRow, tile: &Tile, h: usize, w: usize) -> Result<()> {
+    if (tile.h, tile.w) != (h, w) {
+        bail!(
+            "{}: tile is {}×{}, the first tile of plate {:?} is {h}×{w}; HINT: all tiles of a plate must have one size \
+             (tiles.csv line {})",
+            t.first_path().display(),
+            tile.h,
+            tile.w,
+            t.plate,
+            t.line
+        );
+    }
+    Ok(())
+}
+
+/// Per-channel statistics of pass A.
+#[derive(Clone)]
+struct PassA {
+    sum: Vec<Vec<f64>>,
+    min: Vec<f32>,
+    max: Vec<f32>,
+}
+
+impl PassA {
+    fn new(c: usize, plane: usize, with_sum: bool) -> PassA {
+        PassA {
+            sum: if with_sum {
+                vec![vec![0.0; plane]; c]
+            } else {
+                vec![]
+            },
+            min: vec![f32::INFINITY; c],
+            max: vec![f32::NEG_INFINITY; c],
+        }
+    }
+    fn add(mut self, t: &Tile) -> PassA {
+        for (c, p) in t.planes.iter().enumerate() {
+            if let Some(s) = self.sum.get_mut(c) {
+                s.iter_mut().zip(p).for_each(|(a, &b)| *a += b as f64);
+            }
+            for &v in p {
+                self.min[c] = self.min[c].min(v);
+                self.max[c] = self.max[c].max(v);
+            }
+        }
+        self
+    }
+    fn merge(mut self, o: PassA) -> PassA {
+        for (a, b) in self.sum.iter_mut().zip(&o.sum) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        for c in 0..self.min.len() {
+            self.min[c] = self.min[c].min(o.min[c]);
+            self.max[c] = self.max[c].max(o.max[c]);
+        }
+        self
+    }
+}
+
+/// Correct one pixel: divide by the field when there is one.
+#[inline]
+fn corrected(v: f32, ff: Option<&Vec<f32>>, k: usize) -> f32 {
+    match ff {
+        Some(f) => v / f[k],
+        None => v,
+    }
+}
+
+/// Run the ingest; returns the report (also written into the store).
+pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
+    let t0 = std::time::Instant::now();
+    let (tiles, names) = table::read_tiles(&opts.tiles, opts.channels.as_deref())?;
+    let channels: Vec<String> = match names {
+        Some(n) => n,
+        None => {
+            let p = tiles[0].first_path();
+            (0..tiff::read_pages(p)?.len())
+                .map(|k| format!("ch{k}"))
+                .collect()
+        }
+    };
+    let (cells, extra_cols, n_rows) = table::read_cells(&opts.cells, &tiles)?;
+    let crop = opts.crop as usize;
+    if crop == 0 || crop % 2 != 0 {
+        bail!("--crop {crop}: the crop side must be even and > 0");
+    }
+    let (plo, phi) = opts.clip;
+    if !(0.0..=100.0).contains(&plo) || !(0.0..=100.0).contains(&phi) || plo >= phi {
+        bail!("--clip {plo},{phi}: expected two percentiles 0 ≤ lo < hi ≤ 100");
+    }
+    if let Illum::Dir(d) = &opts.illum {
+        if !d.is_dir() {
+            bail!(
+                "--illum {}: not a directory (nor auto or none)",
+                d.display()
+            );
+        }
+    }
+    let c = channels.len();
+    let mut wo = WriterOptions::new(opts.crop, channels.clone());
+    wo.ntc_gene = opts.ntc_gene.clone();
+    wo.meta_columns = extra_cols.clone();
+    wo.force = opts.force;
+    wo.created_by = format!("setdino {} ingest", env!("CARGO_PKG_VERSION"));
+    if let Some(n) = opts.cells_per_shard {
+        wo.cells_per_shard = n.max(1);
+    }
+    let mut writer = StoreWriter::create(&opts.out, wo)?;
+
+    // Plates in first-seen order of tiles.csv.
+    let mut plates: Vec<String> = Vec::new();
+    for t in &tiles {
+        if !plates.contains(&t.plate) {
+            plates.push(t.plate.clone());
+        }
+    }
+    let bar = progress_bar(opts.progress, tiles.len() as u64 * 3);
+    let chunk = rayon::current_num_threads().max(1) * 2;
+    let mut plate_reports = Vec::new();
+    let (mut written, mut skipped_edge, mut tile_reads) = (0u64, 0u64, 0u64);
+    for plate in &plates {
+        let idx: Vec<usize> = (0..tiles.len())
+            .filter(|&k| &tiles[k].plate == plate)
+            .collect();
+        let first = read_tile(&tiles[idx[0]], &channels)?;
+        let (h, w) = (first.h, first.w);
+        tile_reads += 1;
+        let plane = h * w;
+        let need_a = opts.illum != Illum::None || !first.integer;
+        drop(first);
+        // Decode the plate once and keep it when it fits the cache budget; otherwise every pass re-reads.
+        let cache: Option<HashMap<usize, Arc<Tile>>> =
+            if idx.len() * c * plane * 4 <= opts.cache_bytes {
+                bar.set_message(format!("plate {plate}: decoding"));
+                let v = idx
+                    .par_iter()
+                    .map(|&k| {
+                        let t = read_tile(&tiles[k], &channels)?;
+                        check_size(&tiles[k], &t, h, w)?;
+                        Ok((k, Arc::new(t)))
+                    })
+                    .collect::<Result<HashMap<_, _>>>()?;
+                tile_reads += idx.len() as u64;
+                Some(v)
+            } else {
+                None
+            };
+        // At most one fold accumulator (flat-field sums, histograms: megabytes each) per thread.
+        let min_len = idx.len().div_ceil(rayon::current_num_threads().max(1));
+        let reads_per_pass = if cache.is_some() { 0 } else { idx.len() as u64 };
+        let load = |k: usize| -> Result<Arc<Tile>> {
+            match &cache {
+                Some(m) => Ok(m[&k].clone()),
+                None => {
+                    let t = read_tile(&tiles[k], &channels)?;
+                    check_size(&tiles[k], &t, h, w)?;
+                    Ok(Arc::new(t))
+                }
+            }
+        };
+        // Pass A: flat-field mean and value range.
+        let a = if need_a {
+            bar.set_message(format!("plate {plate}: flat-field and range"));
+            let empty = || PassA::new(c, plane, opts.illum == Illum::Auto);
+            let a = idx
+                .par_iter()
+                .with_min_len(min_len)
+                .try_fold(empty, |acc, &k| -> Result<PassA> {
+                    let t = load(k)?;
+                    bar.inc(1);
+                    Ok(acc.add(&t))
+                })
+                .try_reduce(empty, |x, y| Ok(x.merge(y)))?;
+            tile_reads += reads_per_pass;
+            Some(a)
+        } else {
+            bar.inc(idx.len() as u64);
+            None
+        };
+        let fields: Option<Vec<Vec<f32>>> = match &opts.illum {
+            Illum::None => None,
+            Illum::Auto => {
+                let a = a.as_ref().unwrap();
+                let n = idx.len() as f64;
+                Some(
+                    (0..c)
+                        .map(|ch| {
+                            let mean: Vec<f64> = a.sum[ch].iter().map(|s| s / n).collect();
+                            illum::field_from_mean(&mean, h, w).with_context(|| {
+                                format!("plate {plate:?}, channel {}", channels[ch])
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                )
+            }
+            Illum::Dir(d) => Some(
+                channels
+                    .iter()
+                    .map(|ch| illum::read_field(d, plate, ch, h, w))
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        // Histogram bounds per channel.
+        let hists: Vec<Hist> = (0..c)
+            .map(|ch| {
+                let (mn, mx) = a
+                    .as_ref()
+                    .map_or((0.0, 65535.0), |a| (a.min[ch] as f64, a.max[ch] as f64));
+                match &fields {
+                    None if a.is_none() => Hist::integer(),
+                    None => Hist::float(mn, mx),
+                    Some(f) => {
+                        let fmin = f[ch].iter().cloned().fold(f32::INFINITY, f32::min) as f64;
+                        let fmax = f[ch].iter().cloned().fold(0.0f32, f32::max) as f64;
+                        let cands = [mn / fmin, mn / fmax, mx / fmin, mx / fmax];
+                        let lo = cands.iter().cloned().fold(f64::INFINITY, f64::min);
+                        let hi = cands.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        // Widen by a relative epsilon: f32 division may land a hair outside the f64 bound.
+                        Hist::float(lo - 1e-6 * lo.abs(), hi + 1e-6 * hi.abs())
+                    }
+                }
+            })
+            .collect();
+        // Pass B: percentiles of the corrected pixels.
+        bar.set_message(format!("plate {plate}: percentiles"));
+        let empty = || {
+            hists
+                .iter()
+                .map(|x| Hist {
+                    counts: vec![0; x.counts.len()],
+                    ..x.clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        let hists = idx
+            .par_iter()
+            .with_min_len(min_len)
+            .try_fold(empty, |mut hs, &k| -> Result<Vec<Hist>> {
+                let t = load(k)?;
+                if hs[0].exact && !t.integer {
+                    bail!(
+                        "{}: float samples, but the first tile of plate {plate:?} is integer; HINT: use one sample type \
+                         per plate (tiles.csv line {})",
+                        tiles[k].first_path().display(),
+                        tiles[k].line
+                    );
+                }
+                for (ch, p) in t.planes.iter().enumerate() {
+                    let ff = fields.as_ref().map(|f| &f[ch]);
+                    for (q, &v) in p.iter().enumerate() {
+                        hs[ch].add(corrected(v, ff, q));
+                    }
+                }
+                bar.inc(1);
+                Ok(hs)
+            })
+            .try_reduce(empty, |x, y| Ok(x.into_iter().zip(&y).map(|(a, b)| a.merge(b)).collect()))?;
+        tile_reads += reads_per_pass;
+        let bounds: Vec<(f64, f64)> = hists
+            .iter()
+            .map(|hh| Ok((hh.percentile(plo)?, hh.percentile(phi)?)))
+            .collect::<Result<_>>()?;
+        // Pass C: crops, in table order.
+        bar.set_message(format!("plate {plate}: crops"));
+        let (mut p_written, mut p_edge) = (0u64, 0u64);
+        for group in idx.chunks(chunk) {
+            let results: Vec<(Vec<CellMeta>, Vec<u16>, u64)> = group
+                .par_iter()
+                .map(|&k| {
+                    let t = load(k)?;
+                    let r = crop_tile(&t, &cells[k], crop, fields.as_deref(), &bounds);
+                    bar.inc(1);
+                    Ok(r)
+                })
+                .collect::<Result<_>>()?;
+            for (metas, crops, edge) in results {
+                writer.push(&metas, &crops)?;
+                p_written += metas.len() as u64;
+                p_edge += edge;
+            }
+        }
+        tile_reads += reads_per_pass;
+        written += p_written;
+        skipped_edge += p_edge;
+        let msg = format!("plate {plate}: {} tiles, {p_written} cells written, {p_edge} skipped (box leaves tile)", idx.len());
+        if bar.is_hidden() && opts.progress {
+            eprintln!("{msg}");
+        }
+        plate_reports.push(serde_json::json!({
+            "plate": plate, "tiles": idx.len(), "tile_size": [h, w], "cells_written": p_written,
+            "skipped": {"box_leaves_tile": p_edge},
+            "channels": channels.iter().enumerate().map(|(ch, name)| serde_json::json!({
+                "channel": name,
+                "clip_lo": bounds[ch].0, "clip_hi": bounds[ch].1,
+                "clip_exact": hists[ch].exact,
+                "clip_precision": if hists[ch].exact { 0.0 } else { hists[ch].width / 2.0 },
+                "flat_field": fields.as_ref().map(|f| {
+                    let mn = f[ch].iter().cloned().fold(f32::INFINITY, f32::min);
+                    let mx = f[ch].iter().cloned().fold(0.0f32, f32::max);
+                    serde_json::json!({"min": mn, "max": mx})
+                }),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let report = serde_json::json!({
+        "command": "ingest",
+        "tiles_csv": opts.tiles, "cells_csv": opts.cells,
+        "channels": channels, "crop": crop,
+        "illum": match &opts.illum { Illum::Auto => "auto".to_string(), Illum::None => "none".to_string(), Illum::Dir(d) => d.display().to_string() },
+        "illum_estimator": "auto: pixel-wise mean of the plate's tiles, 3× box filter of radius min(H,W)/16 (clamped edges), normalised to mean 1, floored at 1e-3",
+        "clip_percentiles": [plo, phi],
+        "tiles": tiles.len(), "tile_reads": tile_reads,
+        "cells_in_table": n_rows, "cells_written": written,
+        "skipped": {"box_leaves_tile": skipped_edge},
+        "plates": plate_reports,
+        "seconds": secs, "tiles_per_second": tiles.len() as f64 / secs.max(1e-9),
+    });
+    writer.finish(report.clone())?;
+    Ok(report)
+}
+
+/// Crop every cell of one tile; returns (metadata, crops (N, C, crop, crop), cells skipped at the edge).
+fn crop_tile(
+    t: &Tile,
+    cells: &[CellRow],
+    crop: usize,
+    fields: Option<&[Vec<f32>]>,
+    bounds: &[(f64, f64)],
+) -> (Vec<CellMeta>, Vec<u16>, u64) {
+    let half = (crop / 2) as i64;
+    let mut metas = Vec::new();
+    let mut out = Vec::new();
+    let mut edge = 0;
+    for cell in cells {
+        let (r0, c0) = (cell.fi - half, cell.fj - half);
+        if r0 < 0 || c0 < 0 || r0 + crop as i64 > t.h as i64 || c0 + crop as i64 > t.w as i64 {
+            edge += 1;
+            continue;
+        }
+        let (r0, c0) = (r0 as usize, c0 as usize);
+        for (ch, p) in t.planes.iter().enumerate() {
+            let ff = fields.map(|f| &f[ch]);
+            let (lo, hi) = bounds[ch];
+            for y in 0..crop {
+                let row = (r0 + y) * t.w + c0;
+                for x in 0..crop {
+                    out.push(clip_unorm(corrected(p[row + x], ff, row + x), lo, hi));
+                }
+            }
+        }
+        metas.push(cell.meta.clone());
+    }
+    (metas, out, edge)
+}
+
+fn progress_bar(on: bool, len: u64) -> indicatif::ProgressBar {
+    if !on {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} tile reads, {per_sec}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -1,0 +1,285 @@
+//! Parsing of the two ingest tables: tiles.csv (`plate,well,tile,path` or `plate,well,tile,path_<channel>…`)
+//! and cells.csv (`plate,well,tile,cell_id,i,j,sgRNA,gene` plus any extra columns, kept as metadata).
+//!
+//! Key decision: errors name the file, the 1-based line (header = line 1) and the column; relative TIFF
+//! paths are resolved against the directory of tiles.csv, so a screen directory can be moved as a whole.
+use crate::store::import::clean_header;
+use crate::store::CellMeta;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where a tile's channels are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TilePaths {
+    /// One multi-page TIFF, one page per channel in channel order.
+    MultiPage(PathBuf),
+    /// One single-page TIFF per channel, in channel order.
+    PerChannel(Vec<PathBuf>),
+}
+
+/// A row of tiles.csv.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TileRow {
+    pub plate: String,
+    pub well: String,
+    pub tile: u32,
+    pub paths: TilePaths,
+    /// Line in tiles.csv.
+    pub line: usize,
+}
+
+impl TileRow {
+    /// The first file of the tile (for messages).
+    pub fn first_path(&self) -> &Path {
+        match &self.paths {
+            TilePaths::MultiPage(p) => p,
+            TilePaths::PerChannel(v) => &v[0],
+        }
+    }
+}
+
+fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
+    let first = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let delim = if first.contains('\t') { b'\t' } else { b',' };
+    csv::ReaderBuilder::new()
+        .delimiter(delim)
+        .from_path(path)
+        .with_context(|| format!("{}: cannot open", path.display()))
+}
+
+fn header_pos(path: &Path, header: &[String], name: &str, expect: &str) -> Result<usize> {
+    header.iter().position(|h| h == name).with_context(|| {
+        format!(
+            "{}: no column {name:?} (columns: {header:?}); HINT: expected {expect}",
+            path.display()
+        )
+    })
+}
+
+fn parse_u32(path: &Path, line: usize, col: &str, v: &str) -> Result<u32> {
+    v.trim().parse::<u32>().with_context(|| {
+        format!(
+            "{}: line {line}, column {col}: {v:?} is not a non-negative integer",
+            path.display()
+        )
+    })
+}
+
+/// Read tiles.csv; `channels` (from `--channels`) fixes the channel order; returns the rows and the channel
+/// names (from `path_<channel>` columns, `--channels`, or `ch0…` for multi-page files when not given).
+pub fn read_tiles(
+    path: &Path,
+    channels: Option<&[String]>,
+) -> Result<(Vec<TileRow>, Option<Vec<String>>)> {
+    const EXPECT: &str = "plate,well,tile,path or plate,well,tile,path_<channel>…";
+    let mut r = reader(path)?;
+    let header: Vec<String> = r.headers()?.iter().map(clean_header).collect();
+    let (ip, iw, it) = (
+        header_pos(path, &header, "plate", EXPECT)?,
+        header_pos(path, &header, "well", EXPECT)?,
+        header_pos(path, &header, "tile", EXPECT)?,
+    );
+    let base = path.parent().unwrap_or(Path::new("."));
+    let per_channel: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter_map(|(k, h)| h.strip_prefix("path_").map(|c| (k, c.to_string())))
+        .collect();
+    let single = header.iter().position(|h| h == "path");
+    let (layout, names): (Vec<usize>, Option<Vec<String>>) = match (single, per_channel.is_empty())
+    {
+        (Some(k), true) => (vec![k], channels.map(|c| c.to_vec())),
+        (None, false) => {
+            let cols: Vec<usize> = match channels {
+                None => per_channel.iter().map(|x| x.0).collect(),
+                Some(cs) => cs
+                    .iter()
+                    .map(|c| {
+                        per_channel.iter().find(|x| &x.1 == c).map(|x| x.0).with_context(|| {
+                            format!("{}: no column path_{c} for channel {c:?} of --channels; HINT: columns are {header:?}", path.display())
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            };
+            let names = cols
+                .iter()
+                .map(|&k| header[k]["path_".len()..].to_string())
+                .collect();
+            (cols, Some(names))
+        }
+        (Some(_), false) => bail!(
+            "{}: has both `path` and `path_<channel>` columns; HINT: use one layout, {EXPECT}",
+            path.display()
+        ),
+        (None, true) => bail!(
+            "{}: no `path` or `path_<channel>` column; HINT: expected {EXPECT}",
+            path.display()
+        ),
+    };
+    let mut rows = Vec::new();
+    let mut seen: HashMap<(String, String, u32), usize> = HashMap::new();
+    for (k, rec) in r.records().enumerate() {
+        let line = k + 2;
+        let rec = rec.with_context(|| format!("{}: line {line}", path.display()))?;
+        let get = |c: usize| rec.get(c).unwrap_or("").trim().to_string();
+        let resolve = |c: usize| -> Result<PathBuf> {
+            let v = get(c);
+            if v.is_empty() {
+                bail!(
+                    "{}: line {line}, column {}: empty path",
+                    path.display(),
+                    header[c]
+                );
+            }
+            let p = PathBuf::from(&v);
+            Ok(if p.is_absolute() { p } else { base.join(p) })
+        };
+        let paths = if single.is_some() {
+            TilePaths::MultiPage(resolve(layout[0])?)
+        } else {
+            TilePaths::PerChannel(layout.iter().map(|&c| resolve(c)).collect::<Result<_>>()?)
+        };
+        let files: Vec<&PathBuf> = match &paths {
+            TilePaths::MultiPage(p) => vec![p],
+            TilePaths::PerChannel(v) => v.iter().collect(),
+        };
+        for f in files {
+            if !f.is_file() {
+                bail!(
+                    "{}: line {line}: TIFF {} does not exist; HINT: relative paths are taken from the directory of tiles.csv",
+                    path.display(),
+                    f.display()
+                );
+            }
+        }
+        let row = TileRow {
+            plate: get(ip),
+            well: get(iw),
+            tile: parse_u32(path, line, "tile", &get(it))?,
+            paths,
+            line,
+        };
+        if let Some(prev) = seen.insert((row.plate.clone(), row.well.clone(), row.tile), line) {
+            bail!(
+                "{}: line {line}: tile ({}, {}, {}) already listed on line {prev}",
+                path.display(),
+                row.plate,
+                row.well,
+                row.tile
+            );
+        }
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        bail!("{}: no tiles listed", path.display());
+    }
+    Ok((rows, names))
+}
+
+/// A row of cells.csv with its line number.
+#[derive(Clone, Debug)]
+pub struct CellRow {
+    pub meta: CellMeta,
+    /// ⌊i⌋ and ⌊j⌋, taken from the f64 value as written (the f32 in `meta` may round up across an integer).
+    pub fi: i64,
+    pub fj: i64,
+    pub line: usize,
+}
+
+/// Read cells.csv and group the cells by tile (index into `tiles`); returns (cells per tile, extra column
+/// names, number of rows). A cell in a tile not in tiles.csv, or with a non-finite centroid, is an error.
+pub fn read_cells(
+    path: &Path,
+    tiles: &[TileRow],
+) -> Result<(Vec<Vec<CellRow>>, Vec<String>, usize)> {
+    const EXPECT: &str = "plate,well,tile,cell_id,i,j,sgRNA,gene";
+    let mut r = reader(path)?;
+    let header: Vec<String> = r.headers()?.iter().map(clean_header).collect();
+    let names = [
+        "plate", "well", "tile", "cell_id", "i", "j", "sgRNA", "gene",
+    ];
+    let pos: Vec<usize> = names
+        .iter()
+        .map(|n| header_pos(path, &header, n, EXPECT))
+        .collect::<Result<_>>()?;
+    let extra: Vec<usize> = (0..header.len()).filter(|k| !pos.contains(k)).collect();
+    let index: HashMap<(&str, &str, u32), usize> = tiles
+        .iter()
+        .enumerate()
+        .map(|(k, t)| ((t.plate.as_str(), t.well.as_str(), t.tile), k))
+        .collect();
+    let mut by_tile: Vec<Vec<CellRow>> = vec![Vec::new(); tiles.len()];
+    let mut n = 0;
+    for (k, rec) in r.records().enumerate() {
+        let line = k + 2;
+        let rec = rec.with_context(|| format!("{}: line {line}", path.display()))?;
+        let get = |c: usize| rec.get(pos[c]).unwrap_or("").trim();
+        let coord = |c: usize| -> Result<f64> {
+            let v = get(c);
+            let x: f64 = v.parse().with_context(|| {
+                format!(
+                    "{}: line {line}, column {}: {v:?} is not a number",
+                    path.display(),
+                    names[c]
+                )
+            })?;
+            if !x.is_finite() {
+                bail!(
+                    "{}: line {line}, column {}: centroid {v:?} is not finite",
+                    path.display(),
+                    names[c]
+                );
+            }
+            Ok(x)
+        };
+        let tile = parse_u32(path, line, "tile", get(2))?;
+        let cell_id = get(3).parse::<u64>().with_context(|| {
+            format!(
+                "{}: line {line}, column cell_id: {:?} is not a non-negative integer",
+                path.display(),
+                get(3)
+            )
+        })?;
+        let Some(&t) = index.get(&(get(0), get(1), tile)) else {
+            bail!(
+                "{}: line {line}: cell {cell_id} is in tile (plate {:?}, well {:?}, tile {tile}), which tiles.csv does not \
+                 list; HINT: every cell's plate, well and tile must match a row of tiles.csv",
+                path.display(),
+                get(0),
+                get(1)
+            );
+        };
+        let (i, j) = (coord(4)?, coord(5)?);
+        by_tile[t].push(CellRow {
+            meta: CellMeta {
+                plate: get(0).to_string(),
+                well: get(1).to_string(),
+                tile,
+                cell_id,
+                i: i as f32,
+                j: j as f32,
+                sgrna: get(6).to_string(),
+                gene: get(7).to_string(),
+                extra: extra
+                    .iter()
+                    .map(|&c| rec.get(c).unwrap_or("").to_string())
+                    .collect(),
+            },
+            fi: i.floor() as i64,
+            fj: j.floor() as i64,
+            line,
+        });
+        n += 1;
+    }
+    Ok((
+        by_tile,
+        extra.iter().map(|&k| header[k].clone()).collect(),
+        n,
+    ))
+}

@@ -1,0 +1,196 @@
+//! TIFF reading for ingest (8/16/32-bit integer and 32/64-bit float, single- and multi-page, strips or
+//! tiles, chunky or planar multi-sample pixels, uncompressed, LZW or Deflate, via the `tiff` crate) and a
+//! small writer used by `synth` and tests.
+//!
+//! Key decision: every page and sample becomes an f32 plane (channels = pages × samples, in order) with an
+//! `integer` flag (8/16-bit unsigned), so the percentile clip can be exact for integer data; non-finite float
+//! values are an error naming the page, row and column.
+use anyhow::{bail, Context, Result};
+use std::io::BufReader;
+use std::path::Path;
+use tiff::decoder::{Decoder, DecodingResult, Limits};
+
+/// One channel plane (a grayscale page, or one sample of a multi-sample page).
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub h: usize,
+    pub w: usize,
+    /// Row-major pixels.
+    pub data: Vec<f32>,
+    /// True for 8- and 16-bit unsigned integer samples (exactly histogrammable).
+    pub integer: bool,
+}
+
+/// Samples per pixel of a colour type we can split into channels.
+fn samples_of(ct: tiff::ColorType) -> Option<usize> {
+    use tiff::ColorType::*;
+    match ct {
+        Gray(_) => Some(1),
+        GrayA(_) => Some(2),
+        RGB(_) => Some(3),
+        RGBA(_) => Some(4),
+        Multiband { num_samples, .. } => Some(num_samples as usize),
+        _ => None,
+    }
+}
+
+/// Decode one page into one plane per sample (chunky or planar layout).
+fn decode_page(
+    dec: &mut Decoder<BufReader<std::fs::File>>,
+    path: &Path,
+    page: usize,
+) -> Result<Vec<Page>> {
+    let p = path.display();
+    let (w, h) = dec
+        .dimensions()
+        .with_context(|| format!("{p}: page {page}: reading dimensions"))?;
+    let (w, h) = (w as usize, h as usize);
+    let ct = dec
+        .colortype()
+        .with_context(|| format!("{p}: page {page}: reading colour type"))?;
+    let Some(samples) = samples_of(ct) else {
+        bail!("{p}: page {page} is {ct:?}; HINT: expected grayscale (one channel per page) or multi-sample pixels");
+    };
+    let planar = matches!(
+        dec.find_tag(tiff::tags::Tag::PlanarConfiguration)
+            .ok()
+            .flatten()
+            .and_then(|v| v.into_u16().ok()),
+        Some(2)
+    );
+    let mut img = DecodingResult::U8(Vec::new());
+    dec.read_image_to_buffer(&mut img)
+        .with_context(|| format!("{p}: page {page}: decoding pixels (is the file complete?)"))?;
+    let (data, integer): (Vec<f32>, bool) = match img {
+        DecodingResult::U8(v) => (v.into_iter().map(f32::from).collect(), true),
+        DecodingResult::U16(v) => (v.into_iter().map(f32::from).collect(), true),
+        DecodingResult::U32(v) => (v.into_iter().map(|x| x as f32).collect(), false),
+        DecodingResult::I8(v) => (v.into_iter().map(f32::from).collect(), false),
+        DecodingResult::I16(v) => (v.into_iter().map(f32::from).collect(), false),
+        DecodingResult::I32(v) => (v.into_iter().map(|x| x as f32).collect(), false),
+        DecodingResult::F32(v) => (v, false),
+        DecodingResult::F64(v) => (v.into_iter().map(|x| x as f32).collect(), false),
+        _ => bail!("{p}: page {page}: sample type not supported; HINT: use 8- or 16-bit integer or 32-bit float samples"),
+    };
+    if data.len() != w * h * samples {
+        bail!(
+            "{p}: page {page}: {} samples for {w}×{h} pixels × {samples} samples per pixel",
+            data.len()
+        );
+    }
+    if !integer {
+        if let Some(k) = data.iter().position(|x| !x.is_finite()) {
+            let (q, smp) = if planar {
+                (k % (w * h), k / (w * h))
+            } else {
+                (k / samples, k % samples)
+            };
+            bail!(
+                "{p}: page {page}: non-finite value {} at row {}, column {} (sample {smp})",
+                data[k],
+                q / w,
+                q % w
+            );
+        }
+    }
+    let planes: Vec<Vec<f32>> = if samples == 1 {
+        vec![data]
+    } else if planar {
+        data.chunks(w * h).map(|c| c.to_vec()).collect()
+    } else {
+        (0..samples)
+            .map(|s| data.iter().skip(s).step_by(samples).copied().collect())
+            .collect()
+    };
+    Ok(planes
+        .into_iter()
+        .map(|data| Page {
+            h,
+            w,
+            data,
+            integer,
+        })
+        .collect())
+}
+
+/// Read every page of a TIFF, one plane per page and sample: pages in order, samples within a page in order.
+pub fn read_pages(path: &Path) -> Result<Vec<Page>> {
+    let f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut dec = Decoder::new(BufReader::new(f))
+        .with_context(|| format!("{}: not a readable TIFF", path.display()))?
+        .with_limits(Limits::unlimited());
+    let mut pages = decode_page(&mut dec, path, 0)?;
+    let mut n = 1;
+    while dec.more_images() {
+        dec.next_image()
+            .with_context(|| format!("{}: page {n}: cannot read directory", path.display()))?;
+        pages.extend(decode_page(&mut dec, path, n)?);
+        n += 1;
+    }
+    Ok(pages)
+}
+
+/// Compression for [`write_u16`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TiffCompression {
+    None,
+    Lzw,
+    Deflate,
+}
+
+/// Write 16-bit grayscale pages (each h×w, row-major) to a TIFF.
+pub fn write_u16(
+    path: &Path,
+    w: usize,
+    h: usize,
+    pages: &[&[u16]],
+    compression: TiffCompression,
+) -> Result<()> {
+    use tiff::encoder::{colortype, Compression, TiffEncoder};
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc =
+        TiffEncoder::new(std::io::BufWriter::new(f))?.with_compression(match compression {
+            TiffCompression::None => Compression::Uncompressed,
+            TiffCompression::Lzw => Compression::Lzw,
+            TiffCompression::Deflate => Compression::Deflate(tiff::encoder::DeflateLevel::Fast),
+        });
+    for p in pages {
+        enc.write_image::<colortype::Gray16>(w as u32, h as u32, p)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Write 16-bit RGB pages (interleaved h×w×3).
+pub fn write_rgb16(path: &Path, w: usize, h: usize, pages: &[&[u16]]) -> Result<()> {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = TiffEncoder::new(std::io::BufWriter::new(f))?;
+    for p in pages {
+        enc.write_image::<colortype::RGB16>(w as u32, h as u32, p)?;
+    }
+    Ok(())
+}
+
+/// Write 8-bit grayscale pages.
+pub fn write_u8(path: &Path, w: usize, h: usize, pages: &[&[u8]]) -> Result<()> {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = TiffEncoder::new(std::io::BufWriter::new(f))?;
+    for p in pages {
+        enc.write_image::<colortype::Gray8>(w as u32, h as u32, p)?;
+    }
+    Ok(())
+}
+
+/// Write 32-bit float grayscale pages.
+pub fn write_f32(path: &Path, w: usize, h: usize, pages: &[&[f32]]) -> Result<()> {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = TiffEncoder::new(std::io::BufWriter::new(f))?;
+    for p in pages {
+        enc.write_image::<colortype::Gray32Float>(w as u32, h as u32, p)?;
+    }
+    Ok(())
+}

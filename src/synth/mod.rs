@@ -1,0 +1,603 @@
+//! `setdino synth`: a synthetic optical pooled screen with known ground truth, written as a real screen is
+//! (multi-page 16-bit TIFF tiles, tiles.csv, cells.csv) plus complexes.tsv (clusters format) and truth.json.
+//!
+//! Cells have four channels: DNA (nucleus with size, shape and chromatin texture), DNA damage (foci),
+//! F-actin (cortex ring and stress fibres) and tubulin (a radial network). Each cell has an 8-d phenotype
+//! (nucleus size, elongation, DNA level, foci rate, cortex, fibres, tubulin extent, tubulin level). Genes in
+//! one complex share an effect direction, scaled per gene; guides have an efficiency, and a cell escapes
+//! its perturbation with probability 1 − efficiency; cells are in G1, G2 or M. Plates and wells add
+//! confounders (illumination field, gain, offset, blur, noise) larger than the gene effects on raw
+//! intensities. Key decision: every tile is rendered from its own counter-based random stream, so the
+//! output is identical for a seed whatever the thread count.
+use crate::data::rng::stream;
+use crate::ingest::tiff::{write_u16, TiffCompression};
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Poisson};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+const DOMAIN_SYNTH: u64 = 0x53594e54;
+/// Phenotype dimensions.
+pub const PHENO: [&str; 8] = [
+    "nucleus_size",
+    "nucleus_elongation",
+    "dna_level",
+    "foci_rate",
+    "actin_cortex",
+    "actin_fibres",
+    "tubulin_extent",
+    "tubulin_level",
+];
+/// Channel names, in page order.
+pub const CHANNELS: [&str; 4] = ["dna", "damage", "actin", "tubulin"];
+
+/// Size and shape of a synthetic screen.
+#[derive(Clone, Debug, Serialize)]
+pub struct SynthConfig {
+    pub preset: String,
+    pub plates: usize,
+    pub wells: usize,
+    /// Genes in complexes: complexes × genes_per_complex; plus `null_genes` with no effect.
+    pub complexes: usize,
+    pub genes_per_complex: usize,
+    pub null_genes: usize,
+    pub guides_per_gene: usize,
+    pub ntc_guides: usize,
+    /// Cells per guide per well (NTC guides get twice as many).
+    pub cells_per_guide: usize,
+    pub tile: usize,
+    /// Nucleus radius in pixels; the cell body is about 2.2× larger.
+    pub nucleus_radius: f32,
+    /// The crop side this scale is designed for (recommended `ingest --crop`).
+    pub crop: usize,
+    /// Scale of gene effects (log-space norm of a complex's effect vector).
+    pub effect: f32,
+    pub seed: u64,
+}
+
+impl SynthConfig {
+    /// `demo` (seconds on 2 cores, crop 48), `small` (crop 96, a few minutes), `large` (crop 96, a store of
+    /// about 0.7 TB: more than a machine's RAM, for scale tests).
+    pub fn preset(name: &str, seed: u64) -> Result<SynthConfig> {
+        let base = SynthConfig {
+            preset: name.into(),
+            plates: 2,
+            wells: 3,
+            complexes: 6,
+            genes_per_complex: 4,
+            null_genes: 6,
+            guides_per_gene: 2,
+            ntc_guides: 4,
+            cells_per_guide: 16,
+            tile: 256,
+            nucleus_radius: 6.0,
+            crop: 48,
+            effect: 0.6,
+            seed,
+        };
+        Ok(match name {
+            "demo" => base,
+            "small" => SynthConfig {
+                plates: 3,
+                wells: 4,
+                complexes: 12,
+                null_genes: 12,
+                cells_per_guide: 15,
+                tile: 1024,
+                nucleus_radius: 12.0,
+                crop: 96,
+                ..base
+            },
+            "large" => SynthConfig {
+                plates: 8,
+                wells: 6,
+                complexes: 250,
+                null_genes: 200,
+                guides_per_gene: 4,
+                ntc_guides: 20,
+                cells_per_guide: 40,
+                tile: 2048,
+                nucleus_radius: 12.0,
+                crop: 96,
+                ..base
+            },
+            _ => bail!("preset {name:?}: expected demo, small or large"),
+        })
+    }
+
+    fn n_genes(&self) -> usize {
+        self.complexes * self.genes_per_complex + self.null_genes
+    }
+}
+
+/// Per-gene truth.
+#[derive(Clone, Debug, Serialize)]
+pub struct GeneTruth {
+    pub gene: String,
+    /// Complex name, or None for null genes.
+    pub complex: Option<String>,
+    /// Effect in phenotype space (log scale), per [`PHENO`] dimension.
+    pub effect: Vec<f32>,
+    pub guides: Vec<String>,
+    /// Efficiency per guide: the probability that a cell is perturbed.
+    pub efficiency: Vec<f32>,
+}
+
+/// Per-well confounders.
+#[derive(Clone, Debug, Serialize)]
+pub struct WellTruth {
+    pub plate: String,
+    pub well: String,
+    /// Per channel: gain (plate × well), offset (fraction of full scale).
+    pub gain: Vec<f32>,
+    pub offset: Vec<f32>,
+    pub blur_sigma: f32,
+    pub noise: f32,
+    /// Plate illumination: strength of the radial fall-off and its centre (fractions of the tile).
+    pub illum_strength: f32,
+    pub illum_center: (f32, f32),
+}
+
+/// One cell to draw.
+#[derive(Clone, Debug)]
+struct CellPlan {
+    gene: usize,
+    guide: usize,
+    perturbed: bool,
+}
+
+/// One tile to render: (well index, tile number, its cells).
+type TileJob = (usize, u32, Vec<CellPlan>);
+
+/// Summary of what was written.
+#[derive(Clone, Debug, Serialize)]
+pub struct SynthSummary {
+    pub tiles: usize,
+    pub cells: usize,
+    pub genes: usize,
+    pub out: String,
+    pub crop: usize,
+}
+
+fn gene_name(cfg: &SynthConfig, g: usize) -> String {
+    if g == cfg.n_genes() {
+        "nontargeting".into()
+    } else {
+        format!("G{g:04}")
+    }
+}
+
+/// Build the gene table (effects, guides, efficiencies).
+fn genes(cfg: &SynthConfig) -> Vec<GeneTruth> {
+    let mut rng = stream(cfg.seed, DOMAIN_SYNTH, &[0]);
+    let normal = Normal::new(0.0f32, 1.0).unwrap();
+    let mut out = Vec::new();
+    for cx in 0..cfg.complexes {
+        // A sparse direction: 3 of the 8 dimensions, unit norm, times the effect size.
+        let mut dims: Vec<usize> = (0..8).collect();
+        dims.shuffle(&mut rng);
+        let mut dir = [0f32; 8];
+        for &d in &dims[..3] {
+            dir[d] = normal.sample(&mut rng);
+        }
+        let norm = dir.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        for k in 0..cfg.genes_per_complex {
+            let g = cx * cfg.genes_per_complex + k;
+            let strength = rng.random_range(0.6..1.2f32);
+            out.push(GeneTruth {
+                gene: gene_name(cfg, g),
+                complex: Some(format!("C{cx:03}")),
+                effect: dir
+                    .iter()
+                    .map(|x| x / norm * cfg.effect * strength)
+                    .collect(),
+                guides: (0..cfg.guides_per_gene)
+                    .map(|q| format!("{}_sg{q}", gene_name(cfg, g)))
+                    .collect(),
+                efficiency: (0..cfg.guides_per_gene)
+                    .map(|_| rng.random_range(0.5..1.0f32))
+                    .collect(),
+            });
+        }
+    }
+    for k in 0..cfg.null_genes {
+        let g = cfg.complexes * cfg.genes_per_complex + k;
+        out.push(GeneTruth {
+            gene: gene_name(cfg, g),
+            complex: None,
+            effect: vec![0.0; 8],
+            guides: (0..cfg.guides_per_gene)
+                .map(|q| format!("{}_sg{q}", gene_name(cfg, g)))
+                .collect(),
+            efficiency: (0..cfg.guides_per_gene)
+                .map(|_| rng.random_range(0.5..1.0f32))
+                .collect(),
+        });
+    }
+    out.push(GeneTruth {
+        gene: "nontargeting".into(),
+        complex: None,
+        effect: vec![0.0; 8],
+        guides: (0..cfg.ntc_guides)
+            .map(|q| format!("nontargeting_sg{q}"))
+            .collect(),
+        efficiency: vec![0.0; cfg.ntc_guides],
+    });
+    out
+}
+
+fn wells(cfg: &SynthConfig) -> Vec<WellTruth> {
+    let mut out = Vec::new();
+    for p in 0..cfg.plates {
+        let mut prng = stream(cfg.seed, DOMAIN_SYNTH, &[1, p as u64]);
+        let plate_gain: Vec<f32> = (0..4).map(|_| prng.random_range(0.7..1.3f32)).collect();
+        let illum_strength = prng.random_range(0.15..0.45f32);
+        let illum_center = (
+            prng.random_range(0.3..0.7f32),
+            prng.random_range(0.3..0.7f32),
+        );
+        for w in 0..cfg.wells {
+            let mut r = stream(cfg.seed, DOMAIN_SYNTH, &[2, p as u64, w as u64]);
+            out.push(WellTruth {
+                plate: format!("plate{p}"),
+                well: format!("{}{}", (b'A' + (w / 3) as u8) as char, w % 3 + 1),
+                gain: plate_gain
+                    .iter()
+                    .map(|g| g * r.random_range(0.85..1.15f32))
+                    .collect(),
+                offset: (0..4).map(|_| r.random_range(0.0..0.04f32)).collect(),
+                blur_sigma: r.random_range(0.0..1.0f32),
+                noise: r.random_range(0.004..0.015f32),
+                illum_strength,
+                illum_center,
+            });
+        }
+    }
+    out
+}
+
+/// Cells of one well in placement order.
+fn plan_well(cfg: &SynthConfig, genes: &[GeneTruth], w: usize) -> Vec<CellPlan> {
+    let mut rng = stream(cfg.seed, DOMAIN_SYNTH, &[3, w as u64]);
+    let mut v = Vec::new();
+    for (g, gt) in genes.iter().enumerate() {
+        let ntc = g == genes.len() - 1;
+        for (q, &eff) in gt.efficiency.iter().enumerate() {
+            let n = if ntc {
+                2 * cfg.cells_per_guide
+            } else {
+                cfg.cells_per_guide
+            };
+            // Cell counts vary per (guide, well) by ±25 %.
+            let n = ((n as f32) * rng.random_range(0.75..1.25f32)).round() as usize;
+            for _ in 0..n {
+                v.push(CellPlan {
+                    gene: g,
+                    guide: q,
+                    perturbed: !ntc && rng.random::<f32>() < eff,
+                });
+            }
+        }
+    }
+    v.shuffle(&mut rng);
+    v
+}
+
+/// Grid slots of a tile: spacing ≈ 2.6 body radii, so neighbours rarely touch.
+fn slots(cfg: &SynthConfig) -> usize {
+    let (_, per_row, _) = grid(cfg);
+    per_row * per_row
+}
+
+/// (spacing, slots per row, margin): slots fill the tile inset by 60 % of half a crop, so most cells fit a
+/// crop and a few, pushed out by jitter, are skipped at ingest as in a real screen.
+fn grid(cfg: &SynthConfig) -> (usize, usize, usize) {
+    let spacing = (cfg.nucleus_radius * 2.2 * 2.6).ceil() as usize;
+    let margin = (cfg.crop as f32 * 0.3) as usize;
+    let per_row = (cfg.tile.saturating_sub(2 * margin) / spacing).max(1);
+    (spacing, per_row, margin)
+}
+
+/// Render one tile: canvas (4, T, T) in relative units, then confounders; returns u16 pages and centroids.
+fn render_tile(
+    cfg: &SynthConfig,
+    genes: &[GeneTruth],
+    wt: &WellTruth,
+    cells: &[CellPlan],
+    key: u64,
+) -> (Vec<Vec<u16>>, Vec<(f32, f32)>) {
+    let t = cfg.tile;
+    let mut rng = stream(cfg.seed, DOMAIN_SYNTH, &[4, key]);
+    let normal = Normal::new(0.0f32, 1.0).unwrap();
+    let mut canvas = vec![vec![0f32; t * t]; 4];
+    let (spacing, per_row, margin) = grid(cfg);
+    let mut slot_ids: Vec<usize> = (0..per_row * per_row).collect();
+    slot_ids.shuffle(&mut rng);
+    let mut centroids = Vec::new();
+    for (cell, &slot) in cells.iter().zip(&slot_ids) {
+        let (sy, sx) = (slot / per_row, slot % per_row);
+        let jitter = spacing as f32 * 0.25;
+        let cy =
+            margin as f32 + (sy as f32 + 0.5) * spacing as f32 + rng.random_range(-jitter..jitter);
+        let cx =
+            margin as f32 + (sx as f32 + 0.5) * spacing as f32 + rng.random_range(-jitter..jitter);
+        let eff = &genes[cell.gene].effect;
+        // Phenotype: exp(effect + cell noise), per dimension.
+        let p: Vec<f32> = (0..8)
+            .map(|d| {
+                ((if cell.perturbed { eff[d] } else { 0.0 }) + 0.12 * normal.sample(&mut rng)).exp()
+            })
+            .collect();
+        let phase = rng.random::<f32>();
+        let (g2, mitotic) = (phase > 0.6 && phase <= 0.95, phase > 0.95);
+        draw_cell(
+            &mut canvas,
+            t,
+            cy,
+            cx,
+            &p,
+            g2,
+            mitotic,
+            cfg.nucleus_radius,
+            &mut rng,
+        );
+        centroids.push((cy, cx));
+    }
+    // Confounders: blur, illumination × gain, offset, noise, 16-bit quantisation.
+    let mut pages = Vec::with_capacity(4);
+    for (c, plane) in canvas.iter_mut().enumerate() {
+        if wt.blur_sigma > 0.3 {
+            gaussian_blur(plane, t, wt.blur_sigma);
+        }
+        let mut page = vec![0u16; t * t];
+        for (q, o) in page.iter_mut().enumerate() {
+            let (y, x) = (
+                (q / t) as f32 / t as f32 - wt.illum_center.0,
+                (q % t) as f32 / t as f32 - wt.illum_center.1,
+            );
+            let illum = 1.0 - wt.illum_strength * (y * y + x * x) * 2.0;
+            let v = plane[q] * illum * wt.gain[c] * 0.45
+                + wt.offset[c]
+                + 0.01
+                + wt.noise * normal.sample(&mut rng);
+            *o = (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
+        }
+        pages.push(page);
+    }
+    (pages, centroids)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_cell(
+    canvas: &mut [Vec<f32>],
+    t: usize,
+    cy: f32,
+    cx: f32,
+    p: &[f32],
+    g2: bool,
+    mitotic: bool,
+    rn: f32,
+    rng: &mut ChaCha8Rng,
+) {
+    let theta = rng.random_range(0.0..std::f32::consts::PI);
+    let (s, c) = theta.sin_cos();
+    let mut na = rn * p[0] * if g2 { 1.2 } else { 1.0 } * if mitotic { 0.7 } else { 1.0 };
+    let elong = (1.15 * p[1]).max(1.0);
+    let mut nb = na / elong;
+    na *= elong.sqrt();
+    nb *= elong.sqrt();
+    let body = rn * 2.2 * if mitotic { 0.75 } else { 1.0 };
+    let belong = if mitotic {
+        1.0
+    } else {
+        rng.random_range(1.0..1.4f32)
+    };
+    let (ba, bb) = (body * belong, body / belong);
+    let dna = 0.9 * p[2] * if g2 { 1.5 } else { 1.0 } * if mitotic { 2.0 } else { 1.0 };
+    let tex = (
+        rng.random_range(0.6..1.2f32),
+        rng.random_range(0.6..1.2f32),
+        rng.random_range(0.0..6.3f32),
+    );
+    let foci_n = Poisson::new((2.0 * p[3] * if g2 { 1.5 } else { 1.0 }) as f64)
+        .unwrap()
+        .sample(rng) as usize;
+    let foci: Vec<(f32, f32)> = (0..foci_n)
+        .map(|_| {
+            let (r, a) = (
+                rng.random::<f32>().sqrt() * 0.8,
+                rng.random_range(0.0..6.3f32),
+            );
+            (r * na * a.cos(), r * nb * a.sin())
+        })
+        .collect();
+    let fibre_angle = rng.random_range(0.0..std::f32::consts::PI);
+    let (fs, fc) = fibre_angle.sin_cos();
+    let fibre_freq = 6.0 / rn;
+    let rays = rng.random_range(10..18) as f32;
+    let extent = body * 0.6 * p[6];
+    let reach = (ba.max(bb) * 1.3).ceil() as i64;
+    let (iy, ix) = (cy.round() as i64, cx.round() as i64);
+    for y in (iy - reach).max(0)..(iy + reach + 1).min(t as i64) {
+        for x in (ix - reach).max(0)..(ix + reach + 1).min(t as i64) {
+            let (dy, dx) = (y as f32 - cy, x as f32 - cx);
+            let u = dx * c + dy * s;
+            let v = -dx * s + dy * c;
+            let q = y as usize * t + x as usize;
+            let dn = ((u / na).powi(2) + (v / nb).powi(2)).sqrt();
+            let db = ((u / ba).powi(2) + (v / bb).powi(2)).sqrt();
+            if db > 1.25 {
+                continue;
+            }
+            let inside_n = smooth(1.0 - dn, 0.15);
+            let inside_b = smooth(1.0 - db, 0.08);
+            // DNA with chromatin texture.
+            let texture = 1.0 + 0.3 * (u * tex.0 + tex.2).sin() * (v * tex.1).sin();
+            canvas[0][q] += dna * inside_n * texture;
+            // Damage: faint nuclear background plus foci.
+            let mut dmg = 0.08 * inside_n;
+            for &(fu, fv) in &foci {
+                let d2 = (u - fu).powi(2) + (v - fv).powi(2);
+                dmg += (-d2 / 2.0).exp();
+            }
+            canvas[1][q] += dmg;
+            // Actin: cortex ring, stress fibres, diffuse.
+            let cortex = 0.7 * p[4] * (-((db - 1.0) / 0.12).powi(2)).exp();
+            let fibre = 0.5
+                * p[5]
+                * inside_b
+                * (0.5 + 0.5 * ((-dx * fs + dy * fc) * fibre_freq).cos()).powi(8);
+            canvas[2][q] += cortex + fibre + 0.1 * inside_b;
+            // Tubulin: radial network out from the nucleus, decaying with distance.
+            let r = (dx * dx + dy * dy).sqrt();
+            let ang = dy.atan2(dx);
+            let net = 1.0
+                * p[7]
+                * inside_b
+                * (-r / extent.max(1.0)).exp()
+                * (0.5 + 0.5 * (ang * rays).cos().abs().powi(4));
+            canvas[3][q] += net * (1.0 - 0.7 * inside_n);
+        }
+    }
+}
+
+#[inline]
+fn smooth(x: f32, w: f32) -> f32 {
+    (x / w).clamp(0.0, 1.0)
+}
+
+/// Separable Gaussian blur with clamped edges.
+fn gaussian_blur(img: &mut [f32], t: usize, sigma: f32) {
+    let r = (3.0 * sigma).ceil() as i64;
+    let k: Vec<f32> = (-r..=r)
+        .map(|d| (-(d * d) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let ksum: f32 = k.iter().sum();
+    let mut tmp = vec![0f32; t * t];
+    for y in 0..t {
+        for x in 0..t {
+            tmp[y * t + x] = (-r..=r)
+                .map(|d| {
+                    k[(d + r) as usize]
+                        * img[y * t + (x as i64 + d).clamp(0, t as i64 - 1) as usize]
+                })
+                .sum::<f32>()
+                / ksum;
+        }
+    }
+    for y in 0..t {
+        for x in 0..t {
+            img[y * t + x] = (-r..=r)
+                .map(|d| {
+                    k[(d + r) as usize]
+                        * tmp[(y as i64 + d).clamp(0, t as i64 - 1) as usize * t + x]
+                })
+                .sum::<f32>()
+                / ksum;
+        }
+    }
+}
+
+/// Write the screen into `out`; `progress` prints a line per plate.
+pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSummary> {
+    std::fs::create_dir_all(out.join("tiles"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    let genes = genes(cfg);
+    let wells = wells(cfg);
+    let per_tile = slots(cfg) * 7 / 10;
+    if per_tile == 0 {
+        bail!(
+            "tile {} is too small for cells of nucleus radius {}",
+            cfg.tile,
+            cfg.nucleus_radius
+        );
+    }
+    // Tiles: (well index, tile number, cells).
+    let mut jobs: Vec<TileJob> = Vec::new();
+    for w in 0..wells.len() {
+        for (k, chunk) in plan_well(cfg, &genes, w).chunks(per_tile).enumerate() {
+            jobs.push((w, k as u32, chunk.to_vec()));
+        }
+    }
+    let create = |name: &str| -> Result<std::io::BufWriter<std::fs::File>> {
+        let p = out.join(name);
+        Ok(std::io::BufWriter::new(
+            std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?,
+        ))
+    };
+    let (mut tiles_csv, mut cells_csv) = (create("tiles.csv")?, create("cells.csv")?);
+    writeln!(tiles_csv, "plate,well,tile,path")?;
+    writeln!(cells_csv, "plate,well,tile,cell_id,i,j,sgRNA,gene")?;
+    let mut n_cells = 0;
+    for plate in 0..cfg.plates {
+        let plate_jobs: Vec<(usize, &TileJob)> = jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.0 / cfg.wells == plate)
+            .collect();
+        let rendered: Vec<Vec<(f32, f32)>> = plate_jobs
+            .par_iter()
+            .map(|&(key, (w, tile, cells))| {
+                let wt = &wells[*w];
+                let (pages, cents) = render_tile(cfg, &genes, wt, cells, key as u64);
+                let refs: Vec<&[u16]> = pages.iter().map(|p| p.as_slice()).collect();
+                let path = out
+                    .join("tiles")
+                    .join(format!("{}_{}_{tile}.tif", wt.plate, wt.well));
+                write_u16(&path, cfg.tile, cfg.tile, &refs, TiffCompression::Deflate)?;
+                Ok(cents)
+            })
+            .collect::<Result<_>>()?;
+        for ((_, (w, tile, cells)), cents) in plate_jobs.iter().zip(&rendered) {
+            let wt = &wells[*w];
+            writeln!(
+                tiles_csv,
+                "{},{},{tile},tiles/{}_{}_{tile}.tif",
+                wt.plate, wt.well, wt.plate, wt.well
+            )?;
+            for (id, (cell, &(i, j))) in cells.iter().zip(cents).enumerate() {
+                let g = &genes[cell.gene];
+                writeln!(
+                    cells_csv,
+                    "{},{},{tile},{id},{i:.2},{j:.2},{},{}",
+                    wt.plate, wt.well, g.guides[cell.guide], g.gene
+                )?;
+                n_cells += 1;
+            }
+        }
+        if progress {
+            eprintln!("synth: plate {}/{} written", plate + 1, cfg.plates);
+        }
+    }
+    tiles_csv.flush()?;
+    cells_csv.flush()?;
+    let mut complexes = String::new();
+    for cx in 0..cfg.complexes {
+        let members: Vec<&str> = genes
+            [cx * cfg.genes_per_complex..(cx + 1) * cfg.genes_per_complex]
+            .iter()
+            .map(|g| g.gene.as_str())
+            .collect();
+        writeln!(complexes, "C{cx:03}\t{}", members.join(" "))?;
+    }
+    std::fs::write(out.join("complexes.tsv"), complexes)?;
+    let truth = serde_json::json!({
+        "config": cfg, "channels": CHANNELS, "phenotype_dimensions": PHENO,
+        "genes": genes, "wells": wells,
+        "notes": "effect: log-scale change of each phenotype dimension for perturbed cells; a cell of guide g is perturbed with probability efficiency[g] (escapers otherwise); cell cycle: 60 % G1, 35 % G2 (larger, brighter nucleus, more foci), 5 % M (small, condensed).",
+    });
+    std::fs::write(out.join("truth.json"), serde_json::to_vec_pretty(&truth)?)?;
+    Ok(SynthSummary {
+        tiles: jobs.len(),
+        cells: n_cells,
+        genes: genes.len(),
+        out: out.display().to_string(),
+        crop: cfg.crop,
+    })
+}

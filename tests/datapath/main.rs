@@ -1,0 +1,9 @@
+//! Data-path tests in one binary (link time): store, import, sampler, augmentation, ingest.
+mod augment;
+mod cli;
+mod common;
+mod import;
+mod ingest;
+mod sampler;
+mod store;
+mod synth;
