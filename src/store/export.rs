@@ -34,7 +34,6 @@ pub fn export(store: &Store, cells: &[u32], stem: &Path) -> Result<(PathBuf, Pat
     if let Some(d) = npy.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let m = store.manifest();
     let (c, s) = (store.channels(), store.crop());
     let mut w = NpyWriter::create(&npy, &[cells.len(), c, s, s])?;
     let mut buf = vec![0f32; store.crop_len()];
@@ -43,8 +42,15 @@ pub fn export(store: &Store, cells: &[u32], stem: &Path) -> Result<(PathBuf, Pat
         w.write(&buf)?;
     }
     w.finish()?;
+    write_cell_tsv(store, cells, &tsv)?;
+    Ok((npy, tsv))
+}
+
+/// The metadata table of `cells` (in that order): the fixed columns, then the store's extra columns.
+pub fn write_cell_tsv(store: &Store, cells: &[u32], tsv: &Path) -> Result<()> {
+    let m = store.manifest();
     let meta = store.read_meta()?;
-    let f = std::fs::File::create(&tsv).with_context(|| format!("creating {}", tsv.display()))?;
+    let f = std::fs::File::create(tsv).with_context(|| format!("creating {}", tsv.display()))?;
     let mut t = std::io::BufWriter::new(f);
     let mut header: Vec<String> = TSV_COLUMNS.iter().map(|s| s.to_string()).collect();
     header.extend(m.meta_columns.iter().cloned());
@@ -73,5 +79,6 @@ pub fn export(store: &Store, cells: &[u32], stem: &Path) -> Result<(PathBuf, Pat
         writeln!(t)?;
     }
     t.flush()?;
-    Ok((npy, tsv))
+    t.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
 }
