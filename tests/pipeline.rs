@@ -1,0 +1,221 @@
+//! The user-facing pipeline on a small generated store: train → resume equivalence (bit-identical
+//! losses on the CPU backend), checkpoint rotation, embedding shapes and CPU/SIMT agreement, and the
+//! errors for bad configurations and missing files.
+use setdino::embed::{embed, EmbedOptions};
+use setdino::store::{CellFilter, CellMeta, Store, StoreWriter, WriterOptions};
+use setdino::train::{read_log, train, TrainConfig, TrainOptions};
+use std::path::Path;
+
+/// 1 plate × 3 wells, genes g0..g3 + NTC, 24 cells per (gene, well), 2 channels of 16 px.
+fn store(dir: &Path) {
+    let mut o = WriterOptions::new(16, vec!["dna".into(), "actin".into()]);
+    o.cells_per_shard = 100;
+    let mut w = StoreWriter::create(dir, o).unwrap();
+    let mut k = 0u64;
+    for well in 0..3 {
+        for g in 0..5 {
+            let gene = if g == 4 {
+                "nontargeting".to_string()
+            } else {
+                format!("g{g}")
+            };
+            for q in 0..24u64 {
+                let m = CellMeta {
+                    plate: "P0".into(),
+                    well: format!("W{well}"),
+                    tile: 0,
+                    cell_id: k,
+                    i: 0.0,
+                    j: 0.0,
+                    gene: gene.clone(),
+                    sgrna: format!("{gene}_{}", q % 2),
+                    extra: vec![],
+                };
+                let mut x = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let crop: Vec<u16> = (0..2 * 16 * 16)
+                    .map(|p| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // A gene-dependent mean so the data is not pure noise.
+                        ((x >> 52) as u16).wrapping_add((g as u16) * 4000 + (p as u16 % 16) * 100)
+                    })
+                    .collect();
+                w.push(&[m], &crop).unwrap();
+                k += 1;
+            }
+        }
+    }
+    w.finish(serde_json::json!({})).unwrap();
+    Store::open(dir).unwrap();
+}
+
+fn config() -> TrainConfig {
+    TrainConfig::load(
+        None,
+        &[
+            "model.patch=8".into(),
+            "model.pos_grid=28".into(),
+            "model.dim=32".into(),
+            "model.heads=2".into(),
+            "model.mlp_hidden=64".into(),
+            "model.depth=2".into(),
+            "model.head_hidden=48".into(),
+            "model.head_bottleneck=16".into(),
+            "model.out_dim=32".into(),
+            "data.set_size=4".into(),
+            "data.sets_per_step=2".into(),
+            "data.n_local=2".into(),
+            "data.min_cells=8".into(),
+            "train.epochs=2".into(),
+            "train.max_steps=12".into(),
+            "train.checkpoint_every=4".into(),
+            "train.keep_last=2".into(),
+            "train.backend=cpu".into(),
+        ],
+    )
+    .expect("config")
+}
+
+fn opts(
+    cfg: &TrainConfig,
+    store: &Path,
+    out: &Path,
+    resume: bool,
+    stop_at: Option<u64>,
+) -> TrainOptions {
+    TrainOptions {
+        config: cfg.clone(),
+        store: store.to_path_buf(),
+        out: out.to_path_buf(),
+        resume,
+        progress: false,
+        stop_at,
+    }
+}
+
+#[test]
+fn resume_is_bit_identical_to_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("store");
+    store(&s);
+    let cfg = config();
+    let a = train(opts(&cfg, &s, &tmp.path().join("a"), false, None)).unwrap();
+    assert_eq!(a.steps_done, 12);
+    let b1 = train(opts(&cfg, &s, &tmp.path().join("b"), false, Some(5))).unwrap();
+    assert_eq!((b1.steps_done, b1.last_step), (5, 5));
+    let b2 = train(opts(&cfg, &s, &tmp.path().join("b"), true, None)).unwrap();
+    assert_eq!((b2.steps_done, b2.last_step), (7, 12));
+    let la = read_log(&tmp.path().join("a")).unwrap();
+    let lb = read_log(&tmp.path().join("b")).unwrap();
+    assert_eq!(la.len(), 12);
+    assert_eq!(lb.len(), 12, "the resumed log continues without duplicates");
+    for (x, y) in la.iter().zip(&lb) {
+        assert_eq!(x.step, y.step);
+        assert_eq!(
+            x.loss.to_bits(),
+            y.loss.to_bits(),
+            "step {}: {} vs {}",
+            x.step,
+            x.loss,
+            y.loss
+        );
+        assert_eq!(x.lr.to_bits(), y.lr.to_bits());
+    }
+    assert!(la.iter().all(|l| l.loss.is_finite()));
+    // keep_last = 2: only the two newest checkpoints remain.
+    let ck: Vec<_> = std::fs::read_dir(tmp.path().join("a/checkpoints"))
+        .unwrap()
+        .collect();
+    assert_eq!(ck.len(), 2);
+    // A fresh run refuses a directory that already holds checkpoints.
+    let e = train(opts(&cfg, &s, &tmp.path().join("a"), false, None)).unwrap_err();
+    assert!(format!("{e:#}").contains("--resume"), "{e:#}");
+}
+
+#[test]
+fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("store");
+    store(&s);
+    let mut cfg = config();
+    cfg.train.max_steps = Some(3);
+    let r = train(opts(&cfg, &s, &tmp.path().join("run"), false, None)).unwrap();
+    let run = |backend: &str, out: &str| {
+        embed(EmbedOptions {
+            checkpoint: r.checkpoint.clone(),
+            store: s.clone(),
+            out: tmp.path().join(out),
+            filter: CellFilter {
+                wells: Some(vec!["W2".into()]),
+                ..CellFilter::default()
+            },
+            student: false,
+            batch: 17,
+            backend: backend.into(),
+            normalizer: None,
+            num_heads: None,
+            progress: false,
+        })
+        .unwrap()
+    };
+    let a = run("cpu", "cpu");
+    let b = run("simt", "simt");
+    assert_eq!(
+        (a.cells, a.dim),
+        (120, 64),
+        "W2 holds 5 genes × 24 cells; 2 blocks × 32"
+    );
+    let read = |p: &Path| -> Vec<f32> {
+        let bytes = std::fs::read(p).unwrap();
+        let h = setdino::store::npy::parse_header(&bytes, p).unwrap();
+        assert_eq!(h.shape, vec![120, 64]);
+        bytes[h.data_offset..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let (x, y) = (read(&a.npy), read(&b.npy));
+    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = x
+        .iter()
+        .zip(&y)
+        .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(
+        diff <= 1e-4 * max,
+        "simt vs cpu embeddings: max diff {diff} (scale {max})"
+    );
+    let tsv = std::fs::read_to_string(&a.tsv).unwrap();
+    let lines: Vec<&str> = tsv.lines().collect();
+    assert_eq!(lines.len(), 121);
+    assert!(lines[0].starts_with("cell\tplate\twell\tbatch\ttile"));
+    assert!(lines[1..]
+        .iter()
+        .all(|l| l.split('\t').nth(2) == Some("W2")));
+}
+
+#[test]
+fn bad_configurations_and_missing_files_give_clear_errors() {
+    let e = TrainConfig::load(None, &["data.sett_size=4".into()]).unwrap_err();
+    assert!(format!("{e:#}").contains("sett_size"), "{e:#}");
+    let e = TrainConfig::load(None, &["data.strategy=sideways".into()]).unwrap_err();
+    assert!(format!("{e:#}").contains("sideways"), "{e:#}");
+    let e = TrainConfig::load(None, &["model.dim=30".into(), "model.heads=4".into()]).unwrap_err();
+    assert!(format!("{e:#}").contains("divisible"), "{e:#}");
+    let e = TrainConfig::load(Some(Path::new("/nonexistent/cfg.toml")), &[]).unwrap_err();
+    assert!(format!("{e:#}").contains("/nonexistent/cfg.toml"), "{e:#}");
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "preset = \"tiny\"\n[optim\nlr = 1\n").unwrap();
+    let e = TrainConfig::load(Some(&bad), &[]).unwrap_err();
+    assert!(format!("{e:#}").contains("bad.toml"), "{e:#}");
+    let e = train(opts(
+        &config(),
+        &tmp.path().join("no_store"),
+        &tmp.path().join("run"),
+        false,
+        None,
+    ))
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("no_store"), "{e:#}");
+}
