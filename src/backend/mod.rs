@@ -348,6 +348,38 @@ pub trait Backend: Sync {
         momentum: f64,
     ) -> Result<()>;
 
+    // ---- augment.cu
+    /// out: (n, C, size, size) augmented crops; src: (cells, C, crop, crop) raw u16 values as floats;
+    /// params: (n, 8 + 2C) per crop [flip_ud, flip_lr, rot90, r0, rows, c0, cols, cell, gamma[C], offset[C]]
+    /// (the parameters `data::augment::CropParams` draws).
+    fn augment_render(
+        &self,
+        out: &mut Self::Buf,
+        src: &Self::Buf,
+        params: &Self::Buf,
+        n: usize,
+        c: usize,
+        crop: usize,
+        size: usize,
+    ) -> Result<()>;
+    /// x (in place): (n, C, HW) = (x − mean)·inv with stats (n, C, 2) = (mean, inv).
+    fn augment_normalize_ntc(
+        &self,
+        x: &mut Self::Buf,
+        stats: &Self::Buf,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> Result<()>;
+    /// x (in place): per (crop, channel) (x − mean)/(std + 1e-6), population std.
+    fn augment_normalize_zscore(
+        &self,
+        x: &mut Self::Buf,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> Result<()>;
+
     // ---- adamw.cu / ema.cu / reduce.cu
     /// For each (off, len) tensor: g *= max_norm/(‖g‖+1e-6) when that factor is < 1.
     fn reduce_clip_per_tensor(

@@ -7,6 +7,7 @@ mod common;
 
 mod adamw;
 mod attention;
+mod augment;
 mod dino_loss;
 mod ema;
 mod gelu;

@@ -5,6 +5,7 @@
 //! File for file, it mirrors `kernels/*.cu`.
 #![allow(clippy::too_many_arguments)]
 pub mod attention;
+pub mod augment;
 pub mod dino_loss;
 pub mod gelu;
 pub mod l2norm;
@@ -551,6 +552,42 @@ impl<T: Real> Backend for CpuBackend<T> {
         momentum: f64,
     ) -> Result<()> {
         dino_loss::dino_loss_center_update(center, teacher, r, k, momentum);
+        Ok(())
+    }
+
+    fn augment_render(
+        &self,
+        out: &mut Vec<T>,
+        src: &Vec<T>,
+        params: &Vec<T>,
+        n: usize,
+        c: usize,
+        crop: usize,
+        size: usize,
+    ) -> Result<()> {
+        ensure!(params.len() >= n * (8 + 2 * c), "augment params too short");
+        augment::augment_render(out, src, params, n, c, crop, size);
+        Ok(())
+    }
+    fn augment_normalize_ntc(
+        &self,
+        x: &mut Vec<T>,
+        stats: &Vec<T>,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> Result<()> {
+        augment::augment_normalize_ntc(x, stats, n, c, hw);
+        Ok(())
+    }
+    fn augment_normalize_zscore(
+        &self,
+        x: &mut Vec<T>,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> Result<()> {
+        augment::augment_normalize_zscore(x, n, c, hw);
         Ok(())
     }
 

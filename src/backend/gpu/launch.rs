@@ -756,6 +756,74 @@ impl<D: Device> Backend for GpuBackend<D> {
         self.go(K::dino_loss_center_update_f32, LaunchCfg::linear(k), &args)
     }
 
+    fn augment_render(
+        &self,
+        out: &mut D::Mem,
+        src: &D::Mem,
+        params: &D::Mem,
+        n: usize,
+        c: usize,
+        crop: usize,
+        size: usize,
+    ) -> Result<()> {
+        let total = n * c * size * size;
+        let cells = self.dev.mem_len(src) / (c * crop * crop).max(1);
+        ensure!(cells > 0, "augment: no source crops");
+        let args = [
+            self.at_mut(out, 0, total, "augment out")?,
+            self.at(src, 0, cells * c * crop * crop, "augment src")?,
+            self.at(params, 0, n * (8 + 2 * c), "augment params")?,
+            i(n),
+            i(c),
+            i(crop),
+            i(size),
+        ];
+        // one thread per output element
+        self.go(K::augment_render_f32, LaunchCfg::linear(total), &args)
+    }
+    fn augment_normalize_ntc(
+        &self,
+        x: &mut D::Mem,
+        stats: &D::Mem,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(x, 0, n * c * hw, "augment x")?,
+            self.at(stats, 0, 2 * n * c, "ntc stats")?,
+            i(n),
+            i(c),
+            i(hw),
+        ];
+        // one thread per element
+        self.go(
+            K::augment_normalize_ntc_f32,
+            LaunchCfg::linear(n * c * hw),
+            &args,
+        )
+    }
+    fn augment_normalize_zscore(
+        &self,
+        x: &mut D::Mem,
+        n: usize,
+        c: usize,
+        hw: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(x, 0, n * c * hw, "augment x")?,
+            i(n),
+            i(c),
+            i(hw),
+        ];
+        // one block of 256 per (crop, channel)
+        self.go(
+            K::augment_normalize_zscore_f32,
+            LaunchCfg::block_per_row(n * c, 256),
+            &args,
+        )
+    }
+
     fn reduce_clip_per_tensor(
         &self,
         grads: &mut D::Mem,

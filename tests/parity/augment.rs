@@ -1,0 +1,122 @@
+//! Device augmentation: `augment.cu` against its CPU twin on random parameters, and the twin against the
+//! data path's own renderer (`data::augment::CropParams::render`) on the parameters the data path draws,
+//! so CPU and GPU augmentations agree for the same (seed, step, set, cell, crop) keys.
+use crate::{data, dl, parity, up, Outs};
+use setdino::backend::cpu::CpuBackend;
+use setdino::backend::Backend;
+use setdino::data::augment::{crop_params, AugmentCompat, AugmentConfig, CropParams};
+
+const C: usize = 3;
+const CROP: usize = 24;
+
+/// Parameter record of `augment_render_f32` for `p` reading source cell `cell`.
+pub fn record(p: &CropParams, cell: usize) -> Vec<f32> {
+    let mut r = vec![
+        p.d4.flip_ud as u8 as f32,
+        p.d4.flip_lr as u8 as f32,
+        p.d4.rot90 as u8 as f32,
+        p.r0 as f32,
+        p.rows as f32,
+        p.c0 as f32,
+        p.cols as f32,
+        cell as f32,
+    ];
+    r.extend(&p.gamma);
+    r.extend(&p.offset);
+    r
+}
+
+fn src_u16(cells: usize) -> Vec<u16> {
+    data(cells * C * CROP * CROP, 130, 1.0)
+        .iter()
+        .map(|v| ((v + 1.0) * 0.5 * 65535.0) as u16)
+        .collect()
+}
+
+fn drawn(compat: AugmentCompat) -> Vec<(CropParams, usize, usize)> {
+    let mut cfg = AugmentConfig::for_crop(CROP);
+    cfg.compat = compat;
+    cfg.seed = 7;
+    let mut v = Vec::new();
+    for k in 0..6 {
+        // 2 global views and 4 local views of cell k % 4.
+        for ci in 0..6u64 {
+            let size = if ci < 2 { CROP } else { CROP / 2 };
+            v.push((crop_params(&cfg, CROP, C, 3, k / 2, k % 2, ci), k % 4, size));
+        }
+    }
+    v
+}
+
+fn run<B: Backend>(be: &B) -> Outs {
+    let src: Vec<f32> = src_u16(4).iter().map(|&x| x as f32).collect();
+    let s = up(be, &src);
+    let mut outs = Vec::new();
+    for compat in [AugmentCompat::Fixed, AugmentCompat::Paper] {
+        for size in [CROP, CROP / 2] {
+            let ps: Vec<_> = drawn(compat)
+                .into_iter()
+                .filter(|(_, _, sz)| *sz == size)
+                .collect();
+            let n = ps.len();
+            let params: Vec<f32> = ps
+                .iter()
+                .flat_map(|(p, cell, _)| record(p, *cell))
+                .collect();
+            let pb = up(be, &params);
+            let mut out = be.zeros(n * C * size * size).unwrap();
+            be.augment_render(&mut out, &s, &pb, n, C, CROP, size)
+                .unwrap();
+            outs.push((format!("render[{compat:?},{size}]"), dl(be, &out)));
+            let stats: Vec<f32> = data(2 * n * C, 131, 0.5)
+                .iter()
+                .map(|x| x.abs() + 0.1)
+                .collect();
+            let mut x = be.upload(&dl(be, &out)).unwrap();
+            be.augment_normalize_ntc(&mut x, &up(be, &stats), n, C, size * size)
+                .unwrap();
+            outs.push((format!("ntc[{compat:?},{size}]"), dl(be, &x)));
+            be.augment_normalize_zscore(&mut out, n, C, size * size)
+                .unwrap();
+            outs.push((format!("zscore[{compat:?},{size}]"), dl(be, &out)));
+        }
+    }
+    outs
+}
+
+#[test]
+fn augment_matches_cpu() {
+    parity!("augment", run);
+}
+
+/// The backend twin reproduces the data path's renderer on the data path's own random parameters
+/// (the renderer's fast x^γ is within 1e-6 of powf).
+#[test]
+fn device_augmentation_equals_the_data_path_renderer() {
+    let raw = src_u16(4);
+    let be = CpuBackend::<f32>::new();
+    let s = be
+        .upload(&raw.iter().map(|&x| x as f32).collect::<Vec<_>>())
+        .unwrap();
+    let mut worst = 0f32;
+    for compat in [AugmentCompat::Fixed, AugmentCompat::Paper] {
+        for (p, cell, size) in drawn(compat) {
+            let mut want = vec![0f32; C * size * size];
+            p.render(
+                &raw[cell * C * CROP * CROP..(cell + 1) * C * CROP * CROP],
+                CROP,
+                size,
+                &mut want,
+            );
+            let pb = be.upload(&record(&p, cell)).unwrap();
+            let mut got = be.zeros(C * size * size).unwrap();
+            be.augment_render(&mut got, &s, &pb, 1, C, CROP, size)
+                .unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                worst = worst.max((a - b).abs());
+            }
+        }
+    }
+    eprintln!("device augmentation vs data path: max |Δ| {worst:.2e}");
+    assert!(worst <= 5e-6, "max |Δ| {worst}");
+}
