@@ -6,6 +6,8 @@
 //!   checkpoint IO (safetensors with the reference state-dict names).
 //! - [`backend`]: the `Backend` trait (one method per kernel entry point) and the CPU reference.
 //! - [`engine`]: the Set-DINO step, written once over `Backend`: ViT, head, loss, optimizer, EMA, schedules.
+//! - [`eval`]: per-cell features → batch-level and consensus gene profiles → batch effect,
+//!   reproducibility and known-complex recall, with the report and plots (evaluation.md).
 //! - [`cli`]: one file per subcommand; argument handling only.
 pub mod backend;
 pub mod bench;
@@ -13,5 +15,6 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod eval;
 pub mod model;
 pub mod util;

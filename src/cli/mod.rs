@@ -5,6 +5,7 @@ use std::process::ExitCode;
 pub mod bench;
 pub mod check;
 pub mod debug;
+pub mod eval;
 
 /// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
 #[derive(Parser, Debug)]
@@ -23,6 +24,8 @@ pub enum Command {
     /// Developer tools: parity interfaces against PyTorch.
     #[command(subcommand)]
     Debug(debug::DebugCmd),
+    /// Metrics of per-cell embeddings or features: batch effect, reproducibility, known-complex recall.
+    Eval(eval::EvalArgs),
 }
 
 /// Parse the command line and run the chosen subcommand; errors are printed with their causes.
@@ -42,5 +45,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Check(a) => check::run(a),
         Command::Debug(c) => debug::run(c),
+        Command::Eval(a) => eval::run(a),
     }
 }
