@@ -4,20 +4,30 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-/// Evaluate per-cell embeddings or features against batch effects, reproducibility and known complexes.
-///
-/// Cells are normalised per batch against that batch's non-targeting controls (NTC), averaged into
-/// batch-level gene profiles P[gene, batch] and consensus gene profiles C[gene]. On P: batch KNN@5 and
-/// graph connectivity GC@5 (lower = less batch effect), reproducibility KNN@5 and mAP (higher = the same
-/// gene finds itself across batches). On C: recall of known related gene pairs at the top 5 % and 10 %
-/// of all gene-pair similarities, pr_auc and the KS statistic. Definitions: evaluation.md.
-///
-/// Writes OUT/metrics.json (fractions), report.md (the Table 1 row in %), per_gene.tsv, pr_curve.tsv,
-/// pr_curve.png, similarity_hist.png, adjacency.png and run.json.
-///
-/// Example: setdino eval --features run/embeddings --complexes allComplexes.txt --out run/eval
+/// Long help of `setdino eval --help`.
+pub const LONG_ABOUT: &str = "\
+Evaluate per-cell embeddings or features: batch effect, reproducibility and known-complex recall.
+
+Cells are normalised per batch (well) against that batch's non-targeting controls (NTC), averaged
+into batch-level gene profiles P[gene, batch] and consensus gene profiles C[gene].
+  On P (cosine, exact 5 nearest neighbours):
+    batch KNN@5, batch GC@5     lower = less batch effect
+    repro KNN@5, repro mAP      higher = a gene finds itself in other batches
+  On C (all gene pairs form the null; related pairs come from the complexes file):
+    recall at the top 5 % / 10 % (one- and two-tailed), pr_auc, KS statistic
+Definitions: evaluation.md. Memory and time scale with profiles, not cells (the cell matrix is
+memory-mapped): 30 000 profiles take about 20 s with 128 features and 100 s with 1536 on 2 cores.
+
+Writes into OUT: metrics.json (fractions), report.md (the Table 1 row in %), per_gene.tsv,
+pr_curve.tsv, pr_curve.png, similarity_hist.png, adjacency.png, run.json (settings).
+
+Examples:
+  setdino eval --features run/embed --complexes allComplexes.txt --out run/eval
+  setdino eval --features feats --complexes clusters.tsv --out eval_feats --normalize robust
+  setdino eval --features run/embed --complexes pairs.csv --out e --dump-profiles   # then:
+  python tests/reference/cross_check_eval.py e   # copairs, scib, EFAAR, sklearn, scipy agree?";
+
 #[derive(Args, Debug)]
-#[command(verbatim_doc_comment)]
 pub struct EvalArgs {
     /// Stem of the per-cell table: STEM.npy (float32, cells × features, C order) and STEM.tsv (header
     /// line; columns plate well tile gene sgRNA is_ntc, optional batch, default plate_well).

@@ -25,6 +25,7 @@ pub enum Command {
     #[command(subcommand)]
     Debug(debug::DebugCmd),
     /// Metrics of per-cell embeddings or features: batch effect, reproducibility, known-complex recall.
+    #[command(long_about = eval::LONG_ABOUT)]
     Eval(eval::EvalArgs),
 }
 

@@ -24,6 +24,7 @@ Needs numpy, pandas, scipy, scikit-learn, copairs, scanpy, scib (pip install cop
 whose library is missing is reported as SKIP. CI does not run this script.
 """
 import argparse
+import warnings
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 NTC = "__NTC__"
+warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def load(dump):
