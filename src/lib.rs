@@ -10,6 +10,8 @@
 //! - [`store`]: the crop store (mmap shards of u16-unorm crops, cell index, NTC stats, manifest), verify, export.
 //! - [`synth`]: a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
 //! - [`data`]: the set sampler, multi-crop augmentation and normalisers (what the engine trains on).
+//! - [`eval`]: per-cell features → batch-level and consensus gene profiles → batch effect,
+//!   reproducibility and known-complex recall, with the report and plots (evaluation.md).
 //! - [`cli`]: one file per subcommand; argument handling only.
 pub mod backend;
 pub mod bench;
@@ -19,6 +21,7 @@ pub mod config;
 pub mod data;
 pub mod embed;
 pub mod engine;
+pub mod eval;
 pub mod ingest;
 pub mod model;
 pub mod store;

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod check;
 pub mod debug;
 pub mod embed;
+pub mod eval;
 pub mod import_crops;
 pub mod ingest;
 pub mod store;
@@ -41,6 +42,9 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Write a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
     Synth(synth::SynthArgs),
+    /// Metrics of per-cell embeddings or features: batch effect, reproducibility, known-complex recall.
+    #[command(long_about = eval::LONG_ABOUT)]
+    Eval(eval::EvalArgs),
 }
 
 /// Parse the command line and run the chosen subcommand; errors are printed with their causes.
@@ -66,5 +70,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ImportCrops(a) => import_crops::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }

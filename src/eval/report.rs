@@ -1,0 +1,156 @@
+//! Eval outputs (evaluation.md §4): `metrics.json` (flat, exactly the spec's keys, fractions; an
+//! undefined metric is `null`), `report.md` (the paper's Table 1 row in %), `per_gene.tsv`,
+//! `pr_curve.tsv`, and `run.json` (settings and extra counts, kept out of metrics.json).
+use super::recall::PrPoint;
+use anyhow::Result;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// metrics.json, field names exactly as evaluation.md §4.
+#[derive(Clone, Debug, Serialize)]
+pub struct Metrics {
+    pub batch_knn5: f64,
+    pub batch_gc5: f64,
+    pub repro_knn5: f64,
+    pub repro_map: f64,
+    pub recall_top5: f64,
+    pub recall_top10: f64,
+    pub recall2_5: f64,
+    pub recall2_10: f64,
+    pub pr_auc: f64,
+    pub ks: f64,
+    pub cells: usize,
+    pub genes: usize,
+    pub batches: usize,
+    pub profiles: usize,
+    pub query_pairs: usize,
+}
+
+/// One row of per_gene.tsv.
+#[derive(Clone, Debug)]
+pub struct GeneRow {
+    pub gene: String,
+    pub profiles: usize,
+    pub cells: usize,
+    pub map: f64,
+    pub map_queries: usize,
+    pub repro_knn5: f64,
+    pub related_pairs: usize,
+    pub related_in_top5: usize,
+}
+
+fn pct(v: f64) -> String {
+    if v.is_finite() {
+        format!("{:.2}", 100.0 * v)
+    } else {
+        "n/a".into()
+    }
+}
+
+fn num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        "nan".into()
+    }
+}
+
+/// Writes metrics.json.
+pub fn write_metrics(path: &Path, m: &Metrics) -> Result<()> {
+    let s = serde_json::to_string_pretty(m)? + "\n";
+    crate::util::atomic::write_atomic(path, s.as_bytes())
+}
+
+/// The Table 1 header and row (percentages) for `label`.
+pub fn table1(label: &str, m: &Metrics) -> String {
+    format!(
+        "| features | batch KNN@5 ↓ | batch GC@5 ↓ | repro KNN@5 ↑ | repro mAP ↑ | recall 5% ↑ | recall 10% ↑ |\n\
+         |---|---|---|---|---|---|---|\n\
+         | {label} | {} | {} | {} | {} | {} | {} |\n",
+        pct(m.batch_knn5),
+        pct(m.batch_gc5),
+        pct(m.repro_knn5),
+        pct(m.repro_map),
+        pct(m.recall_top5),
+        pct(m.recall_top10)
+    )
+}
+
+/// Writes report.md: the Table 1 row, the other recall numbers, counts, settings and the figures.
+pub fn write_report(
+    path: &Path,
+    label: &str,
+    m: &Metrics,
+    settings: &[(String, String)],
+) -> Result<()> {
+    let mut s = String::new();
+    writeln!(s, "# setdino eval: {label}\n")?;
+    writeln!(s, "{}", table1(label, m))?;
+    writeln!(
+        s,
+        "| two-tailed recall 5% | two-tailed recall 10% | pr_auc | KS |\n|---|---|---|---|\n| {} | {} | {} | {} |\n",
+        pct(m.recall2_5),
+        pct(m.recall2_10),
+        pct(m.pr_auc),
+        if m.ks.is_finite() { format!("{:.4}", m.ks) } else { "n/a".into() }
+    )?;
+    writeln!(
+        s,
+        "Counts: {} cells, {} batches, {} batch-level profiles, {} genes with a consensus profile, {} related pairs with both genes profiled.\n",
+        m.cells, m.batches, m.profiles, m.genes, m.query_pairs
+    )?;
+    writeln!(s, "Settings:\n")?;
+    for (k, v) in settings {
+        writeln!(s, "- {k}: {v}")?;
+    }
+    writeln!(
+        s,
+        "\nDefinitions: `evaluation.md` (batch-level profiles for KNN, GC and mAP; consensus profiles for recall). \
+         Values are percentages; `metrics.json` holds the same numbers as fractions.\n"
+    )?;
+    writeln!(s, "![precision-recall](pr_curve.png)\n")?;
+    writeln!(s, "![similarities](similarity_hist.png)\n")?;
+    writeln!(s, "![adjacency](adjacency.png)")?;
+    crate::util::atomic::write_atomic(path, s.as_bytes())
+}
+
+/// Writes per_gene.tsv (one line per gene with a consensus profile).
+pub fn write_per_gene(path: &Path, rows: &[GeneRow]) -> Result<()> {
+    let mut s = String::from(
+        "gene\tprofiles\tcells\tmap\tmap_queries\trepro_knn5\trelated_pairs\trelated_in_top5\n",
+    );
+    for r in rows {
+        writeln!(
+            s,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            r.gene,
+            r.profiles,
+            r.cells,
+            num(r.map),
+            r.map_queries,
+            num(r.repro_knn5),
+            r.related_pairs,
+            r.related_in_top5
+        )?;
+    }
+    crate::util::atomic::write_atomic(path, s.as_bytes())
+}
+
+/// Writes pr_curve.tsv.
+pub fn write_pr_curve(path: &Path, pts: &[PrPoint]) -> Result<()> {
+    let mut s = String::from("top_percent\tthreshold\tn_above\trelated_above\tprecision\trecall\n");
+    for p in pts {
+        writeln!(
+            s,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            p.top_percent,
+            num(p.threshold),
+            p.n_above,
+            p.related_above,
+            num(p.precision),
+            num(p.recall)
+        )?;
+    }
+    crate::util::atomic::write_atomic(path, s.as_bytes())
+}
