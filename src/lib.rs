@@ -9,6 +9,8 @@
 //! - [`ingest`]: TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, report).
 //! - [`store`]: the crop store (mmap shards of u16-unorm crops, cell index, NTC stats, manifest), verify, export.
 //! - [`synth`]: a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
+//! - [`features`]: engineered per-cell features (intensity, shape, radial, texture, colocalisation), the
+//!   classical baseline.
 //! - [`data`]: the set sampler, multi-crop augmentation and normalisers (what the engine trains on).
 //! - [`cli`]: one file per subcommand; argument handling only.
 pub mod backend;
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod features;
 pub mod ingest;
 pub mod model;
 pub mod store;

@@ -34,7 +34,6 @@ pub fn export(store: &Store, cells: &[u32], stem: &Path) -> Result<(PathBuf, Pat
     if let Some(d) = npy.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let m = store.manifest();
     let (c, s) = (store.channels(), store.crop());
     let mut w = NpyWriter::create(&npy, &[cells.len(), c, s, s])?;
     let mut buf = vec![0f32; store.crop_len()];
@@ -43,9 +42,18 @@ pub fn export(store: &Store, cells: &[u32], stem: &Path) -> Result<(PathBuf, Pat
         w.write(&buf)?;
     }
     w.finish()?;
-    let meta = store.read_meta()?;
     let f = std::fs::File::create(&tsv).with_context(|| format!("creating {}", tsv.display()))?;
     let mut t = std::io::BufWriter::new(f);
+    write_cells_tsv(&mut t, store, cells)?;
+    t.flush()?;
+    Ok((npy, tsv))
+}
+
+/// Write the TSV of `cells` (header line, then one row per cell in the given order): [`TSV_COLUMNS`]
+/// followed by the store's extra metadata columns. Shared by export, features and embed.
+pub fn write_cells_tsv<W: Write>(t: &mut W, store: &Store, cells: &[u32]) -> Result<()> {
+    let m = store.manifest();
+    let meta = store.read_meta()?;
     let mut header: Vec<String> = TSV_COLUMNS.iter().map(|s| s.to_string()).collect();
     header.extend(m.meta_columns.iter().cloned());
     writeln!(t, "{}", header.join("\t"))?;
@@ -72,6 +80,5 @@ pub fn export(store: &Store, cells: &[u32], stem: &Path) -> Result<(PathBuf, Pat
         }
         writeln!(t)?;
     }
-    t.flush()?;
-    Ok((npy, tsv))
+    Ok(())
 }
