@@ -242,13 +242,15 @@ fn cross(a: (i64, i64), b: (i64, i64), c: (i64, i64)) -> i64 {
     (b.0 - a.0) * (c.1 - a.1) - (b.1 - a.1) * (c.0 - a.0)
 }
 
-/// Convex hull (Andrew's monotone chain) of points sorted by (x, y), counter-clockwise, without collinear
-/// points; one point for a single point, two for collinear input.
+/// Convex hull (Andrew's monotone chain) of points (x, y), counter-clockwise from the smallest (x, y),
+/// without collinear points; one point for a single point, two for collinear input, none for none.
 pub fn convex_hull(points: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut sorted = points.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let points = &sorted[..];
     if points.len() <= 2 {
-        let mut v = points.to_vec();
-        v.dedup();
-        return v;
+        return sorted;
     }
     let mut hull: Vec<(i64, i64)> = Vec::with_capacity(2 * points.len());
     for &p in points {

@@ -10,7 +10,8 @@
 //!   `threshold_otsu`), foreground `x > t`; the 8-connected component containing the crop centre, or the
 //!   one with a pixel nearest to it (ties: first in raster order); holes (background not 4-connected to the
 //!   crop border) filled. A constant DNA channel gives an empty N.
-//! - **cell M**: Otsu foreground of the channel-mean image, united with N; the 8-connected component
+//! - **cell M**: Otsu foreground of the mean of the non-DNA channels (of the DNA channel when it is the
+//!   only one), united with N; the 8-connected component
 //!   containing N (or nearest the crop centre when N is empty); holes filled. When that is empty (a
 //!   constant crop), M is the whole crop.
 //! - **cytoplasm**: M minus N. **centre** c: the centroid of N, or the crop centre when N is empty.
@@ -223,8 +224,8 @@ pub fn feature_specs(channels: &[String]) -> Vec<FeatureSpec> {
 pub fn help_table() -> String {
     let mut s = String::from(
         "Masks: nucleus N = Otsu threshold of the DNA channel, the 8-connected component at (or nearest) \
-         the crop centre, holes filled; cell M = Otsu foreground of the channel-mean image united with N, \
-         the component containing N, holes filled (whole crop if empty); cytoplasm = M \\ N.\n\n\
+         the crop centre, holes filled; cell M = Otsu foreground of the mean of the non-DNA channels united \
+         with N, the component containing N, holes filled (whole crop if empty); cytoplasm = M \\ N.\n\n\
          Features (for C channels: 11 + 20 C + C(C-1)/2; 97 for 4 channels):\n",
     );
     for (n, d, u) in SHAPE_FEATURES {
@@ -399,11 +400,13 @@ fn compute_masks(crop: &[f32], c: usize, s: usize, dna: usize, sc: &mut Scratch)
         &mut sc.stack,
     );
 
+    // Cell image: the mean of the non-DNA channels (all channels when the DNA channel is the only one).
+    let others: Vec<usize> = (0..c).filter(|&ch| ch != dna || c == 1).collect();
     sc.mean_img.clear();
     sc.mean_img.resize(n, 0.0);
-    for ch in 0..c {
+    for &ch in &others {
         for (m, &x) in sc.mean_img.iter_mut().zip(&crop[ch * n..(ch + 1) * n]) {
-            *m += x / c as f32;
+            *m += x / others.len() as f32;
         }
     }
     sc.fg.fill(false);
