@@ -5,11 +5,13 @@ use std::process::ExitCode;
 pub mod bench;
 pub mod check;
 pub mod debug;
+pub mod embed;
 pub mod features;
 pub mod import_crops;
 pub mod ingest;
 pub mod store;
 pub mod synth;
+pub mod train;
 
 /// setdino: Set-DINO for optical pooled screens (ingest, train, embed, evaluate).
 #[derive(Parser, Debug)]
@@ -25,6 +27,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// First command on a new machine: backend, CUDA device, NVRTC kernel table, parity self-test.
     Check(check::CheckArgs),
+    /// Train Set-DINO / DINO on a crop store (TOML config + --set overrides; --resume).
+    Train(train::TrainArgs),
+    /// Per-cell embeddings of a store's cells with a trained checkpoint → STEM.npy + STEM.tsv.
+    Embed(embed::EmbedArgs),
     /// Developer tools: parity interfaces against PyTorch.
     #[command(subcommand)]
     Debug(debug::DebugCmd),
@@ -56,6 +62,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(a) => bench::run(a),
         Command::Check(a) => check::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Debug(c) => debug::run(c),
         Command::Features(a) => features::run(a),
         Command::Store(a) => store::run(a),

@@ -4,7 +4,7 @@
 //! Key decision: chunks of cells in store order, rayon inside a chunk, one sequential writer; memory is one
 //! chunk of rows, and every file is written to a temp name and renamed into place only when complete.
 use super::{cell_features, feature_specs, n_features, Scratch};
-use crate::store::export::{stem_paths, write_cells_tsv};
+use crate::store::export::{stem_paths, write_cell_tsv};
 use crate::store::npy::NpyWriter;
 use crate::store::Store;
 use crate::util::atomic::{commit, temp_path};
@@ -92,20 +92,6 @@ pub fn dna_channel(channels: &[String], requested: Option<&str>) -> Result<usize
     Ok(0)
 }
 
-fn progress_bar(on: bool, len: u64) -> indicatif::ProgressBar {
-    if !on {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "features [{bar:30}] {pos}/{len} cells, {per_sec}, ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 /// Compute the features of `cells` (store indices, in output order) and write the three files for `stem`
 /// (a trailing `.npy`/`.tsv` is dropped). Nothing is left at the final paths if it fails.
 pub fn compute_features(
@@ -130,7 +116,11 @@ pub fn compute_features(
     let ft_tmp = temp_path(&features_tsv)?;
     let result = (|| -> Result<(Vec<u64>, u64)> {
         let mut w = NpyWriter::create(&npy_tmp, &[cells.len(), nf])?;
-        let bar = progress_bar(opts.progress, cells.len() as u64);
+        let bar = if opts.progress {
+            crate::util::progress::bar(cells.len() as u64, "cells")
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         let mut rows = vec![0f32; opts.chunk.max(1) * nf];
         let mut nonfinite = vec![0u64; nf];
         let mut bad_cells = 0u64;
@@ -163,11 +153,7 @@ pub fn compute_features(
         w.finish()?;
         bar.finish_and_clear();
 
-        let f = std::fs::File::create(&tsv_tmp)
-            .with_context(|| format!("creating {}", tsv_tmp.display()))?;
-        let mut t = std::io::BufWriter::new(f);
-        write_cells_tsv(&mut t, store, cells)?;
-        t.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        write_cell_tsv(store, cells, &tsv_tmp)?;
 
         let f = std::fs::File::create(&ft_tmp)
             .with_context(|| format!("creating {}", ft_tmp.display()))?;

@@ -42,18 +42,16 @@ pub fn export(store: &Store, cells: &[u32], stem: &Path) -> Result<(PathBuf, Pat
         w.write(&buf)?;
     }
     w.finish()?;
-    let f = std::fs::File::create(&tsv).with_context(|| format!("creating {}", tsv.display()))?;
-    let mut t = std::io::BufWriter::new(f);
-    write_cells_tsv(&mut t, store, cells)?;
-    t.flush()?;
+    write_cell_tsv(store, cells, &tsv)?;
     Ok((npy, tsv))
 }
 
-/// Write the TSV of `cells` (header line, then one row per cell in the given order): [`TSV_COLUMNS`]
-/// followed by the store's extra metadata columns. Shared by export, features and embed.
-pub fn write_cells_tsv<W: Write>(t: &mut W, store: &Store, cells: &[u32]) -> Result<()> {
+/// The metadata table of `cells` (in that order): the fixed columns, then the store's extra columns.
+pub fn write_cell_tsv(store: &Store, cells: &[u32], tsv: &Path) -> Result<()> {
     let m = store.manifest();
     let meta = store.read_meta()?;
+    let f = std::fs::File::create(tsv).with_context(|| format!("creating {}", tsv.display()))?;
+    let mut t = std::io::BufWriter::new(f);
     let mut header: Vec<String> = TSV_COLUMNS.iter().map(|s| s.to_string()).collect();
     header.extend(m.meta_columns.iter().cloned());
     writeln!(t, "{}", header.join("\t"))?;
@@ -80,5 +78,7 @@ pub fn write_cells_tsv<W: Write>(t: &mut W, store: &Store, cells: &[u32]) -> Res
         }
         writeln!(t)?;
     }
+    t.flush()?;
+    t.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
 }

@@ -1,0 +1,68 @@
+//! `setdino embed`: argument handling for src/embed.rs.
+use crate::embed::{embed, EmbedOptions};
+use crate::store::index::parse_list;
+use crate::store::CellFilter;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Per-cell embeddings (teacher CLS tokens of the last 4 blocks, 4×C wide) → STEM.npy + STEM.tsv.
+#[derive(Args, Debug)]
+pub struct EmbedArgs {
+    /// A setdino checkpoint, or a converted reference checkpoint (then also --num-heads).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub store: PathBuf,
+    /// Output stem: writes STEM.npy and STEM.tsv.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only these plates (comma-separated names).
+    #[arg(long)]
+    pub plates: Option<String>,
+    /// Only these wells (comma-separated names).
+    #[arg(long)]
+    pub wells: Option<String>,
+    /// Embed with the student backbone instead of the teacher.
+    #[arg(long)]
+    pub student: bool,
+    /// Cells per forward batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    #[arg(long, default_value = "auto")]
+    pub backend: String,
+    /// Normaliser override (default: the one the checkpoint was trained with, else zscore).
+    #[arg(long)]
+    pub normalize: Option<String>,
+    /// Attention heads, for checkpoints without setdino metadata.
+    #[arg(long)]
+    pub num_heads: Option<usize>,
+}
+
+pub fn run(a: EmbedArgs) -> Result<()> {
+    let s = embed(EmbedOptions {
+        checkpoint: a.checkpoint,
+        store: a.store,
+        out: a.out,
+        filter: CellFilter {
+            plates: parse_list(a.plates.as_deref()),
+            wells: parse_list(a.wells.as_deref()),
+            genes: None,
+            ntc_only: false,
+        },
+        student: a.student,
+        batch: a.batch,
+        backend: a.backend,
+        normalizer: a.normalize,
+        num_heads: a.num_heads,
+        progress: true,
+    })?;
+    eprintln!(
+        "embedded {} cells × {} → {} + {}",
+        s.cells,
+        s.dim,
+        s.npy.display(),
+        s.tsv.display()
+    );
+    Ok(())
+}

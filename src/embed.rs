@@ -1,0 +1,168 @@
+//! `setdino embed`: per-cell 4×C embeddings (CLS of the last 4 blocks after the final LayerNorm; the
+//! teacher by default, as the reference's inference) of a store's cells, streamed in batches to
+//! `STEM.npy` (float32, N × 4C) + `STEM.tsv` (the store export's columns), written under temporary names
+//! and renamed at the end so a crash never leaves a file that looks complete.
+//!
+//! Key decision: the crops get only the normaliser (no augmentation), the full stored crop, as the
+//! reference's inference dataset; the normaliser is the one the checkpoint was trained with unless given.
+use crate::backend::select::{run_on, OnBackend};
+use crate::backend::Backend;
+use crate::config::ModelConfig;
+use crate::data::augment::plain_crop;
+use crate::data::normalize::{NormKind, Normalizer};
+use crate::engine::Engine;
+use crate::model::checkpoint::{infer_config, load_state, stored_config, TensorFile};
+use crate::store::export::{stem_paths, write_cell_tsv};
+use crate::store::npy::NpyWriter;
+use crate::store::{CellFilter, Store};
+use anyhow::{ensure, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// What to embed and how.
+pub struct EmbedOptions {
+    pub checkpoint: PathBuf,
+    pub store: PathBuf,
+    pub out: PathBuf,
+    pub filter: CellFilter,
+    /// Use the student backbone instead of the teacher.
+    pub student: bool,
+    pub batch: usize,
+    pub backend: String,
+    /// Override the training normaliser (`ntc`, `ntc-2sigma`, `zscore`, `none`).
+    pub normalizer: Option<String>,
+    /// Heads, for checkpoints without setdino metadata (e.g. a converted reference checkpoint).
+    pub num_heads: Option<usize>,
+    pub progress: bool,
+}
+
+/// Paths and size of the written embeddings.
+#[derive(Clone, Debug)]
+pub struct EmbedSummary {
+    pub npy: PathBuf,
+    pub tsv: PathBuf,
+    pub cells: usize,
+    pub dim: usize,
+}
+
+/// Model config and the normaliser recorded in a checkpoint.
+pub fn checkpoint_config(
+    file: &TensorFile,
+    num_heads: Option<usize>,
+) -> Result<(ModelConfig, Option<String>)> {
+    let norm = file
+        .metadata()
+        .get("train")
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        .and_then(|v| {
+            v["extra"]["data"]["normalizer"]
+                .as_str()
+                .map(|s| s.to_string())
+        });
+    match stored_config(file)? {
+        Some(c) => Ok((c, norm)),
+        None => {
+            let heads = num_heads.with_context(|| {
+                format!(
+                    "{} has no setdino metadata; pass --num-heads (6 for the reference ViT-S/16)",
+                    file.path().display()
+                )
+            })?;
+            Ok((infer_config(file, heads, None)?, norm))
+        }
+    }
+}
+
+pub fn embed(opts: EmbedOptions) -> Result<EmbedSummary> {
+    let backend = opts.backend.clone();
+    run_on(&backend, Job(opts))
+}
+
+struct Job(EmbedOptions);
+impl OnBackend for Job {
+    type Out = EmbedSummary;
+    fn run<B: Backend>(self, be: B) -> Result<EmbedSummary> {
+        embed_on(be, &self.0)
+    }
+}
+
+fn tmp_path(p: &Path) -> PathBuf {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    p.with_file_name(format!(".{name}.partial"))
+}
+
+fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
+    let file = TensorFile::open(&o.checkpoint)?;
+    let (mut cfg, trained_norm) = checkpoint_config(&file, o.num_heads)?;
+    let store = Store::open(&o.store)?;
+    ensure!(
+        store.channels() == cfg.in_chans,
+        "{} has {} channels but the model was trained on {}",
+        o.store.display(),
+        store.channels(),
+        cfg.in_chans
+    );
+    let side = store.crop();
+    ensure!(
+        side % cfg.patch == 0,
+        "store crops of {side} px are not a multiple of the patch size {}",
+        cfg.patch
+    );
+    cfg.global_size = side;
+    cfg.local_size = (side / 2).max(cfg.patch) / cfg.patch * cfg.patch;
+    cfg.drop_path = 0.0;
+    let (state, _) = load_state(&file, &cfg)?;
+    let norm_name = o
+        .normalizer
+        .clone()
+        .or(trained_norm)
+        .unwrap_or_else(|| "zscore".into());
+    let norm = Normalizer::new(norm_name.parse::<NormKind>()?, &store);
+    let cells = o.filter.select(&store)?;
+    ensure!(
+        !cells.is_empty(),
+        "no cells selected in {}",
+        o.store.display()
+    );
+    norm.check_batches(cells.iter().map(|&k| store.record(k as usize).batch))?;
+    let mut eng = Engine::from_host(be, cfg.clone(), &state)?;
+    let (npy, tsv) = stem_paths(&o.out);
+    if let Some(d) = npy.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let dim = cfg.depth.min(4) * cfg.dim;
+    let (npy_tmp, tsv_tmp) = (tmp_path(&npy), tmp_path(&tsv));
+    let mut w = NpyWriter::create(&npy_tmp, &[cells.len(), dim])?;
+    let bar = if o.progress {
+        crate::util::progress::bar(cells.len() as u64, "cells")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let cl = store.crop_len();
+    let bs = o.batch.max(1);
+    for chunk in cells.chunks(bs) {
+        let mut host = vec![0f32; chunk.len() * cl];
+        use rayon::prelude::*;
+        host.par_chunks_mut(cl)
+            .zip(chunk.par_iter())
+            .try_for_each(|(buf, &k)| plain_crop(&store, k as usize, &norm, buf))?;
+        let imgs = eng.be.upload(&host)?;
+        let (emb, width) = eng.embed(&imgs, chunk.len(), side, !o.student)?;
+        ensure!(width == dim, "embedding width {width} != {dim}");
+        w.write(&emb)?;
+        bar.inc(chunk.len() as u64);
+    }
+    w.finish()?;
+    bar.finish_and_clear();
+    write_cell_tsv(&store, &cells, &tsv_tmp)?;
+    std::fs::rename(&npy_tmp, &npy).with_context(|| format!("renaming to {}", npy.display()))?;
+    std::fs::rename(&tsv_tmp, &tsv).with_context(|| format!("renaming to {}", tsv.display()))?;
+    Ok(EmbedSummary {
+        npy,
+        tsv,
+        cells: cells.len(),
+        dim,
+    })
+}

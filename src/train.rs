@@ -1,0 +1,690 @@
+//! `setdino train`: Set-DINO / DINO training from a crop store. Configuration is a TOML file over a
+//! preset, with `--set key=value` overrides (unknown keys are errors that name the key). The loop: the data
+//! pipeline (sampler → mmap read → augment → normalise, prefetched in the background) feeds the Set-DINO
+//! step on the chosen backend; every step is logged to `RUN/log.jsonl`; checkpoints are written atomically
+//! every N steps and at the end, keeping the last k; Ctrl-C writes a checkpoint and exits cleanly; a
+//! non-finite loss or a collapsed teacher stops training with a message.
+//!
+//! Key decision: every random stream is keyed by (seed, step, …) — sampler, augmentation, drop path — and
+//! the checkpoint holds the whole optimizer state, so `--resume` continues exactly; on the CPU backend the
+//! losses after a resume are bit-identical to an uninterrupted run.
+use crate::backend::select::{run_on, OnBackend};
+use crate::backend::Backend;
+use crate::config::{ModelConfig, OptimConfig, StepConfig};
+use crate::data::augment::{AugmentCompat, AugmentConfig, StepCrops};
+use crate::data::normalize::NormKind;
+use crate::data::pipeline::Pipeline;
+use crate::data::sampler::{GroupBy, SamplerConfig, Strategy};
+use crate::engine::schedule;
+use crate::engine::step::HostState;
+use crate::engine::{Engine, StepBatch};
+use crate::model::checkpoint::{load_state, save_checkpoint, TensorFile, TrainMeta};
+use crate::store::{CellFilter, Store};
+use crate::util::atomic::write_atomic;
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the sampler and augmentation use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// `gene` or `sgrna`: what the cells of a set share.
+    pub group_by: String,
+    /// `cross-batch` (Set-DINO), `within-batch`, or `same-cells` (the DINO baseline with set_size 1).
+    pub strategy: String,
+    pub set_size: usize,
+    pub sets_per_step: usize,
+    /// Local crops per set (even).
+    pub n_local: usize,
+    /// `ntc`, `ntc-2sigma` (the reference's quirk), `zscore` or `none`.
+    pub normalizer: String,
+    /// `fixed` (post-fix augmentations) or `paper` (the two pre-fix quirks).
+    pub augment_compat: String,
+    /// Minimum cells per (batch, perturbation); default max(set_size, 20).
+    pub min_cells: Option<usize>,
+    pub min_batches: usize,
+    /// Training cells: plates and wells (all when absent).
+    pub train_plates: Option<Vec<String>>,
+    pub train_wells: Option<Vec<String>>,
+}
+
+/// Loop settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopSection {
+    /// Epochs as the reference defines them (algorithm.md §6.2); schedules span them.
+    pub epochs: usize,
+    /// Stop after this many steps (a step budget) even if the epochs are not done.
+    pub max_steps: Option<u64>,
+    pub seed: u64,
+    /// auto, cpu, cuda or simt.
+    pub backend: String,
+    pub checkpoint_every: u64,
+    pub keep_last: usize,
+    /// Steps in flight in the background data pipeline.
+    pub prefetch: usize,
+    /// Stop when the teacher's outputs are identical across rows for this many consecutive steps.
+    pub collapse_patience: u64,
+}
+
+/// The whole training configuration (what `RUN/config.json` records).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub data: DataSection,
+    pub train: LoopSection,
+}
+
+impl TrainConfig {
+    /// `tiny` (CPU demos; Set-DINO cross-batch, by gene, n = 8) or `vits16` (the reference run).
+    pub fn preset(name: &str) -> Result<TrainConfig> {
+        let data = DataSection {
+            group_by: "gene".into(),
+            strategy: "cross-batch".into(),
+            set_size: 8,
+            sets_per_step: 4,
+            n_local: 4,
+            normalizer: "ntc".into(),
+            augment_compat: "fixed".into(),
+            min_cells: None,
+            min_batches: 2,
+            train_plates: None,
+            train_wells: None,
+        };
+        let train = LoopSection {
+            epochs: 10,
+            max_steps: None,
+            seed: 1234,
+            backend: "auto".into(),
+            checkpoint_every: 200,
+            keep_last: 3,
+            prefetch: 2,
+            collapse_patience: 50,
+        };
+        match name {
+            "tiny" => Ok(TrainConfig {
+                model: ModelConfig::tiny(),
+                optim: OptimConfig {
+                    lr: 5e-3,
+                    warmup_epochs: 1,
+                    teacher_temp: 0.04,
+                    warmup_teacher_temp: 0.04,
+                    warmup_teacher_temp_epochs: 0,
+                    momentum_teacher: 0.99,
+                    ..OptimConfig::default()
+                },
+                data,
+                train,
+            }),
+            "vits16" => Ok(TrainConfig {
+                model: ModelConfig::vits16(),
+                optim: OptimConfig::default(),
+                data: DataSection {
+                    set_size: 16,
+                    sets_per_step: 32,
+                    n_local: 8,
+                    ..data
+                },
+                train: LoopSection {
+                    epochs: 300,
+                    checkpoint_every: 1000,
+                    ..train
+                },
+            }),
+            other => bail!("unknown preset '{other}'; expected tiny or vits16"),
+        }
+    }
+
+    /// Reads `path` (TOML; `preset = "tiny"` picks the base, default tiny), then applies `--set key=value`
+    /// overrides (dotted keys, TOML values; a bare word is taken as a string).
+    pub fn load(path: Option<&Path>, sets: &[String]) -> Result<TrainConfig> {
+        let mut user: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("{}: not valid TOML", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for s in sets {
+            let (k, v) = s.split_once('=').with_context(|| {
+                format!("--set {s}: expected key=value, e.g. --set data.set_size=8")
+            })?;
+            let val: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {v}")) {
+                Ok(t) => t
+                    .get("v")
+                    .cloned()
+                    .unwrap_or_else(|| toml::Value::String(v.into())),
+                Err(_) => toml::Value::String(v.to_string()),
+            };
+            set_dotted(&mut user, k.trim(), val)?;
+        }
+        let preset = match user.remove("preset") {
+            Some(toml::Value::String(p)) => p,
+            Some(other) => bail!("preset must be a string, got {other}"),
+            None => "tiny".into(),
+        };
+        let base = TrainConfig::preset(&preset)?;
+        let mut merged = toml::Table::try_from(&base).context("serialising the preset")?;
+        overlay(&mut merged, &user, "")?;
+        let cfg: TrainConfig = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("invalid training configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.steps(1).validate()?;
+        let d = &self.data;
+        ensure!(
+            d.set_size > 0 && d.sets_per_step > 0,
+            "data.set_size and data.sets_per_step must be ≥ 1"
+        );
+        d.group_by.parse::<GroupBy>()?;
+        d.strategy.parse::<Strategy>()?;
+        d.normalizer.parse::<NormKind>()?;
+        d.augment_compat.parse::<AugmentCompat>()?;
+        ensure!(self.train.keep_last >= 1, "train.keep_last must be ≥ 1");
+        ensure!(
+            self.train.checkpoint_every >= 1,
+            "train.checkpoint_every must be ≥ 1"
+        );
+        Ok(())
+    }
+
+    /// The step geometry for the schedules.
+    pub fn steps(&self, steps_per_epoch: u64) -> StepConfig {
+        StepConfig {
+            sets_per_step: self.data.sets_per_step,
+            set_size: self.data.set_size,
+            n_local: self.data.n_local,
+            epochs: self.train.epochs,
+            steps_per_epoch: steps_per_epoch.max(1) as usize,
+            seed: self.train.seed,
+        }
+    }
+}
+
+fn set_dotted(t: &mut toml::Table, key: &str, v: toml::Value) -> Result<()> {
+    match key.split_once('.') {
+        None => {
+            t.insert(key.to_string(), v);
+            Ok(())
+        }
+        Some((head, rest)) => {
+            let e = t
+                .entry(head.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match e {
+                toml::Value::Table(sub) => set_dotted(sub, rest, v),
+                _ => bail!("--set {key}: '{head}' is not a table"),
+            }
+        }
+    }
+}
+
+fn overlay(base: &mut toml::Table, user: &toml::Table, prefix: &str) -> Result<()> {
+    for (k, v) in user {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(u)) => overlay(b, u, &path)?,
+            (Some(_), _) => {
+                base.insert(k.clone(), v.clone());
+            }
+            (None, _)
+                if prefix == "data"
+                    || prefix == "train"
+                    || prefix.is_empty()
+                    || prefix == "model"
+                    || prefix == "optim" =>
+            {
+                // Optional keys (e.g. data.min_cells) are absent from the serialised preset.
+                base.insert(k.clone(), v.clone());
+            }
+            (None, _) => bail!("unknown configuration key '{path}'"),
+        }
+    }
+    Ok(())
+}
+
+/// One line of `log.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub wd: f64,
+    pub momentum: f64,
+    pub teacher_temp: f64,
+    pub cells_per_s: f64,
+}
+
+/// Where a run lives.
+pub struct RunDir {
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("log.jsonl")
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.dir.join("checkpoints")
+    }
+    pub fn checkpoint(&self, step: u64) -> PathBuf {
+        self.checkpoints()
+            .join(format!("step-{step:08}.safetensors"))
+    }
+    /// Checkpoints by step, ascending.
+    pub fn list(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let mut v = Vec::new();
+        let d = self.checkpoints();
+        if !d.exists() {
+            return Ok(v);
+        }
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let p = e?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(n) = name
+                .strip_prefix("step-")
+                .and_then(|s| s.strip_suffix(".safetensors"))
+            {
+                if let Ok(step) = n.parse() {
+                    v.push((step, p));
+                }
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+    pub fn latest(&self) -> Result<Option<(u64, PathBuf)>> {
+        Ok(self.list()?.pop())
+    }
+}
+
+/// What `RUN/config.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub config: TrainConfig,
+    pub store: PathBuf,
+}
+
+/// Options of one invocation.
+pub struct TrainOptions {
+    pub config: TrainConfig,
+    pub store: PathBuf,
+    pub out: PathBuf,
+    /// Continue from the run's latest checkpoint.
+    pub resume: bool,
+    /// Show a progress bar (when stderr is a terminal).
+    pub progress: bool,
+    /// Stop this invocation after this global step (checkpointing there), without changing the schedules:
+    /// for time-boxed jobs; continue with `--resume`.
+    pub stop_at: Option<u64>,
+}
+
+/// Result of a run.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub steps_done: u64,
+    pub last_step: u64,
+    pub losses: Vec<f64>,
+    pub checkpoint: PathBuf,
+    pub interrupted: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn install_ctrlc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Best effort: a second handler (e.g. in tests) is not an error worth failing a run for.
+        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    });
+}
+
+/// Trains (or resumes) a run.
+pub fn train(opts: TrainOptions) -> Result<TrainSummary> {
+    let backend = opts.config.train.backend.clone();
+    run_on(&backend, Job(opts))
+}
+
+struct Job(TrainOptions);
+
+impl OnBackend for Job {
+    type Out = TrainSummary;
+    fn run<B: Backend>(self, be: B) -> Result<TrainSummary> {
+        train_on(be, self.0)
+    }
+}
+
+fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
+    let run = RunDir {
+        dir: opts.out.clone(),
+    };
+    std::fs::create_dir_all(run.checkpoints())
+        .with_context(|| format!("creating {}", run.dir.display()))?;
+    let store = Arc::new(Store::open(&opts.store)?);
+    let mut cfg = opts.config.clone();
+    // The crops decide the model's input: channels and sizes follow the store unless set explicitly.
+    let crop = store.crop();
+    if cfg.model.in_chans != store.channels() {
+        eprintln!(
+            "note: model.in_chans {} → {} (the store's channels)",
+            cfg.model.in_chans,
+            store.channels()
+        );
+        cfg.model.in_chans = store.channels();
+    }
+    if cfg.model.global_size != crop {
+        cfg.model.global_size = crop;
+        cfg.model.local_size = crop / 2;
+    }
+    cfg.validate()?;
+    ensure!(
+        crop % cfg.model.patch == 0 && (crop / 2) % cfg.model.patch == 0,
+        "store crops of {crop} px need a patch size dividing {crop} and {}; model.patch is {}",
+        crop / 2,
+        cfg.model.patch
+    );
+    let d = &cfg.data;
+    let sampler_cfg = SamplerConfig {
+        group_by: d.group_by.parse()?,
+        strategy: d.strategy.parse()?,
+        set_size: d.set_size,
+        sets_per_step: d.sets_per_step,
+        min_cells: d.min_cells,
+        min_batches: d.min_batches,
+        repeats_per_epoch: None,
+        seed: cfg.train.seed,
+        filter: CellFilter {
+            plates: d.train_plates.clone(),
+            wells: d.train_wells.clone(),
+            genes: None,
+            ntc_only: false,
+        },
+    };
+    let mut aug = AugmentConfig::for_crop(crop);
+    aug.n_local = d.n_local;
+    aug.compat = d.augment_compat.parse()?;
+    aug.seed = cfg.train.seed;
+    let pipe = Arc::new(Pipeline::new(
+        store.clone(),
+        sampler_cfg,
+        aug,
+        d.normalizer.parse()?,
+    )?);
+    let spe = pipe.sampler.steps_per_epoch();
+    ensure!(spe > 0, "the training split yields no complete step; HINT: fewer sets per step or more perturbations");
+    // With a step budget shorter than the epochs, the schedules (warm-up, cosine) span the budget: an
+    // "epoch" of the schedules becomes budget / epochs steps. The data epochs are unchanged.
+    let total = (cfg.train.epochs as u64 * spe).min(cfg.train.max_steps.unwrap_or(u64::MAX));
+    let sched_spe = if total < cfg.train.epochs as u64 * spe {
+        total.div_ceil(cfg.train.epochs as u64).max(1)
+    } else {
+        spe
+    };
+    let steps = cfg.steps(sched_spe);
+
+    // State: fresh or from the run's latest checkpoint.
+    let (state, start) = if opts.resume {
+        let (step, path) = run.latest()?.with_context(|| {
+            format!("--resume: no checkpoint in {}", run.checkpoints().display())
+        })?;
+        let file = TensorFile::open(&path)?;
+        let (st, meta) = load_state(&file, &cfg.model)?;
+        ensure!(
+            meta.step == step,
+            "{}: metadata step {} != file name step {step}",
+            path.display(),
+            meta.step
+        );
+        eprintln!("resuming {} at step {step}", run.dir.display());
+        (st, step)
+    } else {
+        ensure!(
+            run.latest()?.is_none(),
+            "{} already holds checkpoints; HINT: use --resume {} or a new --out",
+            run.dir.display(),
+            run.dir.display()
+        );
+        (
+            HostState::init(&cfg.model, cfg.train.seed, cfg.optim.teacher_init),
+            0,
+        )
+    };
+    let record = RunRecord {
+        config: cfg.clone(),
+        store: std::fs::canonicalize(&opts.store).unwrap_or(opts.store.clone()),
+    };
+    write_atomic(
+        &run.config(),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
+    truncate_log(&run.log(), start)?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.log())
+        .with_context(|| format!("opening {}", run.log().display()))?;
+
+    let mut eng = Engine::from_host(be, cfg.model.clone(), &state)?;
+    install_ctrlc();
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    let bar = progress_bar(opts.progress, start, total);
+    let cells_per_step =
+        (d.sets_per_step * d.set_size * if d.strategy == "same-cells" { 1 } else { 2 }) as f64;
+    let mut losses = Vec::new();
+    let mut last_ckpt: Option<PathBuf> = None;
+    let mut collapsed_for = 0u64;
+    let mut step = start;
+    let mut interrupted = false;
+    if start < total {
+        let mut prefetch = pipe.clone().prefetch(start, cfg.train.prefetch);
+        while let Some((s, crops)) = prefetch.next() {
+            debug_assert_eq!(s, step);
+            let crops: StepCrops =
+                crops.with_context(|| format!("preparing the crops of step {s}"))?;
+            let t0 = Instant::now();
+            let batch = StepBatch {
+                global: eng.be.upload(&crops.global)?,
+                local: if crops.n_local > 0 {
+                    Some(eng.be.upload(&crops.local)?)
+                } else {
+                    None
+                },
+                sets: crops.sets,
+                set_size: crops.set_size,
+                n_local: crops.n_local,
+            };
+            let sched = schedule::at(&cfg.optim, &steps, step as usize);
+            let drop = if cfg.model.drop_path > 0.0 {
+                Some((cfg.train.seed, step))
+            } else {
+                None
+            };
+            let out =
+                eng.forward_backward(&batch, cfg.optim.student_temp, sched.teacher_temp, drop)?;
+            if !out.loss.is_finite() {
+                bar.abandon();
+                bail!(
+                    "the loss became non-finite ({}) at step {step}; the last checkpoint is {}; HINT: lower optim.lr or raise optim.teacher_temp",
+                    out.loss,
+                    last_ckpt.as_ref().map_or("none".into(), |p| p.display().to_string())
+                );
+            }
+            let t_rows = eng.be.download(&out.teacher_out)?;
+            if is_collapsed(&t_rows, cfg.model.out_dim) {
+                collapsed_for += 1;
+                if collapsed_for >= cfg.train.collapse_patience {
+                    bar.abandon();
+                    bail!(
+                        "training collapsed: the teacher gave the same output for every set for {collapsed_for} steps (step {step}); HINT: lower optim.teacher_temp or optim.lr, or raise optim.momentum_teacher"
+                    );
+                }
+            } else {
+                collapsed_for = 0;
+            }
+            eng.update(&cfg.optim, &sched, &out.teacher_out)?;
+            let dt = t0.elapsed().as_secs_f64();
+            let line = LogLine {
+                step,
+                epoch: step / sched_spe,
+                loss: out.loss,
+                lr: sched.lr,
+                wd: sched.weight_decay,
+                momentum: sched.momentum,
+                teacher_temp: sched.teacher_temp,
+                cells_per_s: cells_per_step / dt.max(1e-9),
+            };
+            writeln!(log, "{}", serde_json::to_string(&line)?).context("writing log.jsonl")?;
+            losses.push(out.loss);
+            step += 1;
+            bar.set_position(step);
+            bar.set_message(format!(
+                "loss {:.4}  {:.0} cells/s",
+                out.loss, line.cells_per_s
+            ));
+            if bar.is_hidden() && opts.progress && (step % 50 == 0 || step == total) {
+                // Plain log lines when stderr is not a terminal.
+                eprintln!(
+                    "step {step}/{total} loss {:.4} ({:.0} cells/s)",
+                    out.loss, line.cells_per_s
+                );
+            }
+            interrupted = INTERRUPTED.load(Ordering::SeqCst);
+            let stop_here = opts.stop_at.is_some_and(|s| step >= s);
+            if step % cfg.train.checkpoint_every == 0 || step == total || interrupted || stop_here {
+                last_ckpt = Some(checkpoint(&run, &cfg, &eng, step, sched_spe)?);
+            }
+            prefetch.recycle(crops);
+            if interrupted || stop_here || step >= total {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    log.flush().ok();
+    let ck = match last_ckpt {
+        Some(p) => p,
+        None => match run.latest()? {
+            Some((_, p)) => p,
+            None => checkpoint(&run, &cfg, &eng, step, sched_spe)?,
+        },
+    };
+    if interrupted {
+        eprintln!(
+            "interrupted: checkpoint written at step {step} ({}); continue with --resume {}",
+            ck.display(),
+            run.dir.display()
+        );
+    }
+    Ok(TrainSummary {
+        steps_done: step - start,
+        last_step: step,
+        losses,
+        checkpoint: ck,
+        interrupted,
+    })
+}
+
+/// All teacher rows (2S, K) equal: every set gets the same prototype distribution.
+fn is_collapsed(rows: &[f32], k: usize) -> bool {
+    let r = rows.len() / k;
+    if r < 2 {
+        return false;
+    }
+    let first = &rows[..k];
+    rows.chunks(k)
+        .skip(1)
+        .all(|row| row.iter().zip(first).all(|(a, b)| (a - b).abs() <= 1e-6))
+}
+
+fn checkpoint<B: Backend>(
+    run: &RunDir,
+    cfg: &TrainConfig,
+    eng: &Engine<B>,
+    step: u64,
+    spe: u64,
+) -> Result<PathBuf> {
+    let path = run.checkpoint(step);
+    let meta = TrainMeta {
+        step,
+        epoch: step / spe.max(1),
+        seed: cfg.train.seed,
+        extra: serde_json::to_value(cfg)?,
+    };
+    save_checkpoint(&path, &cfg.model, &eng.to_host()?, &meta)?;
+    let all = run.list()?;
+    if all.len() > cfg.train.keep_last {
+        for (_, old) in &all[..all.len() - cfg.train.keep_last] {
+            std::fs::remove_file(old)
+                .with_context(|| format!("removing old checkpoint {}", old.display()))?;
+        }
+    }
+    Ok(path)
+}
+
+/// Keeps only the log lines of steps before `start` (a resumed run rewrites what follows).
+fn truncate_log(path: &Path, start: u64) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut keep = String::new();
+    for l in text.lines() {
+        if let Ok(v) = serde_json::from_str::<LogLine>(l) {
+            if v.step < start {
+                keep.push_str(l);
+                keep.push('\n');
+            }
+        }
+    }
+    write_atomic(path, keep.as_bytes())
+}
+
+fn progress_bar(show: bool, start: u64, total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_position(start);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Reads the log of a run.
+pub fn read_log(run: &Path) -> Result<Vec<LogLine>> {
+    let p = run.join("log.jsonl");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a log line", p.display(), i + 1))
+        })
+        .collect()
+}
