@@ -9,6 +9,8 @@
 //! - [`ingest`]: TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, report).
 //! - [`store`]: the crop store (mmap shards of u16-unorm crops, cell index, NTC stats, manifest), verify, export.
 //! - [`synth`]: a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
+//! - [`features`]: engineered per-cell features (intensity, shape, radial, texture, colocalisation), the
+//!   classical baseline.
 //! - [`data`]: the set sampler, multi-crop augmentation and normalisers (what the engine trains on).
 //! - [`eval`]: per-cell features → batch-level and consensus gene profiles → batch effect,
 //!   reproducibility and known-complex recall, with the report and plots (evaluation.md).
@@ -22,6 +24,7 @@ pub mod data;
 pub mod embed;
 pub mod engine;
 pub mod eval;
+pub mod features;
 pub mod ingest;
 pub mod model;
 pub mod store;

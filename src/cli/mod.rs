@@ -7,6 +7,7 @@ pub mod check;
 pub mod debug;
 pub mod embed;
 pub mod eval;
+pub mod features;
 pub mod import_crops;
 pub mod ingest;
 pub mod store;
@@ -34,6 +35,8 @@ pub enum Command {
     /// Developer tools: parity interfaces against PyTorch.
     #[command(subcommand)]
     Debug(debug::DebugCmd),
+    /// Engineered per-cell features (the classical baseline) → STEM.npy + STEM.tsv + STEM.features.tsv.
+    Features(features::FeaturesArgs),
     /// Inspect, verify or export a crop store.
     Store(store::StoreArgs),
     /// Make a crop store from an existing .npy crop stack and a metadata table.
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Debug(c) => debug::run(c),
+        Command::Features(a) => features::run(a),
         Command::Store(a) => store::run(a),
         Command::ImportCrops(a) => import_crops::run(a),
         Command::Ingest(a) => ingest::run(a),
