@@ -264,6 +264,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
     let chunk = rayon::current_num_threads().max(1) * 2;
     let mut plate_reports = Vec::new();
     let (mut written, mut skipped_edge, mut tile_reads) = (0u64, 0u64, 0u64);
+    let mut warnings: Vec<String> = Vec::new();
     for plate in &plates {
         let idx: Vec<usize> = (0..tiles.len())
             .filter(|&k| &tiles[k].plate == plate)
@@ -406,6 +407,16 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
             .iter()
             .map(|hh| Ok((hh.percentile(plo)?, hh.percentile(phi)?)))
             .collect::<Result<_>>()?;
+        for (ch, &(lo, hi)) in bounds.iter().enumerate() {
+            if hi <= lo {
+                let msg = format!(
+                    "plate {plate}, channel {}: clip percentiles are equal ({lo}); the channel is constant and its crops are all 0",
+                    channels[ch]
+                );
+                eprintln!("warning: {msg}");
+                warnings.push(msg);
+            }
+        }
         // Pass C: crops, in table order.
         bar.set_message(format!("plate {plate}: crops"));
         let (mut p_written, mut p_edge) = (0u64, 0u64);
@@ -461,6 +472,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         "cells_in_table": n_rows, "cells_written": written,
         "skipped": {"box_leaves_tile": skipped_edge},
         "plates": plate_reports,
+        "warnings": warnings,
         "seconds": secs, "tiles_per_second": tiles.len() as f64 / secs.max(1e-9),
     });
     writer.finish(report.clone())?;

@@ -2,7 +2,8 @@
 //! and cells.csv (`plate,well,tile,cell_id,i,j,sgRNA,gene` plus any extra columns, kept as metadata).
 //!
 //! Key decision: errors name the file, the 1-based line (header = line 1) and the column; relative TIFF
-//! paths are resolved against the directory of tiles.csv, so a screen directory can be moved as a whole.
+//! paths are resolved against the directory of tiles.csv, so a screen directory can be moved as a whole
+//! (falling back to the working directory when only that resolves).
 use crate::store::import::clean_header;
 use crate::store::CellMeta;
 use anyhow::{bail, Context, Result};
@@ -138,7 +139,15 @@ pub fn read_tiles(
                 );
             }
             let p = PathBuf::from(&v);
-            Ok(if p.is_absolute() { p } else { base.join(p) })
+            // Relative paths: from the directory of tiles.csv, else (if only that exists) from the
+            // working directory.
+            Ok(
+                if p.is_absolute() || (!base.join(&p).exists() && p.exists()) {
+                    p
+                } else {
+                    base.join(p)
+                },
+            )
         };
         let paths = if single.is_some() {
             TilePaths::MultiPage(resolve(layout[0])?)
@@ -152,7 +161,7 @@ pub fn read_tiles(
         for f in files {
             if !f.is_file() {
                 bail!(
-                    "{}: line {line}: TIFF {} does not exist; HINT: relative paths are taken from the directory of tiles.csv",
+                    "{}: line {line}: TIFF {} does not exist; HINT: relative paths are taken from the directory of tiles.csv (or the working directory)",
                     path.display(),
                     f.display()
                 );
