@@ -19,6 +19,9 @@ pub enum StoreAction {
         /// Print the manifest summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Also print the NTC statistics (mean ± std per channel) of every batch.
+        #[arg(long)]
+        ntc: bool,
     },
     /// Check every file's size and checksum, every header and every crop's checksum.
     Verify { store: PathBuf },
@@ -48,7 +51,7 @@ pub enum StoreAction {
 
 pub fn run(args: StoreArgs) -> Result<()> {
     match args.action {
-        StoreAction::Info { store, json } => {
+        StoreAction::Info { store, json, ntc } => {
             let s = Store::open(&store)?;
             let m = s.manifest();
             let bytes: u64 = m.shards.iter().map(|e| e.bytes).sum();
@@ -95,6 +98,31 @@ pub fn run(args: StoreArgs) -> Result<()> {
                     println!("metadata   {}", m.meta_columns.join(","));
                 }
                 println!("written by {}", m.created_by);
+                if let Ok(r) = s.report() {
+                    if let Some(n) = r.get("cells_in_table") {
+                        println!(
+                            "ingest     {} cells in the table, {} skipped (box leaves tile)",
+                            n, r["skipped"]["box_leaves_tile"]
+                        );
+                    }
+                }
+            }
+            if ntc {
+                for b in s.ntc_stats() {
+                    let per: Vec<String> = b
+                        .channels
+                        .iter()
+                        .zip(&m.channels)
+                        .map(|(c, name)| format!("{name} {:.4}±{:.4}", c.mean, c.std))
+                        .collect();
+                    println!(
+                        "ntc {}_{} ({} cells): {}",
+                        b.plate,
+                        b.well,
+                        b.ntc_cells,
+                        per.join("  ")
+                    );
+                }
             }
             Ok(())
         }

@@ -36,6 +36,7 @@ fn store_commands_and_import_round_trip() {
     let sp = d.join("s").display().to_string();
     cli(&["store", "info", &sp]).unwrap();
     cli(&["store", "info", &sp, "--json"]).unwrap();
+    cli(&["store", "info", &sp, "--ntc"]).unwrap();
     cli(&["store", "verify", &sp]).unwrap();
     let stem = d.join("x").display().to_string();
     cli(&["store", "export", &sp, "--out", &stem, "--cells", "3,1"]).unwrap();
