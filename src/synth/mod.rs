@@ -535,6 +535,17 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
     writeln!(tiles_csv, "plate,well,tile,path")?;
     writeln!(cells_csv, "plate,well,tile,cell_id,i,j,sgRNA,gene")?;
     let mut n_cells = 0;
+    let bar = if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let b = indicatif::ProgressBar::new(jobs.len() as u64);
+        if let Ok(st) = indicatif::ProgressStyle::with_template(
+            "synth [{bar:30}] {pos}/{len} tiles, {per_sec}, ETA {eta}",
+        ) {
+            b.set_style(st);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     for plate in 0..cfg.plates {
         let plate_jobs: Vec<(usize, &TileJob)> = jobs
             .iter()
@@ -551,6 +562,7 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
                     .join("tiles")
                     .join(format!("{}_{}_{tile}.tif", wt.plate, wt.well));
                 write_u16(&path, cfg.tile, cfg.tile, &refs, TiffCompression::Deflate)?;
+                bar.inc(1);
                 Ok(cents)
             })
             .collect::<Result<_>>()?;
@@ -571,10 +583,11 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
                 n_cells += 1;
             }
         }
-        if progress {
+        if progress && bar.is_hidden() {
             eprintln!("synth: plate {}/{} written", plate + 1, cfg.plates);
         }
     }
+    bar.finish_and_clear();
     tiles_csv.flush()?;
     cells_csv.flush()?;
     let mut complexes = String::new();
