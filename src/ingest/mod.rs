@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use table::{CellRow, TilePaths, TileRow};
+use tiff::Pixels;
 
 /// Flat-field mode.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,8 +88,17 @@ impl IngestOptions {
 struct Tile {
     h: usize,
     w: usize,
-    planes: Vec<Vec<f32>>,
+    planes: Vec<Pixels>,
     integer: bool,
+}
+
+/// Call `f(pixel index, value)` for every pixel of a plane, monomorphised per sample type.
+#[inline]
+fn for_each_px(p: &Pixels, mut f: impl FnMut(usize, f32)) {
+    match p {
+        Pixels::U16(v) => v.iter().enumerate().for_each(|(q, &x)| f(q, x as f32)),
+        Pixels::F32(v) => v.iter().enumerate().for_each(|(q, &x)| f(q, x)),
+    }
 }
 
 fn read_tile(t: &TileRow, channels: &[String]) -> Result<Tile> {
@@ -135,7 +145,7 @@ fn read_tile(t: &TileRow, channels: &[String]) -> Result<Tile> {
             );
         }
     }
-    let integer = pages.iter().all(|p| p.integer);
+    let integer = pages.iter().all(|p| p.data.is_integer());
     Ok(Tile {
         h,
         w,
@@ -181,13 +191,19 @@ impl PassA {
     }
     fn add(mut self, t: &Tile) -> PassA {
         for (c, p) in t.planes.iter().enumerate() {
-            if let Some(s) = self.sum.get_mut(c) {
-                s.iter_mut().zip(p).for_each(|(a, &b)| *a += b as f64);
+            let (mut mn, mut mx) = (self.min[c], self.max[c]);
+            match self.sum.get_mut(c) {
+                Some(s) => for_each_px(p, |q, v| {
+                    s[q] += v as f64;
+                    mn = mn.min(v);
+                    mx = mx.max(v);
+                }),
+                None => for_each_px(p, |_, v| {
+                    mn = mn.min(v);
+                    mx = mx.max(v);
+                }),
             }
-            for &v in p {
-                self.min[c] = self.min[c].min(v);
-                self.max[c] = self.max[c].max(v);
-            }
+            (self.min[c], self.max[c]) = (mn, mx);
         }
         self
     }
@@ -394,9 +410,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
                 }
                 for (ch, p) in t.planes.iter().enumerate() {
                     let ff = fields.as_ref().map(|f| &f[ch]);
-                    for (q, &v) in p.iter().enumerate() {
-                        hs[ch].add(corrected(v, ff, q));
-                    }
+                    let h = &mut hs[ch];
+                    for_each_px(p, |q, v| h.add(corrected(v, ff, q)));
                 }
                 bar.inc(1);
                 Ok(hs)
@@ -503,8 +518,14 @@ fn crop_tile(
             let (lo, hi) = bounds[ch];
             for y in 0..crop {
                 let row = (r0 + y) * t.w + c0;
-                for x in 0..crop {
-                    out.push(clip_unorm(corrected(p[row + x], ff, row + x), lo, hi));
+                match p {
+                    Pixels::U16(v) => out.extend(
+                        (row..row + crop)
+                            .map(|q| clip_unorm(corrected(v[q] as f32, ff, q), lo, hi)),
+                    ),
+                    Pixels::F32(v) => out.extend(
+                        (row..row + crop).map(|q| clip_unorm(corrected(v[q], ff, q), lo, hi)),
+                    ),
                 }
             }
         }
