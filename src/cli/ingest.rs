@@ -38,7 +38,7 @@ pub struct IngestArgs {
     #[arg(long)]
     pub cells_per_shard: Option<usize>,
     /// Keep a plate's decoded tiles in memory across the passes when they fit in this many MiB
-    /// (4 bytes per pixel and channel); larger plates are streamed and re-read per pass.
+    /// (2 bytes per pixel and channel for 8/16-bit data, 4 for float); larger plates are streamed and re-read per pass.
     #[arg(long, default_value_t = 4096)]
     pub cache_mb: usize,
     /// Replace an existing store at --out.

@@ -60,7 +60,7 @@ pub struct IngestOptions {
     pub cells_per_shard: Option<usize>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
-    /// A plate whose decoded tiles (4 bytes per pixel and channel) fit in this many bytes is decoded once
+    /// A plate whose decoded tiles (2 bytes per pixel and channel for 8/16-bit data, 4 for float) fit in this many bytes is decoded once
     /// and kept for all passes; a larger plate is streamed and re-read per pass.
     pub cache_bytes: usize,
 }
@@ -290,10 +290,11 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         tile_reads += 1;
         let plane = h * w;
         let need_a = opts.illum != Illum::None || !first.integer;
+        let sample_bytes = if first.integer { 2 } else { 4 };
         drop(first);
         // Decode the plate once and keep it when it fits the cache budget; otherwise every pass re-reads.
         let cache: Option<HashMap<usize, Arc<Tile>>> =
-            if idx.len() * c * plane * 4 <= opts.cache_bytes {
+            if idx.len() * c * plane * sample_bytes <= opts.cache_bytes {
                 bar.set_message(format!("plate {plate}: decoding"));
                 let v = idx
                     .par_iter()
