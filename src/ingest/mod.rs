@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use table::{CellRow, TilePaths, TileRow};
+use table::{CellRow, CellTable, TilePaths, TileRow};
 use tiff::Pixels;
 
 /// Flat-field mode.
@@ -241,7 +241,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
                 .collect()
         }
     };
-    let (cells, extra_cols, n_rows) = table::read_cells(&opts.cells, &tiles)?;
+    let cells = table::read_cells(&opts.cells, &tiles)?;
+    let n_rows = cells.rows;
     let crop = opts.crop as usize;
     if crop == 0 || crop % 2 != 0 {
         bail!("--crop {crop}: the crop side must be even and > 0");
@@ -261,7 +262,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
     let c = channels.len();
     let mut wo = WriterOptions::new(opts.crop, channels.clone());
     wo.ntc_gene = opts.ntc_gene.clone();
-    wo.meta_columns = extra_cols.clone();
+    wo.meta_columns = cells.extra_columns.clone();
     wo.force = opts.force;
     wo.created_by = format!("setdino {} ingest", env!("CARGO_PKG_VERSION"));
     if let Some(n) = opts.cells_per_shard {
@@ -441,7 +442,15 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
                 .par_iter()
                 .map(|&k| {
                     let t = load(k)?;
-                    let r = crop_tile(&t, &cells[k], crop, fields.as_deref(), &bounds);
+                    let r = crop_tile(
+                        &t,
+                        &tiles[k],
+                        &cells.by_tile[k],
+                        &cells,
+                        crop,
+                        fields.as_deref(),
+                        &bounds,
+                    );
                     bar.inc(1);
                     Ok(r)
                 })
@@ -498,7 +507,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
 /// Crop every cell of one tile; returns (metadata, crops (N, C, crop, crop), cells skipped at the edge).
 fn crop_tile(
     t: &Tile,
-    cells: &[CellRow],
+    row: &TileRow,
+    rows: &[CellRow],
+    table: &CellTable,
     crop: usize,
     fields: Option<&[Vec<f32>]>,
     bounds: &[(f64, f64)],
@@ -507,7 +518,7 @@ fn crop_tile(
     let mut metas = Vec::new();
     let mut out = Vec::new();
     let mut edge = 0;
-    for cell in cells {
+    for cell in rows {
         let (r0, c0) = (cell.fi - half, cell.fj - half);
         if r0 < 0 || c0 < 0 || r0 + crop as i64 > t.h as i64 || c0 + crop as i64 > t.w as i64 {
             edge += 1;
@@ -530,7 +541,7 @@ fn crop_tile(
                 }
             }
         }
-        metas.push(cell.meta.clone());
+        metas.push(table.meta(row, cell));
     }
     (metas, out, edge)
 }
