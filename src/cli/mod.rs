@@ -17,7 +17,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Inspect, verify or export a crop store.
+    /// Inspect, verify, export or sample a crop store.
     Store(store::StoreArgs),
     /// Make a crop store from an existing .npy crop stack and a metadata table.
     ImportCrops(import_crops::ImportCropsArgs),

@@ -1,10 +1,10 @@
-//! `setdino store info | verify | export`: argument handling only; the work is in `crate::store`.
+//! `setdino store info | verify | export | sample`: argument handling only; the work is in `crate::store`.
 use crate::store::{export, index::parse_list, verify, CellFilter, Store};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
-/// Inspect, verify or export a crop store.
+/// Inspect, verify, export or sample a crop store.
 #[derive(Args, Debug)]
 pub struct StoreArgs {
     #[command(subcommand)]
