@@ -21,6 +21,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod demo;
 pub mod embed;
 pub mod engine;
 pub mod eval;

@@ -37,6 +37,10 @@ pub struct IngestArgs {
     /// Crops per shard file (default: about 1 GiB per shard).
     #[arg(long)]
     pub cells_per_shard: Option<usize>,
+    /// Keep a plate's decoded tiles in memory across the passes when they fit in this many MiB
+    /// (2 bytes per pixel and channel for 8/16-bit data, 4 for float); larger plates are streamed and re-read per pass.
+    #[arg(long, default_value_t = 4096)]
+    pub cache_mb: usize,
     /// Replace an existing store at --out.
     #[arg(long)]
     pub force: bool,
@@ -65,6 +69,7 @@ pub fn run(a: IngestArgs) -> Result<()> {
     o.ntc_gene = a.ntc_gene;
     o.force = a.force;
     o.cells_per_shard = a.cells_per_shard;
+    o.cache_bytes = a.cache_mb << 20;
     o.progress = std::io::stderr().is_terminal();
     let r = ingest(&o)?;
     println!(

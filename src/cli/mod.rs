@@ -5,6 +5,7 @@ use std::process::ExitCode;
 pub mod bench;
 pub mod check;
 pub mod debug;
+pub mod demo;
 pub mod embed;
 pub mod eval;
 pub mod features;
@@ -24,30 +25,32 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Throughput of the ViT forward+backward and the Set-DINO step (compare with torch_vit_bench.py).
-    Bench(bench::BenchArgs),
-    /// First command on a new machine: backend, CUDA device, NVRTC kernel table, parity self-test.
-    Check(check::CheckArgs),
+    /// The whole pipeline on a built-in synthetic screen; prints the paper's Table 1 (start here).
+    Demo(demo::DemoArgs),
+    /// Write a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
+    Synth(synth::SynthArgs),
+    /// TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, NTC stats, report).
+    Ingest(ingest::IngestArgs),
+    /// Make a crop store from an existing .npy crop stack and a metadata table.
+    ImportCrops(import_crops::ImportCropsArgs),
+    /// Inspect, verify, export or sample a crop store.
+    Store(store::StoreArgs),
     /// Train Set-DINO / DINO on a crop store (TOML config + --set overrides; --resume).
     Train(train::TrainArgs),
     /// Per-cell embeddings of a store's cells with a trained checkpoint → STEM.npy + STEM.tsv.
     Embed(embed::EmbedArgs),
-    /// Developer tools: parity interfaces against PyTorch.
-    #[command(subcommand)]
-    Debug(debug::DebugCmd),
     /// Engineered per-cell features (the classical baseline) → STEM.npy + STEM.tsv + STEM.features.tsv.
     Features(features::FeaturesArgs),
-    /// Inspect, verify or export a crop store.
-    Store(store::StoreArgs),
-    /// Make a crop store from an existing .npy crop stack and a metadata table.
-    ImportCrops(import_crops::ImportCropsArgs),
-    /// TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, NTC stats, report).
-    Ingest(ingest::IngestArgs),
-    /// Write a synthetic screen with known ground truth (TIFF tiles, cell table, complexes, truth).
-    Synth(synth::SynthArgs),
     /// Metrics of per-cell embeddings or features: batch effect, reproducibility, known-complex recall.
     #[command(long_about = eval::LONG_ABOUT)]
     Eval(eval::EvalArgs),
+    /// First command on a new machine: backend, CUDA device, NVRTC kernel table, parity self-test.
+    Check(check::CheckArgs),
+    /// Throughput of the ViT forward+backward and the Set-DINO step (compare with torch_vit_bench.py).
+    Bench(bench::BenchArgs),
+    /// Developer tools: parity interfaces against PyTorch.
+    #[command(subcommand)]
+    Debug(debug::DebugCmd),
 }
 
 /// Parse the command line and run the chosen subcommand; errors are printed with their causes.
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Check(a) => check::run(a),
         Command::Train(a) => train::run(a),

@@ -1,10 +1,10 @@
-//! `setdino store info | verify | export`: argument handling only; the work is in `crate::store`.
+//! `setdino store info | verify | export | sample`: argument handling only; the work is in `crate::store`.
 use crate::store::{export, index::parse_list, verify, CellFilter, Store};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
-/// Inspect, verify or export a crop store.
+/// Inspect, verify, export or sample a crop store.
 #[derive(Args, Debug)]
 pub struct StoreArgs {
     #[command(subcommand)]
@@ -19,6 +19,9 @@ pub enum StoreAction {
         /// Print the manifest summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Also print the NTC statistics (mean ± std per channel) of every batch.
+        #[arg(long)]
+        ntc: bool,
     },
     /// Check every file's size and checksum, every header and every crop's checksum.
     Verify { store: PathBuf },
@@ -44,11 +47,119 @@ pub enum StoreAction {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Write one training step's tensors (sampler + augmentation + normaliser) as STEM_global.npy
+    /// (2, R, C, G, G), STEM_local.npy (L, R, C, Lc, Lc) and STEM_cells.tsv (row → cell), R = sets × set size.
+    Sample(SampleArgs),
+}
+
+/// Arguments of `store sample`.
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    pub store: PathBuf,
+    /// Output stem.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub step: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sets per step (S).
+    #[arg(long, default_value_t = 32)]
+    pub sets: usize,
+    /// Cells per set (n).
+    #[arg(long, default_value_t = 16)]
+    pub set_size: usize,
+    /// gene or sgrna.
+    #[arg(long, default_value = "gene")]
+    pub group_by: String,
+    /// cross-batch, within-batch or same-cells.
+    #[arg(long, default_value = "cross-batch")]
+    pub strategy: String,
+    /// Minimum cells per (batch, perturbation) (default max(n, 20)).
+    #[arg(long)]
+    pub min_cells: Option<usize>,
+    /// none, zscore, ntc or ntc-2sigma.
+    #[arg(long, default_value = "ntc")]
+    pub normalizer: String,
+    /// fixed (post-fix augmentations) or paper (the two pre-fix quirks).
+    #[arg(long, default_value = "fixed")]
+    pub augment_compat: String,
+    /// Local crops per set (even).
+    #[arg(long, default_value_t = 8)]
+    pub n_local: usize,
+    /// Global and local output sides (default: the crop side and half of it).
+    #[arg(long)]
+    pub global_size: Option<usize>,
+    #[arg(long)]
+    pub local_size: Option<usize>,
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    use crate::data::{AugmentConfig, Pipeline, SamplerConfig};
+    use crate::store::npy::write_f32;
+    use std::io::Write;
+    let store = std::sync::Arc::new(Store::open(&a.store)?);
+    let crop = store.crop();
+    let scfg = SamplerConfig {
+        group_by: a.group_by.parse()?,
+        strategy: a.strategy.parse()?,
+        set_size: a.set_size,
+        sets_per_step: a.sets,
+        min_cells: a.min_cells,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut acfg = AugmentConfig::for_crop(crop);
+    acfg.seed = a.seed;
+    acfg.n_local = a.n_local;
+    acfg.compat = a.augment_compat.parse()?;
+    acfg.global_size = a.global_size.unwrap_or(crop);
+    acfg.local_size = a.local_size.unwrap_or(crop / 2);
+    let p = Pipeline::new(store.clone(), scfg, acfg, a.normalizer.parse()?)?;
+    let draws = p.sampler.sample_step(a.step);
+    let t = p.step(a.step)?;
+    let (r, c, g, l) = (t.rows(), t.channels, t.global_size, t.local_size);
+    let stem = a.out.to_string_lossy().into_owned();
+    if let Some(d) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d)?;
+    }
+    write_f32(
+        std::path::Path::new(&format!("{stem}_global.npy")),
+        &[2, r, c, g, g],
+        &t.global,
+    )?;
+    write_f32(
+        std::path::Path::new(&format!("{stem}_local.npy")),
+        &[t.n_local, r, c, l, l],
+        &t.local,
+    )?;
+    let m = store.manifest();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(format!("{stem}_cells.tsv"))?);
+    writeln!(f, "view\trow\tset\tslot\tcell\tbatch\tgene\tsgRNA")?;
+    for (s, d) in draws.iter().enumerate() {
+        for v in 0..2 {
+            for (k, &cell) in d.cells[v].iter().enumerate() {
+                let rec = store.record(cell as usize);
+                writeln!(
+                    f,
+                    "{v}\t{}\t{s}\t{k}\t{cell}\t{}\t{}\t{}",
+                    s * a.set_size + k,
+                    m.batch_name(rec.batch),
+                    m.genes[rec.gene as usize],
+                    m.sgrnas[rec.sgrna as usize]
+                )?;
+            }
+        }
+    }
+    f.flush()?;
+    println!("step {}: {} sets × {} cells → {stem}_global.npy (2, {r}, {c}, {g}, {g}), {stem}_local.npy ({}, {r}, {c}, {l}, {l}), {stem}_cells.tsv", a.step, t.sets, t.set_size, t.n_local);
+    Ok(())
 }
 
 pub fn run(args: StoreArgs) -> Result<()> {
     match args.action {
-        StoreAction::Info { store, json } => {
+        StoreAction::Sample(a) => sample(a),
+        StoreAction::Info { store, json, ntc } => {
             let s = Store::open(&store)?;
             let m = s.manifest();
             let bytes: u64 = m.shards.iter().map(|e| e.bytes).sum();
@@ -95,6 +206,31 @@ pub fn run(args: StoreArgs) -> Result<()> {
                     println!("metadata   {}", m.meta_columns.join(","));
                 }
                 println!("written by {}", m.created_by);
+                if let Ok(r) = s.report() {
+                    if let Some(n) = r.get("cells_in_table") {
+                        println!(
+                            "ingest     {} cells in the table, {} skipped (box leaves tile)",
+                            n, r["skipped"]["box_leaves_tile"]
+                        );
+                    }
+                }
+            }
+            if ntc {
+                for b in s.ntc_stats() {
+                    let per: Vec<String> = b
+                        .channels
+                        .iter()
+                        .zip(&m.channels)
+                        .map(|(c, name)| format!("{name} {:.4}±{:.4}", c.mean, c.std))
+                        .collect();
+                    println!(
+                        "ntc {}_{} ({} cells): {}",
+                        b.plate,
+                        b.well,
+                        b.ntc_cells,
+                        per.join("  ")
+                    );
+                }
             }
             Ok(())
         }

@@ -6,8 +6,9 @@
 //! parameters are plain structs the GPU path can draw identically. (2) D4, zoom window and nearest resize
 //! compose into one gather index per output pixel; gamma+offset is pointwise, so applying it after the
 //! local crop equals the reference's order (full image first). (3) Nearest resize follows cv2.INTER_NEAREST:
-//! src = min(⌊dst · (1 / (out/in))⌋, in − 1) in f64. (4) x^γ uses [`super::fastpow`] (within 1e-6 of powf). (5) `AugmentCompat::Paper` restores the two pre-fix
-//! quirks (§5.4): offset ~ U(−0.3, +0.5) and the zoom window always in the bottom-right corner.
+//! src = min(⌊dst · (1 / (out/in))⌋, in − 1) in f64. (4) x^γ uses [`super::fastpow`] (within 1e-6 of
+//! powf; γ = 1 is exact). (5) `AugmentCompat::Paper` restores the two pre-fix quirks (§5.4): offset
+//! ~ U(−0.3, +0.5) and the zoom window always in the bottom-right corner.
 use super::fastpow::{exp2_neg, log2_table};
 use super::normalize::Normalizer;
 use super::rng::{stream, DOMAIN_AUGMENT};
@@ -44,7 +45,8 @@ pub struct AugmentConfig {
     pub global_size: usize,
     /// Output side of local views (48).
     pub local_size: usize,
-    /// Local views per cell (8); the first half come from view 0's cells, the second from view 1's.
+    /// Local crop indices per set (8): 0..L/2 are made from view 0's cells, L/2..L from view 1's, so each
+    /// drawn cell gets one global and L/2 local crops.
     pub n_local: usize,
     /// Zoom scale range, U(lo, hi) (0.9, 1.0).
     pub zoom: (f64, f64),

@@ -75,8 +75,9 @@ pub fn read_field(dir: &Path, plate: &str, channel: &str, h: usize, w: usize) ->
             p.w
         );
     }
-    if let Some(k) = p.data.iter().position(|&x| x <= 0.0) {
-        bail!("{}: value {} at row {}, column {} is not positive; HINT: an illumination field divides the tile", path.display(), p.data[k], k / w, k % w);
+    let data = p.data.to_f32();
+    if let Some(k) = data.iter().position(|&x| x <= 0.0) {
+        bail!("{}: value {} at row {}, column {} is not positive; HINT: an illumination field divides the tile", path.display(), data[k], k / w, k % w);
     }
-    normalise(p.data.clone())
+    normalise(data)
 }

@@ -21,7 +21,8 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use table::{CellRow, TilePaths, TileRow};
+use table::{CellRow, CellTable, TilePaths, TileRow};
+use tiff::Pixels;
 
 /// Flat-field mode.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,7 +60,7 @@ pub struct IngestOptions {
     pub cells_per_shard: Option<usize>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
-    /// A plate whose decoded tiles (4 bytes per pixel and channel) fit in this many bytes is decoded once
+    /// A plate whose decoded tiles (2 bytes per pixel and channel for 8/16-bit data, 4 for float) fit in this many bytes is decoded once
     /// and kept for all passes; a larger plate is streamed and re-read per pass.
     pub cache_bytes: usize,
 }
@@ -87,8 +88,17 @@ impl IngestOptions {
 struct Tile {
     h: usize,
     w: usize,
-    planes: Vec<Vec<f32>>,
+    planes: Vec<Pixels>,
     integer: bool,
+}
+
+/// Call `f(pixel index, value)` for every pixel of a plane, monomorphised per sample type.
+#[inline]
+fn for_each_px(p: &Pixels, mut f: impl FnMut(usize, f32)) {
+    match p {
+        Pixels::U16(v) => v.iter().enumerate().for_each(|(q, &x)| f(q, x as f32)),
+        Pixels::F32(v) => v.iter().enumerate().for_each(|(q, &x)| f(q, x)),
+    }
 }
 
 fn read_tile(t: &TileRow, channels: &[String]) -> Result<Tile> {
@@ -135,7 +145,7 @@ fn read_tile(t: &TileRow, channels: &[String]) -> Result<Tile> {
             );
         }
     }
-    let integer = pages.iter().all(|p| p.integer);
+    let integer = pages.iter().all(|p| p.data.is_integer());
     Ok(Tile {
         h,
         w,
@@ -181,13 +191,19 @@ impl PassA {
     }
     fn add(mut self, t: &Tile) -> PassA {
         for (c, p) in t.planes.iter().enumerate() {
-            if let Some(s) = self.sum.get_mut(c) {
-                s.iter_mut().zip(p).for_each(|(a, &b)| *a += b as f64);
+            let (mut mn, mut mx) = (self.min[c], self.max[c]);
+            match self.sum.get_mut(c) {
+                Some(s) => for_each_px(p, |q, v| {
+                    s[q] += v as f64;
+                    mn = mn.min(v);
+                    mx = mx.max(v);
+                }),
+                None => for_each_px(p, |_, v| {
+                    mn = mn.min(v);
+                    mx = mx.max(v);
+                }),
             }
-            for &v in p {
-                self.min[c] = self.min[c].min(v);
-                self.max[c] = self.max[c].max(v);
-            }
+            (self.min[c], self.max[c]) = (mn, mx);
         }
         self
     }
@@ -225,7 +241,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
                 .collect()
         }
     };
-    let (cells, extra_cols, n_rows) = table::read_cells(&opts.cells, &tiles)?;
+    let cells = table::read_cells(&opts.cells, &tiles)?;
+    let n_rows = cells.rows;
     let crop = opts.crop as usize;
     if crop == 0 || crop % 2 != 0 {
         bail!("--crop {crop}: the crop side must be even and > 0");
@@ -245,7 +262,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
     let c = channels.len();
     let mut wo = WriterOptions::new(opts.crop, channels.clone());
     wo.ntc_gene = opts.ntc_gene.clone();
-    wo.meta_columns = extra_cols.clone();
+    wo.meta_columns = cells.extra_columns.clone();
     wo.force = opts.force;
     wo.created_by = format!("setdino {} ingest", env!("CARGO_PKG_VERSION"));
     if let Some(n) = opts.cells_per_shard {
@@ -264,6 +281,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
     let chunk = rayon::current_num_threads().max(1) * 2;
     let mut plate_reports = Vec::new();
     let (mut written, mut skipped_edge, mut tile_reads) = (0u64, 0u64, 0u64);
+    let mut warnings: Vec<String> = Vec::new();
     for plate in &plates {
         let idx: Vec<usize> = (0..tiles.len())
             .filter(|&k| &tiles[k].plate == plate)
@@ -273,10 +291,11 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         tile_reads += 1;
         let plane = h * w;
         let need_a = opts.illum != Illum::None || !first.integer;
+        let sample_bytes = if first.integer { 2 } else { 4 };
         drop(first);
         // Decode the plate once and keep it when it fits the cache budget; otherwise every pass re-reads.
         let cache: Option<HashMap<usize, Arc<Tile>>> =
-            if idx.len() * c * plane * 4 <= opts.cache_bytes {
+            if idx.len() * c * plane * sample_bytes <= opts.cache_bytes {
                 bar.set_message(format!("plate {plate}: decoding"));
                 let v = idx
                     .par_iter()
@@ -393,9 +412,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
                 }
                 for (ch, p) in t.planes.iter().enumerate() {
                     let ff = fields.as_ref().map(|f| &f[ch]);
-                    for (q, &v) in p.iter().enumerate() {
-                        hs[ch].add(corrected(v, ff, q));
-                    }
+                    let h = &mut hs[ch];
+                    for_each_px(p, |q, v| h.add(corrected(v, ff, q)));
                 }
                 bar.inc(1);
                 Ok(hs)
@@ -406,6 +424,16 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
             .iter()
             .map(|hh| Ok((hh.percentile(plo)?, hh.percentile(phi)?)))
             .collect::<Result<_>>()?;
+        for (ch, &(lo, hi)) in bounds.iter().enumerate() {
+            if hi <= lo {
+                let msg = format!(
+                    "plate {plate}, channel {}: clip percentiles are equal ({lo}); the channel is constant and its crops are all 0",
+                    channels[ch]
+                );
+                eprintln!("warning: {msg}");
+                warnings.push(msg);
+            }
+        }
         // Pass C: crops, in table order.
         bar.set_message(format!("plate {plate}: crops"));
         let (mut p_written, mut p_edge) = (0u64, 0u64);
@@ -414,7 +442,15 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
                 .par_iter()
                 .map(|&k| {
                     let t = load(k)?;
-                    let r = crop_tile(&t, &cells[k], crop, fields.as_deref(), &bounds);
+                    let r = crop_tile(
+                        &t,
+                        &tiles[k],
+                        &cells.by_tile[k],
+                        &cells,
+                        crop,
+                        fields.as_deref(),
+                        &bounds,
+                    );
                     bar.inc(1);
                     Ok(r)
                 })
@@ -461,6 +497,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         "cells_in_table": n_rows, "cells_written": written,
         "skipped": {"box_leaves_tile": skipped_edge},
         "plates": plate_reports,
+        "warnings": warnings,
         "seconds": secs, "tiles_per_second": tiles.len() as f64 / secs.max(1e-9),
     });
     writer.finish(report.clone())?;
@@ -470,7 +507,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
 /// Crop every cell of one tile; returns (metadata, crops (N, C, crop, crop), cells skipped at the edge).
 fn crop_tile(
     t: &Tile,
-    cells: &[CellRow],
+    row: &TileRow,
+    rows: &[CellRow],
+    table: &CellTable,
     crop: usize,
     fields: Option<&[Vec<f32>]>,
     bounds: &[(f64, f64)],
@@ -479,7 +518,7 @@ fn crop_tile(
     let mut metas = Vec::new();
     let mut out = Vec::new();
     let mut edge = 0;
-    for cell in cells {
+    for cell in rows {
         let (r0, c0) = (cell.fi - half, cell.fj - half);
         if r0 < 0 || c0 < 0 || r0 + crop as i64 > t.h as i64 || c0 + crop as i64 > t.w as i64 {
             edge += 1;
@@ -491,12 +530,18 @@ fn crop_tile(
             let (lo, hi) = bounds[ch];
             for y in 0..crop {
                 let row = (r0 + y) * t.w + c0;
-                for x in 0..crop {
-                    out.push(clip_unorm(corrected(p[row + x], ff, row + x), lo, hi));
+                match p {
+                    Pixels::U16(v) => out.extend(
+                        (row..row + crop)
+                            .map(|q| clip_unorm(corrected(v[q] as f32, ff, q), lo, hi)),
+                    ),
+                    Pixels::F32(v) => out.extend(
+                        (row..row + crop).map(|q| clip_unorm(corrected(v[q], ff, q), lo, hi)),
+                    ),
                 }
             }
         }
-        metas.push(cell.meta.clone());
+        metas.push(table.meta(row, cell));
     }
     (metas, out, edge)
 }

@@ -2,7 +2,8 @@
 //! and cells.csv (`plate,well,tile,cell_id,i,j,sgRNA,gene` plus any extra columns, kept as metadata).
 //!
 //! Key decision: errors name the file, the 1-based line (header = line 1) and the column; relative TIFF
-//! paths are resolved against the directory of tiles.csv, so a screen directory can be moved as a whole.
+//! paths are resolved against the directory of tiles.csv, so a screen directory can be moved as a whole
+//! (falling back to the working directory when only that resolves).
 use crate::store::import::clean_header;
 use crate::store::CellMeta;
 use anyhow::{bail, Context, Result};
@@ -138,7 +139,15 @@ pub fn read_tiles(
                 );
             }
             let p = PathBuf::from(&v);
-            Ok(if p.is_absolute() { p } else { base.join(p) })
+            // Relative paths: from the directory of tiles.csv, else (if only that exists) from the
+            // working directory.
+            Ok(
+                if p.is_absolute() || (!base.join(&p).exists() && p.exists()) {
+                    p
+                } else {
+                    base.join(p)
+                },
+            )
         };
         let paths = if single.is_some() {
             TilePaths::MultiPage(resolve(layout[0])?)
@@ -152,7 +161,7 @@ pub fn read_tiles(
         for f in files {
             if !f.is_file() {
                 bail!(
-                    "{}: line {line}: TIFF {} does not exist; HINT: relative paths are taken from the directory of tiles.csv",
+                    "{}: line {line}: TIFF {} does not exist; HINT: relative paths are taken from the directory of tiles.csv (or the working directory)",
                     path.display(),
                     f.display()
                 );
@@ -182,22 +191,63 @@ pub fn read_tiles(
     Ok((rows, names))
 }
 
-/// A row of cells.csv with its line number.
+/// A row of cells.csv, compact (about 70 bytes plus extra columns): plate, well and tile are those of its
+/// tile row; gene and sgRNA are ids into [`CellTable`]'s dictionaries.
 #[derive(Clone, Debug)]
 pub struct CellRow {
-    pub meta: CellMeta,
-    /// ⌊i⌋ and ⌊j⌋, taken from the f64 value as written (the f32 in `meta` may round up across an integer).
+    pub cell_id: u64,
+    /// Centroid as written, for the index.
+    pub i: f32,
+    pub j: f32,
+    /// ⌊i⌋ and ⌊j⌋, taken from the f64 value as written (the f32 above may round up across an integer).
     pub fi: i64,
     pub fj: i64,
-    pub line: usize,
+    pub gene: u32,
+    pub sgrna: u32,
+    /// Line in cells.csv.
+    pub line: u32,
+    pub extra: Vec<String>,
 }
 
-/// Read cells.csv and group the cells by tile (index into `tiles`); returns (cells per tile, extra column
-/// names, number of rows). A cell in a tile not in tiles.csv, or with a non-finite centroid, is an error.
-pub fn read_cells(
-    path: &Path,
-    tiles: &[TileRow],
-) -> Result<(Vec<Vec<CellRow>>, Vec<String>, usize)> {
+/// cells.csv grouped by tile (index into the tile rows).
+#[derive(Clone, Debug, Default)]
+pub struct CellTable {
+    pub by_tile: Vec<Vec<CellRow>>,
+    pub genes: Vec<String>,
+    pub sgrnas: Vec<String>,
+    pub extra_columns: Vec<String>,
+    pub rows: usize,
+}
+
+impl CellTable {
+    /// The store metadata of a cell of tile `t`.
+    pub fn meta(&self, t: &TileRow, c: &CellRow) -> CellMeta {
+        CellMeta {
+            plate: t.plate.clone(),
+            well: t.well.clone(),
+            tile: t.tile,
+            cell_id: c.cell_id,
+            i: c.i,
+            j: c.j,
+            gene: self.genes[c.gene as usize].clone(),
+            sgrna: self.sgrnas[c.sgrna as usize].clone(),
+            extra: c.extra.clone(),
+        }
+    }
+}
+
+fn intern(dict: &mut Vec<String>, ids: &mut HashMap<String, u32>, s: &str) -> u32 {
+    if let Some(&k) = ids.get(s) {
+        return k;
+    }
+    dict.push(s.to_string());
+    ids.insert(s.to_string(), (dict.len() - 1) as u32);
+    (dict.len() - 1) as u32
+}
+
+/// Read cells.csv and group the cells by tile. A cell in a tile not in tiles.csv, or with a non-finite
+/// centroid, is an error naming the line.
+pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
     const EXPECT: &str = "plate,well,tile,cell_id,i,j,sgRNA,gene";
     let mut r = reader(path)?;
     let header: Vec<String> = r.headers()?.iter().map(clean_header).collect();
@@ -214,8 +264,11 @@ pub fn read_cells(
         .enumerate()
         .map(|(k, t)| ((t.plate.as_str(), t.well.as_str(), t.tile), k))
         .collect();
-    let mut by_tile: Vec<Vec<CellRow>> = vec![Vec::new(); tiles.len()];
-    let mut n = 0;
+    let mut table = CellTable {
+        by_tile: vec![Vec::new(); tiles.len()],
+        ..Default::default()
+    };
+    let (mut gene_ids, mut sgrna_ids) = (HashMap::new(), HashMap::new());
     for (k, rec) in r.records().enumerate() {
         let line = k + 2;
         let rec = rec.with_context(|| format!("{}: line {line}", path.display()))?;
@@ -256,30 +309,24 @@ pub fn read_cells(
             );
         };
         let (i, j) = (coord(4)?, coord(5)?);
-        by_tile[t].push(CellRow {
-            meta: CellMeta {
-                plate: get(0).to_string(),
-                well: get(1).to_string(),
-                tile,
-                cell_id,
-                i: i as f32,
-                j: j as f32,
-                sgrna: get(6).to_string(),
-                gene: get(7).to_string(),
-                extra: extra
-                    .iter()
-                    .map(|&c| rec.get(c).unwrap_or("").to_string())
-                    .collect(),
-            },
+        let sgrna = intern(&mut table.sgrnas, &mut sgrna_ids, get(6));
+        let gene = intern(&mut table.genes, &mut gene_ids, get(7));
+        table.by_tile[t].push(CellRow {
+            cell_id,
+            i: i as f32,
+            j: j as f32,
             fi: i.floor() as i64,
             fj: j.floor() as i64,
-            line,
+            gene,
+            sgrna,
+            line: line as u32,
+            extra: extra
+                .iter()
+                .map(|&c| rec.get(c).unwrap_or("").to_string())
+                .collect(),
         });
-        n += 1;
+        table.rows += 1;
     }
-    Ok((
-        by_tile,
-        extra.iter().map(|&k| header[k].clone()).collect(),
-        n,
-    ))
+    table.extra_columns = extra.iter().map(|&k| header[k].clone()).collect();
+    Ok(table)
 }

@@ -10,15 +10,63 @@ use std::io::BufReader;
 use std::path::Path;
 use tiff::decoder::{Decoder, DecodingResult, Limits};
 
+/// Row-major pixels of one plane: 8/16-bit unsigned samples stay integers (half the memory of f32, and
+/// exactly histogrammable); every other sample type is converted to f32.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pixels {
+    U16(Vec<u16>),
+    F32(Vec<f32>),
+}
+
+impl Pixels {
+    pub fn len(&self) -> usize {
+        match self {
+            Pixels::U16(v) => v.len(),
+            Pixels::F32(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// True for 8- and 16-bit unsigned samples.
+    pub fn is_integer(&self) -> bool {
+        matches!(self, Pixels::U16(_))
+    }
+    /// Pixel `k` as f32.
+    #[inline]
+    pub fn get(&self, k: usize) -> f32 {
+        match self {
+            Pixels::U16(v) => v[k] as f32,
+            Pixels::F32(v) => v[k],
+        }
+    }
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Pixels::U16(v) => v.iter().map(|&x| x as f32).collect(),
+            Pixels::F32(v) => v.clone(),
+        }
+    }
+}
+
 /// One channel plane (a grayscale page, or one sample of a multi-sample page).
 #[derive(Clone, Debug)]
 pub struct Page {
     pub h: usize,
     pub w: usize,
-    /// Row-major pixels.
-    pub data: Vec<f32>,
-    /// True for 8- and 16-bit unsigned integer samples (exactly histogrammable).
-    pub integer: bool,
+    pub data: Pixels,
+}
+
+/// Split interleaved (chunky) or consecutive (planar) samples into one plane per sample.
+fn split<T: Copy>(data: Vec<T>, samples: usize, planar: bool, plane: usize) -> Vec<Vec<T>> {
+    if samples == 1 {
+        vec![data]
+    } else if planar {
+        data.chunks(plane).map(|c| c.to_vec()).collect()
+    } else {
+        (0..samples)
+            .map(|s| data.iter().skip(s).step_by(samples).copied().collect())
+            .collect()
+    }
 }
 
 /// Samples per pixel of a colour type we can split into channels.
@@ -61,15 +109,15 @@ fn decode_page(
     let mut img = DecodingResult::U8(Vec::new());
     dec.read_image_to_buffer(&mut img)
         .with_context(|| format!("{p}: page {page}: decoding pixels (is the file complete?)"))?;
-    let (data, integer): (Vec<f32>, bool) = match img {
-        DecodingResult::U8(v) => (v.into_iter().map(f32::from).collect(), true),
-        DecodingResult::U16(v) => (v.into_iter().map(f32::from).collect(), true),
-        DecodingResult::U32(v) => (v.into_iter().map(|x| x as f32).collect(), false),
-        DecodingResult::I8(v) => (v.into_iter().map(f32::from).collect(), false),
-        DecodingResult::I16(v) => (v.into_iter().map(f32::from).collect(), false),
-        DecodingResult::I32(v) => (v.into_iter().map(|x| x as f32).collect(), false),
-        DecodingResult::F32(v) => (v, false),
-        DecodingResult::F64(v) => (v.into_iter().map(|x| x as f32).collect(), false),
+    let data: Pixels = match img {
+        DecodingResult::U8(v) => Pixels::U16(v.into_iter().map(u16::from).collect()),
+        DecodingResult::U16(v) => Pixels::U16(v),
+        DecodingResult::U32(v) => Pixels::F32(v.into_iter().map(|x| x as f32).collect()),
+        DecodingResult::I8(v) => Pixels::F32(v.into_iter().map(f32::from).collect()),
+        DecodingResult::I16(v) => Pixels::F32(v.into_iter().map(f32::from).collect()),
+        DecodingResult::I32(v) => Pixels::F32(v.into_iter().map(|x| x as f32).collect()),
+        DecodingResult::F32(v) => Pixels::F32(v),
+        DecodingResult::F64(v) => Pixels::F32(v.into_iter().map(|x| x as f32).collect()),
         _ => bail!("{p}: page {page}: sample type not supported; HINT: use 8- or 16-bit integer or 32-bit float samples"),
     };
     if data.len() != w * h * samples {
@@ -78,39 +126,32 @@ fn decode_page(
             data.len()
         );
     }
-    if !integer {
-        if let Some(k) = data.iter().position(|x| !x.is_finite()) {
-            let (q, smp) = if planar {
-                (k % (w * h), k / (w * h))
-            } else {
-                (k / samples, k % samples)
-            };
-            bail!(
-                "{p}: page {page}: non-finite value {} at row {}, column {} (sample {smp})",
-                data[k],
-                q / w,
-                q % w
-            );
+    let planes: Vec<Pixels> = match data {
+        Pixels::U16(v) => split(v, samples, planar, w * h)
+            .into_iter()
+            .map(Pixels::U16)
+            .collect(),
+        Pixels::F32(v) => {
+            if let Some(k) = v.iter().position(|x| !x.is_finite()) {
+                let (q, smp) = if planar {
+                    (k % (w * h), k / (w * h))
+                } else {
+                    (k / samples, k % samples)
+                };
+                bail!(
+                    "{p}: page {page}: non-finite value {} at row {}, column {} (sample {smp})",
+                    v[k],
+                    q / w,
+                    q % w
+                );
+            }
+            split(v, samples, planar, w * h)
+                .into_iter()
+                .map(Pixels::F32)
+                .collect()
         }
-    }
-    let planes: Vec<Vec<f32>> = if samples == 1 {
-        vec![data]
-    } else if planar {
-        data.chunks(w * h).map(|c| c.to_vec()).collect()
-    } else {
-        (0..samples)
-            .map(|s| data.iter().skip(s).step_by(samples).copied().collect())
-            .collect()
     };
-    Ok(planes
-        .into_iter()
-        .map(|data| Page {
-            h,
-            w,
-            data,
-            integer,
-        })
-        .collect())
+    Ok(planes.into_iter().map(|data| Page { h, w, data }).collect())
 }
 
 /// Read every page of a TIFF, one plane per page and sample: pages in order, samples within a page in order.

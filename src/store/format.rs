@@ -4,6 +4,16 @@
 //! little-endian, and is covered by a CRC-32 in the manifest; each crop additionally carries its own CRC-32
 //! in its index record, so the memory-mapped reader can detect a flipped byte in the one crop it reads
 //! without checksumming terabytes at open.
+//!
+//! Layout, readable without setdino (numpy):
+//! - header (64 bytes): magic `[u8; 8]`, version u32 @8, header size u32 @12 (= 64), dims `[u32; 3]` @16,
+//!   count u64 @32, zeros @40..64.
+//! - `shard-NNNNN.bin`: header (dims = C, H, W; count = crops), then `np.memmap(path, '<u2', offset=64,
+//!   shape=(count, C, H, W))`; value / 65535 gives [0, 1].
+//! - `index.bin`: header (dims = 56, 0, 0; count = cells), then records of dtype
+//!   `[('shard','<u4'), ('slot','<u4'), ('plate','<u4'), ('well','<u4'), ('batch','<u4'), ('tile','<u4'),
+//!   ('gene','<u4'), ('sgrna','<u4'), ('cell_id','<u8'), ('i','<f4'), ('j','<f4'), ('flags','<u4'),
+//!   ('crc','<u4')]`; ids index the lists in `store.json`, `batches[b]` is a (plate, well) pair.
 use anyhow::{bail, Context, Result};
 use bytemuck::{Pod, Zeroable};
 use serde::{Deserialize, Serialize};

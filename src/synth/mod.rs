@@ -1,5 +1,7 @@
 //! `setdino synth`: a synthetic optical pooled screen with known ground truth, written as a real screen is
-//! (multi-page 16-bit TIFF tiles, tiles.csv, cells.csv) plus complexes.tsv (clusters format) and truth.json.
+//! (multi-page 16-bit TIFF tiles, tiles.csv, cells.csv) plus complexes.tsv (clusters format), truth.json
+//! (genes: complex, effect, guide efficiencies; wells: confounders) and cells_truth.csv (per cell: perturbed
+//! or escaper, cell-cycle phase).
 //!
 //! Cells have four channels: DNA (nucleus with size, shape and chromatin texture), DNA damage (foci),
 //! F-actin (cortex ring and stress fibres) and tubulin (a radial network). Each cell has an 8-d phenotype
@@ -304,14 +306,18 @@ fn grid(cfg: &SynthConfig) -> (usize, usize, usize) {
     (spacing, per_row, margin)
 }
 
-/// Render one tile: canvas (4, T, T) in relative units, then confounders; returns u16 pages and centroids.
+/// A drawn cell: centroid row, column and cell-cycle phase.
+type Placed = (f32, f32, &'static str);
+
+/// Render one tile: canvas (4, T, T) in relative units, then confounders; returns u16 pages and, per
+/// cell, its centroid and cell-cycle phase.
 fn render_tile(
     cfg: &SynthConfig,
     genes: &[GeneTruth],
     wt: &WellTruth,
     cells: &[CellPlan],
     key: u64,
-) -> (Vec<Vec<u16>>, Vec<(f32, f32)>) {
+) -> (Vec<Vec<u16>>, Vec<Placed>) {
     let t = cfg.tile;
     let mut rng = stream(cfg.seed, DOMAIN_SYNTH, &[4, key]);
     let normal = Normal::new(0.0f32, 1.0).unwrap();
@@ -347,7 +353,17 @@ fn render_tile(
             cfg.nucleus_radius,
             &mut rng,
         );
-        centroids.push((cy, cx));
+        centroids.push((
+            cy,
+            cx,
+            if mitotic {
+                "M"
+            } else if g2 {
+                "G2"
+            } else {
+                "G1"
+            },
+        ));
     }
     // Confounders: blur, illumination × gain, offset, noise, 16-bit quantisation.
     let mut pages = Vec::with_capacity(4);
@@ -532,16 +548,29 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
         ))
     };
     let (mut tiles_csv, mut cells_csv) = (create("tiles.csv")?, create("cells.csv")?);
+    let mut cells_truth = create("cells_truth.csv")?;
+    writeln!(cells_truth, "plate,well,tile,cell_id,perturbed,phase")?;
     writeln!(tiles_csv, "plate,well,tile,path")?;
     writeln!(cells_csv, "plate,well,tile,cell_id,i,j,sgRNA,gene")?;
     let mut n_cells = 0;
+    let bar = if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let b = indicatif::ProgressBar::new(jobs.len() as u64);
+        if let Ok(st) = indicatif::ProgressStyle::with_template(
+            "synth [{bar:30}] {pos}/{len} tiles, {per_sec}, ETA {eta}",
+        ) {
+            b.set_style(st);
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     for plate in 0..cfg.plates {
         let plate_jobs: Vec<(usize, &TileJob)> = jobs
             .iter()
             .enumerate()
             .filter(|(_, j)| j.0 / cfg.wells == plate)
             .collect();
-        let rendered: Vec<Vec<(f32, f32)>> = plate_jobs
+        let rendered: Vec<Vec<Placed>> = plate_jobs
             .par_iter()
             .map(|&(key, (w, tile, cells))| {
                 let wt = &wells[*w];
@@ -551,6 +580,7 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
                     .join("tiles")
                     .join(format!("{}_{}_{tile}.tif", wt.plate, wt.well));
                 write_u16(&path, cfg.tile, cfg.tile, &refs, TiffCompression::Deflate)?;
+                bar.inc(1);
                 Ok(cents)
             })
             .collect::<Result<_>>()?;
@@ -561,8 +591,13 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
                 "{},{},{tile},tiles/{}_{}_{tile}.tif",
                 wt.plate, wt.well, wt.plate, wt.well
             )?;
-            for (id, (cell, &(i, j))) in cells.iter().zip(cents).enumerate() {
+            for (id, (cell, &(i, j, phase))) in cells.iter().zip(cents).enumerate() {
                 let g = &genes[cell.gene];
+                writeln!(
+                    cells_truth,
+                    "{},{},{tile},{id},{},{phase}",
+                    wt.plate, wt.well, cell.perturbed as u8
+                )?;
                 writeln!(
                     cells_csv,
                     "{},{},{tile},{id},{i:.2},{j:.2},{},{}",
@@ -571,12 +606,14 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
                 n_cells += 1;
             }
         }
-        if progress {
+        if progress && bar.is_hidden() {
             eprintln!("synth: plate {}/{} written", plate + 1, cfg.plates);
         }
     }
+    bar.finish_and_clear();
     tiles_csv.flush()?;
     cells_csv.flush()?;
+    cells_truth.flush()?;
     let mut complexes = String::new();
     for cx in 0..cfg.complexes {
         let members: Vec<&str> = genes

@@ -36,6 +36,7 @@ fn store_commands_and_import_round_trip() {
     let sp = d.join("s").display().to_string();
     cli(&["store", "info", &sp]).unwrap();
     cli(&["store", "info", &sp, "--json"]).unwrap();
+    cli(&["store", "info", &sp, "--ntc"]).unwrap();
     cli(&["store", "verify", &sp]).unwrap();
     let stem = d.join("x").display().to_string();
     cli(&["store", "export", &sp, "--out", &stem, "--cells", "3,1"]).unwrap();
@@ -92,6 +93,57 @@ fn store_commands_and_import_round_trip() {
         e.contains("shard-00000.bin") && e.contains("failed verification"),
         "{e}"
     );
+}
+
+#[test]
+fn store_sample_writes_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = screen_store(&d.join("s"), 16, 2, 2, 3, 20);
+    let sp = d.join("s").display().to_string();
+    let stem = d.join("step/x").display().to_string();
+    cli(&[
+        "store",
+        "sample",
+        &sp,
+        "--out",
+        &stem,
+        "--step",
+        "3",
+        "--sets",
+        "2",
+        "--set-size",
+        "4",
+        "--n-local",
+        "4",
+    ])
+    .unwrap();
+    let (gs, g) = read_npy_f32(&d.join("step/x_global.npy"));
+    let (ls, _) = read_npy_f32(&d.join("step/x_local.npy"));
+    assert_eq!(gs, vec![2, 8, 2, 16, 16]);
+    assert_eq!(ls, vec![4, 8, 2, 8, 8]);
+    // Same tensors as the library call.
+    let cfg = setdino::data::SamplerConfig {
+        set_size: 4,
+        sets_per_step: 2,
+        seed: 0,
+        ..Default::default()
+    };
+    let s = setdino::data::Sampler::new(&store, cfg).unwrap();
+    let aug = setdino::data::AugmentConfig {
+        n_local: 4,
+        ..setdino::data::AugmentConfig::for_crop(16)
+    };
+    let norm = setdino::data::Normalizer::new(
+        setdino::data::NormKind::Ntc {
+            compat_2sigma: false,
+        },
+        &store,
+    );
+    let t = setdino::data::make_step(&store, &s.sample_step(3), &aug, &norm, 3).unwrap();
+    assert_eq!(g, t.global);
+    let tsv = std::fs::read_to_string(d.join("step/x_cells.tsv")).unwrap();
+    assert_eq!(tsv.lines().count(), 1 + 16);
 }
 
 #[test]

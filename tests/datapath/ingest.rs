@@ -482,9 +482,10 @@ fn rgb_tiff_samples_are_channels() {
     let pages = setdino::ingest::tiff::read_pages(&d.join("rgb.tif")).unwrap();
     assert_eq!(pages.len(), 3);
     for (s, p) in pages.iter().enumerate() {
-        assert!(p.integer && (p.h, p.w) == (h, w));
+        assert!(p.data.is_integer() && (p.h, p.w) == (h, w));
         assert!(
             p.data
+                .to_f32()
                 .iter()
                 .enumerate()
                 .all(|(q, &v)| v == px[q * 3 + s] as f32),
@@ -523,8 +524,12 @@ fn tiff_fixtures_written_by_tifffile() {
         let pages = setdino::ingest::tiff::read_pages(&dir.join(file)).unwrap();
         assert_eq!(pages.len(), n, "{file}");
         for (p, pg) in pages.iter().enumerate() {
-            assert_eq!((pg.h, pg.w, pg.integer), (h, w, integer), "{file}");
-            for (q, &v) in pg.data.iter().enumerate() {
+            assert_eq!(
+                (pg.h, pg.w, pg.data.is_integer()),
+                (h, w, integer),
+                "{file}"
+            );
+            for (q, &v) in pg.data.to_f32().iter().enumerate() {
                 let want = ((131 * (q / w) + 17 * (q % w) + 1000 * p) as u32 % m) as f32 / div;
                 assert_eq!(v, want, "{file} plane {p} pixel {q}");
             }

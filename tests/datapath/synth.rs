@@ -62,6 +62,17 @@ fn deterministic_and_ingestible() {
     assert!(a == b, "same seed, same bytes, whatever the thread count");
     assert!(a != c, "another seed, another screen");
     assert_eq!(s.genes, 8);
+    let truth_cells = std::fs::read_to_string(d.join("a/cells_truth.csv")).unwrap();
+    assert_eq!(truth_cells.lines().count(), s.cells + 1);
+    let escapers = truth_cells
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains(",0,"))
+        .count();
+    assert!(
+        escapers > 0 && escapers < s.cells,
+        "some cells escape their perturbation (NTC cells count as 0)"
+    );
     let complexes = std::fs::read_to_string(d.join("a/complexes.tsv")).unwrap();
     assert_eq!(
         complexes,
