@@ -32,3 +32,4 @@ pub mod store;
 pub mod synth;
 pub mod train;
 pub mod util;
+pub mod validate;

@@ -51,6 +51,9 @@ pub struct DataSection {
     /// Training cells: plates and wells (all when absent).
     pub train_plates: Option<Vec<String>>,
     pub train_wells: Option<Vec<String>>,
+    /// Validation cells (held-out wells or plates); no validation when both are absent.
+    pub val_plates: Option<Vec<String>>,
+    pub val_wells: Option<Vec<String>>,
 }
 
 /// Loop settings.
@@ -70,6 +73,10 @@ pub struct LoopSection {
     pub prefetch: usize,
     /// Stop when the teacher's outputs are identical across rows for this many consecutive steps.
     pub collapse_patience: u64,
+    /// Validate every this many epochs (and at the end) when validation cells are configured; 0 = never.
+    pub val_every_epochs: usize,
+    /// At most this many validation cells (evenly spaced over the selection).
+    pub val_max_cells: usize,
 }
 
 /// The whole training configuration (what `RUN/config.json` records).
@@ -97,6 +104,8 @@ impl TrainConfig {
             min_batches: 2,
             train_plates: None,
             train_wells: None,
+            val_plates: None,
+            val_wells: None,
         };
         let train = LoopSection {
             epochs: 10,
@@ -107,6 +116,8 @@ impl TrainConfig {
             keep_last: 3,
             prefetch: 2,
             collapse_patience: 50,
+            val_every_epochs: 5,
+            val_max_cells: 20000,
         };
         match name {
             "tiny" => Ok(TrainConfig {
@@ -485,6 +496,36 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         .open(run.log())
         .with_context(|| format!("opening {}", run.log().display()))?;
 
+    let val_cells: Vec<u32> = if d.val_plates.is_some() || d.val_wells.is_some() {
+        let all = CellFilter {
+            plates: d.val_plates.clone(),
+            wells: d.val_wells.clone(),
+            genes: None,
+            ntc_only: false,
+        }
+        .select(&store)?;
+        let keep = cfg.train.val_max_cells.max(1);
+        if all.len() > keep {
+            (0..keep).map(|i| all[i * all.len() / keep]).collect()
+        } else {
+            all
+        }
+    } else {
+        Vec::new()
+    };
+    let val_every = cfg.train.val_every_epochs as u64;
+    let mut val_log = if val_cells.is_empty() || val_every == 0 {
+        None
+    } else {
+        truncate_jsonl_steps(&run.dir.join("val.jsonl"), start)?;
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(run.dir.join("val.jsonl"))
+                .with_context(|| format!("opening {}", run.dir.join("val.jsonl").display()))?,
+        )
+    };
     let mut eng = Engine::from_host(be, cfg.model.clone(), &state)?;
     install_ctrlc();
     INTERRUPTED.store(false, Ordering::SeqCst);
@@ -569,6 +610,24 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                     out.loss, line.cells_per_s
                 );
             }
+            let epoch_end = step % sched_spe == 0 && (step / sched_spe) % val_every.max(1) == 0;
+            if let Some(vl) = val_log.as_mut() {
+                if epoch_end || step == total {
+                    let v = crate::validate::validate(&mut eng, &store, &pipe.normalizer, &val_cells, step, step / sched_spe)?;
+                    writeln!(vl, "{}", serde_json::to_string(&v)?).context("writing val.jsonl")?;
+                    bar.suspend(|| {
+                        eprintln!(
+                            "validation at step {step}: gene KNN@5 {:.3}, batch KNN@5 {:.3}, ratio_svg {:.1}%, median_svg {:.2}",
+                            v.val_top5_gene, v.val_top5_batch, v.ratio_svg, v.median_svg
+                        )
+                    });
+                    if v.ratio_svg == 0.0 {
+                        bail!(
+                            "training collapsed at step {step}: every singular value of the validation profiles' covariance is ≤ 1e-4; HINT: lower optim.lr or optim.teacher_temp"
+                        );
+                    }
+                }
+            }
             interrupted = INTERRUPTED.load(Ordering::SeqCst);
             let stop_here = opts.stop_at.is_some_and(|s| step >= s);
             if step % cfg.train.checkpoint_every == 0 || step == total || interrupted || stop_here {
@@ -640,6 +699,24 @@ fn checkpoint<B: Backend>(
         }
     }
     Ok(path)
+}
+
+/// Keeps only the lines of a JSONL file whose "step" is at most `start` (validation results at `start`
+/// were computed before the checkpoint and stay).
+fn truncate_jsonl_steps(path: &Path, start: u64) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut keep = String::new();
+    for l in text.lines() {
+        let step = serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64());
+        if step.is_some_and(|s| s <= start) {
+            keep.push_str(l);
+            keep.push('\n');
+        }
+    }
+    write_atomic(path, keep.as_bytes())
 }
 
 /// Keeps only the log lines of steps before `start` (a resumed run rewrites what follows).

@@ -6,6 +6,10 @@
 //! semantics (mean-centred, ddof = 1, smallest k with cumulative explained-variance ratio **strictly**
 //! greater than f, components sign-fixed as `svd_flip(u_based_decision=False)`), fitted on the covariance
 //! with nalgebra's symmetric eigendecomposition (the number of features, not of cells, sets its cost).
+//! A feature whose NTC MAD is exactly 0 in some batch (e.g. a solidity that is 1 for every digital nucleus)
+//! has no usable scale: RobustMAD's ε would multiply it by 1e18 and let it dominate every similarity. Such
+//! features are dropped (set to 0 everywhere) before the PCA, as pycytominer's variance-threshold feature
+//! selection would, and their number is reported.
 use super::io::{CellTable, Features};
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -291,6 +295,23 @@ pub fn fit(
         scale: stats.iter().flat_map(|s| s.1.iter().copied()).collect(),
         pca: None,
     };
+    if method == Method::Robust {
+        let zero_mad: Vec<usize> = (0..d)
+            .filter(|&j| (0..nb).any(|b| norm.scale[b * d + j] <= 1e-18))
+            .collect();
+        for &j in &zero_mad {
+            for b in 0..nb {
+                // (x − loc)/∞ = 0: the feature no longer contributes.
+                norm.scale[b * d + j] = f64::INFINITY;
+            }
+        }
+        if !zero_mad.is_empty() {
+            log(&format!(
+                "robust: {} of {d} features have zero NTC MAD in some batch and are dropped",
+                zero_mad.len()
+            ));
+        }
+    }
     if let Some(f) = pca {
         log(&format!(
             "pca: fitting on {} normalised cells × {d} features",

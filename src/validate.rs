@@ -1,0 +1,149 @@
+//! Validation during training (algorithm.md §8.1): embed the held-out cells with the student backbone
+//! (as the reference's Lightning validation does), z-score each feature against the NTC cells of its well,
+//! average per (well, gene) into batch-level profiles, drop NTC profiles, and report gene and batch KNN@5
+//! (`setdino eval`'s exact kNN and vote rules) and the collapse monitor: the singular values d of the
+//! covariance of the profiles, `ratio_svg` = 100·#(d > 1e-4)/features and `median_svg` = median(log d).
+use crate::backend::Backend;
+use crate::data::augment::plain_crop;
+use crate::data::normalize::Normalizer;
+use crate::engine::Engine;
+use crate::eval::{node_metrics, Log, NodeLabels};
+use crate::store::Store;
+use anyhow::{ensure, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One validation result.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ValMetrics {
+    pub step: u64,
+    pub epoch: u64,
+    /// KNN@5 accuracy of the gene label (higher: reproducible phenotypes).
+    pub val_top5_gene: f64,
+    /// KNN@5 accuracy of the batch (well) label (lower: less batch effect).
+    pub val_top5_batch: f64,
+    pub ratio_svg: f64,
+    pub median_svg: f64,
+    pub profiles: usize,
+}
+
+/// Embeddings (N, D) of `cells` with the student backbone.
+fn embed_cells<B: Backend>(eng: &mut Engine<B>, store: &Store, norm: &Normalizer, cells: &[u32]) -> Result<(Vec<f32>, usize)> {
+    let side = store.crop();
+    let cl = store.crop_len();
+    let mut out = Vec::new();
+    let mut dim = 0;
+    for chunk in cells.chunks(256) {
+        let mut host = vec![0f32; chunk.len() * cl];
+        for (buf, &k) in host.chunks_mut(cl).zip(chunk) {
+            plain_crop(store, k as usize, norm, buf)?;
+        }
+        let imgs = eng.be.upload(&host)?;
+        let (e, d) = eng.embed(&imgs, chunk.len(), side, false)?;
+        dim = d;
+        out.extend(e);
+    }
+    Ok((out, dim))
+}
+
+/// Validation on `cells` (their wells are the batches).
+pub fn validate<B: Backend>(eng: &mut Engine<B>, store: &Store, norm: &Normalizer, cells: &[u32], step: u64, epoch: u64) -> Result<ValMetrics> {
+    let (x, d) = embed_cells(eng, store, norm, cells)?;
+    let n = cells.len();
+    let rec = |i: usize| store.record(cells[i] as usize);
+    // NTC z-score per well (population std; + 1e-6 keeps a constant feature finite).
+    let mut by_batch: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for i in 0..n {
+        by_batch.entry(rec(i).batch).or_default().push(i);
+    }
+    let mut z = vec![0f64; n * d];
+    for rows in by_batch.values() {
+        let ntc: Vec<usize> = rows.iter().copied().filter(|&i| rec(i).is_ntc()).collect();
+        ensure!(!ntc.is_empty(), "validation: a well without NTC cells cannot be standardised");
+        for j in 0..d {
+            let m = ntc.iter().map(|&i| x[i * d + j] as f64).sum::<f64>() / ntc.len() as f64;
+            let v = ntc.iter().map(|&i| (x[i * d + j] as f64 - m).powi(2)).sum::<f64>() / ntc.len() as f64;
+            let s = v.sqrt() + 1e-6;
+            for &i in rows {
+                z[i * d + j] = (x[i * d + j] as f64 - m) / s;
+            }
+        }
+    }
+    // Batch-level profiles of the non-NTC genes.
+    let mut groups: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
+    for i in 0..n {
+        if !rec(i).is_ntc() {
+            groups.entry((rec(i).batch, rec(i).gene)).or_default().push(i);
+        }
+    }
+    let np = groups.len();
+    ensure!(np >= 6, "validation needs at least 6 (well, gene) profiles, got {np}");
+    let mut prof = vec![0f32; np * d];
+    let mut batch_ids: Vec<u32> = Vec::with_capacity(np);
+    let mut gene_ids: Vec<u32> = Vec::with_capacity(np);
+    let mut batch_map: BTreeMap<u32, u32> = BTreeMap::new();
+    for (p, ((b, g), rows)) in groups.iter().enumerate() {
+        for j in 0..d {
+            prof[p * d + j] = (rows.iter().map(|&i| z[i * d + j]).sum::<f64>() / rows.len() as f64) as f32;
+        }
+        let nb = batch_map.len() as u32;
+        batch_ids.push(*batch_map.entry(*b).or_insert(nb));
+        gene_ids.push(*g);
+    }
+    let labels = NodeLabels {
+        batch: batch_ids,
+        n_batches: batch_map.len(),
+        pos_key: gene_ids.clone(),
+        neg_key: gene_ids,
+        query: vec![true; np],
+    };
+    let m = node_metrics(&prof, np, d, &labels, &Log::new(false));
+    let (ratio_svg, median_svg) = collapse_monitor(&prof, np, d);
+    Ok(ValMetrics {
+        step,
+        epoch,
+        val_top5_gene: m.repro_knn5,
+        val_top5_batch: m.batch_knn5,
+        ratio_svg,
+        median_svg,
+        profiles: np,
+    })
+}
+
+/// (100·#(d > 1e-4)/D, median(log d)) of the singular values d of the covariance of rows x: (n, D).
+pub fn collapse_monitor(x: &[f32], n: usize, d: usize) -> (f64, f64) {
+    let mut mean = vec![0f64; d];
+    for row in x.chunks_exact(d) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += v as f64 / n as f64;
+        }
+    }
+    let mut cov = nalgebra::DMatrix::<f64>::zeros(d, d);
+    for row in x.chunks_exact(d) {
+        let c: Vec<f64> = row.iter().zip(&mean).map(|(&v, m)| v as f64 - m).collect();
+        for a in 0..d {
+            for b in a..d {
+                cov[(a, b)] += c[a] * c[b];
+            }
+        }
+    }
+    let den = (n.max(2) - 1) as f64;
+    for a in 0..d {
+        for b in a..d {
+            let v = cov[(a, b)] / den;
+            cov[(a, b)] = v;
+            cov[(b, a)] = v;
+        }
+    }
+    // A symmetric PSD matrix: its singular values are the absolute eigenvalues.
+    let mut s: Vec<f64> = nalgebra::SymmetricEigen::new(cov).eigenvalues.iter().map(|v| v.abs()).collect();
+    s.sort_by(f64::total_cmp);
+    let ratio = 100.0 * s.iter().filter(|&&v| v > 1e-4).count() as f64 / d as f64;
+    let logs: Vec<f64> = s.iter().map(|v| v.max(1e-300).ln()).collect();
+    let median = if logs.len() % 2 == 1 {
+        logs[logs.len() / 2]
+    } else {
+        (logs[logs.len() / 2 - 1] + logs[logs.len() / 2]) / 2.0
+    };
+    (ratio, median)
+}
