@@ -128,7 +128,10 @@ pub fn run(o: &DemoOptions) -> Result<Vec<Row>> {
     let store = Store::open(&store_dir)?;
     let complexes = screen.join("complexes.tsv");
     let plates = store.manifest().plates.clone();
-    anyhow::ensure!(plates.len() >= 2, "the demo needs a screen with at least 2 plates");
+    anyhow::ensure!(
+        plates.len() >= 2,
+        "the demo needs a screen with at least 2 plates"
+    );
     let (train_plate, test_plate) = (plates[0].clone(), plates[plates.len() - 1].clone());
     let held_out = CellFilter {
         plates: Some(vec![test_plate.clone()]),
@@ -206,28 +209,44 @@ pub fn run(o: &DemoOptions) -> Result<Vec<Row>> {
                 .with_context(|| format!("clearing {}", run_dir.display()))?;
         }
         let t1 = Instant::now();
-        let s = train(TrainOptions {
+        let result = train(TrainOptions {
             config: cfg,
             store: store_dir.clone(),
             out: run_dir.clone(),
             resume: false,
             progress: true,
             stop_at: None,
-        })?;
-        let losses = &s.losses;
-        say(
-            &t0,
-            &format!(
-                "train {name}: {} steps in {:.0}s, loss {:.3} → {:.3}",
-                s.steps_done,
-                t1.elapsed().as_secs_f64(),
-                losses.first().copied().unwrap_or(f64::NAN),
-                losses.last().copied().unwrap_or(f64::NAN)
-            ),
-        );
+        });
+        // A collapse is a result, not a crash: the trainer stops with a checkpoint, and the demo reports it.
+        let (checkpoint, label) = match result {
+            Ok(s) => {
+                let losses = &s.losses;
+                say(
+                    &t0,
+                    &format!(
+                        "train {name}: {} steps in {:.0}s, loss {:.3} → {:.3}",
+                        s.steps_done,
+                        t1.elapsed().as_secs_f64(),
+                        losses.first().copied().unwrap_or(f64::NAN),
+                        losses.last().copied().unwrap_or(f64::NAN)
+                    ),
+                );
+                (s.checkpoint, name.to_string())
+            }
+            Err(e) if format!("{e:#}").contains("collapsed") => {
+                say(&t0, &format!("train {name}: {e:#}"));
+                let (step, ck) = crate::train::RunDir {
+                    dir: run_dir.clone(),
+                }
+                .latest()?
+                .context("a collapsed run without a checkpoint")?;
+                (ck, format!("{name} (collapsed at step {step})"))
+            }
+            Err(e) => return Err(e),
+        };
         let emb = o.out.join(format!("embeddings/{slug}"));
         crate::embed::embed(crate::embed::EmbedOptions {
-            checkpoint: s.checkpoint.clone(),
+            checkpoint: checkpoint.clone(),
             store: store_dir.clone(),
             out: emb.clone(),
             filter: held_out.clone(),
@@ -246,7 +265,7 @@ pub fn run(o: &DemoOptions) -> Result<Vec<Row>> {
         )?;
         say(&t0, &format!("eval {name}"));
         rows.push(Row {
-            method: name.into(),
+            method: label,
             metrics: m,
         });
     }

@@ -122,11 +122,13 @@ impl TrainConfig {
         match name {
             "tiny" => Ok(TrainConfig {
                 model: ModelConfig::tiny(),
+                // The reference's teacher temperature (0.01, sharper than DINO's 0.04: less prone to the
+                // uniform collapse); a faster teacher (0.99) and a larger base lr for short CPU runs.
                 optim: OptimConfig {
                     lr: 5e-3,
                     warmup_epochs: 1,
-                    teacher_temp: 0.04,
-                    warmup_teacher_temp: 0.04,
+                    teacher_temp: 0.01,
+                    warmup_teacher_temp: 0.01,
                     warmup_teacher_temp_epochs: 0,
                     momentum_teacher: 0.99,
                     ..OptimConfig::default()
@@ -572,12 +574,18 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                 );
             }
             let t_rows = eng.be.download(&out.teacher_out)?;
-            if is_collapsed(&t_rows, cfg.model.out_dim) {
+            let uniform = (out.loss - (cfg.model.out_dim as f64).ln()).abs() < 1e-3;
+            if uniform || is_collapsed(&t_rows, cfg.model.out_dim) {
                 collapsed_for += 1;
                 if collapsed_for >= cfg.train.collapse_patience {
                     bar.abandon();
+                    let ck = checkpoint(&run, &cfg, &eng, step, sched_spe)?;
                     bail!(
-                        "training collapsed: the teacher gave the same output for every set for {collapsed_for} steps (step {step}); HINT: lower optim.teacher_temp or optim.lr, or raise optim.momentum_teacher"
+                        "training collapsed at step {step}: {} for {collapsed_for} steps (loss {:.4}, ln K = {:.4}); checkpoint {}; HINT: lower optim.teacher_temp or optim.lr, or raise optim.momentum_teacher",
+                        if uniform { "student and teacher outputs are uniform" } else { "the teacher gave the same output for every set" },
+                        out.loss,
+                        (cfg.model.out_dim as f64).ln(),
+                        ck.display()
                     );
                 }
             } else {
@@ -613,7 +621,14 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
             let epoch_end = step % sched_spe == 0 && (step / sched_spe) % val_every.max(1) == 0;
             if let Some(vl) = val_log.as_mut() {
                 if epoch_end || step == total {
-                    let v = crate::validate::validate(&mut eng, &store, &pipe.normalizer, &val_cells, step, step / sched_spe)?;
+                    let v = crate::validate::validate(
+                        &mut eng,
+                        &store,
+                        &pipe.normalizer,
+                        &val_cells,
+                        step,
+                        step / sched_spe,
+                    )?;
                     writeln!(vl, "{}", serde_json::to_string(&v)?).context("writing val.jsonl")?;
                     bar.suspend(|| {
                         eprintln!(
@@ -707,10 +722,13 @@ fn truncate_jsonl_steps(path: &Path, start: u64) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut keep = String::new();
     for l in text.lines() {
-        let step = serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64());
+        let step = serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["step"].as_u64());
         if step.is_some_and(|s| s <= start) {
             keep.push_str(l);
             keep.push('\n');

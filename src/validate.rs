@@ -28,7 +28,12 @@ pub struct ValMetrics {
 }
 
 /// Embeddings (N, D) of `cells` with the student backbone.
-fn embed_cells<B: Backend>(eng: &mut Engine<B>, store: &Store, norm: &Normalizer, cells: &[u32]) -> Result<(Vec<f32>, usize)> {
+fn embed_cells<B: Backend>(
+    eng: &mut Engine<B>,
+    store: &Store,
+    norm: &Normalizer,
+    cells: &[u32],
+) -> Result<(Vec<f32>, usize)> {
     let side = store.crop();
     let cl = store.crop_len();
     let mut out = Vec::new();
@@ -47,7 +52,14 @@ fn embed_cells<B: Backend>(eng: &mut Engine<B>, store: &Store, norm: &Normalizer
 }
 
 /// Validation on `cells` (their wells are the batches).
-pub fn validate<B: Backend>(eng: &mut Engine<B>, store: &Store, norm: &Normalizer, cells: &[u32], step: u64, epoch: u64) -> Result<ValMetrics> {
+pub fn validate<B: Backend>(
+    eng: &mut Engine<B>,
+    store: &Store,
+    norm: &Normalizer,
+    cells: &[u32],
+    step: u64,
+    epoch: u64,
+) -> Result<ValMetrics> {
     let (x, d) = embed_cells(eng, store, norm, cells)?;
     let n = cells.len();
     let rec = |i: usize| store.record(cells[i] as usize);
@@ -59,10 +71,17 @@ pub fn validate<B: Backend>(eng: &mut Engine<B>, store: &Store, norm: &Normalize
     let mut z = vec![0f64; n * d];
     for rows in by_batch.values() {
         let ntc: Vec<usize> = rows.iter().copied().filter(|&i| rec(i).is_ntc()).collect();
-        ensure!(!ntc.is_empty(), "validation: a well without NTC cells cannot be standardised");
+        ensure!(
+            !ntc.is_empty(),
+            "validation: a well without NTC cells cannot be standardised"
+        );
         for j in 0..d {
             let m = ntc.iter().map(|&i| x[i * d + j] as f64).sum::<f64>() / ntc.len() as f64;
-            let v = ntc.iter().map(|&i| (x[i * d + j] as f64 - m).powi(2)).sum::<f64>() / ntc.len() as f64;
+            let v = ntc
+                .iter()
+                .map(|&i| (x[i * d + j] as f64 - m).powi(2))
+                .sum::<f64>()
+                / ntc.len() as f64;
             let s = v.sqrt() + 1e-6;
             for &i in rows {
                 z[i * d + j] = (x[i * d + j] as f64 - m) / s;
@@ -73,18 +92,25 @@ pub fn validate<B: Backend>(eng: &mut Engine<B>, store: &Store, norm: &Normalize
     let mut groups: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
     for i in 0..n {
         if !rec(i).is_ntc() {
-            groups.entry((rec(i).batch, rec(i).gene)).or_default().push(i);
+            groups
+                .entry((rec(i).batch, rec(i).gene))
+                .or_default()
+                .push(i);
         }
     }
     let np = groups.len();
-    ensure!(np >= 6, "validation needs at least 6 (well, gene) profiles, got {np}");
+    ensure!(
+        np >= 6,
+        "validation needs at least 6 (well, gene) profiles, got {np}"
+    );
     let mut prof = vec![0f32; np * d];
     let mut batch_ids: Vec<u32> = Vec::with_capacity(np);
     let mut gene_ids: Vec<u32> = Vec::with_capacity(np);
     let mut batch_map: BTreeMap<u32, u32> = BTreeMap::new();
     for (p, ((b, g), rows)) in groups.iter().enumerate() {
         for j in 0..d {
-            prof[p * d + j] = (rows.iter().map(|&i| z[i * d + j]).sum::<f64>() / rows.len() as f64) as f32;
+            prof[p * d + j] =
+                (rows.iter().map(|&i| z[i * d + j]).sum::<f64>() / rows.len() as f64) as f32;
         }
         let nb = batch_map.len() as u32;
         batch_ids.push(*batch_map.entry(*b).or_insert(nb));
@@ -136,7 +162,11 @@ pub fn collapse_monitor(x: &[f32], n: usize, d: usize) -> (f64, f64) {
         }
     }
     // A symmetric PSD matrix: its singular values are the absolute eigenvalues.
-    let mut s: Vec<f64> = nalgebra::SymmetricEigen::new(cov).eigenvalues.iter().map(|v| v.abs()).collect();
+    let mut s: Vec<f64> = nalgebra::SymmetricEigen::new(cov)
+        .eigenvalues
+        .iter()
+        .map(|v| v.abs())
+        .collect();
     s.sort_by(f64::total_cmp);
     let ratio = 100.0 * s.iter().filter(|&&v| v > 1e-4).count() as f64 / d as f64;
     let logs: Vec<f64> = s.iter().map(|v| v.max(1e-300).ln()).collect();

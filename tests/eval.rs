@@ -323,6 +323,37 @@ fn tiny_cells() -> (Features, CellTable) {
 }
 
 #[test]
+fn robust_drops_features_with_zero_ntc_mad() {
+    // Feature 1 is constant over batch b0's NTC cells (MAD 0): RobustMAD would scale it by 1e18.
+    let mut t = CellTable::default();
+    let mut x = Vec::new();
+    for (b, n, v) in [
+        ("b0", true, [0.0f32, 1.0]),
+        ("b0", true, [2.0, 1.0]),
+        ("b0", true, [4.0, 1.0]),
+        ("b0", false, [7.0, 5.0]),
+        ("b1", true, [1.0, 0.0]),
+        ("b1", true, [3.0, 2.0]),
+        ("b1", false, [8.0, 9.0]),
+    ] {
+        t.push(b, if n { "NTC" } else { "A" }, "s", n);
+        x.extend_from_slice(&v);
+    }
+    let f = Features::from_vec(x, 7, 2);
+    let norm = normalize::fit(&f, &t, Method::Robust, None, &|_| {}).unwrap();
+    let mut row = [7.0, 5.0];
+    norm.affine(0, &mut row);
+    assert_eq!(row[1], 0.0, "the zero-MAD feature no longer contributes");
+    assert!(
+        close(row[0], (7.0 - 2.0) / (1.4826 * 2.0 + 1e-18)),
+        "the other feature is RobustMAD-scaled"
+    );
+    let mut row = [8.0, 9.0];
+    norm.affine(1, &mut row);
+    assert_eq!(row[1], 0.0, "dropped in every batch");
+}
+
+#[test]
 fn profiles_and_consensus_by_hand() {
     let (f, t) = tiny_cells();
     let norm = normalize::fit(&f, &t, Method::None, None, &|_| {}).unwrap();

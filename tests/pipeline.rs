@@ -195,6 +195,49 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
 }
 
 #[test]
+fn validation_runs_on_held_out_wells_and_is_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("store");
+    store(&s);
+    let mut cfg = config();
+    cfg.data.train_wells = Some(vec!["W0".into(), "W1".into()]);
+    cfg.data.val_wells = Some(vec!["W0".into(), "W2".into()]);
+    cfg.train.val_every_epochs = 1;
+    cfg.train.max_steps = Some(4);
+    let out = tmp.path().join("run");
+    train(opts(&cfg, &s, &out, false, None)).unwrap();
+    let text = std::fs::read_to_string(out.join("val.jsonl")).unwrap();
+    let vals: Vec<setdino::validate::ValMetrics> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!vals.is_empty());
+    let v = vals.last().unwrap();
+    assert_eq!(v.step, 4);
+    assert_eq!(v.profiles, 8, "2 wells × 4 genes (NTC dropped)");
+    for x in [v.val_top5_gene, v.val_top5_batch] {
+        assert!((0.0..=1.0).contains(&x), "{x}");
+    }
+    assert!(v.ratio_svg > 0.0 && v.ratio_svg <= 100.0 && v.median_svg.is_finite());
+}
+
+#[test]
+fn collapse_monitor_counts_the_rank_of_the_profiles() {
+    // Rows spanning a 2-dimensional subspace of 4 features: 2 of 4 singular values above 1e-4.
+    let mut x = Vec::new();
+    for i in 0..10 {
+        let (a, b) = (i as f32, (i * i % 7) as f32);
+        x.extend([a, b, a + b, 0.0]);
+    }
+    let (ratio, median) = setdino::validate::collapse_monitor(&x, 10, 4);
+    assert!((ratio - 50.0).abs() < 1e-9, "{ratio}");
+    assert!(median.is_finite());
+    // Identical rows: a collapsed representation.
+    let (ratio, _) = setdino::validate::collapse_monitor(&[1.0, 2.0, 3.0].repeat(5), 5, 3);
+    assert_eq!(ratio, 0.0);
+}
+
+#[test]
 fn bad_configurations_and_missing_files_give_clear_errors() {
     let e = TrainConfig::load(None, &["data.sett_size=4".into()]).unwrap_err();
     assert!(format!("{e:#}").contains("sett_size"), "{e:#}");
