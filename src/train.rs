@@ -574,7 +574,9 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                 );
             }
             let t_rows = eng.be.download(&out.teacher_out)?;
-            let uniform = (out.loss - (cfg.model.out_dim as f64).ln()).abs() < 1e-3;
+            let center = eng.be.download(&eng.center)?;
+            let uniform = mean_entropy(&t_rows, &center, sched.teacher_temp)
+                > 0.99 * (cfg.model.out_dim as f64).ln();
             if uniform || is_collapsed(&t_rows, cfg.model.out_dim) {
                 collapsed_for += 1;
                 if collapsed_for >= cfg.train.collapse_patience {
@@ -582,7 +584,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                     let ck = checkpoint(&run, &cfg, &eng, step, sched_spe)?;
                     bail!(
                         "training collapsed at step {step}: {} for {collapsed_for} steps (loss {:.4}, ln K = {:.4}); checkpoint {}; HINT: lower optim.teacher_temp or optim.lr, or raise optim.momentum_teacher",
-                        if uniform { "student and teacher outputs are uniform" } else { "the teacher gave the same output for every set" },
+                        if uniform { "the teacher's distribution is uniform (entropy > 0.99 ln K)" } else { "the teacher gave the same output for every set" },
                         out.loss,
                         (cfg.model.out_dim as f64).ln(),
                         ck.display()
@@ -677,6 +679,40 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         checkpoint: ck,
         interrupted,
     })
+}
+
+/// Mean entropy of softmax((t − center)/τ) over the teacher rows t: (2S, K) (what the student is taught).
+fn mean_entropy(rows: &[f32], center: &[f32], temp: f64) -> f64 {
+    let k = center.len();
+    let mut total = 0.0;
+    let mut n = 0;
+    for row in rows.chunks_exact(k) {
+        let z: Vec<f64> = row
+            .iter()
+            .zip(center)
+            .map(|(&t, &c)| (t as f64 - c as f64) / temp)
+            .collect();
+        let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let se: f64 = z.iter().map(|v| (v - mx).exp()).sum();
+        let h: f64 = z
+            .iter()
+            .map(|v| {
+                let p = (v - mx).exp() / se;
+                if p > 0.0 {
+                    -p * p.ln()
+                } else {
+                    0.0
+                }
+            })
+            .sum();
+        total += h;
+        n += 1;
+    }
+    if n == 0 {
+        0.0
+    } else {
+        total / n as f64
+    }
 }
 
 /// All teacher rows (2S, K) equal: every set gets the same prototype distribution.
