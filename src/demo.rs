@@ -167,6 +167,11 @@ pub fn run(o: &DemoOptions) -> Result<Vec<Row>> {
             format!("train.backend=\"{}\"", o.backend),
             format!("train.checkpoint_every={}", steps),
             format!("data.train_plates=[\"{train_plate}\"]"),
+            // Model selection as the reference: validation on (a sample of) the training plate every
+            // schedule epoch, keeping the checkpoint with the best gene KNN@5.
+            format!("data.val_plates=[\"{train_plate}\"]"),
+            "train.val_every_epochs=1".into(),
+            "train.val_max_cells=2000".into(),
             "data.n_local=4".into(),
         ];
         sets.extend(extra.iter().map(|s| s.to_string()));
@@ -218,7 +223,14 @@ pub fn run(o: &DemoOptions) -> Result<Vec<Row>> {
             stop_at: None,
         });
         // A collapse is a result, not a crash: the trainer stops with a checkpoint, and the demo reports it.
-        let (checkpoint, label) = match result {
+        let best = run_dir.join("best.safetensors");
+        let best_step = || -> Option<u64> {
+            let t = std::fs::read_to_string(run_dir.join("best.json")).ok()?;
+            serde_json::from_str::<crate::train::BestRecord>(&t)
+                .ok()
+                .map(|b| b.step)
+        };
+        let (checkpoint, mut label) = match result {
             Ok(s) => {
                 let losses = &s.losses;
                 say(
@@ -243,6 +255,13 @@ pub fn run(o: &DemoOptions) -> Result<Vec<Row>> {
                 (ck, format!("{name} (collapsed at step {step})"))
             }
             Err(e) => return Err(e),
+        };
+        let checkpoint = match best_step() {
+            Some(step) if best.exists() => {
+                label = format!("{label}, best val @ {step}");
+                best.clone()
+            }
+            _ => checkpoint,
         };
         let emb = o.out.join(format!("embeddings/{slug}"));
         crate::embed::embed(crate::embed::EmbedOptions {

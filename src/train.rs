@@ -361,6 +361,16 @@ pub struct TrainSummary {
     pub losses: Vec<f64>,
     pub checkpoint: PathBuf,
     pub interrupted: bool,
+    /// `RUN/best.safetensors`: the checkpoint with the best validation gene KNN@5 (the reference's model
+    /// selection, `ModelCheckpoint` on `val_top1_acc`), when validation ran.
+    pub best: Option<PathBuf>,
+}
+
+/// What `RUN/best.json` records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BestRecord {
+    pub step: u64,
+    pub val_top5_gene: f64,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -528,6 +538,13 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                 .with_context(|| format!("opening {}", run.dir.join("val.jsonl").display()))?,
         )
     };
+    let best_json = run.dir.join("best.json");
+    let mut best: Option<BestRecord> = match std::fs::read_to_string(&best_json) {
+        Ok(t) if opts.resume => serde_json::from_str::<BestRecord>(&t)
+            .ok()
+            .filter(|b| b.step <= start),
+        _ => None,
+    };
     let mut eng = Engine::from_host(be, cfg.model.clone(), &state)?;
     install_ctrlc();
     INTERRUPTED.store(false, Ordering::SeqCst);
@@ -638,6 +655,29 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                             v.val_top5_gene, v.val_top5_batch, v.ratio_svg, v.median_svg
                         )
                     });
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| v.val_top5_gene > b.val_top5_gene)
+                    {
+                        let meta = TrainMeta {
+                            step,
+                            epoch: step / sched_spe,
+                            seed: cfg.train.seed,
+                            extra: serde_json::to_value(&cfg)?,
+                        };
+                        save_checkpoint(
+                            &run.dir.join("best.safetensors"),
+                            &cfg.model,
+                            &eng.to_host()?,
+                            &meta,
+                        )?;
+                        let b = BestRecord {
+                            step,
+                            val_top5_gene: v.val_top5_gene,
+                        };
+                        write_atomic(&best_json, serde_json::to_string_pretty(&b)?.as_bytes())?;
+                        best = Some(b);
+                    }
                     if v.ratio_svg == 0.0 {
                         bail!(
                             "training collapsed at step {step}: every singular value of the validation profiles' covariance is ≤ 1e-4; HINT: lower optim.lr or optim.teacher_temp"
@@ -678,6 +718,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         losses,
         checkpoint: ck,
         interrupted,
+        best: best.map(|_| run.dir.join("best.safetensors")),
     })
 }
 
