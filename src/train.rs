@@ -657,7 +657,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                     });
                     if best
                         .as_ref()
-                        .is_none_or(|b| v.val_top5_gene > b.val_top5_gene)
+                        .map_or(true, |b| v.val_top5_gene > b.val_top5_gene)
                     {
                         let meta = TrainMeta {
                             step,
