@@ -501,7 +501,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         &run.config(),
         serde_json::to_string_pretty(&record)?.as_bytes(),
     )?;
-    truncate_log(&run.log(), start)?;
+    truncate_jsonl(&run.log(), |s| s < start)?;
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -529,7 +529,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
     let mut val_log = if val_cells.is_empty() || val_every == 0 {
         None
     } else {
-        truncate_jsonl_steps(&run.dir.join("val.jsonl"), start)?;
+        truncate_jsonl(&run.dir.join("val.jsonl"), |s| s <= start)?;
         Some(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -793,44 +793,25 @@ fn checkpoint<B: Backend>(
     Ok(path)
 }
 
-/// Keeps only the lines of a JSONL file whose "step" is at most `start` (validation results at `start`
-/// were computed before the checkpoint and stay).
-fn truncate_jsonl_steps(path: &Path, start: u64) -> Result<()> {
+/// Keeps only the lines of a JSONL file whose "step" satisfies `keep` (a resumed run rewrites what
+/// follows its checkpoint: step logs before `start`, validation results up to and including it).
+fn truncate_jsonl(path: &Path, keep: impl Fn(u64) -> bool) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut keep = String::new();
+    let mut kept = String::new();
     for l in text.lines() {
         let step = serde_json::from_str::<serde_json::Value>(l)
             .ok()
             .and_then(|v| v["step"].as_u64());
-        if step.is_some_and(|s| s <= start) {
-            keep.push_str(l);
-            keep.push('\n');
+        if step.is_some_and(&keep) {
+            kept.push_str(l);
+            kept.push('\n');
         }
     }
-    write_atomic(path, keep.as_bytes())
-}
-
-/// Keeps only the log lines of steps before `start` (a resumed run rewrites what follows).
-fn truncate_log(path: &Path, start: u64) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut keep = String::new();
-    for l in text.lines() {
-        if let Ok(v) = serde_json::from_str::<LogLine>(l) {
-            if v.step < start {
-                keep.push_str(l);
-                keep.push('\n');
-            }
-        }
-    }
-    write_atomic(path, keep.as_bytes())
+    write_atomic(path, kept.as_bytes())
 }
 
 fn progress_bar(show: bool, start: u64, total: u64) -> indicatif::ProgressBar {
