@@ -160,7 +160,7 @@ pub fn backbone_forward<B: Backend>(
     be.patch_embed_tokens_forward(
         &mut x0, &patch_out, params, offs.cls, offs.pos, interp, b, p, g2, c,
     )?;
-    drop_buf(patch_out);
+    std::mem::drop(patch_out); // free the patch projections before the blocks allocate
 
     let ones = be.upload(&vec![1.0f32; b])?;
     let mut xs = vec![x0];
@@ -276,8 +276,6 @@ pub fn backbone_forward<B: Backend>(
         norm_rstd,
     })
 }
-
-fn drop_buf<T>(_: T) {}
 
 /// Backward of the backbone: `dout` (B, C) is the gradient of the final-LN CLS output; parameter
 /// gradients accumulate into `grads` (+=).
