@@ -121,7 +121,8 @@ fn main() {
     }
     writeln!(
         cpp,
-        "extern \"C\" {{\nconst char* simt_last_error() {{ return simt::last_error(); }}"
+        "extern \"C\" {{\nconst char* simt_last_error() {{ return simt::last_error(); }}\n\
+         void simt_last_counters(unsigned long long* out) {{ for (int i = 0; i < simt::N_COUNTERS; ++i) out[i] = simt::tl_last_counters[i]; }}"
     )
     .unwrap();
     for (_, e) in &all {
@@ -172,7 +173,7 @@ fn main() {
     let mut ffi = String::new();
     writeln!(
         ffi,
-        "unsafe extern \"C\" {{\n    pub fn simt_last_error() -> *const std::os::raw::c_char;"
+        "unsafe extern \"C\" {{\n    pub fn simt_last_error() -> *const std::os::raw::c_char;\n    pub fn simt_last_counters(out: *mut u64);"
     )
     .unwrap();
     for (_, e) in &all {

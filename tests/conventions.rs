@@ -1,6 +1,6 @@
 //! Layout conventions (conventions.md §5.3, §5.10), enforced: every `kernels/*.cu` starts with a header
 //! block naming the file, its entry points, its CPU twin and its tests; every entry point is
-//! `extern "C"`, prefixed by the file stem, suffixed `_f32`, documented in the header, and belongs to a
+//! `extern "C"`, prefixed by the file stem, suffixed `_f32` or `_bf16`, documented in the header, and belongs to a
 //! `Backend` method (the entry name starts with the method name); the twin and test files exist; no
 //! kernel includes a header.
 use std::path::Path;
@@ -87,15 +87,19 @@ fn every_kernel_file_follows_the_conventions() {
             };
             let name = name.split_whitespace().last().unwrap_or("").to_string();
             count += 1;
-            if !name.starts_with(&format!("{stem}_")) || !name.ends_with("_f32") {
-                problems.push(format!("{stem}.cu: entry '{name}' must be {stem}_<op>_f32"));
+            if !name.starts_with(&format!("{stem}_"))
+                || !(name.ends_with("_f32") || name.ends_with("_bf16"))
+            {
+                problems.push(format!(
+                    "{stem}.cu: entry '{name}' must be {stem}_<op>_f32 or {stem}_<op>_bf16"
+                ));
             }
             if !header_text.contains(&format!("// {name}(")) {
                 problems.push(format!(
                     "{stem}.cu: entry '{name}' is not documented in the header"
                 ));
             }
-            let base = name.trim_end_matches("_f32");
+            let base = name.trim_end_matches("_f32").trim_end_matches("_bf16");
             let owner = methods
                 .iter()
                 .any(|m| base.starts_with(m.as_str()) || m == "fill" && base == "reduce_fill");

@@ -8,8 +8,27 @@ use setdino::backend::gpu::ALL_MODULES;
 /// Registers per thread: 255 is the hardware limit; our f32 kernels stay far below. A kernel that needs
 /// more than this has grown a problem worth a look.
 const MAX_REGISTERS: u32 = 96;
-/// Static shared memory per block.
+/// Static shared memory per block, for kernels without an occupancy claim.
 const MAX_SMEM: u32 = 16 * 1024;
+/// sm_90: 64 K registers and 228 KiB of shared memory per SM, 48 KiB of static shared memory per block.
+const SM_REGISTERS: u32 = 65536;
+const SM_SMEM: u32 = 228 * 1024;
+const MAX_STATIC_SMEM: u32 = 48 * 1024;
+
+/// `__launch_bounds__(threads, blocks)` of entry `name` in `src`, if it has one with a block count.
+fn launch_bounds(src: &str, name: &str) -> Option<(u32, u32)> {
+    src.split("__global__ void __launch_bounds__(")
+        .skip(1)
+        .find_map(|part| {
+            let (inner, rest) = part.split_once(')')?;
+            let entry = rest.split('(').next()?.trim();
+            if entry != name {
+                return None;
+            }
+            let (t, b) = inner.split_once(',')?;
+            Some((t.trim().parse().ok()?, b.trim().parse().ok()?))
+        })
+}
 
 fn nvrtc_or_skip(test: &str) -> bool {
     if nvrtc::available() {
@@ -44,16 +63,34 @@ fn every_kernel_compiles_for_sm90_within_budget() {
                 "{:<44} {:>3} regs {:>6} B smem {:>4} B stack",
                 k.name, k.registers, k.smem_bytes, k.stack_bytes
             );
-            assert!(
-                k.registers > 0 && k.registers <= MAX_REGISTERS,
-                "{e}: {} registers",
-                k.registers
-            );
-            assert!(
-                k.smem_bytes <= MAX_SMEM,
-                "{e}: {} B static shared memory",
-                k.smem_bytes
-            );
+            if let Some((threads, blocks)) = launch_bounds(m.src, e) {
+                // The occupancy the header claims must be the one the launch bounds ask for, and the
+                // registers and shared memory ptxas reports must let that many blocks share an SM.
+                let claim =
+                    format!("Occupancy claimed: {blocks} blocks of {threads} threads per SM");
+                assert!(m.src.contains(&claim), "{e}: header must state '{claim}'");
+                assert!(
+                    k.registers * threads * blocks <= SM_REGISTERS,
+                    "{e}: {} registers × {threads} threads × {blocks} blocks exceed an SM",
+                    k.registers
+                );
+                assert!(
+                    k.smem_bytes <= MAX_STATIC_SMEM && k.smem_bytes * blocks <= SM_SMEM,
+                    "{e}: {} B shared memory × {blocks} blocks",
+                    k.smem_bytes
+                );
+            } else {
+                assert!(
+                    k.registers > 0 && k.registers <= MAX_REGISTERS,
+                    "{e}: {} registers",
+                    k.registers
+                );
+                assert!(
+                    k.smem_bytes <= MAX_SMEM,
+                    "{e}: {} B static shared memory",
+                    k.smem_bytes
+                );
+            }
             assert_eq!(k.spill_bytes, 0, "{e}: spills");
             n += 1;
         }

@@ -179,6 +179,11 @@ struct Fiber {
   unsigned linear = 0;
   int state = DONE;
   unsigned wait_gen = 0;
+  // cp.async copies issued but not yet waited for (deferred until cp.async.wait_group, so a missing
+  // wait reads stale shared memory instead of passing by luck); `committed` counts commit_group calls.
+  struct PendingCopy { void* dst; unsigned char data[16]; unsigned bytes; unsigned group; };
+  std::vector<PendingCopy> pending;
+  unsigned committed = 0;
 };
 
 // Fiber stacks are recycled across launches (launches use fresh OS threads; stacks are not TLS).
@@ -201,6 +206,17 @@ struct StackPool {
 
 struct MmaSlot { uint32_t a[4], b[2]; };
 
+// Per-launch counters (summed over all blocks of one launch; read with simt_last_counters):
+//   mma: warp-level mma.sync instructions; cp_async_bytes: bytes requested by cp.async (zero-fill
+//   excluded); cp_async_sectors: distinct 32-byte global sectors touched per warp-wide cp.async;
+//   ldmatrix_phases: 8x8 matrices loaded by ldmatrix; ldmatrix_replays: extra shared-memory wavefronts
+//   (bank conflicts) over all those phases; cp_async_instr: warp-wide cp.async instructions.
+struct Counters {
+  std::atomic<uint64_t> mma{0}, cp_async_bytes{0}, cp_async_sectors{0}, ldmatrix_phases{0},
+      ldmatrix_replays{0}, cp_async_instr{0};
+};
+enum { N_COUNTERS = 6 };
+
 struct Warp {
   unsigned members = 0, arrived = 0, gen = 0;
   uint64_t xchg[2][32];
@@ -217,6 +233,7 @@ struct Worker {                         // one per OS thread that executes block
   const std::function<void()>* body = nullptr;
   std::vector<unsigned char> dyn_smem;
   std::string error;
+  Counters* counters = nullptr;
 #if SIMT_ASM_SWITCH
   void* sched_sp = nullptr;
 #endif
@@ -331,6 +348,7 @@ inline void mma_m16n8k16_bf16_f32(float d[4], const uint32_t a[4], const uint32_
   const float c_in[4] = {c[0], c[1], c[2], c[3]};  // d may alias c
   warp_barrier();
   const MmaSlot* S = wp.mma[slot];
+  if (lane == 0 && w->counters) w->counters->mma.fetch_add(1, std::memory_order_relaxed);
   const unsigned g = lane >> 2, t = lane & 3;
   for (int i = 0; i < 4; ++i) {
     const unsigned r = g + 8 * (i >> 1), n = 2 * t + (i & 1);
@@ -346,25 +364,96 @@ inline void mma_m16n8k16_bf16_f32(float d[4], const uint32_t a[4], const uint32_
   }
 }
 
-// ---- ldmatrix.sync.aligned.m8n8.{x4,x2.trans}.shared.b16 --------------------------
+// ---- ldmatrix.sync.aligned.m8n8.{x4,x4.trans,x2.trans}.shared.b16 -----------------
 // Lane l supplies the address of row (l%8) of matrix (l/8). Non-trans: lane receives, for matrix i,
 // row l/4, elements 2*(l%4), 2*(l%4)+1 (low half first). .trans delivers the transpose.
+// Bank conflicts: each 8x8 matrix is one phase of 8 rows x 16 bytes; its wavefronts are the largest
+// number of distinct 4-byte words that fall into one of the 32 banks; replays = wavefronts - 1.
+inline void count_ldmatrix(const uint64_t* P, unsigned nmat) {
+  Worker* w = tl_worker;
+  if (lane_id() != 0 || !w->counters) return;
+  uint64_t replays = 0;
+  for (unsigned i = 0; i < nmat; ++i) {
+    uint64_t words[32][32]; unsigned nw[32] = {0};
+    unsigned worst = 0;
+    for (unsigned r = 0; r < 8; ++r)
+      for (unsigned q = 0; q < 4; ++q) {
+        const uint64_t word = (P[8 * i + r] >> 2) + q, bank = word & 31u;
+        bool seen = false;
+        for (unsigned j = 0; j < nw[bank]; ++j) seen |= words[bank][j] == word;
+        if (!seen) { words[bank][nw[bank]++] = word; worst = std::max(worst, nw[bank]); }
+      }
+    replays += worst - 1;
+  }
+  w->counters->ldmatrix_phases.fetch_add(nmat, std::memory_order_relaxed);
+  w->counters->ldmatrix_replays.fetch_add(replays, std::memory_order_relaxed);
+}
 inline void ldmatrix_x4(uint32_t r[4], const void* row_ptr) {
   const uint64_t* P = warp_allgather((uint64_t)(uintptr_t)row_ptr);
   const unsigned lane = lane_id();
+  count_ldmatrix(P, 4);
   for (unsigned i = 0; i < 4; ++i) {
     const uint16_t* row = (const uint16_t*)(uintptr_t)P[8 * i + lane / 4];
     r[i] = (uint32_t)row[2 * (lane % 4)] | ((uint32_t)row[2 * (lane % 4) + 1] << 16);
   }
 }
-inline void ldmatrix_x2_trans(uint32_t r[2], const void* row_ptr) {
+inline void ldmatrix_trans(uint32_t* r, unsigned nmat, const void* row_ptr) {
   const uint64_t* P = warp_allgather((uint64_t)(uintptr_t)row_ptr);
   const unsigned lane = lane_id();
-  for (unsigned i = 0; i < 2; ++i) {
+  count_ldmatrix(P, nmat);
+  for (unsigned i = 0; i < nmat; ++i) {
     const uint16_t* r0 = (const uint16_t*)(uintptr_t)P[8 * i + 2 * (lane % 4)];
     const uint16_t* r1 = (const uint16_t*)(uintptr_t)P[8 * i + 2 * (lane % 4) + 1];
     r[i] = (uint32_t)r0[lane / 4] | ((uint32_t)r1[lane / 4] << 16);
   }
+}
+inline void ldmatrix_x2_trans(uint32_t r[2], const void* row_ptr) { ldmatrix_trans(r, 2, row_ptr); }
+inline void ldmatrix_x4_trans(uint32_t r[4], const void* row_ptr) { ldmatrix_trans(r, 4, row_ptr); }
+
+// ---- cp.async.{cg,ca}.shared.global [dst], [src], 16, src_bytes; commit_group; wait_group N --------
+// Warp-collective here (the kernels issue it convergently), so the sectors one warp-wide instruction
+// touches can be counted. The bytes are read at issue time and land in shared memory only at the
+// cp.async.wait_group that covers their group: a kernel that forgets the wait reads stale data.
+// src_bytes < 16 zero-fills the rest (src_bytes = 0: nothing is read, the 16 bytes become zero).
+inline void cp_async_16(void* dst, const void* src, unsigned src_bytes) {
+  Worker* w = tl_worker;
+  Fiber& f = cur();
+  const uint64_t mine = src_bytes ? (uint64_t)(uintptr_t)src | ((uint64_t)src_bytes << 56) : 0;
+  const uint64_t* all = warp_allgather(mine);
+  if (lane_id() == 0 && w->counters) {
+    uint64_t sectors[64]; unsigned ns = 0; uint64_t bytes = 0;
+    for (unsigned l = 0; l < 32; ++l) {
+      if (!all[l]) continue;
+      const uint64_t a = all[l] & ((1ull << 56) - 1), nb = all[l] >> 56;
+      bytes += nb;
+      for (uint64_t sct = a >> 5; sct <= (a + nb - 1) >> 5; ++sct) {
+        bool seen = false;
+        for (unsigned j = 0; j < ns; ++j) seen |= sectors[j] == sct;
+        if (!seen && ns < 64) sectors[ns++] = sct;
+      }
+    }
+    w->counters->cp_async_instr.fetch_add(1, std::memory_order_relaxed);
+    w->counters->cp_async_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    w->counters->cp_async_sectors.fetch_add(ns, std::memory_order_relaxed);
+  }
+  Fiber::PendingCopy c;
+  c.dst = dst; c.bytes = src_bytes > 16 ? 16 : src_bytes; c.group = f.committed;
+  std::memset(c.data, 0, 16);
+  if (c.bytes) std::memcpy(c.data, src, c.bytes);
+  f.pending.push_back(c);
+}
+inline void cp_async_commit() { cur().committed++; }
+// Completes every copy except those of the newest `n` committed groups (and the uncommitted ones).
+inline void cp_async_wait(unsigned n) {
+  Fiber& f = cur();
+  const unsigned limit = f.committed >= n ? f.committed - n : 0;  // groups < limit must be done
+  size_t keep = 0;
+  for (size_t i = 0; i < f.pending.size(); ++i) {
+    Fiber::PendingCopy& c = f.pending[i];
+    if (c.group < limit) std::memcpy(c.dst, c.data, 16);
+    else f.pending[keep++] = c;
+  }
+  f.pending.resize(keep);
 }
 
 // ---- fiber machinery ------------------------------------------------------------
@@ -437,6 +526,8 @@ inline bool run_block(Worker& w, dim3 block) {
     f.linear = i;
     f.tid = {i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
     f.state = RUNNABLE;
+    f.pending.clear();
+    f.committed = 0;
   }
   w.nthreads = n; w.live = n; w.arrived = 0; w.gen = 0;
   const int rev = schedule_order();
@@ -472,23 +563,28 @@ inline bool run_block(Worker& w, dim3 block) {
 
 inline thread_local std::string tl_last_error;
 inline const char* last_error() { return tl_last_error.c_str(); }
+// Counters of the last launch made by the calling OS thread.
+inline thread_local uint64_t tl_last_counters[N_COUNTERS] = {0};
 
 // Launch `body` (a closure calling the kernel) over grid x block. Returns 0 on success.
 inline int launch_closure(dim3 grid, dim3 block, size_t dyn_smem, const std::function<void()>& body) {
   const unsigned nthreads = block.x * block.y * block.z;
   const unsigned long nblocks = (unsigned long)grid.x * grid.y * grid.z;
   if (nthreads == 0 || nthreads > 1024) { tl_last_error = "invalid block size"; return 1; }
+  for (auto& c : tl_last_counters) c = 0;
   if (nblocks == 0) return 0;
   unsigned nworkers = (unsigned)env_size("SIMT_WORKERS", std::max(1u, std::thread::hardware_concurrency()));
   nworkers = (unsigned)std::min<unsigned long>(std::max(1u, nworkers), nblocks);
   std::atomic<unsigned long> next{0};
   std::atomic<int> failed{0};
+  Counters counters;
   std::vector<std::string> errors(nworkers);
   auto work = [&](unsigned wid) {
     static thread_local Worker worker;    // persistent fiber pool per OS thread
     Worker* saved = tl_worker;
     tl_worker = &worker;
     worker.body = &body;
+    worker.counters = &counters;
     worker.dyn_smem.resize(dyn_smem);
     blockDim = block; gridDim = grid;
     for (unsigned long b; !failed.load() && (b = next.fetch_add(1)) < nblocks;) {
@@ -503,6 +599,12 @@ inline int launch_closure(dim3 grid, dim3 block, size_t dyn_smem, const std::fun
   std::vector<std::thread> pool;
   for (unsigned i = 0; i < nworkers; ++i) pool.emplace_back(work, i);
   for (auto& t : pool) t.join();
+  tl_last_counters[0] = counters.mma.load();
+  tl_last_counters[1] = counters.cp_async_bytes.load();
+  tl_last_counters[2] = counters.cp_async_sectors.load();
+  tl_last_counters[3] = counters.ldmatrix_phases.load();
+  tl_last_counters[4] = counters.ldmatrix_replays.load();
+  tl_last_counters[5] = counters.cp_async_instr.load();
   if (failed) {
     for (auto& e : errors) if (!e.empty()) { tl_last_error = e; break; }
     return 2;

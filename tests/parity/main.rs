@@ -85,6 +85,18 @@ where
     compare(name, &got, &want);
 }
 
+/// Runs `op` on the bf16-rounding CPU twin and on the SIMT device with bf16 tensor-core GEMMs.
+pub fn check_bf16<F1, F2>(name: &str, cpu_op: F1, gpu_op: F2)
+where
+    F1: Fn(&CpuBackend<f32>) -> Outs,
+    F2: Fn(&GpuBackend<Simt>) -> Outs,
+{
+    use setdino::backend::Precision;
+    let want = cpu_op(&CpuBackend::<f32>::with_precision(Precision::Bf16));
+    let got = gpu_op(&GpuBackend::with_precision(Simt::new(), Precision::Bf16));
+    compare(name, &got, &want);
+}
+
 /// Both backends through one generic function: `parity!(name, f)` where `f<B: Backend>(&B) -> Outs`.
 #[macro_export]
 macro_rules! parity {
@@ -110,6 +122,7 @@ fn barrier_kernels_pass_in_reverse_schedule() {
     unsafe { simt_set_schedule(1) };
     let r = std::panic::catch_unwind(|| {
         matmul::run_all();
+        matmul::run_all_bf16();
         dino_loss::run_all();
         reduce::run_all();
         simt_emulator::reduce_check();

@@ -58,3 +58,102 @@ pub fn run_all() {
 fn matmul_matches_cpu() {
     run_all();
 }
+
+// ---- bf16 tensor-core GEMMs (`matmul_*_bf16`) against the CPU twin that rounds at the same points.
+
+/// Awkward shapes for the bf16 path: rows off the 128-row tile, I and O off the 8-element padding
+/// (10, 37 columns), K = 48 (one and a half 32-wide k-tiles), and an aligned case.
+const BF16_SHAPES: &[(usize, usize, usize, bool)] = &[
+    (185, 48, 36, true),
+    (37, 64, 10, true),
+    (10, 37, 48, false),
+    (300, 96, 72, true),
+    (129, 16, 200, true),
+];
+
+fn run_bf16<B: Backend>(be: &B) -> Outs {
+    assert_eq!(be.precision(), setdino::backend::Precision::Bf16);
+    let mut outs = Vec::new();
+    for &(r, i, o, bias) in BF16_SHAPES {
+        for (n, v) in run_shape(be, r, i, o, bias) {
+            outs.push((format!("{n}[{r}x{i}x{o}]"), v));
+        }
+    }
+    outs
+}
+
+pub fn run_all_bf16() {
+    crate::check_bf16("matmul bf16", run_bf16, run_bf16);
+}
+
+#[test]
+fn matmul_bf16_matches_the_rounding_twin() {
+    run_all_bf16();
+}
+
+/// The bf16 result is a bf16 result: far from the f32 product on these inputs (so the twin's rounding
+/// is what the kernels are held to, and a kernel that skipped the rounding would fail above).
+#[test]
+fn bf16_twin_differs_from_f32_by_bf16_rounding() {
+    use setdino::backend::cpu::CpuBackend;
+    let f = run_shape(&CpuBackend::<f32>::new(), 185, 48, 36, true);
+    let h = run_shape(
+        &CpuBackend::<f32>::with_precision(setdino::backend::Precision::Bf16),
+        185,
+        48,
+        36,
+        true,
+    );
+    let (a, b) = (&f[0].1, &h[0].1);
+    let max = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    let scale = a.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+    assert!(
+        max > 1e-4 * scale && max < 3e-2 * scale,
+        "bf16 vs f32 forward: max diff {max}, scale {scale}"
+    );
+}
+
+/// The emulator's counters on tile-aligned shapes: one mma per 4096 FLOPs, no ldmatrix bank conflicts,
+/// every 32-byte sector a cp.async touches fully used.
+#[test]
+fn bf16_gemm_counters_on_aligned_shapes() {
+    use setdino::backend::gpu::simt::Simt;
+    use setdino::backend::gpu::{GpuBackend, Kernel};
+    let (r, i, o) = (256usize, 64usize, 128usize);
+    let be = GpuBackend::with_precision(Simt::recording(), setdino::backend::Precision::Bf16);
+    run_shape(&be, r, i, o, true);
+    let launches = be.dev.take_launches();
+    let flops = (2 * r * i * o) as u64;
+    for k in [
+        Kernel::matmul_forward_bf16,
+        Kernel::matmul_backward_input_bf16,
+        Kernel::matmul_backward_weight_bf16,
+    ] {
+        let l: Vec<_> = launches.iter().filter(|l| l.kernel == k).collect();
+        assert_eq!(l.len(), 1, "{k:?} launched once");
+        let c = l[0].counters;
+        eprintln!("{k:?} grid {:?}: {c:?}", l[0].grid);
+        assert_eq!(c.mma, flops / 4096, "{k:?}: mma count = FLOPs / 4096");
+        assert!(c.ldmatrix_phases > 0, "{k:?} uses ldmatrix");
+        assert_eq!(c.ldmatrix_replays, 0, "{k:?}: ldmatrix bank conflicts");
+        // A and B, each element once per CTA that needs it, 2 bytes per bf16.
+        assert!(c.cp_async_bytes > 0, "{k:?} uses cp.async");
+        assert_eq!(
+            c.cp_async_bytes,
+            32 * c.cp_async_sectors,
+            "{k:?}: sectors fully used"
+        );
+    }
+    // Forward: each of the (R/128)·(O/64) CTAs reads its 128 rows of inp and 64 rows of W, all of K.
+    let fwd = launches
+        .iter()
+        .find(|l| l.kernel == Kernel::matmul_forward_bf16)
+        .map(|l| l.counters)
+        .expect("forward launch");
+    let ctas = (r / 128 * (o / 64)) as u64;
+    assert_eq!(fwd.cp_async_bytes, ctas * ((128 + 64) * i * 2) as u64);
+}

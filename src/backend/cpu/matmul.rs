@@ -1,5 +1,7 @@
 //! CPU twin of `kernels/matmul.cu`: the Linear layer `out = inp · Wᵀ + b` (PyTorch `addmm`) and its
-//! backward, through the `gemm` crate (row-major views expressed as strides).
+//! backward, through the `gemm` crate (row-major views expressed as strides). The `_bf16` twins round
+//! the GEMM operands to bf16 exactly where the tensor-core kernels do (`matmul_forward_round_bf16`) and
+//! accumulate in the scalar type; only the summation order differs from the kernels.
 use super::{Real, REDUCE_CHUNK};
 use rayon::prelude::*;
 
@@ -145,4 +147,66 @@ pub fn matmul_backward_bias<T: Real>(db: &mut [T], dout: &[T], r: usize, o: usiz
             *d += x;
         }
     }
+}
+
+/// x rounded to the nearest bf16 (ties to even, NaN kept), widened back: `matmul_forward_round_bf16`.
+/// Rounded from the f32 value, as the kernel does (`half`'s direct f64 → bf16 loses the sticky bits
+/// below the f32 mantissa and can round a value just above a tie down).
+pub fn round_bf16<T: Real>(x: T) -> T {
+    T::c(f64::from(half::bf16::from_f32(x.d() as f32).to_f32()))
+}
+
+/// Twin of `matmul_forward_round_bf16` without the padding (the padded columns are zeros and add
+/// nothing to a product).
+pub fn matmul_forward_round_bf16<T: Real>(x: &[T]) -> Vec<T> {
+    x.par_iter().map(|&v| round_bf16(v)).collect()
+}
+
+/// `matmul_forward_bf16`: out (=) = bf16(inp) · bf16(W)ᵀ + bias, f32 accumulation, bias in full precision.
+pub fn matmul_forward_bf16<T: Real>(
+    out: &mut [T],
+    inp: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    r: usize,
+    i: usize,
+    o: usize,
+) {
+    let (x, w) = (
+        matmul_forward_round_bf16(&inp[..r * i]),
+        matmul_forward_round_bf16(&w[..o * i]),
+    );
+    matmul_forward(out, &x, &w, bias, r, i, o);
+}
+
+/// `matmul_backward_input_bf16`: dinp (=) = bf16(dout) · bf16(W).
+pub fn matmul_backward_input_bf16<T: Real>(
+    dinp: &mut [T],
+    dout: &[T],
+    w: &[T],
+    r: usize,
+    i: usize,
+    o: usize,
+) {
+    let (dy, w) = (
+        matmul_forward_round_bf16(&dout[..r * o]),
+        matmul_forward_round_bf16(&w[..o * i]),
+    );
+    matmul_backward_input(dinp, &dy, &w, r, i, o);
+}
+
+/// `matmul_backward_weight_bf16` + `matmul_backward_weight_reduce_f32`: dW (+=) bf16(dout)ᵀ · bf16(inp).
+pub fn matmul_backward_weight_bf16<T: Real>(
+    dw: &mut [T],
+    dout: &[T],
+    inp: &[T],
+    r: usize,
+    i: usize,
+    o: usize,
+) {
+    let (dy, x) = (
+        matmul_forward_round_bf16(&dout[..r * o]),
+        matmul_forward_round_bf16(&inp[..r * i]),
+    );
+    matmul_backward_weight(dw, &dy, &x, r, i, o);
 }

@@ -17,7 +17,7 @@ pub mod residual;
 pub mod set_mean;
 pub mod weightnorm;
 
-use super::{AdamWHyper, Backend};
+use super::{AdamWHyper, Backend, Precision};
 use anyhow::{ensure, Result};
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -75,12 +75,23 @@ pub const REDUCE_CHUNK: usize = 64;
 #[derive(Default, Clone, Copy)]
 pub struct CpuBackend<T: Real> {
     _t: PhantomData<T>,
+    precision: Precision,
 }
 
 impl<T: Real> CpuBackend<T> {
     pub fn new() -> Self {
         keep_freed_memory();
-        CpuBackend { _t: PhantomData }
+        CpuBackend {
+            _t: PhantomData,
+            precision: Precision::F32,
+        }
+    }
+    /// The CPU twin of a GPU backend at `precision` (bf16: GEMM operands rounded as the kernels do).
+    pub fn with_precision(precision: Precision) -> Self {
+        CpuBackend {
+            precision,
+            ..Self::new()
+        }
     }
 }
 
@@ -109,11 +120,18 @@ impl<T: Real> Backend for CpuBackend<T> {
     type Buf = Vec<T>;
 
     fn name(&self) -> String {
+        let gemm = match self.precision {
+            Precision::F32 => String::new(),
+            Precision::Bf16 => ", bf16 GEMM operands".into(),
+        };
         format!(
-            "cpu ({}, {} threads)",
+            "cpu ({}{gemm}, {} threads)",
             T::NAME,
             rayon::current_num_threads()
         )
+    }
+    fn precision(&self) -> Precision {
+        self.precision
     }
     fn zeros(&self, n: usize) -> Result<Vec<T>> {
         Ok(vec![T::zero(); n])
@@ -231,7 +249,11 @@ impl<T: Real> Backend for CpuBackend<T> {
         o: usize,
     ) -> Result<()> {
         let bias = b_off.map(|bo| &params[bo..bo + o]);
-        matmul::matmul_forward(out, inp, &params[w_off..w_off + o * i], bias, r, i, o);
+        let w = &params[w_off..w_off + o * i];
+        match self.precision {
+            Precision::F32 => matmul::matmul_forward(out, inp, w, bias, r, i, o),
+            Precision::Bf16 => matmul::matmul_forward_bf16(out, inp, w, bias, r, i, o),
+        }
         Ok(())
     }
     fn matmul_backward(
@@ -249,10 +271,21 @@ impl<T: Real> Backend for CpuBackend<T> {
         o: usize,
     ) -> Result<()> {
         let w = &params[w_off..w_off + o * i];
-        if let Some(dinp) = dinp {
-            matmul::matmul_backward_input(dinp, dout, w, r, i, o);
+        let dw = &mut dparams[dw_off..dw_off + o * i];
+        match self.precision {
+            Precision::F32 => {
+                if let Some(dinp) = dinp {
+                    matmul::matmul_backward_input(dinp, dout, w, r, i, o);
+                }
+                matmul::matmul_backward_weight(dw, dout, inp, r, i, o);
+            }
+            Precision::Bf16 => {
+                if let Some(dinp) = dinp {
+                    matmul::matmul_backward_input_bf16(dinp, dout, w, r, i, o);
+                }
+                matmul::matmul_backward_weight_bf16(dw, dout, inp, r, i, o);
+            }
         }
-        matmul::matmul_backward_weight(&mut dparams[dw_off..dw_off + o * i], dout, inp, r, i, o);
         if let Some(bo) = db_off {
             matmul::matmul_backward_bias(&mut dparams[bo..bo + o], dout, r, o);
         }

@@ -2,7 +2,7 @@
 //! addresses and launches one or more kernels of the matching `kernels/<family>.cu`. The grid of each
 //! launch is stated in the kernel file's header; the one-line comments here repeat it.
 use super::{AdamWHyperC, Device, GpuBackend, KArg, Kernel as K, LaunchCfg};
-use crate::backend::{AdamWHyper, Backend};
+use crate::backend::{AdamWHyper, Backend, Precision};
 use anyhow::{ensure, Result};
 use std::sync::Arc;
 
@@ -64,7 +64,13 @@ impl<D: Device> Backend for GpuBackend<D> {
     type Buf = D::Mem;
 
     fn name(&self) -> String {
-        self.dev.describe()
+        match self.precision {
+            Precision::F32 => self.dev.describe(),
+            Precision::Bf16 => format!("{}, bf16 tensor-core GEMMs", self.dev.describe()),
+        }
+    }
+    fn precision(&self) -> Precision {
+        self.precision
     }
     fn zeros(&self, n: usize) -> Result<D::Mem> {
         self.dev.alloc_zeros(n)
@@ -217,6 +223,9 @@ impl<D: Device> Backend for GpuBackend<D> {
             Some(bo) => self.at(params, bo, o, "bias")?,
             None => KArg::Ptr(0),
         };
+        if self.precision == Precision::Bf16 {
+            return self.matmul_forward_bf16(out, inp, params, w_off, bias, r, ii, o);
+        }
         let args = [
             self.at_mut(out, 0, r * o, "matmul out")?,
             self.at(inp, 0, r * ii, "matmul inp")?,
@@ -245,6 +254,14 @@ impl<D: Device> Backend for GpuBackend<D> {
         o: usize,
     ) -> Result<()> {
         let dy = self.at(dout, 0, r * o, "matmul dout")?;
+        if let Some(bo) = db_off {
+            let db = self.at_mut(dparams, bo, o, "matmul dbias")?;
+            self.matmul_backward_bias(db, dy, r, o)?;
+        }
+        if self.precision == Precision::Bf16 {
+            return self
+                .matmul_backward_bf16(dinp, dparams, dw_off, dout, inp, params, w_off, r, ii, o);
+        }
         if let Some(dinp) = dinp {
             let args = [
                 self.at_mut(dinp, 0, r * ii, "matmul dinp")?,
@@ -266,13 +283,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             i(o),
         ];
         // grid (CEIL_DIV(I,16), CEIL_DIV(O,16)), block (16,16)
-        self.go(K::matmul_backward_weight_f32, tiles(ii, o), &args)?;
-        if let Some(bo) = db_off {
-            let args = [self.at_mut(dparams, bo, o, "matmul dbias")?, dy, i(r), i(o)];
-            // one thread per output column
-            self.go(K::matmul_backward_bias_f32, LaunchCfg::linear(o), &args)?;
-        }
-        Ok(())
+        self.go(K::matmul_backward_weight_f32, tiles(ii, o), &args)
     }
 
     fn layernorm_forward(
@@ -921,6 +932,215 @@ fn tiles(cols: usize, rows: usize) -> LaunchCfg {
             1,
         ],
         block: [16, 16, 1],
+        smem: 0,
+    }
+}
+
+/// Rows of the bias-gradient partial sums (`MM_BIAS_ROWS` in matmul.cu).
+const MM_BIAS_ROWS: usize = 256;
+/// Tile of the bf16 GEMMs (`MMB_BM`, `MMB_BN`, `MMB_BK` in matmul.cu).
+const MMB_BM: usize = 128;
+const MMB_BN: usize = 64;
+const MMB_BK: usize = 32;
+/// Split-K aims for this many CTAs in the weight-gradient GEMM (2 waves of 132 SMs on an H100/H200).
+const MMB_TARGET_CTAS: usize = 264;
+
+/// Split-K of the weight-gradient GEMM (K = R rows): (splits, rows per split, a multiple of `MMB_BK`).
+/// Enough splits to fill the GPU, each at least 4 k-tiles long.
+pub fn weight_grad_splits(r: usize, i: usize, o: usize) -> (usize, usize) {
+    let tiles = i.div_ceil(MMB_BN) * o.div_ceil(MMB_BM);
+    let max_splits = r.div_ceil(4 * MMB_BK).max(1);
+    let want = MMB_TARGET_CTAS.div_ceil(tiles).clamp(1, max_splits);
+    let rows = r.div_ceil(want).next_multiple_of(MMB_BK).max(MMB_BK);
+    (r.div_ceil(rows).max(1), rows)
+}
+
+impl<D: Device> GpuBackend<D> {
+    /// dbias (+=) column sums of dout (R, O), two-level: 256-row partial sums, then one fixed-order pass.
+    fn matmul_backward_bias(&self, db: KArg, dy: KArg, r: usize, o: usize) -> Result<()> {
+        let nb = r.div_ceil(MM_BIAS_ROWS).max(1);
+        let mut partial = self.take(nb * o)?;
+        let pa = self.at_mut(&mut partial, 0, nb * o, "dbias partial")?;
+        let cfg = LaunchCfg {
+            grid: [o.div_ceil(32) as u32, nb as u32, 1],
+            block: [32, 8, 1],
+            smem: 0,
+        };
+        // grid (CEIL_DIV(O,32), CEIL_DIV(R,256)), block (32,8)
+        let r1 = self.go(
+            K::matmul_backward_bias_partial_f32,
+            cfg,
+            &[pa, dy, i(r), i(o)],
+        );
+        // one thread per column
+        let r2 = r1.and_then(|_| {
+            self.go(
+                K::matmul_backward_bias_final_f32,
+                LaunchCfg::linear(o),
+                &[db, pa, i(nb), i(o)],
+            )
+        });
+        self.give(partial);
+        r2
+    }
+
+    /// A bf16 copy of the (rows, cols) f32 matrix at `off` of `src`, leading dimension round_up(cols, 8).
+    fn bf16_copy(
+        &self,
+        src: &D::Mem,
+        off: usize,
+        rows: usize,
+        cols: usize,
+        what: &str,
+    ) -> Result<D::Mem> {
+        let ld = cols.next_multiple_of(8);
+        let n = rows * ld;
+        ensure!(
+            n <= i32::MAX as usize,
+            "{what}: {rows}×{cols} is beyond the 2^31-element bf16 GEMM limit"
+        );
+        let x = self.at(src, off, rows * cols, what)?;
+        let mut dst = self.take(n.div_ceil(2).max(1))?;
+        let d = KArg::Ptr(self.dev.addr_mut(&mut dst));
+        // one thread per element of the padded bf16 matrix
+        let r = self.go(
+            K::matmul_forward_round_bf16,
+            LaunchCfg::linear(n),
+            &[d, x, i(rows), i(cols), i(ld)],
+        );
+        match r {
+            Ok(()) => Ok(dst),
+            Err(e) => {
+                self.give(dst);
+                Err(e)
+            }
+        }
+    }
+
+    fn matmul_forward_bf16(
+        &self,
+        out: &mut D::Mem,
+        inp: &D::Mem,
+        params: &D::Mem,
+        w_off: usize,
+        bias: KArg,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        let y = self.at_mut(out, 0, r * o, "matmul out")?;
+        let x = self.bf16_copy(inp, 0, r, ii, "matmul inp")?;
+        let w = self.bf16_copy(params, w_off, o, ii, "matmul weight")?;
+        let has_bias = !matches!(bias, KArg::Ptr(0));
+        let args = [
+            y,
+            KArg::Ptr(self.dev.addr(&x)),
+            KArg::Ptr(self.dev.addr(&w)),
+            bias,
+            i(r),
+            i(ii),
+            i(o),
+            i(has_bias as usize),
+        ];
+        // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256
+        let res = self.go(K::matmul_forward_bf16, gemm_tiles(o, r, 1), &args);
+        self.give(x);
+        self.give(w);
+        res
+    }
+
+    fn matmul_backward_bf16(
+        &self,
+        dinp: Option<&mut D::Mem>,
+        dparams: &mut D::Mem,
+        dw_off: usize,
+        dout: &D::Mem,
+        inp: &D::Mem,
+        params: &D::Mem,
+        w_off: usize,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        let dy = self.bf16_copy(dout, 0, r, o, "matmul dout")?;
+        let dy_a = KArg::Ptr(self.dev.addr(&dy));
+        let mut res = Ok(());
+        if let Some(dinp) = dinp {
+            let w = self.bf16_copy(params, w_off, o, ii, "matmul weight")?;
+            let args = [
+                self.at_mut(dinp, 0, r * ii, "matmul dinp")?,
+                dy_a,
+                KArg::Ptr(self.dev.addr(&w)),
+                i(r),
+                i(ii),
+                i(o),
+            ];
+            // grid (CEIL_DIV(I,64), CEIL_DIV(R,128)), block 256
+            res = self.go(K::matmul_backward_input_bf16, gemm_tiles(ii, r, 1), &args);
+            self.give(w);
+        }
+        let res = res
+            .and_then(|_| self.matmul_backward_weight_bf16(dparams, dw_off, dy_a, inp, r, ii, o));
+        self.give(dy);
+        res
+    }
+
+    /// dW (+=) doutᵀ·inp: split-K partial sums into scratch, then a fixed-order reduction (deterministic).
+    fn matmul_backward_weight_bf16(
+        &self,
+        dparams: &mut D::Mem,
+        dw_off: usize,
+        dy: KArg,
+        inp: &D::Mem,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        let dw = self.at_mut(dparams, dw_off, o * ii, "matmul dweight")?;
+        let x = self.bf16_copy(inp, 0, r, ii, "matmul inp")?;
+        let (splits, rows) = weight_grad_splits(r, ii, o);
+        let n = o * ii;
+        let mut partial = self.take(splits * n)?;
+        let pa = self.at_mut(&mut partial, 0, splits * n, "dweight partial")?;
+        let args = [
+            pa,
+            dy,
+            KArg::Ptr(self.dev.addr(&x)),
+            i(r),
+            i(ii),
+            i(o),
+            i(rows),
+        ];
+        // grid (CEIL_DIV(I,64), CEIL_DIV(O,128), S), block 256
+        let res = self
+            .go(
+                K::matmul_backward_weight_bf16,
+                gemm_tiles(ii, o, splits),
+                &args,
+            )
+            .and_then(|_| {
+                // one thread per element of dW
+                self.go(
+                    K::matmul_backward_weight_reduce_f32,
+                    LaunchCfg::linear(n),
+                    &[dw, pa, i(n), i(splits)],
+                )
+            });
+        self.give(x);
+        self.give(partial);
+        res
+    }
+}
+
+/// Grid of the bf16 GEMMs: (CEIL_DIV(N,64), CEIL_DIV(M,128), splits), block 256.
+fn gemm_tiles(n: usize, m: usize, splits: usize) -> LaunchCfg {
+    LaunchCfg {
+        grid: [
+            n.div_ceil(MMB_BN).max(1) as u32,
+            m.div_ceil(MMB_BM).max(1) as u32,
+            splits.max(1) as u32,
+        ],
+        block: [256, 1, 1],
         smem: 0,
     }
 }

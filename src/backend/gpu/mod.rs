@@ -85,7 +85,9 @@ pub enum KArg {
     AdamW(AdamWHyperC),
 }
 
-/// Memory and launches on one device. Buffers hold f32.
+/// Memory and launches on one device. Buffers are arrays of 32-bit words holding f32 values; a bf16
+/// tensor of n elements lives in a buffer of ⌈n/2⌉ words (two per word, the lower index in the low half),
+/// always at offset 0 of its own buffer (16-byte aligned, as cp.async needs).
 pub trait Device: Send + Sync {
     type Mem: Send + Sync;
     /// e.g. `cuda: NVIDIA H100 (sm_90)` or `simt (CPU emulator, 2 workers)`.
@@ -118,15 +120,50 @@ type RangeCache<M> = std::sync::Mutex<Vec<(Vec<(usize, usize)>, std::sync::Arc<M
 /// The Backend over a device; `launch.rs` holds the op-by-op launch code.
 pub struct GpuBackend<D: Device> {
     pub dev: D,
+    /// GEMM precision: `Bf16` runs the Linear layers on the tensor-core kernels.
+    pub precision: crate::backend::Precision,
     /// Device copies of clipping range tables, keyed by the host table (uploaded once).
     pub(crate) range_cache: RangeCache<D::Mem>,
+    /// Scratch buffers (bf16 operand copies, split-K partial sums), reused across ops. Reuse is safe:
+    /// the one stream orders every launch that reads a scratch buffer before the next one writes it.
+    pub(crate) scratch: std::sync::Mutex<Vec<D::Mem>>,
 }
 
 impl<D: Device> GpuBackend<D> {
     pub fn new(dev: D) -> Self {
+        Self::with_precision(dev, crate::backend::Precision::F32)
+    }
+    pub fn with_precision(dev: D, precision: crate::backend::Precision) -> Self {
         GpuBackend {
             dev,
+            precision,
             range_cache: std::sync::Mutex::new(Vec::new()),
+            scratch: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+    /// A scratch buffer of at least `words` 32-bit words (contents undefined); give it back with `give`.
+    pub(crate) fn take(&self, words: usize) -> Result<D::Mem> {
+        let mut pool = self
+            .scratch
+            .lock()
+            .map_err(|_| anyhow::anyhow!("scratch pool poisoned"))?;
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| self.dev.mem_len(m) >= words)
+            .min_by_key(|(_, m)| self.dev.mem_len(m))
+            .map(|(k, _)| k);
+        match best {
+            Some(k) => Ok(pool.swap_remove(k)),
+            None => {
+                drop(pool);
+                self.dev.alloc_zeros(words)
+            }
+        }
+    }
+    pub(crate) fn give(&self, m: D::Mem) {
+        if let Ok(mut pool) = self.scratch.lock() {
+            pool.push(m);
         }
     }
 }

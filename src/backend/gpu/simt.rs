@@ -13,18 +13,159 @@ mod ffi {
     include!(concat!(env!("OUT_DIR"), "/simt_ffi.rs"));
 }
 
-/// A buffer of the emulated device.
+/// A buffer of the emulated device, laid out like a GPU allocation that faults on overruns: it starts
+/// 256-byte aligned (as `cuMemAlloc`), and the page after its last 256-byte block is mapped
+/// `PROT_NONE`, so a kernel reading or writing past the end faults; the emulator catches the fault
+/// and the launch fails with the kernel and the argument named.
 pub struct SimtMem {
-    data: Vec<f32>,
+    ptr: *mut f32,
+    len: usize,
+    map: *mut libc::c_void,
+    map_len: usize,
 }
 
-/// The emulated device.
+// SAFETY: SimtMem owns its mapping exclusively (like a Vec); access goes through &/&mut.
+unsafe impl Send for SimtMem {}
+// SAFETY: shared references only read.
+unsafe impl Sync for SimtMem {}
+
+impl SimtMem {
+    fn new(n: usize) -> Result<Self> {
+        let page = page_size();
+        let bytes = (4 * n.max(1)).next_multiple_of(256);
+        let data_pages = bytes.next_multiple_of(page);
+        let map_len = data_pages + page;
+        // SAFETY: a fresh anonymous private mapping; checked for failure below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            bail!("simt: cannot map a buffer of {n} floats");
+        }
+        // SAFETY: the guard page lies inside the mapping just made.
+        let guard = unsafe { (map as *mut u8).add(data_pages) };
+        // SAFETY: changing the protection of the last page of our own mapping.
+        if unsafe { libc::mprotect(guard as *mut _, page, libc::PROT_NONE) } != 0 {
+            // SAFETY: unmapping the mapping made above.
+            unsafe { libc::munmap(map, map_len) };
+            bail!("simt: cannot protect the guard page of a buffer");
+        }
+        // SAFETY: data_pages ≥ bytes, so the data block [guard − bytes, guard) is inside the mapping,
+        // 256-byte aligned (guard is page aligned, bytes a multiple of 256). Anonymous maps are zeroed.
+        let ptr = unsafe { guard.sub(bytes) } as *mut f32;
+        Ok(SimtMem {
+            ptr,
+            len: n,
+            map,
+            map_len,
+        })
+    }
+    fn as_slice(&self) -> &[f32] {
+        // SAFETY: ptr points at len initialised (zeroed or written) floats owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: as above, uniquely borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for SimtMem {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping this buffer owns; nothing refers to it after drop.
+        unsafe { libc::munmap(self.map, self.map_len) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).unwrap_or(4096).max(4096)
+}
+
+/// What the emulator counted during one launch (`simt_cpu.h`, `struct Counters`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Warp-level `mma.sync` instructions.
+    pub mma: u64,
+    /// Bytes requested by `cp.async` (zero-fill excluded).
+    pub cp_async_bytes: u64,
+    /// Distinct 32-byte global sectors touched, summed over warp-wide `cp.async` instructions.
+    pub cp_async_sectors: u64,
+    /// 8×8 matrices (shared-memory phases) loaded by `ldmatrix`.
+    pub ldmatrix_phases: u64,
+    /// Extra shared-memory wavefronts of those phases (bank-conflict replays).
+    pub ldmatrix_replays: u64,
+    /// Warp-wide `cp.async` instructions.
+    pub cp_async_instr: u64,
+}
+
+impl Counters {
+    /// Fraction of the bytes of the touched sectors that were requested (1.0: every sector fully used).
+    pub fn sector_efficiency(&self) -> f64 {
+        if self.cp_async_sectors == 0 {
+            return 1.0;
+        }
+        self.cp_async_bytes as f64 / (32.0 * self.cp_async_sectors as f64)
+    }
+}
+
+/// One launch as the emulator saw it.
+#[derive(Clone, Debug)]
+pub struct LaunchRecord {
+    pub kernel: Kernel,
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub counters: Counters,
+}
+
+/// The emulated device. With `recording()`, every launch's counters are kept (`launches`).
 #[derive(Default)]
-pub struct Simt;
+pub struct Simt {
+    log: Option<std::sync::Mutex<Vec<LaunchRecord>>>,
+}
 
 impl Simt {
     pub fn new() -> Self {
-        Simt
+        Simt { log: None }
+    }
+    /// An emulator that records every launch with its counters.
+    pub fn recording() -> Self {
+        Simt {
+            log: Some(std::sync::Mutex::new(Vec::new())),
+        }
+    }
+    /// The launches recorded so far (empty unless built with `recording`), and clears the record.
+    pub fn take_launches(&self) -> Vec<LaunchRecord> {
+        match &self.log {
+            Some(m) => m
+                .lock()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Counters of the last launch made on the calling thread.
+fn last_counters() -> Counters {
+    let mut c = [0u64; 6];
+    // SAFETY: writes exactly 6 u64 (simt::N_COUNTERS) into `c`.
+    unsafe { ffi::simt_last_counters(c.as_mut_ptr()) };
+    Counters {
+        mma: c[0],
+        cp_async_bytes: c[1],
+        cp_async_sectors: c[2],
+        ldmatrix_phases: c[3],
+        ldmatrix_replays: c[4],
+        cp_async_instr: c[5],
     }
 }
 
@@ -49,18 +190,18 @@ impl Device for Simt {
         format!("simt (CPU SIMT emulator, {workers} workers)")
     }
     fn alloc_zeros(&self, n: usize) -> Result<SimtMem> {
-        Ok(SimtMem { data: vec![0.0; n] })
+        SimtMem::new(n)
     }
     fn htod(&self, host: &[f32]) -> Result<SimtMem> {
-        Ok(SimtMem {
-            data: host.to_vec(),
-        })
+        let mut m = SimtMem::new(host.len())?;
+        m.as_mut_slice().copy_from_slice(host);
+        Ok(m)
     }
     fn dtoh(&self, m: &SimtMem) -> Result<Vec<f32>> {
-        Ok(m.data.clone())
+        Ok(m.as_slice().to_vec())
     }
     fn mem_len(&self, m: &SimtMem) -> usize {
-        m.data.len()
+        m.len
     }
     fn copy_d2d(
         &self,
@@ -70,14 +211,15 @@ impl Device for Simt {
         src_off: usize,
         n: usize,
     ) -> Result<()> {
-        dst.data[dst_off..dst_off + n].copy_from_slice(&src.data[src_off..src_off + n]);
+        dst.as_mut_slice()[dst_off..dst_off + n]
+            .copy_from_slice(&src.as_slice()[src_off..src_off + n]);
         Ok(())
     }
     fn addr(&self, m: &SimtMem) -> u64 {
-        m.data.as_ptr() as u64
+        m.ptr as u64
     }
     fn addr_mut(&self, m: &mut SimtMem) -> u64 {
-        m.data.as_mut_ptr() as u64
+        m.ptr as u64
     }
     fn launch(&self, k: Kernel, cfg: LaunchCfg, args: &[KArg]) -> Result<()> {
         let arity = super::registry::KERNEL_ARITY[k as usize];
@@ -124,6 +266,16 @@ impl Device for Simt {
                 cfg.grid,
                 cfg.block
             );
+        }
+        if let Some(log) = &self.log {
+            if let Ok(mut v) = log.lock() {
+                v.push(LaunchRecord {
+                    kernel: k,
+                    grid: cfg.grid,
+                    block: cfg.block,
+                    counters: last_counters(),
+                });
+            }
         }
         Ok(())
     }
