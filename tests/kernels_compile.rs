@@ -1,6 +1,7 @@
 //! Correctness ladder rung 4: NVRTC compiles every kernel module for sm_90 with ptxas warnings (spills,
 //! local memory) as errors; the `-v` report is parsed and held to a per-kernel register and shared-memory
-//! budget; every declared entry point is present. Runs wherever libnvrtc is found (no GPU needed); skips
+//! budget; every declared entry point is present; and the SASS (cuobjdump of the CUBIN) shows tensor-core
+//! instructions in the bf16 kernels and no local memory anywhere. Runs wherever libnvrtc is found (no GPU needed); skips
 //! loudly without it, and fails instead when `REQUIRE_NVRTC=1` (CI).
 use setdino::backend::gpu::nvrtc;
 use setdino::backend::gpu::ALL_MODULES;
@@ -152,4 +153,105 @@ fn emulator_selftest_kernels_compile_with_tensor_core_instructions() {
     ] {
         assert!(c.report.iter().any(|r| r.name == k), "{k} missing");
     }
+}
+
+/// `cuobjdump` from the pip wheel `nvidia-cuda-cuobjdump` (with `nvidia-cuda-nvdisasm` beside it), as
+/// `.ci/run` installs them into `.cuda-tools/`, or `$CUOBJDUMP`.
+fn cuobjdump() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("CUOBJDUMP") {
+        return Some(p.into());
+    }
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".cuda-tools/nvidia/cu13/bin/cuobjdump");
+    p.exists().then_some(p)
+}
+
+/// SASS of every entry point of `cubin`, by function name.
+fn sass_by_function(tool: &std::path::Path, cubin: &[u8], module: &str) -> Vec<(String, String)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(format!("{module}.cubin"));
+    std::fs::write(&path, cubin).expect("write cubin");
+    let bin_dir = tool.parent().expect("cuobjdump dir");
+    let path_env = match std::env::var_os("PATH") {
+        Some(p) => format!("{}:{}", bin_dir.display(), p.to_string_lossy()),
+        None => bin_dir.display().to_string(),
+    };
+    let out = std::process::Command::new(tool)
+        .arg("-sass")
+        .arg(&path)
+        .env("PATH", path_env)
+        .output()
+        .expect("run cuobjdump");
+    assert!(
+        out.status.success(),
+        "cuobjdump -sass {module}.cubin: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut funcs: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.trim().strip_prefix("Function : ") {
+            funcs.push((name.trim().to_string(), String::new()));
+        } else if let Some((_, body)) = funcs.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    funcs
+}
+
+/// Whether `sass` has an instruction whose opcode is `op` (with any `.suffix`).
+fn has_op(sass: &str, op: &str) -> bool {
+    sass.split(|c: char| c.is_whitespace() || c == ';' || c == '}' || c == '{')
+        .any(|t| t == op || t.strip_prefix(op).is_some_and(|r| r.starts_with('.')))
+}
+
+#[test]
+fn sass_has_tensor_cores_in_bf16_kernels_and_no_local_memory() {
+    if !nvrtc_or_skip("sass_has_tensor_cores_in_bf16_kernels_and_no_local_memory") {
+        return;
+    }
+    let Some(tool) = cuobjdump() else {
+        assert!(
+            std::env::var_os("REQUIRE_SASS").is_none(),
+            "REQUIRE_SASS is set but cuobjdump was not found (pip install --target .cuda-tools nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37)"
+        );
+        eprintln!("SKIP: cuobjdump not found");
+        return;
+    };
+    // The bf16 GEMMs: tensor cores, ldmatrix and cp.async (LDGSTS) must all show in the SASS.
+    let gemms = [
+        "matmul_forward_bf16",
+        "matmul_backward_input_bf16",
+        "matmul_backward_weight_bf16",
+    ];
+    let mut seen = 0;
+    for m in ALL_MODULES {
+        let c = nvrtc::compile(m, "sm_90", true).unwrap_or_else(|e| panic!("{e}"));
+        let funcs = sass_by_function(&tool, &c.cubin, m.name);
+        for e in m.entries {
+            let (_, sass) = funcs
+                .iter()
+                .find(|(n, _)| n == e)
+                .unwrap_or_else(|| panic!("{e}: not in the SASS of {}.cu", m.name));
+            assert!(sass.len() > 50, "{e}: empty SASS");
+            for op in ["LDL", "STL"] {
+                assert!(!has_op(sass, op), "{e}: uses local memory ({op})");
+            }
+            let hmma = sass.matches("HMMA.16816.F32.BF16").count();
+            let ldsm = has_op(sass, "LDSM");
+            let ldgsts = has_op(sass, "LDGSTS");
+            if gemms.contains(e) {
+                eprintln!("{e}: {hmma} HMMA.16816.F32.BF16, LDSM {ldsm}, LDGSTS {ldgsts}");
+                // 2 m16 × 4 n8 tiles × 2 k16 steps per 32-wide k-tile: 16 HMMA in the unrolled loop body.
+                assert!(hmma >= 16, "{e}: {hmma} HMMA.16816.F32.BF16");
+                assert!(ldsm, "{e}: no LDSM (ldmatrix)");
+                assert!(ldgsts, "{e}: no LDGSTS (cp.async)");
+                seen += 1;
+            } else if e.ends_with("_f32") {
+                assert_eq!(hmma, 0, "{e}: an f32 kernel with tensor-core instructions");
+            }
+        }
+    }
+    assert_eq!(seen, gemms.len(), "every bf16 GEMM was inspected");
 }
