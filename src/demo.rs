@@ -272,6 +272,7 @@ pub fn run(o: &DemoOptions) -> Result<Vec<Row>> {
             student: false,
             batch: 256,
             backend: o.backend.clone(),
+            precision: "auto".into(),
             normalizer: None,
             num_heads: None,
             progress: false,

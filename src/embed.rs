@@ -5,7 +5,7 @@
 //!
 //! Key decision: the crops get only the normaliser (no augmentation), the full stored crop, as the
 //! reference's inference dataset; the normaliser is the one the checkpoint was trained with unless given.
-use crate::backend::select::{run_on, OnBackend};
+use crate::backend::select::{run_on_at, OnBackend};
 use crate::backend::Backend;
 use crate::config::ModelConfig;
 use crate::data::augment::plain_crop;
@@ -28,6 +28,8 @@ pub struct EmbedOptions {
     pub student: bool,
     pub batch: usize,
     pub backend: String,
+    /// GEMM precision: auto (bf16 on cuda, f32 elsewhere), f32 or bf16.
+    pub precision: String,
     /// Override the training normaliser (`ntc`, `ntc-2sigma`, `zscore`, `none`).
     pub normalizer: Option<String>,
     /// Heads, for checkpoints without setdino metadata (e.g. a converted reference checkpoint).
@@ -74,7 +76,8 @@ pub fn checkpoint_config(
 
 pub fn embed(opts: EmbedOptions) -> Result<EmbedSummary> {
     let backend = opts.backend.clone();
-    run_on(&backend, Job(opts))
+    let precision = opts.precision.clone();
+    run_on_at(&backend, &precision, Job(opts))
 }
 
 struct Job(EmbedOptions);

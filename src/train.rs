@@ -8,7 +8,7 @@
 //! Key decision: every random stream is keyed by (seed, step, …) — sampler, augmentation, drop path — and
 //! the checkpoint holds the whole optimizer state, so `--resume` continues exactly; on the CPU backend the
 //! losses after a resume are bit-identical to an uninterrupted run.
-use crate::backend::select::{run_on, OnBackend};
+use crate::backend::select::{run_on_at, OnBackend};
 use crate::backend::Backend;
 use crate::config::{ModelConfig, OptimConfig, StepConfig};
 use crate::data::augment::{AugmentCompat, AugmentConfig, StepCrops};
@@ -67,6 +67,9 @@ pub struct LoopSection {
     pub seed: u64,
     /// auto, cpu, cuda or simt.
     pub backend: String,
+    /// GEMM precision: auto (bf16 on cuda, f32 on cpu and simt), f32 or bf16 (`backend::Precision`).
+    #[serde(default = "auto_precision")]
+    pub precision: String,
     pub checkpoint_every: u64,
     pub keep_last: usize,
     /// Steps in flight in the background data pipeline.
@@ -77,6 +80,10 @@ pub struct LoopSection {
     pub val_every_epochs: usize,
     /// At most this many validation cells (evenly spaced over the selection).
     pub val_max_cells: usize,
+}
+
+fn auto_precision() -> String {
+    "auto".into()
 }
 
 /// The whole training configuration (what `RUN/config.json` records).
@@ -112,6 +119,7 @@ impl TrainConfig {
             max_steps: None,
             seed: 1234,
             backend: "auto".into(),
+            precision: auto_precision(),
             checkpoint_every: 200,
             keep_last: 3,
             prefetch: 2,
@@ -386,7 +394,8 @@ fn install_ctrlc() {
 /// Trains (or resumes) a run.
 pub fn train(opts: TrainOptions) -> Result<TrainSummary> {
     let backend = opts.config.train.backend.clone();
-    run_on(&backend, Job(opts))
+    let precision = opts.config.train.precision.clone();
+    run_on_at(&backend, &precision, Job(opts))
 }
 
 struct Job(TrainOptions);

@@ -153,6 +153,7 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
             student: false,
             batch: 17,
             backend: backend.into(),
+            precision: "auto".into(),
             normalizer: None,
             num_heads: None,
             progress: false,

@@ -5,7 +5,7 @@ use super::cpu::CpuBackend;
 use super::gpu::cuda::Cuda;
 use super::gpu::simt::Simt;
 use super::gpu::GpuBackend;
-use super::Backend;
+use super::{Backend, Precision};
 use anyhow::{bail, Result};
 
 /// Code that runs on whichever backend is chosen (Rust closures cannot be generic, visitors can).
@@ -36,20 +36,44 @@ pub fn decide(name: &str) -> Result<(Choice, String)> {
     }
 }
 
-/// Runs `job` on the backend `name`; `auto` reports its choice on stderr in one line.
+/// `--precision auto|f32|bf16` on `choice`: `auto` is bf16 on CUDA (tensor cores) and f32 on the CPU
+/// reference and the emulator (the parity reference).
+pub fn precision_for(choice: &Choice, precision: &str) -> Result<Precision> {
+    match precision {
+        "auto" => Ok(match choice {
+            Choice::Cuda => Precision::Bf16,
+            Choice::Cpu | Choice::Simt => Precision::F32,
+        }),
+        other => other
+            .parse()
+            .map_err(|e: anyhow::Error| e.context("--precision (train.precision)")),
+    }
+}
+
+/// Runs `job` on the backend `name` at the default precision (`auto`).
 pub fn run_on<J: OnBackend>(name: &str, job: J) -> Result<J::Out> {
+    run_on_at(name, "auto", job)
+}
+
+/// Runs `job` on the backend `name` at `precision` (auto, f32 or bf16); `auto` backends report their
+/// choice on stderr in one line.
+pub fn run_on_at<J: OnBackend>(name: &str, precision: &str, job: J) -> Result<J::Out> {
     let (choice, reason) = decide(name)?;
+    let prec = precision_for(&choice, precision)?;
     if name == "auto" {
-        eprintln!("backend: {choice:?} ({reason})");
+        eprintln!("backend: {choice:?} ({reason}), precision {prec}");
     }
     match choice {
-        Choice::Cpu => job.run(CpuBackend::<f32>::new()),
-        Choice::Simt => job.run(GpuBackend::new(Simt::new())),
+        Choice::Cpu => job.run(CpuBackend::<f32>::with_precision(prec)),
+        Choice::Simt => job.run(GpuBackend::with_precision(Simt::new(), prec)),
         Choice::Cuda => match Cuda::new(0) {
-            Ok(dev) => job.run(GpuBackend::new(dev)),
+            Ok(dev) => job.run(GpuBackend::with_precision(dev, prec)),
             Err(e) if name == "auto" => {
-                eprintln!("backend: Cpu (the CUDA device failed to start: {e:#})");
-                job.run(CpuBackend::<f32>::new())
+                let prec = precision_for(&Choice::Cpu, precision)?;
+                eprintln!(
+                    "backend: Cpu (the CUDA device failed to start: {e:#}), precision {prec}"
+                );
+                job.run(CpuBackend::<f32>::with_precision(prec))
             }
             Err(e) => Err(e.context("--backend cuda")),
         },

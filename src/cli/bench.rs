@@ -1,6 +1,6 @@
 //! `setdino bench`: throughput of the ViT forward+backward and of the full Set-DINO step on a backend,
 //! printed as a table (and JSON with every timing), for side-by-side runs with torch_vit_bench.py.
-use crate::backend::select::{run_on, OnBackend};
+use crate::backend::select::{run_on_at, OnBackend};
 use crate::backend::Backend;
 use crate::bench::{setdino_step, vit_fwd_bwd, BenchResult};
 use crate::config::ModelConfig;
@@ -10,7 +10,10 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// What to measure: vit (fwd+bwd at the global and local crop sizes), step (Set-DINO step), all.
+    /// What to measure: vit (fwd+bwd at the global and local crop sizes), step (Set-DINO step), all;
+    /// or kernels (with --backend simt): the emulator's counters of every GEMM launch of one Linear
+    /// forward+backward per ViT shape (--batch rows): mma instructions against FLOPs/4096, cp.async bytes
+    /// and 32-byte sectors, ldmatrix phases and bank-conflict replays.
     #[arg(long, default_value = "all")]
     pub what: String,
     /// Model preset: vits16 (the reference run) or tiny.
@@ -37,16 +40,22 @@ pub struct BenchArgs {
     /// Backend: cpu, simt (slow: the emulator), cuda, or auto.
     #[arg(long, default_value = "auto")]
     pub backend: String,
+    /// GEMM precision: auto (bf16 on cuda, f32 elsewhere), f32 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
     /// Also write every result (with all timings) to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.what == "kernels" {
+        return kernel_counters(&a);
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads.unwrap_or(0))
         .build()?;
-    pool.install(|| run_on(&a.backend, Job(&a)))
+    pool.install(|| run_on_at(&a.backend, &a.precision, Job(&a)))
 }
 
 struct Job<'a>(&'a BenchArgs);
@@ -89,6 +98,92 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
     }
     if let Some(p) = &a.json {
         crate::util::atomic::write_atomic(p, serde_json::to_string_pretty(&results)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// `--what kernels`: the SIMT emulator's per-launch counters for the Linear layers of the model.
+fn kernel_counters(a: &BenchArgs) -> Result<()> {
+    use crate::backend::gpu::simt::Simt;
+    use crate::backend::gpu::GpuBackend;
+    use crate::backend::select::{precision_for, Choice};
+    if a.backend != "simt" {
+        bail!(
+            "--what kernels counts instructions in the emulator: use --backend simt (got '{}')",
+            a.backend
+        );
+    }
+    let cfg = ModelConfig::preset(&a.config)?;
+    // The counters are about the tensor-core kernels: auto means bf16 here.
+    let prec = match a.precision.as_str() {
+        "auto" => crate::backend::Precision::Bf16,
+        p => precision_for(&Choice::Simt, p)?,
+    };
+    let be = GpuBackend::with_precision(Simt::recording(), prec);
+    let (c, f) = (cfg.dim, cfg.mlp_hidden);
+    let r = a.batch;
+    println!("{} on {}; {r} rows per Linear layer", prec, be.name());
+    println!(
+        "{:<36} {:>16} {:>10} {:>10} {:>12} {:>10} {:>7} {:>9} {:>8}",
+        "kernel",
+        "grid",
+        "mma",
+        "FLOP/4096",
+        "cp.async B",
+        "sectors",
+        "used",
+        "ldmatrix",
+        "replays"
+    );
+    for (name, i, o) in [
+        ("qkv", c, 3 * c),
+        ("proj", c, c),
+        ("fc1", c, f),
+        ("fc2", f, c),
+    ] {
+        let params = be.upload(&vec![0.01f32; o * i + o])?;
+        let x = be.upload(&vec![0.5f32; r * i])?;
+        let dy = be.upload(&vec![0.25f32; r * o])?;
+        let mut y = be.zeros(r * o)?;
+        let mut dx = be.zeros(r * i)?;
+        let mut dp = be.zeros(o * i + o)?;
+        be.matmul_forward(&mut y, &x, &params, 0, Some(o * i), r, i, o)?;
+        be.matmul_backward(
+            Some(&mut dx),
+            &mut dp,
+            0,
+            Some(o * i),
+            &dy,
+            &x,
+            &params,
+            0,
+            r,
+            i,
+            o,
+        )?;
+        println!(
+            "{name}: R {r}, I {i}, O {o} ({:.1} MFLOP per GEMM)",
+            2e-6 * (r * i * o) as f64
+        );
+        for l in be.dev.take_launches() {
+            let k = &l.counters;
+            println!(
+                "  {:<34} {:>16} {:>10} {:>10} {:>12} {:>10} {:>6.1}% {:>9} {:>8}",
+                l.kernel.name(),
+                format!("{:?}", l.grid),
+                k.mma,
+                if k.mma > 0 {
+                    (2 * r * i * o / 4096).to_string()
+                } else {
+                    "-".into()
+                },
+                k.cp_async_bytes,
+                k.cp_async_sectors,
+                100.0 * k.sector_efficiency(),
+                k.ldmatrix_phases,
+                k.ldmatrix_replays
+            );
+        }
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `setdino check`: backend detection, CUDA device facts, the NVRTC kernel table, a parity self-test.
 use crate::backend::gpu::{nvrtc, ALL_MODULES};
-use crate::backend::select::{decide, run_on, Choice, OnBackend};
+use crate::backend::select::{decide, run_on_at, Choice, OnBackend};
 use crate::backend::Backend;
 use anyhow::{bail, Result};
 use clap::Args;
@@ -13,6 +13,10 @@ pub struct CheckArgs {
     /// Architecture for the NVRTC table when no GPU is present.
     #[arg(long, default_value = "sm_90")]
     pub arch: String,
+    /// GEMM precision of the self-test: auto (bf16 on cuda, f32 elsewhere), f32 or bf16 (compared with
+    /// the CPU twin that rounds at the same points).
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
     /// Largest relative error the self-test accepts.
     #[arg(long, default_value_t = 1e-3)]
     pub tol: f64,
@@ -80,8 +84,10 @@ pub fn run(a: CheckArgs) -> Result<()> {
     } else {
         a.backend.as_str()
     };
-    let (name, rows) = run_on(target, SelfTest)?;
-    println!("self-test    one tiny Set-DINO step on {name} vs the CPU reference");
+    let (name, rows) = run_on_at(target, &a.precision, SelfTest)?;
+    println!(
+        "self-test    one tiny Set-DINO step on {name} vs the CPU reference at the same precision"
+    );
     let mut worst = 0f64;
     for (q, d, r) in &rows {
         println!(

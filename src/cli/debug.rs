@@ -1,6 +1,6 @@
 //! `setdino debug step`: one Set-DINO loss + gradient evaluation for given weights and inputs, the
 //! PyTorch-parity interface (design.md §8). Drop path is off; the center is the checkpoint's.
-use crate::backend::select::{run_on, OnBackend};
+use crate::backend::select::{run_on_at, OnBackend};
 use crate::backend::Backend;
 use crate::engine::{Engine, StepBatch};
 use crate::model::checkpoint::{infer_config, load_state, write_tensors, OutTensor, TensorFile};
@@ -51,6 +51,10 @@ pub struct StepArgs {
     /// Backend: cpu (the reference), simt (the CUDA kernels on the CPU emulator), cuda, or auto.
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+    /// GEMM precision: f32 (the reference), bf16 (tensor-core operands, f32 accumulation: on cpu the
+    /// twin that rounds where the kernels do), or auto (bf16 on cuda, f32 elsewhere).
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
 }
 
 pub fn run(cmd: DebugCmd) -> Result<()> {
@@ -69,7 +73,7 @@ impl OnBackend for Job<'_> {
 }
 
 fn step(a: StepArgs) -> Result<()> {
-    run_on(&a.backend, Job(&a))
+    run_on_at(&a.backend, &a.precision, Job(&a))
 }
 
 fn step_on<B: Backend>(be: B, a: &StepArgs) -> Result<()> {

@@ -31,6 +31,9 @@ pub struct EmbedArgs {
     pub batch: usize,
     #[arg(long, default_value = "auto")]
     pub backend: String,
+    /// GEMM precision: auto (bf16 on cuda, f32 on cpu and simt), f32 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
     /// Normaliser override (default: the one the checkpoint was trained with, else zscore).
     #[arg(long)]
     pub normalize: Option<String>,
@@ -53,6 +56,7 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         student: a.student,
         batch: a.batch,
         backend: a.backend,
+        precision: a.precision,
         normalizer: a.normalize,
         num_heads: a.num_heads,
         progress: true,

@@ -37,9 +37,16 @@ pub struct TrainArgs {
     /// Stop after this global step (with a checkpoint), schedules unchanged; continue with --resume.
     #[arg(long)]
     pub stop_at: Option<u64>,
+    /// GEMM precision (same as --set train.precision=…): auto (bf16 on cuda, f32 on cpu and simt),
+    /// f32, or bf16 (tensor-core GEMM operands, f32 accumulation and f32 master weights).
+    #[arg(long)]
+    pub precision: Option<String>,
 }
 
-pub fn run(a: TrainArgs) -> Result<()> {
+pub fn run(mut a: TrainArgs) -> Result<()> {
+    if let Some(p) = a.precision.take() {
+        a.sets.push(format!("train.precision={p}"));
+    }
     let opts = match &a.resume {
         Some(run) => {
             let p = run.join("config.json");

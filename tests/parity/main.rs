@@ -20,6 +20,7 @@ mod residual;
 mod set_mean;
 mod simt_emulator;
 mod step;
+mod train_bf16;
 mod weightnorm;
 
 use setdino::backend::cpu::CpuBackend;
