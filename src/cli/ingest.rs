@@ -1,6 +1,6 @@
 //! `setdino ingest`: argument handling only; the work is in `crate::ingest`.
 use crate::ingest::{ingest, Illum, IngestOptions};
-use crate::store::index::parse_list;
+use crate::store::index::parse_names;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
@@ -62,14 +62,16 @@ pub fn run(a: IngestArgs) -> Result<()> {
         a.clip
     );
     let mut o = IngestOptions::new(&a.tiles, &a.cells, &a.out);
-    o.channels = parse_list(a.channels.as_deref());
+    o.channels = parse_names("--channels", a.channels.as_deref())?;
     o.crop = a.crop;
     o.illum = a.illum.parse::<Illum>()?;
     o.clip = (clip[0], clip[1]);
     o.ntc_gene = a.ntc_gene;
     o.force = a.force;
     o.cells_per_shard = a.cells_per_shard;
-    o.cache_bytes = a.cache_mb << 20;
+    o.cache_bytes = a.cache_mb.checked_mul(1 << 20).with_context(|| {
+        format!("--cache-mb {}: too large for this machine's address space", a.cache_mb)
+    })?;
     o.progress = std::io::stderr().is_terminal();
     let r = ingest(&o)?;
     println!(

@@ -228,22 +228,9 @@ fn corrected(v: f32, ff: Option<&Vec<f32>>, k: usize) -> f32 {
     }
 }
 
-/// Run the ingest; returns the report (also written into the store).
-pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
-    let t0 = std::time::Instant::now();
-    let (tiles, names) = table::read_tiles(&opts.tiles, opts.channels.as_deref())?;
-    let channels: Vec<String> = match names {
-        Some(n) => n,
-        None => {
-            let p = tiles[0].first_path();
-            (0..tiff::read_pages(p)?.len())
-                .map(|k| format!("ch{k}"))
-                .collect()
-        }
-    };
-    let cells = table::read_cells(&opts.cells, &tiles)?;
-    let n_rows = cells.rows;
-    let crop = opts.crop as usize;
+/// The options that need no input file: checked before anything is read or written.
+fn check_options(opts: &IngestOptions) -> Result<()> {
+    let crop = opts.crop;
     if crop == 0 || crop % 2 != 0 {
         bail!("--crop {crop}: the crop side must be even and > 0");
     }
@@ -259,6 +246,125 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
             );
         }
     }
+    if opts.cells_per_shard == Some(0) {
+        bail!("--cells-per-shard 0: must be ≥ 1");
+    }
+    if let Some(ch) = &opts.channels {
+        let mut seen = std::collections::HashSet::new();
+        for name in ch {
+            if name.is_empty() {
+                bail!("--channels: an empty channel name; expected comma-separated names like dna,actin");
+            }
+            if !seen.insert(name) {
+                bail!("--channels: channel {name:?} is listed twice; each channel must be distinct");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The crop must fit in the tiles of a plate.
+fn check_crop_fits(crop: usize, plate: &str, h: usize, w: usize, first: &TileRow) -> Result<()> {
+    if crop > h || crop > w {
+        bail!(
+            "--crop {crop} is larger than the tiles of plate {plate:?} ({h}×{w} px, e.g. {}, tiles.csv line {}); no \
+             cell can be cropped; HINT: use a --crop of at most {}",
+            first.first_path().display(),
+            first.line,
+            h.min(w) / 2 * 2
+        );
+    }
+    Ok(())
+}
+
+/// A cell skipped because its crop box leaves the tile.
+#[derive(Clone, Debug)]
+struct Skipped {
+    line: u32,
+    cell_id: u64,
+    plate: String,
+    well: String,
+    tile: u32,
+    i: f32,
+    j: f32,
+}
+
+impl Skipped {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"cells_csv_line": self.line, "cell_id": self.cell_id, "plate": self.plate,
+            "well": self.well, "tile": self.tile, "i": self.i, "j": self.j})
+    }
+    fn describe(&self) -> String {
+        format!(
+            "line {} (cell {}, plate {}, well {}, tile {}, centroid {}, {})",
+            self.line, self.cell_id, self.plate, self.well, self.tile, self.i, self.j
+        )
+    }
+}
+
+/// At most this many skipped cells are listed by name in report.json (all are counted).
+const SKIPPED_LISTED: usize = 10_000;
+
+/// "line 3 (…), line 9 (…) and 4 more" for the first few skipped cells.
+fn name_skipped(skipped: &[Skipped], total: u64) -> String {
+    let first: Vec<String> = skipped.iter().take(3).map(Skipped::describe).collect();
+    let more = total.saturating_sub(first.len() as u64);
+    if more > 0 {
+        format!("{} and {more} more", first.join(", "))
+    } else {
+        first.join(", ")
+    }
+}
+
+/// After the crops: no cell written is an error, skipped cells a warning; both name the first few.
+fn check_skipped(
+    opts: &IngestOptions,
+    written: u64,
+    skipped_edge: u64,
+    skipped: &[Skipped],
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let crop = opts.crop;
+    if written == 0 && skipped_edge > 0 {
+        bail!(
+            "{}: no cell could be cropped: all {skipped_edge} cells' {crop}×{crop} boxes leave their tile, e.g. {}; \
+             nothing was written to {}; HINT: check the centroid columns i (row) and j (column) and --crop",
+            opts.cells.display(),
+            name_skipped(skipped, skipped_edge),
+            opts.out.display()
+        );
+    }
+    if skipped_edge > 0 {
+        let msg = format!(
+            "{}: {skipped_edge} cell(s) skipped because their {crop}×{crop} box leaves the tile: {} (report.json lists \
+             them under skipped_cells)",
+            opts.cells.display(),
+            name_skipped(skipped, skipped_edge)
+        );
+        eprintln!("warning: {msg}");
+        warnings.push(msg);
+    }
+    Ok(())
+}
+
+/// Run the ingest; returns the report (also written into the store).
+pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
+    let t0 = std::time::Instant::now();
+    check_options(opts)?;
+    let (tiles, names) = table::read_tiles(&opts.tiles, opts.channels.as_deref())?;
+    let channels: Vec<String> = match names {
+        Some(n) => n,
+        None => {
+            let p = tiles[0].first_path();
+            (0..tiff::read_pages(p)?.len())
+                .map(|k| format!("ch{k}"))
+                .collect()
+        }
+    };
+    let cells = table::read_cells(&opts.cells, &tiles)?;
+    let n_rows = cells.rows;
+    let crop = usize::try_from(opts.crop).context("--crop: too large")?;
+    let (plo, phi) = opts.clip;
     let c = channels.len();
     let mut wo = WriterOptions::new(opts.crop, channels.clone());
     wo.ntc_gene = opts.ntc_gene.clone();
@@ -266,7 +372,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
     wo.force = opts.force;
     wo.created_by = format!("setdino {} ingest", env!("CARGO_PKG_VERSION"));
     if let Some(n) = opts.cells_per_shard {
-        wo.cells_per_shard = n.max(1);
+        wo.cells_per_shard = n;
     }
     let mut writer = StoreWriter::create(&opts.out, wo)?;
 
@@ -282,12 +388,14 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
     let mut plate_reports = Vec::new();
     let (mut written, mut skipped_edge, mut tile_reads) = (0u64, 0u64, 0u64);
     let mut warnings: Vec<String> = Vec::new();
+    let mut skipped: Vec<Skipped> = Vec::new();
     for plate in &plates {
         let idx: Vec<usize> = (0..tiles.len())
             .filter(|&k| &tiles[k].plate == plate)
             .collect();
         let first = read_tile(&tiles[idx[0]], &channels)?;
         let (h, w) = (first.h, first.w);
+        check_crop_fits(crop, plate, h, w, &tiles[idx[0]])?;
         tile_reads += 1;
         let plane = h * w;
         let need_a = opts.illum != Illum::None || !first.integer;
@@ -295,7 +403,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         drop(first);
         // Decode the plate once and keep it when it fits the cache budget; otherwise every pass re-reads.
         let cache: Option<HashMap<usize, Arc<Tile>>> =
-            if idx.len() * c * plane * sample_bytes <= opts.cache_bytes {
+            if idx.len().saturating_mul(c).saturating_mul(plane).saturating_mul(sample_bytes)
+                <= opts.cache_bytes
+            {
                 bar.set_message(format!("plate {plate}: decoding"));
                 let v = idx
                     .par_iter()
@@ -438,7 +548,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         bar.set_message(format!("plate {plate}: crops"));
         let (mut p_written, mut p_edge) = (0u64, 0u64);
         for group in idx.chunks(chunk) {
-            let results: Vec<(Vec<CellMeta>, Vec<u16>, u64)> = group
+            let results: Vec<(Vec<CellMeta>, Vec<u16>, Vec<Skipped>)> = group
                 .par_iter()
                 .map(|&k| {
                     let t = load(k)?;
@@ -458,7 +568,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
             for (metas, crops, edge) in results {
                 writer.push(&metas, &crops)?;
                 p_written += metas.len() as u64;
-                p_edge += edge;
+                p_edge += edge.len() as u64;
+                let room = SKIPPED_LISTED.saturating_sub(skipped.len());
+                skipped.extend(edge.into_iter().take(room));
             }
         }
         tile_reads += reads_per_pass;
@@ -485,6 +597,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         }));
     }
     bar.finish_and_clear();
+    check_skipped(opts, written, skipped_edge, &skipped, &mut warnings)?;
     let secs = t0.elapsed().as_secs_f64();
     let report = serde_json::json!({
         "command": "ingest",
@@ -496,12 +609,22 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         "tiles": tiles.len(), "tile_reads": tile_reads,
         "cells_in_table": n_rows, "cells_written": written,
         "skipped": {"box_leaves_tile": skipped_edge},
+        "skipped_cells": skipped.iter().map(Skipped::json).collect::<Vec<_>>(),
+        "skipped_cells_truncated": skipped_edge > skipped.len() as u64,
         "plates": plate_reports,
         "warnings": warnings,
         "seconds": secs, "tiles_per_second": tiles.len() as f64 / secs.max(1e-9),
     });
     writer.finish(report.clone())?;
     Ok(report)
+}
+
+/// The first row (column) of a crop box of side `crop` centred at ⌊x⌋ = `f`, when the box lies within
+/// `0..len`; checked arithmetic, so any centroid is safe.
+fn box_start(f: i64, crop: usize, len: usize) -> Option<usize> {
+    let half = i64::try_from(crop / 2).ok()?;
+    let start = usize::try_from(f.checked_sub(half)?).ok()?;
+    (start.checked_add(crop)? <= len).then_some(start)
 }
 
 /// Crop every cell of one tile; returns (metadata, crops (N, C, crop, crop), cells skipped at the edge).
@@ -513,18 +636,23 @@ fn crop_tile(
     crop: usize,
     fields: Option<&[Vec<f32>]>,
     bounds: &[(f64, f64)],
-) -> (Vec<CellMeta>, Vec<u16>, u64) {
-    let half = (crop / 2) as i64;
+) -> (Vec<CellMeta>, Vec<u16>, Vec<Skipped>) {
     let mut metas = Vec::new();
     let mut out = Vec::new();
-    let mut edge = 0;
+    let mut edge = Vec::new();
     for cell in rows {
-        let (r0, c0) = (cell.fi - half, cell.fj - half);
-        if r0 < 0 || c0 < 0 || r0 + crop as i64 > t.h as i64 || c0 + crop as i64 > t.w as i64 {
-            edge += 1;
+        let (Some(r0), Some(c0)) = (box_start(cell.fi, crop, t.h), box_start(cell.fj, crop, t.w)) else {
+            edge.push(Skipped {
+                line: cell.line,
+                cell_id: cell.cell_id,
+                plate: row.plate.clone(),
+                well: row.well.clone(),
+                tile: row.tile,
+                i: cell.i,
+                j: cell.j,
+            });
             continue;
-        }
-        let (r0, c0) = (r0 as usize, c0 as usize);
+        };
         for (ch, p) in t.planes.iter().enumerate() {
             let ff = fields.map(|f| &f[ch]);
             let (lo, hi) = bounds[ch];

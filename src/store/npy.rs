@@ -180,9 +180,11 @@ impl NpyWriter {
     }
 }
 
-/// Write a whole float32 array.
+/// Write a whole float32 array (temp file, then rename: never a torn file under `path`).
 pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
-    let mut w = NpyWriter::create(path, shape)?;
+    let tmp = crate::util::atomic::TempFile::new(path)?;
+    let mut w = NpyWriter::create(tmp.path(), shape)?;
     w.write(values)?;
-    w.finish()
+    w.finish()?;
+    tmp.commit()
 }
