@@ -1,6 +1,6 @@
 //! `setdino import-crops`: argument handling only; the work is in `crate::store::import`.
 use crate::store::import::{import_crops, ImportOptions};
-use crate::store::index::parse_list;
+use crate::store::index::parse_names;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ pub struct ImportCropsArgs {
 
 pub fn run(a: ImportCropsArgs) -> Result<()> {
     let opts = ImportOptions {
-        channels: parse_list(a.channels.as_deref()),
+        channels: parse_names("--channels", a.channels.as_deref())?,
         ntc_gene: a.ntc_gene,
         force: a.force,
     };
