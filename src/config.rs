@@ -271,7 +271,11 @@ impl OptimConfig {
             ("optim.weight_decay_end", self.weight_decay_end, NonNegative),
             ("optim.momentum_teacher", self.momentum_teacher, Unit),
             ("optim.teacher_temp", self.teacher_temp, Positive),
-            ("optim.warmup_teacher_temp", self.warmup_teacher_temp, Positive),
+            (
+                "optim.warmup_teacher_temp",
+                self.warmup_teacher_temp,
+                Positive,
+            ),
             ("optim.student_temp", self.student_temp, Positive),
             ("optim.center_momentum", self.center_momentum, Unit),
             ("optim.clip_grad", self.clip_grad, NonNegative),

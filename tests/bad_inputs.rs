@@ -89,7 +89,9 @@ fn out_of_tile_cells_are_listed_and_named() {
     let (ok, stderr) = run_bin(&ingest_args(&sc, &out), None);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("2 cell(s) skipped") && stderr.contains("line 3") && stderr.contains("line 7"),
+        stderr.contains("2 cell(s) skipped")
+            && stderr.contains("line 3")
+            && stderr.contains("line 7"),
         "{stderr}"
     );
     let r: serde_json::Value =
@@ -137,7 +139,10 @@ fn corrupt_first_strip(tif: &Path, page: usize) {
         .unwrap();
     drop(dec);
     let (off, len) = (offs[0] as usize, lens[0] as usize);
-    assert!(len > 800, "strip of {len} bytes is too short to corrupt 400 bytes of");
+    assert!(
+        len > 800,
+        "strip of {len} bytes is too short to corrupt 400 bytes of"
+    );
     let mut b = std::fs::read(tif).unwrap();
     let mid = off + len / 2 - 200;
     for x in &mut b[mid..mid + 400] {
@@ -212,7 +217,13 @@ fn non_store_directory_is_never_cleaned() {
     let sc = write_screen(&t.path().join("in"), TiffCompression::None);
     let user = t.path().join("mine");
     std::fs::create_dir(&user).unwrap();
-    for f in ["report.json", "meta.tsv", "shard-00000.bin", "index.bin", ".x.tmp"] {
+    for f in [
+        "report.json",
+        "meta.tsv",
+        "shard-00000.bin",
+        "index.bin",
+        ".x.tmp",
+    ] {
         std::fs::write(user.join(f), f).unwrap();
     }
     let before = snapshot(t.path());
@@ -262,7 +273,9 @@ fn failed_export_leaves_no_output() {
     let good = t.path().join("good");
     train_store(&good);
     let stale = t.path().join(".x.npy.tmp.99999999.3");
-    let live = t.path().join(format!(".x.npy.tmp.{}.999", std::process::id()));
+    let live = t
+        .path()
+        .join(format!(".x.npy.tmp.{}.999", std::process::id()));
     let lookalike = t.path().join("x.npy.tmp");
     for p in [&stale, &live, &lookalike] {
         std::fs::write(p, "old").unwrap();
@@ -292,7 +305,11 @@ fn out_of_range_config_values_are_errors() {
     for (set, key, range) in [
         ("optim.lr=-1e-3", "optim.lr", "≥ 0"),
         ("optim.lr=nan", "optim.lr", "finite"),
-        ("optim.momentum_teacher=2.0", "optim.momentum_teacher", "[0, 1]"),
+        (
+            "optim.momentum_teacher=2.0",
+            "optim.momentum_teacher",
+            "[0, 1]",
+        ),
         ("optim.teacher_temp=0", "optim.teacher_temp", "> 0"),
         ("optim.weight_decay=inf", "optim.weight_decay", "finite"),
         ("optim.student_temp=-0.1", "optim.student_temp", "> 0"),
@@ -321,7 +338,10 @@ fn diverging_training_points_at_a_finite_checkpoint() {
     sets.push("optim.warmup_epochs=0".into());
     sets.push("optim.clip_grad=0".into());
     let e = err(&train_args(&st, &out, &sets));
-    assert!(e.contains("non-finite") && e.contains("last finite checkpoint"), "{e}");
+    assert!(
+        e.contains("non-finite") && e.contains("last finite checkpoint"),
+        "{e}"
+    );
     let ckpts: Vec<_> = std::fs::read_dir(out.join("checkpoints"))
         .unwrap()
         .flatten()
@@ -330,7 +350,8 @@ fn diverging_training_points_at_a_finite_checkpoint() {
     for p in &ckpts {
         let f = setdino::model::checkpoint::TensorFile::open(p).unwrap();
         for n in f.names() {
-            f.get_f32(n).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            f.get_f32(n)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
         }
     }
     let named = ckpts.iter().any(|p| e.contains(&p.display().to_string()));
@@ -356,7 +377,8 @@ fn poison(p: &Path, name: &str, n: usize) {
         .map(|(k, s, d)| {
             (
                 k.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
             )
         })
         .collect();
@@ -408,7 +430,12 @@ fn embed_refuses_nan_checkpoints_and_contradicting_heads() {
     );
     assert_eq!(before, snapshot(t.path()));
     // The same checkpoint cannot be resumed from either.
-    let e = err(&s(&["train", "--resume", &out.display().to_string(), "--quiet"]));
+    let e = err(&s(&[
+        "train",
+        "--resume",
+        &out.display().to_string(),
+        "--quiet",
+    ]));
     assert!(e.contains(name), "{e}");
 }
 
@@ -432,9 +459,15 @@ fn ingest_option_and_table_errors() {
     let e = with(&|a| a[10] = "dna,,actin".into());
     assert!(e.contains("--channels") && e.contains("empty"), "{e}");
     let e = with(&|a| a[10] = "dna,dna".into());
-    assert!(e.contains("--channels") && e.contains("\"dna\" is listed twice"), "{e}");
+    assert!(
+        e.contains("--channels") && e.contains("\"dna\" is listed twice"),
+        "{e}"
+    );
     let e = with(&|a| a.extend(s(&["--cells-per-shard", "0"])));
-    assert!(e.contains("--cells-per-shard 0") && e.contains("≥ 1"), "{e}");
+    assert!(
+        e.contains("--cells-per-shard 0") && e.contains("≥ 1"),
+        "{e}"
+    );
     assert_eq!(before, snapshot(t.path()));
     // Two `gene` columns.
     let text = std::fs::read_to_string(&sc.cells).unwrap();
@@ -452,7 +485,9 @@ fn ingest_option_and_table_errors() {
     std::fs::write(&sc.cells, dup).unwrap();
     let e = err(&ingest_args(&sc, &out));
     assert!(
-        e.contains("cells.csv") && e.contains("\"gene\" appears twice") && e.contains("columns 8 and 9"),
+        e.contains("cells.csv")
+            && e.contains("\"gene\" appears twice")
+            && e.contains("columns 8 and 9"),
         "{e}"
     );
     assert!(!out.exists());

@@ -70,7 +70,10 @@ pub fn run(a: IngestArgs) -> Result<()> {
     o.force = a.force;
     o.cells_per_shard = a.cells_per_shard;
     o.cache_bytes = a.cache_mb.checked_mul(1 << 20).with_context(|| {
-        format!("--cache-mb {}: too large for this machine's address space", a.cache_mb)
+        format!(
+            "--cache-mb {}: too large for this machine's address space",
+            a.cache_mb
+        )
     })?;
     o.progress = std::io::stderr().is_terminal();
     let r = ingest(&o)?;

@@ -256,7 +256,9 @@ fn check_options(opts: &IngestOptions) -> Result<()> {
                 bail!("--channels: an empty channel name; expected comma-separated names like dna,actin");
             }
             if !seen.insert(name) {
-                bail!("--channels: channel {name:?} is listed twice; each channel must be distinct");
+                bail!(
+                    "--channels: channel {name:?} is listed twice; each channel must be distinct"
+                );
             }
         }
     }
@@ -402,24 +404,27 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         let sample_bytes = if first.integer { 2 } else { 4 };
         drop(first);
         // Decode the plate once and keep it when it fits the cache budget; otherwise every pass re-reads.
-        let cache: Option<HashMap<usize, Arc<Tile>>> =
-            if idx.len().saturating_mul(c).saturating_mul(plane).saturating_mul(sample_bytes)
-                <= opts.cache_bytes
-            {
-                bar.set_message(format!("plate {plate}: decoding"));
-                let v = idx
-                    .par_iter()
-                    .map(|&k| {
-                        let t = read_tile(&tiles[k], &channels)?;
-                        check_size(&tiles[k], &t, h, w)?;
-                        Ok((k, Arc::new(t)))
-                    })
-                    .collect::<Result<HashMap<_, _>>>()?;
-                tile_reads += idx.len() as u64;
-                Some(v)
-            } else {
-                None
-            };
+        let cache: Option<HashMap<usize, Arc<Tile>>> = if idx
+            .len()
+            .saturating_mul(c)
+            .saturating_mul(plane)
+            .saturating_mul(sample_bytes)
+            <= opts.cache_bytes
+        {
+            bar.set_message(format!("plate {plate}: decoding"));
+            let v = idx
+                .par_iter()
+                .map(|&k| {
+                    let t = read_tile(&tiles[k], &channels)?;
+                    check_size(&tiles[k], &t, h, w)?;
+                    Ok((k, Arc::new(t)))
+                })
+                .collect::<Result<HashMap<_, _>>>()?;
+            tile_reads += idx.len() as u64;
+            Some(v)
+        } else {
+            None
+        };
         // At most one fold accumulator (flat-field sums, histograms: megabytes each) per thread.
         let min_len = idx.len().div_ceil(rayon::current_num_threads().max(1));
         let reads_per_pass = if cache.is_some() { 0 } else { idx.len() as u64 };
@@ -641,7 +646,8 @@ fn crop_tile(
     let mut out = Vec::new();
     let mut edge = Vec::new();
     for cell in rows {
-        let (Some(r0), Some(c0)) = (box_start(cell.fi, crop, t.h), box_start(cell.fj, crop, t.w)) else {
+        let (Some(r0), Some(c0)) = (box_start(cell.fi, crop, t.h), box_start(cell.fj, crop, t.w))
+        else {
             edge.push(Skipped {
                 line: cell.line,
                 cell_id: cell.cell_id,

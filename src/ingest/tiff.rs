@@ -144,9 +144,15 @@ fn verify_deflate(
             .unwrap_or(default))
     };
     let (chunk_w, chunk_h) = if tiled {
-        (tag(dec, Tag::TileWidth, width)?, tag(dec, Tag::TileLength, height)?)
+        (
+            tag(dec, Tag::TileWidth, width)?,
+            tag(dec, Tag::TileLength, height)?,
+        )
     } else {
-        (width, tag(dec, Tag::RowsPerStrip, height)?.clamp(1, height.max(1)))
+        (
+            width,
+            tag(dec, Tag::RowsPerStrip, height)?.clamp(1, height.max(1)),
+        )
     };
     let strips_per_band = height.div_ceil(chunk_h.max(1)).max(1);
     let per_pixel = if planar { 1 } else { samples as u64 };
@@ -169,7 +175,10 @@ fn verify_deflate(
             let first_row = (k as u64 % strips_per_band).saturating_mul(chunk_h);
             (chunk_w, chunk_h.min(height.saturating_sub(first_row)))
         };
-        let row_bytes = cw.saturating_mul(per_pixel).saturating_mul(bits).div_ceil(8);
+        let row_bytes = cw
+            .saturating_mul(per_pixel)
+            .saturating_mul(bits)
+            .div_ceil(8);
         let want = row_bytes.saturating_mul(ch);
         raw.clear();
         f.seek(SeekFrom::Start(off))
@@ -290,6 +299,25 @@ pub fn read_pages(path: &Path) -> Result<Vec<Page>> {
     Ok(pages)
 }
 
+/// Encode a TIFF in memory and write it atomically (never a torn file under `path`).
+fn write_tiff(
+    path: &Path,
+    encode: impl FnOnce(&mut std::io::Cursor<Vec<u8>>) -> Result<()>,
+) -> Result<()> {
+    let mut cur = std::io::Cursor::new(Vec::new());
+    encode(&mut cur).with_context(|| format!("writing {}", path.display()))?;
+    crate::util::atomic::write_atomic(path, &cur.into_inner())
+}
+
+/// Width and height as TIFF dimensions (u32).
+fn dims(path: &Path, w: usize, h: usize) -> Result<(u32, u32)> {
+    let c = |v: usize| {
+        u32::try_from(v)
+            .with_context(|| format!("{}: {v} px is beyond TIFF's limit", path.display()))
+    };
+    Ok((c(w)?, c(h)?))
+}
+
 /// Compression for [`write_u16`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TiffCompression {
@@ -307,49 +335,56 @@ pub fn write_u16(
     compression: TiffCompression,
 ) -> Result<()> {
     use tiff::encoder::{colortype, Compression, TiffEncoder};
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc =
-        TiffEncoder::new(std::io::BufWriter::new(f))?.with_compression(match compression {
+    let (w, h) = dims(path, w, h)?;
+    write_tiff(path, |cur| {
+        let mut enc = TiffEncoder::new(cur)?.with_compression(match compression {
             TiffCompression::None => Compression::Uncompressed,
             TiffCompression::Lzw => Compression::Lzw,
             TiffCompression::Deflate => Compression::Deflate(tiff::encoder::DeflateLevel::Fast),
         });
-    for p in pages {
-        enc.write_image::<colortype::Gray16>(w as u32, h as u32, p)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+        for p in pages {
+            enc.write_image::<colortype::Gray16>(w, h, p)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    })
 }
 
 /// Write 16-bit RGB pages (interleaved h×w×3).
 pub fn write_rgb16(path: &Path, w: usize, h: usize, pages: &[&[u16]]) -> Result<()> {
     use tiff::encoder::{colortype, TiffEncoder};
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = TiffEncoder::new(std::io::BufWriter::new(f))?;
-    for p in pages {
-        enc.write_image::<colortype::RGB16>(w as u32, h as u32, p)?;
-    }
-    Ok(())
+    let (w, h) = dims(path, w, h)?;
+    write_tiff(path, |cur| {
+        let mut enc = TiffEncoder::new(cur)?;
+        for p in pages {
+            enc.write_image::<colortype::RGB16>(w, h, p)?;
+        }
+        Ok(())
+    })
 }
 
 /// Write 8-bit grayscale pages.
 pub fn write_u8(path: &Path, w: usize, h: usize, pages: &[&[u8]]) -> Result<()> {
     use tiff::encoder::{colortype, TiffEncoder};
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = TiffEncoder::new(std::io::BufWriter::new(f))?;
-    for p in pages {
-        enc.write_image::<colortype::Gray8>(w as u32, h as u32, p)?;
-    }
-    Ok(())
+    let (w, h) = dims(path, w, h)?;
+    write_tiff(path, |cur| {
+        let mut enc = TiffEncoder::new(cur)?;
+        for p in pages {
+            enc.write_image::<colortype::Gray8>(w, h, p)?;
+        }
+        Ok(())
+    })
 }
 
 /// Write 32-bit float grayscale pages.
 pub fn write_f32(path: &Path, w: usize, h: usize, pages: &[&[f32]]) -> Result<()> {
     use tiff::encoder::{colortype, TiffEncoder};
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = TiffEncoder::new(std::io::BufWriter::new(f))?;
-    for p in pages {
-        enc.write_image::<colortype::Gray32Float>(w as u32, h as u32, p)?;
-    }
-    Ok(())
+    let (w, h) = dims(path, w, h)?;
+    write_tiff(path, |cur| {
+        let mut enc = TiffEncoder::new(cur)?;
+        for p in pages {
+            enc.write_image::<colortype::Gray32Float>(w, h, p)?;
+        }
+        Ok(())
+    })
 }

@@ -232,7 +232,8 @@ fn swap_in(tmp: &Path, dir: &Path, force: bool) -> Result<()> {
     if !old_manifest.exists() {
         if dir.is_dir() {
             // Empty (checked above).
-            std::fs::remove_dir(dir).with_context(|| format!("replacing empty {}", dir.display()))?;
+            std::fs::remove_dir(dir)
+                .with_context(|| format!("replacing empty {}", dir.display()))?;
         }
         std::fs::rename(tmp, dir)
             .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;

@@ -213,7 +213,9 @@ mod tests {
         let out = d.path().join("x.bin");
         // A pid that cannot be alive (above the kernel's pid_max limit of 2^22).
         let dead = d.path().join(".x.bin.tmp.99999999.0");
-        let live = d.path().join(format!(".x.bin.tmp.{}.77", std::process::id()));
+        let live = d
+            .path()
+            .join(format!(".x.bin.tmp.{}.77", std::process::id()));
         let other = d.path().join(".y.bin.tmp.99999999.0");
         let user = d.path().join("x.bin.tmp");
         for p in [&dead, &live, &other, &user] {
