@@ -24,7 +24,8 @@ pub struct ImportCropsArgs {
     /// Gene name of the non-targeting controls.
     #[arg(long, default_value = "nontargeting")]
     pub ntc_gene: String,
-    /// Replace an existing store at --out.
+    /// Replace an existing store at --out (the new one is built beside it and swapped in only when
+    /// complete; a directory that is not a store is never written into).
     #[arg(long)]
     pub force: bool,
 }

@@ -16,7 +16,7 @@ pub struct IngestArgs {
     /// Cell table: plate,well,tile,cell_id,i,j,sgRNA,gene (+ extra columns kept as metadata).
     #[arg(long)]
     pub cells: PathBuf,
-    /// Output store directory.
+    /// Output store directory (new or empty, or an existing store with --force).
     #[arg(long)]
     pub out: PathBuf,
     /// Channel names in page order, comma-separated (default: from path_<channel> columns, else ch0,ch1,…).
@@ -41,7 +41,8 @@ pub struct IngestArgs {
     /// (2 bytes per pixel and channel for 8/16-bit data, 4 for float); larger plates are streamed and re-read per pass.
     #[arg(long, default_value_t = 4096)]
     pub cache_mb: usize,
-    /// Replace an existing store at --out.
+    /// Replace an existing store at --out (the new one is built beside it and swapped in only when
+    /// complete; a directory that is not a store is never written into).
     #[arg(long)]
     pub force: bool,
 }

@@ -349,7 +349,324 @@ fn check_skipped(
     Ok(())
 }
 
-/// Run the ingest; returns the report (also written into the store).
+/// One plate's tiles (indices into tiles.csv), decoded once and kept when they fit the cache budget;
+/// otherwise every pass re-reads them.
+struct Plate<'a> {
+    name: &'a str,
+    tiles: &'a [TileRow],
+    channels: &'a [String],
+    idx: Vec<usize>,
+    h: usize,
+    w: usize,
+    /// The first tile has 8/16-bit samples.
+    integer: bool,
+    cache: Option<HashMap<usize, Arc<Tile>>>,
+    /// Tile reads so far.
+    reads: u64,
+}
+
+impl<'a> Plate<'a> {
+    /// Read the plate's first tile (size, sample type, crop check) and, when the plate fits
+    /// `opts.cache_bytes`, decode all of its tiles.
+    fn open(
+        name: &'a str,
+        tiles: &'a [TileRow],
+        channels: &'a [String],
+        opts: &IngestOptions,
+        crop: usize,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Plate<'a>> {
+        let idx: Vec<usize> = (0..tiles.len())
+            .filter(|&k| tiles[k].plate == name)
+            .collect();
+        let first = read_tile(&tiles[idx[0]], channels)?;
+        let (h, w) = (first.h, first.w);
+        check_crop_fits(crop, name, h, w, &tiles[idx[0]])?;
+        let sample_bytes = if first.integer { 2 } else { 4 };
+        let mut p = Plate {
+            name,
+            tiles,
+            channels,
+            idx,
+            h,
+            w,
+            integer: first.integer,
+            cache: None,
+            reads: 1,
+        };
+        drop(first);
+        let bytes = p
+            .idx
+            .len()
+            .saturating_mul(channels.len())
+            .saturating_mul(h.saturating_mul(w))
+            .saturating_mul(sample_bytes);
+        if bytes <= opts.cache_bytes {
+            bar.set_message(format!("plate {name}: decoding"));
+            let v = p
+                .idx
+                .par_iter()
+                .map(|&k| Ok((k, p.read(k)?)))
+                .collect::<Result<HashMap<_, _>>>()?;
+            p.reads += p.idx.len() as u64;
+            p.cache = Some(v);
+        }
+        Ok(p)
+    }
+
+    fn read(&self, k: usize) -> Result<Arc<Tile>> {
+        let t = read_tile(&self.tiles[k], self.channels)?;
+        check_size(&self.tiles[k], &t, self.h, self.w)?;
+        Ok(Arc::new(t))
+    }
+
+    /// Tile `k` (of tiles.csv), from the cache or read again.
+    fn load(&self, k: usize) -> Result<Arc<Tile>> {
+        match self.cache.as_ref().and_then(|m| m.get(&k)) {
+            Some(t) => Ok(t.clone()),
+            None => self.read(k),
+        }
+    }
+
+    /// Count one pass over the tiles (reads only when not cached).
+    fn pass_done(&mut self) {
+        if self.cache.is_none() {
+            self.reads += self.idx.len() as u64;
+        }
+    }
+
+    /// At most one fold accumulator (flat-field sums, histograms: megabytes each) per thread.
+    fn min_len(&self) -> usize {
+        self.idx.len().div_ceil(rayon::current_num_threads().max(1))
+    }
+}
+
+/// Pass A: flat-field sums and value range (skipped for integer data with `--illum none`).
+fn pass_a(
+    p: &mut Plate,
+    opts: &IngestOptions,
+    bar: &indicatif::ProgressBar,
+) -> Result<Option<PassA>> {
+    if opts.illum == Illum::None && p.integer {
+        bar.inc(p.idx.len() as u64);
+        return Ok(None);
+    }
+    bar.set_message(format!("plate {}: flat-field and range", p.name));
+    let (c, plane) = (p.channels.len(), p.h * p.w);
+    let empty = || PassA::new(c, plane, opts.illum == Illum::Auto);
+    let pr: &Plate = p;
+    let a = pr
+        .idx
+        .par_iter()
+        .with_min_len(pr.min_len())
+        .try_fold(empty, |acc, &k| -> Result<PassA> {
+            let t = pr.load(k)?;
+            bar.inc(1);
+            Ok(acc.add(&t))
+        })
+        .try_reduce(empty, |x, y| Ok(x.merge(y)))?;
+    p.pass_done();
+    Ok(Some(a))
+}
+
+/// The flat fields of the plate's channels (none with `--illum none`).
+fn flat_fields(
+    p: &Plate,
+    opts: &IngestOptions,
+    a: Option<&PassA>,
+) -> Result<Option<Vec<Vec<f32>>>> {
+    let (h, w) = (p.h, p.w);
+    Ok(match &opts.illum {
+        Illum::None => None,
+        Illum::Auto => {
+            let a = a.context("internal: pass A is required for --illum auto")?;
+            let n = p.idx.len() as f64;
+            Some(
+                (0..p.channels.len())
+                    .map(|ch| {
+                        let mean: Vec<f64> = a.sum[ch].iter().map(|s| s / n).collect();
+                        illum::field_from_mean(&mean, h, w).with_context(|| {
+                            format!("plate {:?}, channel {}", p.name, p.channels[ch])
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        }
+        Illum::Dir(d) => Some(
+            p.channels
+                .iter()
+                .map(|ch| illum::read_field(d, p.name, ch, h, w))
+                .collect::<Result<_>>()?,
+        ),
+    })
+}
+
+/// Empty histograms per channel, bounded by pass A's range (divided by the field's range).
+fn empty_hists(c: usize, a: Option<&PassA>, fields: Option<&[Vec<f32>]>) -> Vec<Hist> {
+    (0..c)
+        .map(|ch| {
+            let (mn, mx) = a.map_or((0.0, 65535.0), |a| (a.min[ch] as f64, a.max[ch] as f64));
+            match fields {
+                None if a.is_none() => Hist::integer(),
+                None => Hist::float(mn, mx),
+                Some(f) => {
+                    let fmin = f[ch].iter().cloned().fold(f32::INFINITY, f32::min) as f64;
+                    let fmax = f[ch].iter().cloned().fold(0.0f32, f32::max) as f64;
+                    let cands = [mn / fmin, mn / fmax, mx / fmin, mx / fmax];
+                    let lo = cands.iter().cloned().fold(f64::INFINITY, f64::min);
+                    let hi = cands.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    // Widen by a relative epsilon: f32 division may land a hair outside the f64 bound.
+                    Hist::float(lo - 1e-6 * lo.abs(), hi + 1e-6 * hi.abs())
+                }
+            }
+        })
+        .collect()
+}
+
+/// Lower and upper clip bound per channel.
+type ClipBounds = Vec<(f64, f64)>;
+
+/// Pass B: histograms of the corrected pixels; returns them with the clip bounds per channel (a constant
+/// channel is a warning).
+fn pass_b(
+    p: &mut Plate,
+    opts: &IngestOptions,
+    a: Option<&PassA>,
+    fields: Option<&[Vec<f32>]>,
+    bar: &indicatif::ProgressBar,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Hist>, ClipBounds)> {
+    let plate = p.name;
+    bar.set_message(format!("plate {plate}: percentiles"));
+    let hists = empty_hists(p.channels.len(), a, fields);
+    let empty = || {
+        hists
+            .iter()
+            .map(|x| Hist {
+                counts: vec![0; x.counts.len()],
+                ..x.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let pr: &Plate = p;
+    let hists = pr
+        .idx
+        .par_iter()
+        .with_min_len(pr.min_len())
+        .try_fold(empty, |mut hs, &k| -> Result<Vec<Hist>> {
+            let t = pr.load(k)?;
+            if hs[0].exact && !t.integer {
+                bail!(
+                    "{}: float samples, but the first tile of plate {plate:?} is integer; HINT: use one sample type \
+                     per plate (tiles.csv line {})",
+                    pr.tiles[k].first_path().display(),
+                    pr.tiles[k].line
+                );
+            }
+            for (ch, px) in t.planes.iter().enumerate() {
+                let ff = fields.map(|f| &f[ch]);
+                let h = &mut hs[ch];
+                for_each_px(px, |q, v| h.add(corrected(v, ff, q)));
+            }
+            bar.inc(1);
+            Ok(hs)
+        })
+        .try_reduce(empty, |x, y| Ok(x.into_iter().zip(&y).map(|(a, b)| a.merge(b)).collect()))?;
+    p.pass_done();
+    let (plo, phi) = opts.clip;
+    let bounds: Vec<(f64, f64)> = hists
+        .iter()
+        .map(|hh| Ok((hh.percentile(plo)?, hh.percentile(phi)?)))
+        .collect::<Result<_>>()?;
+    for (ch, &(lo, hi)) in bounds.iter().enumerate() {
+        if hi <= lo {
+            let msg = format!(
+                "plate {plate}, channel {}: clip percentiles are equal ({lo}); the channel is constant and its crops are all 0",
+                p.channels[ch]
+            );
+            eprintln!("warning: {msg}");
+            warnings.push(msg);
+        }
+    }
+    Ok((hists, bounds))
+}
+
+/// Pass C: crop every cell of the plate, in table order, into the store; returns (written, skipped) and
+/// lists the skipped cells (up to [`SKIPPED_LISTED`] in all).
+#[allow(clippy::too_many_arguments)]
+fn pass_c(
+    p: &mut Plate,
+    cells: &CellTable,
+    crop: usize,
+    fields: Option<&[Vec<f32>]>,
+    bounds: &[(f64, f64)],
+    writer: &mut StoreWriter,
+    bar: &indicatif::ProgressBar,
+    skipped: &mut Vec<Skipped>,
+) -> Result<(u64, u64)> {
+    bar.set_message(format!("plate {}: crops", p.name));
+    let chunk = rayon::current_num_threads().max(1) * 2;
+    let (mut written, mut edge_total) = (0u64, 0u64);
+    let pr: &Plate = p;
+    for group in pr.idx.chunks(chunk) {
+        let results: Vec<(Vec<CellMeta>, Vec<u16>, Vec<Skipped>)> = group
+            .par_iter()
+            .map(|&k| {
+                let t = pr.load(k)?;
+                let r = crop_tile(
+                    &t,
+                    &pr.tiles[k],
+                    &cells.by_tile[k],
+                    cells,
+                    crop,
+                    fields,
+                    bounds,
+                );
+                bar.inc(1);
+                Ok(r)
+            })
+            .collect::<Result<_>>()?;
+        for (metas, crops, edge) in results {
+            writer.push(&metas, &crops)?;
+            written += metas.len() as u64;
+            edge_total += edge.len() as u64;
+            let room = SKIPPED_LISTED.saturating_sub(skipped.len());
+            skipped.extend(edge.into_iter().take(room));
+        }
+    }
+    p.pass_done();
+    Ok((written, edge_total))
+}
+
+/// The report entry of one plate.
+fn plate_json(
+    p: &Plate,
+    written: u64,
+    edge: u64,
+    hists: &[Hist],
+    bounds: &[(f64, f64)],
+    fields: Option<&[Vec<f32>]>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "plate": p.name, "tiles": p.idx.len(), "tile_size": [p.h, p.w], "cells_written": written,
+        "skipped": {"box_leaves_tile": edge},
+        "channels": p.channels.iter().enumerate().map(|(ch, name)| serde_json::json!({
+            "channel": name,
+            "clip_lo": bounds[ch].0, "clip_hi": bounds[ch].1,
+            "clip_exact": hists[ch].exact,
+            "clip_precision": if hists[ch].exact { 0.0 } else { hists[ch].width / 2.0 },
+            "flat_field": fields.map(|f| {
+                let mn = f[ch].iter().cloned().fold(f32::INFINITY, f32::min);
+                let mx = f[ch].iter().cloned().fold(0.0f32, f32::max);
+                serde_json::json!({"min": mn, "max": mx})
+            }),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Run the ingest; returns the report (also written into the store). Stages: options, tables, the store
+/// writer, then per plate (tiles.csv order) passes A (flat-field, range), B (percentiles) and C (crops),
+/// then the report and the store's atomic move into place.
 pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
     let t0 = std::time::Instant::now();
     check_options(opts)?;
@@ -364,10 +681,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         }
     };
     let cells = table::read_cells(&opts.cells, &tiles)?;
-    let n_rows = cells.rows;
     let crop = usize::try_from(opts.crop).context("--crop: too large")?;
-    let (plo, phi) = opts.clip;
-    let c = channels.len();
     let mut wo = WriterOptions::new(opts.crop, channels.clone());
     wo.ntc_gene = opts.ntc_gene.clone();
     wo.meta_columns = cells.extra_columns.clone();
@@ -386,220 +700,49 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         }
     }
     let bar = progress_bar(opts.progress, tiles.len() as u64 * 3);
-    let chunk = rayon::current_num_threads().max(1) * 2;
     let mut plate_reports = Vec::new();
     let (mut written, mut skipped_edge, mut tile_reads) = (0u64, 0u64, 0u64);
     let mut warnings: Vec<String> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
     for plate in &plates {
-        let idx: Vec<usize> = (0..tiles.len())
-            .filter(|&k| &tiles[k].plate == plate)
-            .collect();
-        let first = read_tile(&tiles[idx[0]], &channels)?;
-        let (h, w) = (first.h, first.w);
-        check_crop_fits(crop, plate, h, w, &tiles[idx[0]])?;
-        tile_reads += 1;
-        let plane = h * w;
-        let need_a = opts.illum != Illum::None || !first.integer;
-        let sample_bytes = if first.integer { 2 } else { 4 };
-        drop(first);
-        // Decode the plate once and keep it when it fits the cache budget; otherwise every pass re-reads.
-        let cache: Option<HashMap<usize, Arc<Tile>>> = if idx
-            .len()
-            .saturating_mul(c)
-            .saturating_mul(plane)
-            .saturating_mul(sample_bytes)
-            <= opts.cache_bytes
-        {
-            bar.set_message(format!("plate {plate}: decoding"));
-            let v = idx
-                .par_iter()
-                .map(|&k| {
-                    let t = read_tile(&tiles[k], &channels)?;
-                    check_size(&tiles[k], &t, h, w)?;
-                    Ok((k, Arc::new(t)))
-                })
-                .collect::<Result<HashMap<_, _>>>()?;
-            tile_reads += idx.len() as u64;
-            Some(v)
-        } else {
-            None
-        };
-        // At most one fold accumulator (flat-field sums, histograms: megabytes each) per thread.
-        let min_len = idx.len().div_ceil(rayon::current_num_threads().max(1));
-        let reads_per_pass = if cache.is_some() { 0 } else { idx.len() as u64 };
-        let load = |k: usize| -> Result<Arc<Tile>> {
-            match &cache {
-                Some(m) => Ok(m[&k].clone()),
-                None => {
-                    let t = read_tile(&tiles[k], &channels)?;
-                    check_size(&tiles[k], &t, h, w)?;
-                    Ok(Arc::new(t))
-                }
-            }
-        };
-        // Pass A: flat-field mean and value range.
-        let a = if need_a {
-            bar.set_message(format!("plate {plate}: flat-field and range"));
-            let empty = || PassA::new(c, plane, opts.illum == Illum::Auto);
-            let a = idx
-                .par_iter()
-                .with_min_len(min_len)
-                .try_fold(empty, |acc, &k| -> Result<PassA> {
-                    let t = load(k)?;
-                    bar.inc(1);
-                    Ok(acc.add(&t))
-                })
-                .try_reduce(empty, |x, y| Ok(x.merge(y)))?;
-            tile_reads += reads_per_pass;
-            Some(a)
-        } else {
-            bar.inc(idx.len() as u64);
-            None
-        };
-        let fields: Option<Vec<Vec<f32>>> = match &opts.illum {
-            Illum::None => None,
-            Illum::Auto => {
-                let a = a.as_ref().unwrap();
-                let n = idx.len() as f64;
-                Some(
-                    (0..c)
-                        .map(|ch| {
-                            let mean: Vec<f64> = a.sum[ch].iter().map(|s| s / n).collect();
-                            illum::field_from_mean(&mean, h, w).with_context(|| {
-                                format!("plate {plate:?}, channel {}", channels[ch])
-                            })
-                        })
-                        .collect::<Result<_>>()?,
-                )
-            }
-            Illum::Dir(d) => Some(
-                channels
-                    .iter()
-                    .map(|ch| illum::read_field(d, plate, ch, h, w))
-                    .collect::<Result<_>>()?,
-            ),
-        };
-        // Histogram bounds per channel.
-        let hists: Vec<Hist> = (0..c)
-            .map(|ch| {
-                let (mn, mx) = a
-                    .as_ref()
-                    .map_or((0.0, 65535.0), |a| (a.min[ch] as f64, a.max[ch] as f64));
-                match &fields {
-                    None if a.is_none() => Hist::integer(),
-                    None => Hist::float(mn, mx),
-                    Some(f) => {
-                        let fmin = f[ch].iter().cloned().fold(f32::INFINITY, f32::min) as f64;
-                        let fmax = f[ch].iter().cloned().fold(0.0f32, f32::max) as f64;
-                        let cands = [mn / fmin, mn / fmax, mx / fmin, mx / fmax];
-                        let lo = cands.iter().cloned().fold(f64::INFINITY, f64::min);
-                        let hi = cands.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                        // Widen by a relative epsilon: f32 division may land a hair outside the f64 bound.
-                        Hist::float(lo - 1e-6 * lo.abs(), hi + 1e-6 * hi.abs())
-                    }
-                }
-            })
-            .collect();
-        // Pass B: percentiles of the corrected pixels.
-        bar.set_message(format!("plate {plate}: percentiles"));
-        let empty = || {
-            hists
-                .iter()
-                .map(|x| Hist {
-                    counts: vec![0; x.counts.len()],
-                    ..x.clone()
-                })
-                .collect::<Vec<_>>()
-        };
-        let hists = idx
-            .par_iter()
-            .with_min_len(min_len)
-            .try_fold(empty, |mut hs, &k| -> Result<Vec<Hist>> {
-                let t = load(k)?;
-                if hs[0].exact && !t.integer {
-                    bail!(
-                        "{}: float samples, but the first tile of plate {plate:?} is integer; HINT: use one sample type \
-                         per plate (tiles.csv line {})",
-                        tiles[k].first_path().display(),
-                        tiles[k].line
-                    );
-                }
-                for (ch, p) in t.planes.iter().enumerate() {
-                    let ff = fields.as_ref().map(|f| &f[ch]);
-                    let h = &mut hs[ch];
-                    for_each_px(p, |q, v| h.add(corrected(v, ff, q)));
-                }
-                bar.inc(1);
-                Ok(hs)
-            })
-            .try_reduce(empty, |x, y| Ok(x.into_iter().zip(&y).map(|(a, b)| a.merge(b)).collect()))?;
-        tile_reads += reads_per_pass;
-        let bounds: Vec<(f64, f64)> = hists
-            .iter()
-            .map(|hh| Ok((hh.percentile(plo)?, hh.percentile(phi)?)))
-            .collect::<Result<_>>()?;
-        for (ch, &(lo, hi)) in bounds.iter().enumerate() {
-            if hi <= lo {
-                let msg = format!(
-                    "plate {plate}, channel {}: clip percentiles are equal ({lo}); the channel is constant and its crops are all 0",
-                    channels[ch]
-                );
-                eprintln!("warning: {msg}");
-                warnings.push(msg);
-            }
-        }
-        // Pass C: crops, in table order.
-        bar.set_message(format!("plate {plate}: crops"));
-        let (mut p_written, mut p_edge) = (0u64, 0u64);
-        for group in idx.chunks(chunk) {
-            let results: Vec<(Vec<CellMeta>, Vec<u16>, Vec<Skipped>)> = group
-                .par_iter()
-                .map(|&k| {
-                    let t = load(k)?;
-                    let r = crop_tile(
-                        &t,
-                        &tiles[k],
-                        &cells.by_tile[k],
-                        &cells,
-                        crop,
-                        fields.as_deref(),
-                        &bounds,
-                    );
-                    bar.inc(1);
-                    Ok(r)
-                })
-                .collect::<Result<_>>()?;
-            for (metas, crops, edge) in results {
-                writer.push(&metas, &crops)?;
-                p_written += metas.len() as u64;
-                p_edge += edge.len() as u64;
-                let room = SKIPPED_LISTED.saturating_sub(skipped.len());
-                skipped.extend(edge.into_iter().take(room));
-            }
-        }
-        tile_reads += reads_per_pass;
+        let mut p = Plate::open(plate, &tiles, &channels, opts, crop, &bar)?;
+        let a = pass_a(&mut p, opts, &bar)?;
+        let fields = flat_fields(&p, opts, a.as_ref())?;
+        let (hists, bounds) = pass_b(
+            &mut p,
+            opts,
+            a.as_ref(),
+            fields.as_deref(),
+            &bar,
+            &mut warnings,
+        )?;
+        let (p_written, p_edge) = pass_c(
+            &mut p,
+            &cells,
+            crop,
+            fields.as_deref(),
+            &bounds,
+            &mut writer,
+            &bar,
+            &mut skipped,
+        )?;
+        tile_reads += p.reads;
         written += p_written;
         skipped_edge += p_edge;
-        let msg = format!("plate {plate}: {} tiles, {p_written} cells written, {p_edge} skipped (box leaves tile)", idx.len());
         if bar.is_hidden() && opts.progress {
-            eprintln!("{msg}");
+            eprintln!(
+                "plate {plate}: {} tiles, {p_written} cells written, {p_edge} skipped (box leaves tile)",
+                p.idx.len()
+            );
         }
-        plate_reports.push(serde_json::json!({
-            "plate": plate, "tiles": idx.len(), "tile_size": [h, w], "cells_written": p_written,
-            "skipped": {"box_leaves_tile": p_edge},
-            "channels": channels.iter().enumerate().map(|(ch, name)| serde_json::json!({
-                "channel": name,
-                "clip_lo": bounds[ch].0, "clip_hi": bounds[ch].1,
-                "clip_exact": hists[ch].exact,
-                "clip_precision": if hists[ch].exact { 0.0 } else { hists[ch].width / 2.0 },
-                "flat_field": fields.as_ref().map(|f| {
-                    let mn = f[ch].iter().cloned().fold(f32::INFINITY, f32::min);
-                    let mx = f[ch].iter().cloned().fold(0.0f32, f32::max);
-                    serde_json::json!({"min": mn, "max": mx})
-                }),
-            })).collect::<Vec<_>>(),
-        }));
+        plate_reports.push(plate_json(
+            &p,
+            p_written,
+            p_edge,
+            &hists,
+            &bounds,
+            fields.as_deref(),
+        ));
     }
     bar.finish_and_clear();
     check_skipped(opts, written, skipped_edge, &skipped, &mut warnings)?;
@@ -610,9 +753,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         "channels": channels, "crop": crop,
         "illum": match &opts.illum { Illum::Auto => "auto".to_string(), Illum::None => "none".to_string(), Illum::Dir(d) => d.display().to_string() },
         "illum_estimator": "auto: pixel-wise mean of the plate's tiles, 3× box filter of radius min(H,W)/16 (clamped edges), normalised to mean 1, floored at 1e-3",
-        "clip_percentiles": [plo, phi],
+        "clip_percentiles": [opts.clip.0, opts.clip.1],
         "tiles": tiles.len(), "tile_reads": tile_reads,
-        "cells_in_table": n_rows, "cells_written": written,
+        "cells_in_table": cells.rows, "cells_written": written,
         "skipped": {"box_leaves_tile": skipped_edge},
         "skipped_cells": skipped.iter().map(Skipped::json).collect::<Vec<_>>(),
         "skipped_cells_truncated": skipped_edge > skipped.len() as u64,

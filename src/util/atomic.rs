@@ -55,7 +55,7 @@ pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
 #[derive(Debug)]
 pub struct TempFile {
     tmp: PathBuf,
-    path: PathBuf,
+    target: PathBuf,
     done: bool,
 }
 
@@ -64,7 +64,7 @@ impl TempFile {
     pub fn new(path: &Path) -> Result<TempFile> {
         Ok(TempFile {
             tmp: temp_path(path)?,
-            path: path.to_path_buf(),
+            target: path.to_path_buf(),
             done: false,
         })
     }
@@ -76,12 +76,12 @@ impl TempFile {
 
     /// The final path.
     pub fn target(&self) -> &Path {
-        &self.path
+        &self.target
     }
 
     /// Rename the temp into place.
     pub fn commit(mut self) -> Result<()> {
-        commit(&self.tmp, &self.path)?;
+        commit(&self.tmp, &self.target)?;
         self.done = true;
         Ok(())
     }
@@ -114,8 +114,12 @@ fn remove_any(p: &Path) {
 }
 
 /// The process id in a temp name of `name` (`.NAME.tmp.PID` or `.NAME.tmp.PID.SEQ`), or `Some(None)` for
-/// the legacy `.NAME.tmp`; `None` when `entry` is not a temp of `name`.
+/// the legacy `.NAME.tmp` and `.NAME.partial`; `None` when `entry` is not a temp of `name`.
 fn temp_owner(name: &str, entry: &str) -> Option<Option<i32>> {
+    if entry == format!(".{name}.partial") {
+        // The temp name of `embed` before this scheme.
+        return Some(None);
+    }
     let rest = entry.strip_prefix(&format!(".{name}.tmp"))?;
     if rest.is_empty() {
         return Some(None);
@@ -146,7 +150,8 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Removes the temps of `path` left by writers that are no longer running (files or directories named
-/// `.NAME.tmp.PID[.SEQ]` with a dead PID, and the legacy `.NAME.tmp`); returns how many it removed.
+/// `.NAME.tmp.PID[.SEQ]` with a dead PID, and the legacy `.NAME.tmp` and `.NAME.partial`); returns how
+/// many it removed.
 /// Temps of live processes (a concurrent writer) and every other file are left alone.
 pub fn remove_stale_temps(path: &Path) -> Result<usize> {
     let dir = parent_dir(path);
@@ -201,6 +206,7 @@ mod tests {
         assert_eq!(temp_owner("a.npy", ".a.npy.tmp.12.3"), Some(Some(12)));
         assert_eq!(temp_owner("a.npy", ".a.npy.tmp.12"), Some(Some(12)));
         assert_eq!(temp_owner("a.npy", ".a.npy.tmp"), Some(None));
+        assert_eq!(temp_owner("a.npy", ".a.npy.partial"), Some(None));
         assert_eq!(temp_owner("a.npy", ".a.npy.tmp.x"), None);
         assert_eq!(temp_owner("a.npy", ".a.npy.tmp.1.2.3"), None);
         assert_eq!(temp_owner("a.npy", "a.npy"), None);
