@@ -241,6 +241,20 @@ fn non_store_directory_is_never_cleaned() {
     let (ok, stderr) = run_bin(&a, Some(&user));
     assert!(!ok && stderr.contains("not a setdino store"), "{stderr}");
     assert_eq!(before, snapshot(t.path()));
+    // `--out .` in an empty working directory fills that directory (it is not replaced); `--force` there
+    // is refused (a store is replaced by swapping its directory) and leaves the store as it was.
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (ok, stderr) = run_bin(&a, Some(&empty));
+    assert!(ok, "{stderr}");
+    setdino::store::Store::open(&empty).unwrap();
+    assert!(temps_in(t.path()).is_empty(), "{:?}", temps_in(t.path()));
+    let store_before = snapshot(&empty);
+    let mut a = a.clone();
+    a.push("--force".into());
+    let (ok, stderr) = run_bin(&a, Some(&empty));
+    assert!(!ok && stderr.contains("working directory"), "{stderr}");
+    assert_eq!(store_before, snapshot(&empty));
 }
 
 /// Case 6: export of a damaged store leaves no `.npy` under the final name and no temp; stale temps of

@@ -186,6 +186,13 @@ fn check_target(dir: &Path, force: bool) -> Result<()> {
                 manifest.display()
             );
         }
+        if is_cwd(dir) {
+            bail!(
+                "--force: {} is the working directory; a store is replaced by swapping its directory, which the \
+                 working directory cannot be; HINT: run from the parent directory with --out <name>",
+                dir.display()
+            );
+        }
         return Ok(());
     }
     match std::fs::symlink_metadata(dir) {
@@ -232,6 +239,10 @@ fn swap_in(tmp: &Path, dir: &Path, force: bool) -> Result<()> {
     if !old_manifest.exists() {
         if dir.is_dir() {
             // Empty (checked above).
+            if is_cwd(dir) {
+                // Replacing the working directory would leave the user's shell in a deleted one.
+                return move_files_in(tmp, dir);
+            }
             std::fs::remove_dir(dir)
                 .with_context(|| format!("replacing empty {}", dir.display()))?;
         }
@@ -257,6 +268,30 @@ fn swap_in(tmp: &Path, dir: &Path, force: bool) -> Result<()> {
     }
     sync_dir(&parent_dir(dir));
     remove_old_store(&aside, dir)
+}
+
+fn is_cwd(dir: &Path) -> bool {
+    match (std::fs::canonicalize(dir), std::env::current_dir()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Move the files of the finished store `tmp` into the empty directory `dir`, the manifest last (so `dir`
+/// looks like a store only when complete), then remove `tmp`.
+fn move_files_in(tmp: &Path, dir: &Path) -> Result<()> {
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(tmp)
+        .with_context(|| format!("listing {}", tmp.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .filter(|n| n != MANIFEST)
+        .collect();
+    names.push(MANIFEST.into());
+    for n in names {
+        std::fs::rename(tmp.join(&n), dir.join(&n))
+            .with_context(|| format!("moving {} into {}", n.to_string_lossy(), dir.display()))?;
+    }
+    sync_dir(dir);
+    std::fs::remove_dir(tmp).with_context(|| format!("removing {}", tmp.display()))
 }
 
 /// Remove the files of the old store at `aside` that its manifest lists; move every other entry into
