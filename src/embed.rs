@@ -97,6 +97,7 @@ impl OnBackend for Job {
 }
 
 fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
+    ensure!(o.batch >= 1, "--batch {}: must be ≥ 1", o.batch);
     let file = TensorFile::open(&o.checkpoint)?;
     let (mut cfg, trained_norm) = checkpoint_config(&file, o.num_heads)?;
     let store = Store::open(&o.store)?;
@@ -144,7 +145,7 @@ fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
         indicatif::ProgressBar::hidden()
     };
     let cl = store.crop_len();
-    let bs = o.batch.max(1);
+    let bs = o.batch;
     for chunk in cells.chunks(bs) {
         let mut host = vec![0f32; chunk.len() * cl];
         use rayon::prelude::*;

@@ -186,6 +186,13 @@ fn check_target(dir: &Path, force: bool) -> Result<()> {
                 manifest.display()
             );
         }
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "--force: {} is a symbolic link; a store is replaced by swapping its directory; HINT: pass the \
+                 directory it points to",
+                dir.display()
+            );
+        }
         if is_cwd(dir) {
             bail!(
                 "--force: {} is the working directory; a store is replaced by swapping its directory, which the \
