@@ -346,30 +346,40 @@ fn diverging_training_points_at_a_finite_checkpoint() {
     let t = tempfile::tempdir().unwrap();
     let st = t.path().join("store");
     train_store(&st);
-    let out = t.path().join("run");
-    let mut sets = tiny_sets(12, 1);
-    sets.push("optim.lr=1e38".into());
-    sets.push("optim.warmup_epochs=0".into());
-    sets.push("optim.clip_grad=0".into());
-    let e = err(&train_args(&st, &out, &sets));
-    assert!(
-        e.contains("non-finite") && e.contains("last finite checkpoint"),
-        "{e}"
-    );
-    let ckpts: Vec<_> = std::fs::read_dir(out.join("checkpoints"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    for p in &ckpts {
-        let f = setdino::model::checkpoint::TensorFile::open(p).unwrap();
-        for n in f.names() {
-            f.get_f32(n)
-                .unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+    // lr 1e38: finite weights after the first update, then a NaN loss; lr 1e300: the f32 update overflows,
+    // so the state itself becomes non-finite before its checkpoint.
+    for (k, lr) in ["1e38", "1e300"].iter().enumerate() {
+        let out = t.path().join(format!("run{k}"));
+        let mut sets = tiny_sets(12, 1);
+        sets.push(format!("optim.lr={lr}"));
+        sets.push("optim.warmup_epochs=0".into());
+        sets.push("optim.clip_grad=0".into());
+        let e = err(&train_args(&st, &out, &sets));
+        assert!(
+            e.contains("non-finite") && e.contains("last finite checkpoint"),
+            "{e}"
+        );
+        let ckpts: Vec<_> = std::fs::read_dir(out.join("checkpoints"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        for p in &ckpts {
+            let f = setdino::model::checkpoint::TensorFile::open(p).unwrap();
+            for n in f.names() {
+                f.get_f32(n)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            }
+        }
+        let named = ckpts.iter().any(|p| e.contains(&p.display().to_string()));
+        assert!(
+            named || (ckpts.is_empty() && e.contains("none")),
+            "{lr}: {e}"
+        );
+        if *lr == "1e300" {
+            assert!(e.contains("training state became non-finite"), "{e}");
         }
     }
-    let named = ckpts.iter().any(|p| e.contains(&p.display().to_string()));
-    assert!(named || (ckpts.is_empty() && e.contains("none")), "{e}");
 }
 
 /// Rewrite the safetensors file `p` with `n` NaN values in tensor `name`.
