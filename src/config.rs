@@ -159,8 +159,44 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.drop_path) {
             bail!("model.drop_path must be in [0, 1), got {}", self.drop_path);
         }
+        check_f64("model.ln_eps", self.ln_eps, Range::Positive)?;
         Ok(())
     }
+}
+
+/// The allowed range of a float setting.
+#[derive(Clone, Copy, Debug)]
+pub enum Range {
+    /// Finite and ≥ 0.
+    NonNegative,
+    /// Finite and > 0.
+    Positive,
+    /// In [0, 1].
+    Unit,
+    /// In [0, 1).
+    UnitOpen,
+}
+
+/// Check a float setting; the message names the key, the value and the allowed range.
+pub fn check_f64(key: &str, v: f64, range: Range) -> Result<()> {
+    let (ok, what) = match range {
+        Range::NonNegative => (v.is_finite() && v >= 0.0, "a finite number ≥ 0"),
+        Range::Positive => (v.is_finite() && v > 0.0, "a finite number > 0"),
+        Range::Unit => ((0.0..=1.0).contains(&v), "in [0, 1]"),
+        Range::UnitOpen => ((0.0..1.0).contains(&v), "in [0, 1)"),
+    };
+    if !ok {
+        bail!("{key} = {v}: must be {what}");
+    }
+    Ok(())
+}
+
+/// Check an integer setting that must be at least `min`.
+pub fn check_min(key: &str, v: u64, min: u64) -> Result<()> {
+    if v < min {
+        bail!("{key} = {v}: must be ≥ {min}");
+    }
+    Ok(())
 }
 
 /// How the teacher's DINO head is initialised.
@@ -221,6 +257,35 @@ impl Default for OptimConfig {
             eps: 1e-8,
             teacher_init: TeacherInit::Copy,
         }
+    }
+}
+
+impl OptimConfig {
+    /// Range of every setting; the message names the key (`optim.…`) and the allowed range.
+    pub fn validate(&self) -> Result<()> {
+        use Range::*;
+        for (key, v, r) in [
+            ("optim.lr", self.lr, NonNegative),
+            ("optim.min_lr", self.min_lr, NonNegative),
+            ("optim.weight_decay", self.weight_decay, NonNegative),
+            ("optim.weight_decay_end", self.weight_decay_end, NonNegative),
+            ("optim.momentum_teacher", self.momentum_teacher, Unit),
+            ("optim.teacher_temp", self.teacher_temp, Positive),
+            (
+                "optim.warmup_teacher_temp",
+                self.warmup_teacher_temp,
+                Positive,
+            ),
+            ("optim.student_temp", self.student_temp, Positive),
+            ("optim.center_momentum", self.center_momentum, Unit),
+            ("optim.clip_grad", self.clip_grad, NonNegative),
+            ("optim.beta1", self.beta1, UnitOpen),
+            ("optim.beta2", self.beta2, UnitOpen),
+            ("optim.eps", self.eps, Positive),
+        ] {
+            check_f64(key, v, r)?;
+        }
+        Ok(())
     }
 }
 

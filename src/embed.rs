@@ -15,8 +15,9 @@ use crate::model::checkpoint::{infer_config, load_state, stored_config, TensorFi
 use crate::store::export::{stem_paths, write_cell_tsv};
 use crate::store::npy::NpyWriter;
 use crate::store::{CellFilter, Store};
+use crate::util::atomic::TempFile;
 use anyhow::{ensure, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What to embed and how.
 pub struct EmbedOptions {
@@ -61,7 +62,17 @@ pub fn checkpoint_config(
                 .map(|s| s.to_string())
         });
     match stored_config(file)? {
-        Some(c) => Ok((c, norm)),
+        Some(c) => {
+            if let Some(h) = num_heads.filter(|&h| h != c.heads) {
+                anyhow::bail!(
+                    "--num-heads {h} contradicts {}, whose own model config has model.heads = {}; HINT: drop \
+                     --num-heads (it is only for checkpoints without setdino metadata)",
+                    file.path().display(),
+                    c.heads
+                );
+            }
+            Ok((c, norm))
+        }
         None => {
             let heads = num_heads.with_context(|| {
                 format!(
@@ -88,15 +99,8 @@ impl OnBackend for Job {
     }
 }
 
-fn tmp_path(p: &Path) -> PathBuf {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    p.with_file_name(format!(".{name}.partial"))
-}
-
 fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
+    ensure!(o.batch >= 1, "--batch {}: must be ≥ 1", o.batch);
     let file = TensorFile::open(&o.checkpoint)?;
     let (mut cfg, trained_norm) = checkpoint_config(&file, o.num_heads)?;
     let store = Store::open(&o.store)?;
@@ -136,15 +140,15 @@ fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let dim = cfg.depth.min(4) * cfg.dim;
-    let (npy_tmp, tsv_tmp) = (tmp_path(&npy), tmp_path(&tsv));
-    let mut w = NpyWriter::create(&npy_tmp, &[cells.len(), dim])?;
+    let (npy_t, tsv_t) = (TempFile::new(&npy)?, TempFile::new(&tsv)?);
+    let mut w = NpyWriter::create(npy_t.path(), &[cells.len(), dim])?;
     let bar = if o.progress {
         crate::util::progress::bar(cells.len() as u64, "cells")
     } else {
         indicatif::ProgressBar::hidden()
     };
     let cl = store.crop_len();
-    let bs = o.batch.max(1);
+    let bs = o.batch;
     for chunk in cells.chunks(bs) {
         let mut host = vec![0f32; chunk.len() * cl];
         use rayon::prelude::*;
@@ -154,14 +158,24 @@ fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
         let imgs = eng.be.upload(&host)?;
         let (emb, width) = eng.embed(&imgs, chunk.len(), side, !o.student)?;
         ensure!(width == dim, "embedding width {width} != {dim}");
+        if let Some(q) = emb.iter().position(|x| !x.is_finite()) {
+            let bad = emb.iter().filter(|x| !x.is_finite()).count();
+            anyhow::bail!(
+                "{}: the embedding of cell {} is non-finite ({bad} non-finite values in this batch of {} cells); \
+                 nothing was written; HINT: check the checkpoint and the store (`setdino store verify`)",
+                o.checkpoint.display(),
+                chunk[q / dim],
+                chunk.len()
+            );
+        }
         w.write(&emb)?;
         bar.inc(chunk.len() as u64);
     }
     w.finish()?;
     bar.finish_and_clear();
-    write_cell_tsv(&store, &cells, &tsv_tmp)?;
-    std::fs::rename(&npy_tmp, &npy).with_context(|| format!("renaming to {}", npy.display()))?;
-    std::fs::rename(&tsv_tmp, &tsv).with_context(|| format!("renaming to {}", tsv.display()))?;
+    write_cell_tsv(&store, &cells, tsv_t.path())?;
+    tsv_t.commit()?;
+    npy_t.commit()?;
     Ok(EmbedSummary {
         npy,
         tsv,

@@ -202,23 +202,38 @@ impl TrainConfig {
         Ok(cfg)
     }
 
+    /// The whole configuration, before any work: every numeric key is range-checked (the message names
+    /// the key path and the allowed range), then the names and the model's consistency.
     pub fn validate(&self) -> Result<()> {
+        use crate::config::check_min;
+        let d = &self.data;
+        let t = &self.train;
+        for (key, v, min) in [
+            ("data.set_size", d.set_size as u64, 1),
+            ("data.sets_per_step", d.sets_per_step as u64, 1),
+            ("data.min_batches", d.min_batches as u64, 1),
+            ("data.min_cells", d.min_cells.map_or(1, |v| v as u64), 1),
+            ("train.epochs", t.epochs as u64, 1),
+            ("train.max_steps", t.max_steps.unwrap_or(1), 1),
+            ("train.checkpoint_every", t.checkpoint_every, 1),
+            ("train.keep_last", t.keep_last as u64, 1),
+            ("train.collapse_patience", t.collapse_patience, 1),
+            ("train.val_max_cells", t.val_max_cells as u64, 1),
+        ] {
+            check_min(key, v, min)?;
+        }
+        ensure!(
+            d.n_local % 2 == 0,
+            "data.n_local = {}: must be even (half of the local crops per global view)",
+            d.n_local
+        );
+        self.optim.validate()?;
         self.model.validate()?;
         self.steps(1).validate()?;
-        let d = &self.data;
-        ensure!(
-            d.set_size > 0 && d.sets_per_step > 0,
-            "data.set_size and data.sets_per_step must be ≥ 1"
-        );
         d.group_by.parse::<GroupBy>()?;
         d.strategy.parse::<Strategy>()?;
         d.normalizer.parse::<NormKind>()?;
         d.augment_compat.parse::<AugmentCompat>()?;
-        ensure!(self.train.keep_last >= 1, "train.keep_last must be ≥ 1");
-        ensure!(
-            self.train.checkpoint_every >= 1,
-            "train.checkpoint_every must be ≥ 1"
-        );
         Ok(())
     }
 
@@ -335,6 +350,29 @@ impl RunDir {
         v.sort();
         Ok(v)
     }
+    /// Remove the temps that killed checkpoint writes left in the checkpoint directory (those of
+    /// processes no longer running; see [`crate::util::atomic::remove_stale_temps`]).
+    pub fn remove_stale_temps(&self) -> Result<usize> {
+        let d = self.checkpoints();
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            return Ok(0);
+        };
+        let mut targets = std::collections::BTreeSet::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((target, _)) = name
+                .strip_prefix('.')
+                .and_then(|n| n.split_once(".safetensors.tmp"))
+            {
+                targets.insert(format!("{target}.safetensors"));
+            }
+        }
+        let mut n = 0;
+        for t in targets {
+            n += crate::util::atomic::remove_stale_temps(&d.join(t))?;
+        }
+        Ok(n)
+    }
     pub fn latest(&self) -> Result<Option<(u64, PathBuf)>> {
         Ok(self.list()?.pop())
     }
@@ -408,11 +446,13 @@ impl OnBackend for Job {
 }
 
 fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
+    opts.config.validate()?;
     let run = RunDir {
         dir: opts.out.clone(),
     };
     std::fs::create_dir_all(run.checkpoints())
         .with_context(|| format!("creating {}", run.dir.display()))?;
+    run.remove_stale_temps()?;
     let store = Arc::new(Store::open(&opts.store)?);
     let mut cfg = opts.config.clone();
     // The crops decide the model's input: channels and sizes follow the store unless set explicitly.
@@ -594,9 +634,9 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
             if !out.loss.is_finite() {
                 bar.abandon();
                 bail!(
-                    "the loss became non-finite ({}) at step {step}; the last checkpoint is {}; HINT: lower optim.lr or raise optim.teacher_temp",
+                    "the loss became non-finite ({}) at step {step}; the last finite checkpoint is {}; HINT: lower optim.lr or raise optim.teacher_temp",
                     out.loss,
-                    last_ckpt.as_ref().map_or("none".into(), |p| p.display().to_string())
+                    last_finite(&run)
                 );
             }
             let t_rows = eng.be.download(&out.teacher_out)?;
@@ -791,7 +831,26 @@ fn checkpoint<B: Backend>(
         seed: cfg.train.seed,
         extra: serde_json::to_value(cfg)?,
     };
-    save_checkpoint(&path, &cfg.model, &eng.to_host()?, &meta)?;
+    let host = eng.to_host()?;
+    let parts = [
+        ("student weights", &host.student),
+        ("teacher weights", &host.teacher),
+        ("Adam first moments", &host.adam_m),
+        ("Adam second moments", &host.adam_v),
+        ("loss center", &host.center),
+    ];
+    for (what, v) in parts {
+        let bad = v.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            bail!(
+                "the training state became non-finite at step {step} ({bad} non-finite values in the {what}); no \
+                 checkpoint was written for it; the last finite checkpoint is {}; HINT: lower optim.lr or raise \
+                 optim.teacher_temp, then --resume from that checkpoint",
+                last_finite(run)
+            );
+        }
+    }
+    save_checkpoint(&path, &cfg.model, &host, &meta)?;
     let all = run.list()?;
     if all.len() > cfg.train.keep_last {
         for (_, old) in &all[..all.len() - cfg.train.keep_last] {
@@ -800,6 +859,15 @@ fn checkpoint<B: Backend>(
         }
     }
     Ok(path)
+}
+
+/// The run's latest checkpoint, for messages (every checkpoint written is finite: [`checkpoint`] refuses
+/// a non-finite state).
+fn last_finite(run: &RunDir) -> String {
+    match run.latest() {
+        Ok(Some((_, p))) => p.display().to_string(),
+        _ => "none (no checkpoint was written yet)".into(),
+    }
 }
 
 /// Keeps only the lines of a JSONL file whose "step" satisfies `keep` (a resumed run rewrites what

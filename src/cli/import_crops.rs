@@ -1,6 +1,6 @@
 //! `setdino import-crops`: argument handling only; the work is in `crate::store::import`.
 use crate::store::import::{import_crops, ImportOptions};
-use crate::store::index::parse_list;
+use crate::store::index::parse_names;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -24,14 +24,15 @@ pub struct ImportCropsArgs {
     /// Gene name of the non-targeting controls.
     #[arg(long, default_value = "nontargeting")]
     pub ntc_gene: String,
-    /// Replace an existing store at --out.
+    /// Replace an existing store at --out (the new one is built beside it and swapped in only when
+    /// complete; a directory that is not a store is never written into).
     #[arg(long)]
     pub force: bool,
 }
 
 pub fn run(a: ImportCropsArgs) -> Result<()> {
     let opts = ImportOptions {
-        channels: parse_list(a.channels.as_deref()),
+        channels: parse_names("--channels", a.channels.as_deref())?,
         ntc_gene: a.ntc_gene,
         force: a.force,
     };

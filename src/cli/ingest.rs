@@ -1,6 +1,6 @@
 //! `setdino ingest`: argument handling only; the work is in `crate::ingest`.
 use crate::ingest::{ingest, Illum, IngestOptions};
-use crate::store::index::parse_list;
+use crate::store::index::parse_names;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
@@ -16,7 +16,7 @@ pub struct IngestArgs {
     /// Cell table: plate,well,tile,cell_id,i,j,sgRNA,gene (+ extra columns kept as metadata).
     #[arg(long)]
     pub cells: PathBuf,
-    /// Output store directory.
+    /// Output store directory (new or empty, or an existing store with --force).
     #[arg(long)]
     pub out: PathBuf,
     /// Channel names in page order, comma-separated (default: from path_<channel> columns, else ch0,ch1,…).
@@ -41,7 +41,8 @@ pub struct IngestArgs {
     /// (2 bytes per pixel and channel for 8/16-bit data, 4 for float); larger plates are streamed and re-read per pass.
     #[arg(long, default_value_t = 4096)]
     pub cache_mb: usize,
-    /// Replace an existing store at --out.
+    /// Replace an existing store at --out (the new one is built beside it and swapped in only when
+    /// complete; a directory that is not a store is never written into).
     #[arg(long)]
     pub force: bool,
 }
@@ -62,14 +63,19 @@ pub fn run(a: IngestArgs) -> Result<()> {
         a.clip
     );
     let mut o = IngestOptions::new(&a.tiles, &a.cells, &a.out);
-    o.channels = parse_list(a.channels.as_deref());
+    o.channels = parse_names("--channels", a.channels.as_deref())?;
     o.crop = a.crop;
     o.illum = a.illum.parse::<Illum>()?;
     o.clip = (clip[0], clip[1]);
     o.ntc_gene = a.ntc_gene;
     o.force = a.force;
     o.cells_per_shard = a.cells_per_shard;
-    o.cache_bytes = a.cache_mb << 20;
+    o.cache_bytes = a.cache_mb.checked_mul(1 << 20).with_context(|| {
+        format!(
+            "--cache-mb {}: too large for this machine's address space",
+            a.cache_mb
+        )
+    })?;
     o.progress = std::io::stderr().is_terminal();
     let r = ingest(&o)?;
     println!(

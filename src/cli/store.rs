@@ -134,7 +134,7 @@ fn sample(a: SampleArgs) -> Result<()> {
         &t.local,
     )?;
     let m = store.manifest();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(format!("{stem}_cells.tsv"))?);
+    let mut f: Vec<u8> = Vec::new();
     writeln!(f, "view\trow\tset\tslot\tcell\tbatch\tgene\tsgRNA")?;
     for (s, d) in draws.iter().enumerate() {
         for v in 0..2 {
@@ -151,7 +151,7 @@ fn sample(a: SampleArgs) -> Result<()> {
             }
         }
     }
-    f.flush()?;
+    crate::util::atomic::write_atomic(std::path::Path::new(&format!("{stem}_cells.tsv")), &f)?;
     println!("step {}: {} sets × {} cells → {stem}_global.npy (2, {r}, {c}, {g}, {g}), {stem}_local.npy ({}, {r}, {c}, {l}, {l}), {stem}_cells.tsv", a.step, t.sets, t.set_size, t.n_local);
     Ok(())
 }

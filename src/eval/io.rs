@@ -268,7 +268,11 @@ impl Features {
         let (n, d) = (dims[0], dims[1]);
         let esize = if dtype == Dtype::F32 { 4 } else { 8 };
         let offset = start + hlen;
-        let want = offset + n * d * esize;
+        let want = n
+            .checked_mul(d)
+            .and_then(|x| x.checked_mul(esize))
+            .and_then(|x| x.checked_add(offset))
+            .with_context(|| format!("{p}: shape ({n}, {d}) is too large"))?;
         if map.len() != want {
             bail!(
                 "{p}: {} bytes, header says ({n}, {d}) = {want} bytes; HINT: the file is truncated or not C-order",

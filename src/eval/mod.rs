@@ -25,7 +25,7 @@ pub mod report;
 use anyhow::{bail, Context, Result};
 use profiles::{Consensus, Level, Nodes};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Label given to NTC nodes wherever a gene label is needed (never equal to a table gene id).
@@ -263,6 +263,7 @@ pub fn run(opts: &EvalOptions) -> Result<report::Metrics> {
         cons.genes.len(),
         nodes.d
     ));
+    warn_unmatched_complexes(&opts.complexes, &cx, &table, cons, &log);
     if let Some(b) = prof.has_ntc.iter().position(|&h| !h) {
         log.say(&format!(
             "warning: batch `{}` has no NTC cell; its consensus centring uses 0",
@@ -578,4 +579,46 @@ pub fn dump_profiles(
         (serde_json::to_string_pretty(&meta)? + "\n").as_bytes(),
     )?;
     Ok(())
+}
+
+/// How many of the consensus genes occur in some complex; a clear warning (on stderr, also when not
+/// verbose) when none or only one does, since the complex metrics are then undefined (n/a).
+fn warn_unmatched_complexes(
+    path: &Path,
+    cx: &complexes::Complexes,
+    table: &io::CellTable,
+    cons: &profiles::Consensus,
+    log: &Log,
+) -> usize {
+    let in_cx: std::collections::HashSet<&str> = cx
+        .complexes
+        .iter()
+        .flat_map(|(_, g)| g.iter().map(String::as_str))
+        .collect();
+    let matched = cons
+        .genes
+        .iter()
+        .filter(|&&g| {
+            table
+                .genes
+                .names
+                .get(g as usize)
+                .is_some_and(|n| in_cx.contains(n.as_str()))
+        })
+        .count();
+    let msg = format!(
+        "{}: {matched} of the {} profiled genes occur in its {} complexes",
+        path.display(),
+        cons.genes.len(),
+        cx.complexes.len()
+    );
+    if matched < 2 {
+        eprintln!(
+            "warning: {msg}; the complex metrics (recall, PR-AUC, KS) are n/a; HINT: check that the complexes \
+             file uses the same gene names (symbols, case) as the features' gene column"
+        );
+    } else {
+        log.say(&msg);
+    }
+    matched
 }

@@ -228,22 +228,9 @@ fn corrected(v: f32, ff: Option<&Vec<f32>>, k: usize) -> f32 {
     }
 }
 
-/// Run the ingest; returns the report (also written into the store).
-pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
-    let t0 = std::time::Instant::now();
-    let (tiles, names) = table::read_tiles(&opts.tiles, opts.channels.as_deref())?;
-    let channels: Vec<String> = match names {
-        Some(n) => n,
-        None => {
-            let p = tiles[0].first_path();
-            (0..tiff::read_pages(p)?.len())
-                .map(|k| format!("ch{k}"))
-                .collect()
-        }
-    };
-    let cells = table::read_cells(&opts.cells, &tiles)?;
-    let n_rows = cells.rows;
-    let crop = opts.crop as usize;
+/// The options that need no input file: checked before anything is read or written.
+fn check_options(opts: &IngestOptions) -> Result<()> {
+    let crop = opts.crop;
     if crop == 0 || crop % 2 != 0 {
         bail!("--crop {crop}: the crop side must be even and > 0");
     }
@@ -259,14 +246,449 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
             );
         }
     }
-    let c = channels.len();
+    if opts.cells_per_shard == Some(0) {
+        bail!("--cells-per-shard 0: must be ≥ 1");
+    }
+    if let Some(ch) = &opts.channels {
+        let mut seen = std::collections::HashSet::new();
+        for name in ch {
+            if name.is_empty() {
+                bail!("--channels: an empty channel name; expected comma-separated names like dna,actin");
+            }
+            if !seen.insert(name) {
+                bail!(
+                    "--channels: channel {name:?} is listed twice; each channel must be distinct"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The crop must fit in the tiles of a plate.
+fn check_crop_fits(crop: usize, plate: &str, h: usize, w: usize, first: &TileRow) -> Result<()> {
+    if crop > h || crop > w {
+        bail!(
+            "--crop {crop} is larger than the tiles of plate {plate:?} ({h}×{w} px, e.g. {}, tiles.csv line {}); no \
+             cell can be cropped; HINT: use a --crop of at most {}",
+            first.first_path().display(),
+            first.line,
+            h.min(w) / 2 * 2
+        );
+    }
+    Ok(())
+}
+
+/// A cell skipped because its crop box leaves the tile.
+#[derive(Clone, Debug)]
+struct Skipped {
+    line: u32,
+    cell_id: u64,
+    plate: String,
+    well: String,
+    tile: u32,
+    i: f32,
+    j: f32,
+}
+
+impl Skipped {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"cells_csv_line": self.line, "cell_id": self.cell_id, "plate": self.plate,
+            "well": self.well, "tile": self.tile, "i": self.i, "j": self.j})
+    }
+    fn describe(&self) -> String {
+        format!(
+            "line {} (cell {}, plate {}, well {}, tile {}, centroid {}, {})",
+            self.line, self.cell_id, self.plate, self.well, self.tile, self.i, self.j
+        )
+    }
+}
+
+/// At most this many skipped cells are listed by name in report.json (all are counted).
+const SKIPPED_LISTED: usize = 10_000;
+
+/// "line 3 (…), line 9 (…) and 4 more" for the first few skipped cells.
+fn name_skipped(skipped: &[Skipped], total: u64) -> String {
+    let first: Vec<String> = skipped.iter().take(3).map(Skipped::describe).collect();
+    let more = total.saturating_sub(first.len() as u64);
+    if more > 0 {
+        format!("{} and {more} more", first.join(", "))
+    } else {
+        first.join(", ")
+    }
+}
+
+/// After the crops: no cell written is an error, skipped cells a warning; both name the first few.
+fn check_skipped(
+    opts: &IngestOptions,
+    written: u64,
+    skipped_edge: u64,
+    skipped: &[Skipped],
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let crop = opts.crop;
+    if written == 0 && skipped_edge > 0 {
+        bail!(
+            "{}: no cell could be cropped: all {skipped_edge} cells' {crop}×{crop} boxes leave their tile, e.g. {}; \
+             nothing was written to {}; HINT: check the centroid columns i (row) and j (column) and --crop",
+            opts.cells.display(),
+            name_skipped(skipped, skipped_edge),
+            opts.out.display()
+        );
+    }
+    if skipped_edge > 0 {
+        let msg = format!(
+            "{}: {skipped_edge} cell(s) skipped because their {crop}×{crop} box leaves the tile: {} (report.json lists \
+             them under skipped_cells)",
+            opts.cells.display(),
+            name_skipped(skipped, skipped_edge)
+        );
+        eprintln!("warning: {msg}");
+        warnings.push(msg);
+    }
+    Ok(())
+}
+
+/// One plate's tiles (indices into tiles.csv), decoded once and kept when they fit the cache budget;
+/// otherwise every pass re-reads them.
+struct Plate<'a> {
+    name: &'a str,
+    tiles: &'a [TileRow],
+    channels: &'a [String],
+    idx: Vec<usize>,
+    h: usize,
+    w: usize,
+    /// The first tile has 8/16-bit samples.
+    integer: bool,
+    cache: Option<HashMap<usize, Arc<Tile>>>,
+    /// Tile reads so far.
+    reads: u64,
+}
+
+impl<'a> Plate<'a> {
+    /// Read the plate's first tile (size, sample type, crop check) and, when the plate fits
+    /// `opts.cache_bytes`, decode all of its tiles.
+    fn open(
+        name: &'a str,
+        tiles: &'a [TileRow],
+        channels: &'a [String],
+        opts: &IngestOptions,
+        crop: usize,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Plate<'a>> {
+        let idx: Vec<usize> = (0..tiles.len())
+            .filter(|&k| tiles[k].plate == name)
+            .collect();
+        let first = read_tile(&tiles[idx[0]], channels)?;
+        let (h, w) = (first.h, first.w);
+        check_crop_fits(crop, name, h, w, &tiles[idx[0]])?;
+        let sample_bytes = if first.integer { 2 } else { 4 };
+        let mut p = Plate {
+            name,
+            tiles,
+            channels,
+            idx,
+            h,
+            w,
+            integer: first.integer,
+            cache: None,
+            reads: 1,
+        };
+        drop(first);
+        let bytes = p
+            .idx
+            .len()
+            .saturating_mul(channels.len())
+            .saturating_mul(h.saturating_mul(w))
+            .saturating_mul(sample_bytes);
+        if bytes <= opts.cache_bytes {
+            bar.set_message(format!("plate {name}: decoding"));
+            let v = p
+                .idx
+                .par_iter()
+                .map(|&k| Ok((k, p.read(k)?)))
+                .collect::<Result<HashMap<_, _>>>()?;
+            p.reads += p.idx.len() as u64;
+            p.cache = Some(v);
+        }
+        Ok(p)
+    }
+
+    fn read(&self, k: usize) -> Result<Arc<Tile>> {
+        let t = read_tile(&self.tiles[k], self.channels)?;
+        check_size(&self.tiles[k], &t, self.h, self.w)?;
+        Ok(Arc::new(t))
+    }
+
+    /// Tile `k` (of tiles.csv), from the cache or read again.
+    fn load(&self, k: usize) -> Result<Arc<Tile>> {
+        match self.cache.as_ref().and_then(|m| m.get(&k)) {
+            Some(t) => Ok(t.clone()),
+            None => self.read(k),
+        }
+    }
+
+    /// Count one pass over the tiles (reads only when not cached).
+    fn pass_done(&mut self) {
+        if self.cache.is_none() {
+            self.reads += self.idx.len() as u64;
+        }
+    }
+
+    /// At most one fold accumulator (flat-field sums, histograms: megabytes each) per thread.
+    fn min_len(&self) -> usize {
+        self.idx.len().div_ceil(rayon::current_num_threads().max(1))
+    }
+}
+
+/// Pass A: flat-field sums and value range (skipped for integer data with `--illum none`).
+fn pass_a(
+    p: &mut Plate,
+    opts: &IngestOptions,
+    bar: &indicatif::ProgressBar,
+) -> Result<Option<PassA>> {
+    if opts.illum == Illum::None && p.integer {
+        bar.inc(p.idx.len() as u64);
+        return Ok(None);
+    }
+    bar.set_message(format!("plate {}: flat-field and range", p.name));
+    let (c, plane) = (p.channels.len(), p.h * p.w);
+    let empty = || PassA::new(c, plane, opts.illum == Illum::Auto);
+    let pr: &Plate = p;
+    let a = pr
+        .idx
+        .par_iter()
+        .with_min_len(pr.min_len())
+        .try_fold(empty, |acc, &k| -> Result<PassA> {
+            let t = pr.load(k)?;
+            bar.inc(1);
+            Ok(acc.add(&t))
+        })
+        .try_reduce(empty, |x, y| Ok(x.merge(y)))?;
+    p.pass_done();
+    Ok(Some(a))
+}
+
+/// The flat fields of the plate's channels (none with `--illum none`).
+fn flat_fields(
+    p: &Plate,
+    opts: &IngestOptions,
+    a: Option<&PassA>,
+) -> Result<Option<Vec<Vec<f32>>>> {
+    let (h, w) = (p.h, p.w);
+    Ok(match &opts.illum {
+        Illum::None => None,
+        Illum::Auto => {
+            let a = a.context("internal: pass A is required for --illum auto")?;
+            let n = p.idx.len() as f64;
+            Some(
+                (0..p.channels.len())
+                    .map(|ch| {
+                        let mean: Vec<f64> = a.sum[ch].iter().map(|s| s / n).collect();
+                        illum::field_from_mean(&mean, h, w).with_context(|| {
+                            format!("plate {:?}, channel {}", p.name, p.channels[ch])
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        }
+        Illum::Dir(d) => Some(
+            p.channels
+                .iter()
+                .map(|ch| illum::read_field(d, p.name, ch, h, w))
+                .collect::<Result<_>>()?,
+        ),
+    })
+}
+
+/// Empty histograms per channel, bounded by pass A's range (divided by the field's range).
+fn empty_hists(c: usize, a: Option<&PassA>, fields: Option<&[Vec<f32>]>) -> Vec<Hist> {
+    (0..c)
+        .map(|ch| {
+            let (mn, mx) = a.map_or((0.0, 65535.0), |a| (a.min[ch] as f64, a.max[ch] as f64));
+            match fields {
+                None if a.is_none() => Hist::integer(),
+                None => Hist::float(mn, mx),
+                Some(f) => {
+                    let fmin = f[ch].iter().cloned().fold(f32::INFINITY, f32::min) as f64;
+                    let fmax = f[ch].iter().cloned().fold(0.0f32, f32::max) as f64;
+                    let cands = [mn / fmin, mn / fmax, mx / fmin, mx / fmax];
+                    let lo = cands.iter().cloned().fold(f64::INFINITY, f64::min);
+                    let hi = cands.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    // Widen by a relative epsilon: f32 division may land a hair outside the f64 bound.
+                    Hist::float(lo - 1e-6 * lo.abs(), hi + 1e-6 * hi.abs())
+                }
+            }
+        })
+        .collect()
+}
+
+/// Lower and upper clip bound per channel.
+type ClipBounds = Vec<(f64, f64)>;
+
+/// Pass B: histograms of the corrected pixels; returns them with the clip bounds per channel (a constant
+/// channel is a warning).
+fn pass_b(
+    p: &mut Plate,
+    opts: &IngestOptions,
+    a: Option<&PassA>,
+    fields: Option<&[Vec<f32>]>,
+    bar: &indicatif::ProgressBar,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Hist>, ClipBounds)> {
+    let plate = p.name;
+    bar.set_message(format!("plate {plate}: percentiles"));
+    let hists = empty_hists(p.channels.len(), a, fields);
+    let empty = || {
+        hists
+            .iter()
+            .map(|x| Hist {
+                counts: vec![0; x.counts.len()],
+                ..x.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let pr: &Plate = p;
+    let hists = pr
+        .idx
+        .par_iter()
+        .with_min_len(pr.min_len())
+        .try_fold(empty, |mut hs, &k| -> Result<Vec<Hist>> {
+            let t = pr.load(k)?;
+            if hs[0].exact && !t.integer {
+                bail!(
+                    "{}: float samples, but the first tile of plate {plate:?} is integer; HINT: use one sample type \
+                     per plate (tiles.csv line {})",
+                    pr.tiles[k].first_path().display(),
+                    pr.tiles[k].line
+                );
+            }
+            for (ch, px) in t.planes.iter().enumerate() {
+                let ff = fields.map(|f| &f[ch]);
+                let h = &mut hs[ch];
+                for_each_px(px, |q, v| h.add(corrected(v, ff, q)));
+            }
+            bar.inc(1);
+            Ok(hs)
+        })
+        .try_reduce(empty, |x, y| Ok(x.into_iter().zip(&y).map(|(a, b)| a.merge(b)).collect()))?;
+    p.pass_done();
+    let (plo, phi) = opts.clip;
+    let bounds: Vec<(f64, f64)> = hists
+        .iter()
+        .map(|hh| Ok((hh.percentile(plo)?, hh.percentile(phi)?)))
+        .collect::<Result<_>>()?;
+    for (ch, &(lo, hi)) in bounds.iter().enumerate() {
+        if hi <= lo {
+            let msg = format!(
+                "plate {plate}, channel {}: clip percentiles are equal ({lo}); the channel is constant and its crops are all 0",
+                p.channels[ch]
+            );
+            eprintln!("warning: {msg}");
+            warnings.push(msg);
+        }
+    }
+    Ok((hists, bounds))
+}
+
+/// Pass C: crop every cell of the plate, in table order, into the store; returns (written, skipped) and
+/// lists the skipped cells (up to [`SKIPPED_LISTED`] in all).
+#[allow(clippy::too_many_arguments)]
+fn pass_c(
+    p: &mut Plate,
+    cells: &CellTable,
+    crop: usize,
+    fields: Option<&[Vec<f32>]>,
+    bounds: &[(f64, f64)],
+    writer: &mut StoreWriter,
+    bar: &indicatif::ProgressBar,
+    skipped: &mut Vec<Skipped>,
+) -> Result<(u64, u64)> {
+    bar.set_message(format!("plate {}: crops", p.name));
+    let chunk = rayon::current_num_threads().max(1) * 2;
+    let (mut written, mut edge_total) = (0u64, 0u64);
+    let pr: &Plate = p;
+    for group in pr.idx.chunks(chunk) {
+        let results: Vec<(Vec<CellMeta>, Vec<u16>, Vec<Skipped>)> = group
+            .par_iter()
+            .map(|&k| {
+                let t = pr.load(k)?;
+                let r = crop_tile(
+                    &t,
+                    &pr.tiles[k],
+                    &cells.by_tile[k],
+                    cells,
+                    crop,
+                    fields,
+                    bounds,
+                );
+                bar.inc(1);
+                Ok(r)
+            })
+            .collect::<Result<_>>()?;
+        for (metas, crops, edge) in results {
+            writer.push(&metas, &crops)?;
+            written += metas.len() as u64;
+            edge_total += edge.len() as u64;
+            let room = SKIPPED_LISTED.saturating_sub(skipped.len());
+            skipped.extend(edge.into_iter().take(room));
+        }
+    }
+    p.pass_done();
+    Ok((written, edge_total))
+}
+
+/// The report entry of one plate.
+fn plate_json(
+    p: &Plate,
+    written: u64,
+    edge: u64,
+    hists: &[Hist],
+    bounds: &[(f64, f64)],
+    fields: Option<&[Vec<f32>]>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "plate": p.name, "tiles": p.idx.len(), "tile_size": [p.h, p.w], "cells_written": written,
+        "skipped": {"box_leaves_tile": edge},
+        "channels": p.channels.iter().enumerate().map(|(ch, name)| serde_json::json!({
+            "channel": name,
+            "clip_lo": bounds[ch].0, "clip_hi": bounds[ch].1,
+            "clip_exact": hists[ch].exact,
+            "clip_precision": if hists[ch].exact { 0.0 } else { hists[ch].width / 2.0 },
+            "flat_field": fields.map(|f| {
+                let mn = f[ch].iter().cloned().fold(f32::INFINITY, f32::min);
+                let mx = f[ch].iter().cloned().fold(0.0f32, f32::max);
+                serde_json::json!({"min": mn, "max": mx})
+            }),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Run the ingest; returns the report (also written into the store). Stages: options, tables, the store
+/// writer, then per plate (tiles.csv order) passes A (flat-field, range), B (percentiles) and C (crops),
+/// then the report and the store's atomic move into place.
+pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
+    let t0 = std::time::Instant::now();
+    check_options(opts)?;
+    let (tiles, names) = table::read_tiles(&opts.tiles, opts.channels.as_deref())?;
+    let channels: Vec<String> = match names {
+        Some(n) => n,
+        None => {
+            let p = tiles[0].first_path();
+            (0..tiff::read_pages(p)?.len())
+                .map(|k| format!("ch{k}"))
+                .collect()
+        }
+    };
+    let cells = table::read_cells(&opts.cells, &tiles)?;
+    let crop = usize::try_from(opts.crop).context("--crop: too large")?;
     let mut wo = WriterOptions::new(opts.crop, channels.clone());
     wo.ntc_gene = opts.ntc_gene.clone();
     wo.meta_columns = cells.extra_columns.clone();
     wo.force = opts.force;
     wo.created_by = format!("setdino {} ingest", env!("CARGO_PKG_VERSION"));
     if let Some(n) = opts.cells_per_shard {
-        wo.cells_per_shard = n.max(1);
+        wo.cells_per_shard = n;
     }
     let mut writer = StoreWriter::create(&opts.out, wo)?;
 
@@ -278,213 +700,52 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         }
     }
     let bar = progress_bar(opts.progress, tiles.len() as u64 * 3);
-    let chunk = rayon::current_num_threads().max(1) * 2;
     let mut plate_reports = Vec::new();
     let (mut written, mut skipped_edge, mut tile_reads) = (0u64, 0u64, 0u64);
     let mut warnings: Vec<String> = Vec::new();
+    let mut skipped: Vec<Skipped> = Vec::new();
     for plate in &plates {
-        let idx: Vec<usize> = (0..tiles.len())
-            .filter(|&k| &tiles[k].plate == plate)
-            .collect();
-        let first = read_tile(&tiles[idx[0]], &channels)?;
-        let (h, w) = (first.h, first.w);
-        tile_reads += 1;
-        let plane = h * w;
-        let need_a = opts.illum != Illum::None || !first.integer;
-        let sample_bytes = if first.integer { 2 } else { 4 };
-        drop(first);
-        // Decode the plate once and keep it when it fits the cache budget; otherwise every pass re-reads.
-        let cache: Option<HashMap<usize, Arc<Tile>>> =
-            if idx.len() * c * plane * sample_bytes <= opts.cache_bytes {
-                bar.set_message(format!("plate {plate}: decoding"));
-                let v = idx
-                    .par_iter()
-                    .map(|&k| {
-                        let t = read_tile(&tiles[k], &channels)?;
-                        check_size(&tiles[k], &t, h, w)?;
-                        Ok((k, Arc::new(t)))
-                    })
-                    .collect::<Result<HashMap<_, _>>>()?;
-                tile_reads += idx.len() as u64;
-                Some(v)
-            } else {
-                None
-            };
-        // At most one fold accumulator (flat-field sums, histograms: megabytes each) per thread.
-        let min_len = idx.len().div_ceil(rayon::current_num_threads().max(1));
-        let reads_per_pass = if cache.is_some() { 0 } else { idx.len() as u64 };
-        let load = |k: usize| -> Result<Arc<Tile>> {
-            match &cache {
-                Some(m) => Ok(m[&k].clone()),
-                None => {
-                    let t = read_tile(&tiles[k], &channels)?;
-                    check_size(&tiles[k], &t, h, w)?;
-                    Ok(Arc::new(t))
-                }
-            }
-        };
-        // Pass A: flat-field mean and value range.
-        let a = if need_a {
-            bar.set_message(format!("plate {plate}: flat-field and range"));
-            let empty = || PassA::new(c, plane, opts.illum == Illum::Auto);
-            let a = idx
-                .par_iter()
-                .with_min_len(min_len)
-                .try_fold(empty, |acc, &k| -> Result<PassA> {
-                    let t = load(k)?;
-                    bar.inc(1);
-                    Ok(acc.add(&t))
-                })
-                .try_reduce(empty, |x, y| Ok(x.merge(y)))?;
-            tile_reads += reads_per_pass;
-            Some(a)
-        } else {
-            bar.inc(idx.len() as u64);
-            None
-        };
-        let fields: Option<Vec<Vec<f32>>> = match &opts.illum {
-            Illum::None => None,
-            Illum::Auto => {
-                let a = a.as_ref().unwrap();
-                let n = idx.len() as f64;
-                Some(
-                    (0..c)
-                        .map(|ch| {
-                            let mean: Vec<f64> = a.sum[ch].iter().map(|s| s / n).collect();
-                            illum::field_from_mean(&mean, h, w).with_context(|| {
-                                format!("plate {plate:?}, channel {}", channels[ch])
-                            })
-                        })
-                        .collect::<Result<_>>()?,
-                )
-            }
-            Illum::Dir(d) => Some(
-                channels
-                    .iter()
-                    .map(|ch| illum::read_field(d, plate, ch, h, w))
-                    .collect::<Result<_>>()?,
-            ),
-        };
-        // Histogram bounds per channel.
-        let hists: Vec<Hist> = (0..c)
-            .map(|ch| {
-                let (mn, mx) = a
-                    .as_ref()
-                    .map_or((0.0, 65535.0), |a| (a.min[ch] as f64, a.max[ch] as f64));
-                match &fields {
-                    None if a.is_none() => Hist::integer(),
-                    None => Hist::float(mn, mx),
-                    Some(f) => {
-                        let fmin = f[ch].iter().cloned().fold(f32::INFINITY, f32::min) as f64;
-                        let fmax = f[ch].iter().cloned().fold(0.0f32, f32::max) as f64;
-                        let cands = [mn / fmin, mn / fmax, mx / fmin, mx / fmax];
-                        let lo = cands.iter().cloned().fold(f64::INFINITY, f64::min);
-                        let hi = cands.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                        // Widen by a relative epsilon: f32 division may land a hair outside the f64 bound.
-                        Hist::float(lo - 1e-6 * lo.abs(), hi + 1e-6 * hi.abs())
-                    }
-                }
-            })
-            .collect();
-        // Pass B: percentiles of the corrected pixels.
-        bar.set_message(format!("plate {plate}: percentiles"));
-        let empty = || {
-            hists
-                .iter()
-                .map(|x| Hist {
-                    counts: vec![0; x.counts.len()],
-                    ..x.clone()
-                })
-                .collect::<Vec<_>>()
-        };
-        let hists = idx
-            .par_iter()
-            .with_min_len(min_len)
-            .try_fold(empty, |mut hs, &k| -> Result<Vec<Hist>> {
-                let t = load(k)?;
-                if hs[0].exact && !t.integer {
-                    bail!(
-                        "{}: float samples, but the first tile of plate {plate:?} is integer; HINT: use one sample type \
-                         per plate (tiles.csv line {})",
-                        tiles[k].first_path().display(),
-                        tiles[k].line
-                    );
-                }
-                for (ch, p) in t.planes.iter().enumerate() {
-                    let ff = fields.as_ref().map(|f| &f[ch]);
-                    let h = &mut hs[ch];
-                    for_each_px(p, |q, v| h.add(corrected(v, ff, q)));
-                }
-                bar.inc(1);
-                Ok(hs)
-            })
-            .try_reduce(empty, |x, y| Ok(x.into_iter().zip(&y).map(|(a, b)| a.merge(b)).collect()))?;
-        tile_reads += reads_per_pass;
-        let bounds: Vec<(f64, f64)> = hists
-            .iter()
-            .map(|hh| Ok((hh.percentile(plo)?, hh.percentile(phi)?)))
-            .collect::<Result<_>>()?;
-        for (ch, &(lo, hi)) in bounds.iter().enumerate() {
-            if hi <= lo {
-                let msg = format!(
-                    "plate {plate}, channel {}: clip percentiles are equal ({lo}); the channel is constant and its crops are all 0",
-                    channels[ch]
-                );
-                eprintln!("warning: {msg}");
-                warnings.push(msg);
-            }
-        }
-        // Pass C: crops, in table order.
-        bar.set_message(format!("plate {plate}: crops"));
-        let (mut p_written, mut p_edge) = (0u64, 0u64);
-        for group in idx.chunks(chunk) {
-            let results: Vec<(Vec<CellMeta>, Vec<u16>, u64)> = group
-                .par_iter()
-                .map(|&k| {
-                    let t = load(k)?;
-                    let r = crop_tile(
-                        &t,
-                        &tiles[k],
-                        &cells.by_tile[k],
-                        &cells,
-                        crop,
-                        fields.as_deref(),
-                        &bounds,
-                    );
-                    bar.inc(1);
-                    Ok(r)
-                })
-                .collect::<Result<_>>()?;
-            for (metas, crops, edge) in results {
-                writer.push(&metas, &crops)?;
-                p_written += metas.len() as u64;
-                p_edge += edge;
-            }
-        }
-        tile_reads += reads_per_pass;
+        let mut p = Plate::open(plate, &tiles, &channels, opts, crop, &bar)?;
+        let a = pass_a(&mut p, opts, &bar)?;
+        let fields = flat_fields(&p, opts, a.as_ref())?;
+        let (hists, bounds) = pass_b(
+            &mut p,
+            opts,
+            a.as_ref(),
+            fields.as_deref(),
+            &bar,
+            &mut warnings,
+        )?;
+        let (p_written, p_edge) = pass_c(
+            &mut p,
+            &cells,
+            crop,
+            fields.as_deref(),
+            &bounds,
+            &mut writer,
+            &bar,
+            &mut skipped,
+        )?;
+        tile_reads += p.reads;
         written += p_written;
         skipped_edge += p_edge;
-        let msg = format!("plate {plate}: {} tiles, {p_written} cells written, {p_edge} skipped (box leaves tile)", idx.len());
         if bar.is_hidden() && opts.progress {
-            eprintln!("{msg}");
+            eprintln!(
+                "plate {plate}: {} tiles, {p_written} cells written, {p_edge} skipped (box leaves tile)",
+                p.idx.len()
+            );
         }
-        plate_reports.push(serde_json::json!({
-            "plate": plate, "tiles": idx.len(), "tile_size": [h, w], "cells_written": p_written,
-            "skipped": {"box_leaves_tile": p_edge},
-            "channels": channels.iter().enumerate().map(|(ch, name)| serde_json::json!({
-                "channel": name,
-                "clip_lo": bounds[ch].0, "clip_hi": bounds[ch].1,
-                "clip_exact": hists[ch].exact,
-                "clip_precision": if hists[ch].exact { 0.0 } else { hists[ch].width / 2.0 },
-                "flat_field": fields.as_ref().map(|f| {
-                    let mn = f[ch].iter().cloned().fold(f32::INFINITY, f32::min);
-                    let mx = f[ch].iter().cloned().fold(0.0f32, f32::max);
-                    serde_json::json!({"min": mn, "max": mx})
-                }),
-            })).collect::<Vec<_>>(),
-        }));
+        plate_reports.push(plate_json(
+            &p,
+            p_written,
+            p_edge,
+            &hists,
+            &bounds,
+            fields.as_deref(),
+        ));
     }
     bar.finish_and_clear();
+    check_skipped(opts, written, skipped_edge, &skipped, &mut warnings)?;
     let secs = t0.elapsed().as_secs_f64();
     let report = serde_json::json!({
         "command": "ingest",
@@ -492,16 +753,26 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         "channels": channels, "crop": crop,
         "illum": match &opts.illum { Illum::Auto => "auto".to_string(), Illum::None => "none".to_string(), Illum::Dir(d) => d.display().to_string() },
         "illum_estimator": "auto: pixel-wise mean of the plate's tiles, 3× box filter of radius min(H,W)/16 (clamped edges), normalised to mean 1, floored at 1e-3",
-        "clip_percentiles": [plo, phi],
+        "clip_percentiles": [opts.clip.0, opts.clip.1],
         "tiles": tiles.len(), "tile_reads": tile_reads,
-        "cells_in_table": n_rows, "cells_written": written,
+        "cells_in_table": cells.rows, "cells_written": written,
         "skipped": {"box_leaves_tile": skipped_edge},
+        "skipped_cells": skipped.iter().map(Skipped::json).collect::<Vec<_>>(),
+        "skipped_cells_truncated": skipped_edge > skipped.len() as u64,
         "plates": plate_reports,
         "warnings": warnings,
         "seconds": secs, "tiles_per_second": tiles.len() as f64 / secs.max(1e-9),
     });
     writer.finish(report.clone())?;
     Ok(report)
+}
+
+/// The first row (column) of a crop box of side `crop` centred at ⌊x⌋ = `f`, when the box lies within
+/// `0..len`; checked arithmetic, so any centroid is safe.
+fn box_start(f: i64, crop: usize, len: usize) -> Option<usize> {
+    let half = i64::try_from(crop / 2).ok()?;
+    let start = usize::try_from(f.checked_sub(half)?).ok()?;
+    (start.checked_add(crop)? <= len).then_some(start)
 }
 
 /// Crop every cell of one tile; returns (metadata, crops (N, C, crop, crop), cells skipped at the edge).
@@ -513,18 +784,24 @@ fn crop_tile(
     crop: usize,
     fields: Option<&[Vec<f32>]>,
     bounds: &[(f64, f64)],
-) -> (Vec<CellMeta>, Vec<u16>, u64) {
-    let half = (crop / 2) as i64;
+) -> (Vec<CellMeta>, Vec<u16>, Vec<Skipped>) {
     let mut metas = Vec::new();
     let mut out = Vec::new();
-    let mut edge = 0;
+    let mut edge = Vec::new();
     for cell in rows {
-        let (r0, c0) = (cell.fi - half, cell.fj - half);
-        if r0 < 0 || c0 < 0 || r0 + crop as i64 > t.h as i64 || c0 + crop as i64 > t.w as i64 {
-            edge += 1;
+        let (Some(r0), Some(c0)) = (box_start(cell.fi, crop, t.h), box_start(cell.fj, crop, t.w))
+        else {
+            edge.push(Skipped {
+                line: cell.line,
+                cell_id: cell.cell_id,
+                plate: row.plate.clone(),
+                well: row.well.clone(),
+                tile: row.tile,
+                i: cell.i,
+                j: cell.j,
+            });
             continue;
-        }
-        let (r0, c0) = (r0 as usize, c0 as usize);
+        };
         for (ch, p) in t.planes.iter().enumerate() {
             let ff = fields.map(|f| &f[ch]);
             let (lo, hi) = bounds[ch];

@@ -54,6 +54,29 @@ fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
         .with_context(|| format!("{}: cannot open", path.display()))
 }
 
+/// The cleaned header of a table; a column name given twice is an error naming both positions.
+fn read_header(path: &Path, r: &mut csv::Reader<std::fs::File>) -> Result<Vec<String>> {
+    let header: Vec<String> = r
+        .headers()
+        .with_context(|| format!("{}: line 1 (header)", path.display()))?
+        .iter()
+        .map(clean_header)
+        .collect();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (k, h) in header.iter().enumerate() {
+        if let Some(prev) = seen.insert(h.as_str(), k) {
+            bail!(
+                "{}: line 1 (header): column {h:?} appears twice (columns {} and {}); HINT: each column name must \
+                 be distinct",
+                path.display(),
+                prev + 1,
+                k + 1
+            );
+        }
+    }
+    Ok(header)
+}
+
 fn header_pos(path: &Path, header: &[String], name: &str, expect: &str) -> Result<usize> {
     header.iter().position(|h| h == name).with_context(|| {
         format!(
@@ -80,7 +103,7 @@ pub fn read_tiles(
 ) -> Result<(Vec<TileRow>, Option<Vec<String>>)> {
     const EXPECT: &str = "plate,well,tile,path or plate,well,tile,path_<channel>…";
     let mut r = reader(path)?;
-    let header: Vec<String> = r.headers()?.iter().map(clean_header).collect();
+    let header = read_header(path, &mut r)?;
     let (ip, iw, it) = (
         header_pos(path, &header, "plate", EXPECT)?,
         header_pos(path, &header, "well", EXPECT)?,
@@ -240,9 +263,21 @@ fn intern(dict: &mut Vec<String>, ids: &mut HashMap<String, u32>, s: &str) -> u3
     if let Some(&k) = ids.get(s) {
         return k;
     }
+    // Ids are u32: at most one per cells.csv line, whose count is checked to fit.
+    let k = u32::try_from(dict.len()).unwrap_or(u32::MAX);
     dict.push(s.to_string());
-    ids.insert(s.to_string(), (dict.len() - 1) as u32);
-    (dict.len() - 1) as u32
+    ids.insert(s.to_string(), k);
+    k
+}
+
+/// Largest |centroid| accepted (2^32: TIFF dimensions are u32).
+const MAX_CENTROID: f64 = 4_294_967_296.0;
+
+/// ⌊x⌋ of a centroid already checked against [`MAX_CENTROID`].
+fn floor_i64(x: f64) -> i64 {
+    debug_assert!(x.abs() < MAX_CENTROID);
+    // In range by the check of the caller, so the conversion is exact.
+    x.floor() as i64
 }
 
 /// Read cells.csv and group the cells by tile. A cell in a tile not in tiles.csv, or with a non-finite
@@ -250,7 +285,7 @@ fn intern(dict: &mut Vec<String>, ids: &mut HashMap<String, u32>, s: &str) -> u3
 pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
     const EXPECT: &str = "plate,well,tile,cell_id,i,j,sgRNA,gene";
     let mut r = reader(path)?;
-    let header: Vec<String> = r.headers()?.iter().map(clean_header).collect();
+    let header = read_header(path, &mut r)?;
     let names = [
         "plate", "well", "tile", "cell_id", "i", "j", "sgRNA", "gene",
     ];
@@ -269,6 +304,8 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
         ..Default::default()
     };
     let (mut gene_ids, mut sgrna_ids) = (HashMap::new(), HashMap::new());
+    // (tile row, cell_id) → line of its first row.
+    let mut seen: HashMap<(usize, u64), usize> = HashMap::new();
     for (k, rec) in r.records().enumerate() {
         let line = k + 2;
         let rec = rec.with_context(|| format!("{}: line {line}", path.display()))?;
@@ -285,6 +322,16 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
             if !x.is_finite() {
                 bail!(
                     "{}: line {line}, column {}: centroid {v:?} is not finite",
+                    path.display(),
+                    names[c]
+                );
+            }
+            // TIFF dimensions are below 2^32: a centroid beyond ±2^32 cannot lie in any tile, and the range
+            // keeps ⌊x⌋ exact in i64 arithmetic.
+            if x.abs() >= MAX_CENTROID {
+                bail!(
+                    "{}: line {line}, column {}: centroid {v:?} is out of range; expected a pixel coordinate with \
+                     |value| < 2^32",
                     path.display(),
                     names[c]
                 );
@@ -309,17 +356,29 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
             );
         };
         let (i, j) = (coord(4)?, coord(5)?);
+        if let Some(prev) = seen.insert((t, cell_id), line) {
+            bail!(
+                "{}: line {line}: cell (plate {:?}, well {:?}, tile {tile}, cell_id {cell_id}) is already listed on \
+                 line {prev}; HINT: each cell must appear once (remove the repeated row, or give the cells distinct \
+                 cell_id values)",
+                path.display(),
+                get(0),
+                get(1)
+            );
+        }
         let sgrna = intern(&mut table.sgrnas, &mut sgrna_ids, get(6));
         let gene = intern(&mut table.genes, &mut gene_ids, get(7));
         table.by_tile[t].push(CellRow {
             cell_id,
             i: i as f32,
             j: j as f32,
-            fi: i.floor() as i64,
-            fj: j.floor() as i64,
+            fi: floor_i64(i),
+            fj: floor_i64(j),
             gene,
             sgrna,
-            line: line as u32,
+            line: u32::try_from(line).with_context(|| {
+                format!("{}: line {line}: more than 2^32 lines", path.display())
+            })?,
             extra: extra
                 .iter()
                 .map(|&c| rec.get(c).unwrap_or("").to_string())

@@ -82,6 +82,129 @@ fn samples_of(ct: tiff::ColorType) -> Option<usize> {
     }
 }
 
+/// Bits per sample of a colour type.
+fn bits_of(ct: tiff::ColorType) -> Option<u64> {
+    use tiff::ColorType::*;
+    match ct {
+        Gray(b) | GrayA(b) | RGB(b) | RGBA(b) => Some(u64::from(b)),
+        Multiband { bit_depth, .. } => Some(u64::from(bit_depth)),
+        _ => None,
+    }
+}
+
+/// Deflate-compressed pages: inflate every strip or tile to its end, so that a damaged stream (an inflate
+/// error or a failed Adler-32 check, which the `tiff` crate does not reach because it stops reading once it
+/// has the pixels it needs) or a short one is an error naming the file, page and chunk instead of garbage
+/// pixels.
+fn verify_deflate(
+    dec: &mut Decoder<BufReader<std::fs::File>>,
+    path: &Path,
+    page: usize,
+    (w, h): (u32, u32),
+    ct: tiff::ColorType,
+    samples: usize,
+    planar: bool,
+) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    use tiff::tags::Tag;
+    let p = path.display();
+    let compression: Option<u16> = dec
+        .find_tag_unsigned(Tag::Compression)
+        .with_context(|| format!("{p}: page {page}: reading the Compression tag"))?;
+    if !matches!(compression, Some(8) | Some(32946)) {
+        return Ok(());
+    }
+    let tiled = matches!(dec.get_chunk_type(), tiff::decoder::ChunkType::Tile);
+    let (off_tag, len_tag, kind) = if tiled {
+        (Tag::TileOffsets, Tag::TileByteCounts, "tile")
+    } else {
+        (Tag::StripOffsets, Tag::StripByteCounts, "strip")
+    };
+    let offsets: Vec<u64> = dec
+        .find_tag_unsigned_vec(off_tag)
+        .with_context(|| format!("{p}: page {page}: reading {off_tag:?}"))?
+        .with_context(|| format!("{p}: page {page}: no {off_tag:?} tag"))?;
+    let lengths: Vec<u64> = dec
+        .find_tag_unsigned_vec(len_tag)
+        .with_context(|| format!("{p}: page {page}: reading {len_tag:?}"))?
+        .with_context(|| format!("{p}: page {page}: no {len_tag:?} tag"))?;
+    if offsets.len() != lengths.len() {
+        bail!(
+            "{p}: page {page}: {} {kind} offsets but {} byte counts; the file is damaged",
+            offsets.len(),
+            lengths.len()
+        );
+    }
+    let bits = bits_of(ct).with_context(|| format!("{p}: page {page}: unsupported {ct:?}"))?;
+    let (width, height) = (u64::from(w), u64::from(h));
+    let tag = |dec: &mut Decoder<BufReader<std::fs::File>>, t: Tag, default: u64| -> Result<u64> {
+        Ok(dec
+            .find_tag_unsigned::<u64>(t)
+            .with_context(|| format!("{p}: page {page}: reading {t:?}"))?
+            .unwrap_or(default))
+    };
+    let (chunk_w, chunk_h) = if tiled {
+        (
+            tag(dec, Tag::TileWidth, width)?,
+            tag(dec, Tag::TileLength, height)?,
+        )
+    } else {
+        (
+            width,
+            tag(dec, Tag::RowsPerStrip, height)?.clamp(1, height.max(1)),
+        )
+    };
+    let strips_per_band = height.div_ceil(chunk_h.max(1)).max(1);
+    let per_pixel = if planar { 1 } else { samples as u64 };
+    let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", p))?;
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    let mut raw = Vec::new();
+    let mut out = Vec::new();
+    for (k, (&off, &len)) in offsets.iter().zip(&lengths).enumerate() {
+        let end = off.checked_add(len).filter(|&e| e <= file_len);
+        if end.is_none() {
+            bail!(
+                "{p}: page {page}: {kind} {k} (offset {off}, {len} bytes) extends past the end of the file \
+                 ({file_len} bytes); the file is truncated or damaged"
+            );
+        }
+        let (cw, ch) = if tiled {
+            (chunk_w, chunk_h)
+        } else {
+            // The last strip of each band holds the remaining rows.
+            let first_row = (k as u64 % strips_per_band).saturating_mul(chunk_h);
+            (chunk_w, chunk_h.min(height.saturating_sub(first_row)))
+        };
+        let row_bytes = cw
+            .saturating_mul(per_pixel)
+            .saturating_mul(bits)
+            .div_ceil(8);
+        let want = row_bytes.saturating_mul(ch);
+        raw.clear();
+        f.seek(SeekFrom::Start(off))
+            .and_then(|_| (&mut f).take(len).read_to_end(&mut raw))
+            .with_context(|| format!("{p}: page {page}: reading {kind} {k}"))?;
+        out.clear();
+        let inflated = flate2::read::ZlibDecoder::new(raw.as_slice())
+            .take(want.saturating_add(1 << 20))
+            .read_to_end(&mut out);
+        if let Err(e) = inflated {
+            bail!(
+                "{p}: page {page}: Deflate-compressed {kind} {k} (offset {off}, {len} bytes) does not decode: {e}; \
+                 the file is corrupt; HINT: re-export or re-copy the TIFF"
+            );
+        }
+        if (out.len() as u64) < want {
+            bail!(
+                "{p}: page {page}: Deflate-compressed {kind} {k} decodes to {} bytes, expected {want}; the file is \
+                 corrupt or truncated",
+                out.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Decode one page into one plane per sample (chunky or planar layout).
 fn decode_page(
     dec: &mut Decoder<BufReader<std::fs::File>>,
@@ -89,10 +212,13 @@ fn decode_page(
     page: usize,
 ) -> Result<Vec<Page>> {
     let p = path.display();
-    let (w, h) = dec
+    let (w32, h32) = dec
         .dimensions()
         .with_context(|| format!("{p}: page {page}: reading dimensions"))?;
-    let (w, h) = (w as usize, h as usize);
+    let (w, h) = (
+        usize::try_from(w32).context("width beyond the address space")?,
+        usize::try_from(h32).context("height beyond the address space")?,
+    );
     let ct = dec
         .colortype()
         .with_context(|| format!("{p}: page {page}: reading colour type"))?;
@@ -106,6 +232,7 @@ fn decode_page(
             .and_then(|v| v.into_u16().ok()),
         Some(2)
     );
+    verify_deflate(dec, path, page, (w32, h32), ct, samples, planar)?;
     let mut img = DecodingResult::U8(Vec::new());
     dec.read_image_to_buffer(&mut img)
         .with_context(|| format!("{p}: page {page}: decoding pixels (is the file complete?)"))?;
@@ -172,6 +299,25 @@ pub fn read_pages(path: &Path) -> Result<Vec<Page>> {
     Ok(pages)
 }
 
+/// Encode a TIFF in memory and write it atomically (never a torn file under `path`).
+fn write_tiff(
+    path: &Path,
+    encode: impl FnOnce(&mut std::io::Cursor<Vec<u8>>) -> Result<()>,
+) -> Result<()> {
+    let mut cur = std::io::Cursor::new(Vec::new());
+    encode(&mut cur).with_context(|| format!("writing {}", path.display()))?;
+    crate::util::atomic::write_atomic(path, &cur.into_inner())
+}
+
+/// Width and height as TIFF dimensions (u32).
+fn dims(path: &Path, w: usize, h: usize) -> Result<(u32, u32)> {
+    let c = |v: usize| {
+        u32::try_from(v)
+            .with_context(|| format!("{}: {v} px is beyond TIFF's limit", path.display()))
+    };
+    Ok((c(w)?, c(h)?))
+}
+
 /// Compression for [`write_u16`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TiffCompression {
@@ -189,49 +335,56 @@ pub fn write_u16(
     compression: TiffCompression,
 ) -> Result<()> {
     use tiff::encoder::{colortype, Compression, TiffEncoder};
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc =
-        TiffEncoder::new(std::io::BufWriter::new(f))?.with_compression(match compression {
+    let (w, h) = dims(path, w, h)?;
+    write_tiff(path, |cur| {
+        let mut enc = TiffEncoder::new(cur)?.with_compression(match compression {
             TiffCompression::None => Compression::Uncompressed,
             TiffCompression::Lzw => Compression::Lzw,
             TiffCompression::Deflate => Compression::Deflate(tiff::encoder::DeflateLevel::Fast),
         });
-    for p in pages {
-        enc.write_image::<colortype::Gray16>(w as u32, h as u32, p)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+        for p in pages {
+            enc.write_image::<colortype::Gray16>(w, h, p)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    })
 }
 
 /// Write 16-bit RGB pages (interleaved h×w×3).
 pub fn write_rgb16(path: &Path, w: usize, h: usize, pages: &[&[u16]]) -> Result<()> {
     use tiff::encoder::{colortype, TiffEncoder};
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = TiffEncoder::new(std::io::BufWriter::new(f))?;
-    for p in pages {
-        enc.write_image::<colortype::RGB16>(w as u32, h as u32, p)?;
-    }
-    Ok(())
+    let (w, h) = dims(path, w, h)?;
+    write_tiff(path, |cur| {
+        let mut enc = TiffEncoder::new(cur)?;
+        for p in pages {
+            enc.write_image::<colortype::RGB16>(w, h, p)?;
+        }
+        Ok(())
+    })
 }
 
 /// Write 8-bit grayscale pages.
 pub fn write_u8(path: &Path, w: usize, h: usize, pages: &[&[u8]]) -> Result<()> {
     use tiff::encoder::{colortype, TiffEncoder};
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = TiffEncoder::new(std::io::BufWriter::new(f))?;
-    for p in pages {
-        enc.write_image::<colortype::Gray8>(w as u32, h as u32, p)?;
-    }
-    Ok(())
+    let (w, h) = dims(path, w, h)?;
+    write_tiff(path, |cur| {
+        let mut enc = TiffEncoder::new(cur)?;
+        for p in pages {
+            enc.write_image::<colortype::Gray8>(w, h, p)?;
+        }
+        Ok(())
+    })
 }
 
 /// Write 32-bit float grayscale pages.
 pub fn write_f32(path: &Path, w: usize, h: usize, pages: &[&[f32]]) -> Result<()> {
     use tiff::encoder::{colortype, TiffEncoder};
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = TiffEncoder::new(std::io::BufWriter::new(f))?;
-    for p in pages {
-        enc.write_image::<colortype::Gray32Float>(w as u32, h as u32, p)?;
-    }
-    Ok(())
+    let (w, h) = dims(path, w, h)?;
+    write_tiff(path, |cur| {
+        let mut enc = TiffEncoder::new(cur)?;
+        for p in pages {
+            enc.write_image::<colortype::Gray32Float>(w, h, p)?;
+        }
+        Ok(())
+    })
 }

@@ -98,8 +98,15 @@ impl TensorFile {
         })
     }
 
-    /// The tensor as f64 values (F32, F64, F16 and BF16 are accepted).
+    /// The tensor as f64 values (F32, F64, F16 and BF16 are accepted); a tensor holding non-finite values
+    /// (NaN, ±inf) is an error naming it and counting them.
     pub fn get_f64(&self, name: &str) -> Result<Vec<f64>> {
+        let v = self.get_f64_raw(name)?;
+        check_finite(&self.path, name, v.iter().map(|x| x.is_finite()))?;
+        Ok(v)
+    }
+
+    fn get_f64_raw(&self, name: &str) -> Result<Vec<f64>> {
         let e = self.entry(name)?;
         let b = &self.map[e.start..e.end];
         Ok(match e.dtype {
@@ -126,9 +133,11 @@ impl TensorFile {
         })
     }
 
-    /// The tensor as f32 values.
+    /// The tensor as f32 values (finite, and within the f32 range).
     pub fn get_f32(&self, name: &str) -> Result<Vec<f32>> {
-        Ok(self.get_f64(name)?.into_iter().map(|x| x as f32).collect())
+        let v: Vec<f32> = self.get_f64(name)?.into_iter().map(|x| x as f32).collect();
+        check_finite(&self.path, name, v.iter().map(|x| x.is_finite()))?;
+        Ok(v)
     }
 
     /// The tensor as f32, checking its shape (`[1, K]` and `[K]` style differences are errors).
@@ -145,6 +154,22 @@ impl TensorFile {
     }
 }
 
+/// Error naming `name` of `path` when any of `finite` is false (counting them).
+fn check_finite(path: &Path, name: &str, finite: impl Iterator<Item = bool>) -> Result<()> {
+    let (mut bad, mut n) = (0usize, 0usize);
+    for ok in finite {
+        n += 1;
+        bad += usize::from(!ok);
+    }
+    ensure!(
+        bad == 0,
+        "{}: tensor '{name}' holds {bad} non-finite value(s) (NaN or ±inf, or beyond the f32 range) of {n}; \
+         HINT: the file is damaged or comes from a run that diverged; use an earlier checkpoint",
+        path.display()
+    );
+    Ok(())
+}
+
 /// A tensor to write: name, shape, f32 values.
 pub type OutTensor = (String, Vec<usize>, Vec<f32>);
 
@@ -154,6 +179,11 @@ pub fn write_tensors(
     tensors: &[OutTensor],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
+    // Never write a file that its reader would refuse.
+    for (n, _, v) in tensors {
+        check_finite(path, n, v.iter().map(|x| x.is_finite()))
+            .context("refusing to write non-finite values")?;
+    }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, s, v)| {

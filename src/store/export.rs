@@ -5,6 +5,7 @@
 //! in the store, batch = `plate_well`, is_ntc as `True`/`False`), followed by the store's extra columns.
 use super::npy::NpyWriter;
 use super::reader::Store;
+use crate::util::atomic::TempFile;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,14 +36,19 @@ pub fn export(store: &Store, cells: &[u32], stem: &Path) -> Result<(PathBuf, Pat
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let (c, s) = (store.channels(), store.crop());
-    let mut w = NpyWriter::create(&npy, &[cells.len(), c, s, s])?;
+    // Temp names, renamed into place only when complete (a failed or killed export leaves no file that
+    // looks complete; the guards remove the temps of a failed one).
+    let (npy_t, tsv_t) = (TempFile::new(&npy)?, TempFile::new(&tsv)?);
+    let mut w = NpyWriter::create(npy_t.path(), &[cells.len(), c, s, s])?;
     let mut buf = vec![0f32; store.crop_len()];
     for &k in cells {
         store.crop_f32(k as usize, &mut buf)?;
         w.write(&buf)?;
     }
     w.finish()?;
-    write_cell_tsv(store, cells, &tsv)?;
+    write_cell_tsv(store, cells, tsv_t.path())?;
+    tsv_t.commit()?;
+    npy_t.commit()?;
     Ok((npy, tsv))
 }
 

@@ -17,7 +17,6 @@
 use anyhow::{bail, Context, Result};
 use bytemuck::{Pod, Zeroable};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 #[cfg(target_endian = "big")]
@@ -244,29 +243,9 @@ pub struct BatchStats {
     pub channels: Vec<ChannelStats>,
 }
 
-/// Write `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync of the directory.
+/// Write `bytes` to `path` atomically (see [`crate::util::atomic::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("fsync {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::util::atomic::write_atomic(path, bytes)
 }
 
 /// CRC-32 of a whole file, streamed.

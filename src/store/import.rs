@@ -60,15 +60,31 @@ fn meta_row(
             }),
         }
     };
+    // A missing centroid is NaN ("unknown"); a given one must be a finite f32.
+    let centroid = |v: Option<f64>, name: &str| -> Result<f32> {
+        match v {
+            None => Ok(f32::NAN),
+            Some(x) if x.is_finite() && x.abs() <= f64::from(f32::MAX) => Ok(x as f32),
+            Some(x) => bail!(
+                "{}: row {row}, column {name}: {x} is not a finite coordinate (|value| ≤ 3.4e38)",
+                path.display()
+            ),
+        }
+    };
     Ok(CellMeta {
         plate: get(0).unwrap().to_string(),
         well: get(1).unwrap().to_string(),
         gene: get(2).unwrap().to_string(),
         sgrna: get(3).unwrap().to_string(),
-        tile: uint(4, "tile", 0)? as u32,
-        cell_id: uint(5, "cell_id", (row - 2) as u64)?,
-        i: num(6, "i")?.map_or(f32::NAN, |x| x as f32),
-        j: num(7, "j")?.map_or(f32::NAN, |x| x as f32),
+        tile: u32::try_from(uint(4, "tile", 0)?).with_context(|| {
+            format!(
+                "{}: row {row}, column tile: expected an integer < 2^32",
+                path.display()
+            )
+        })?,
+        cell_id: uint(5, "cell_id", u64::try_from(row - 2).unwrap_or(u64::MAX))?,
+        i: centroid(num(6, "i")?, "i")?,
+        j: centroid(num(7, "j")?, "j")?,
         extra: extra
             .iter()
             .map(|&c| rec.get(c).unwrap_or("").to_string())
@@ -106,6 +122,17 @@ pub fn import_crops(npy: &Path, meta: &Path, out: &Path, opts: &ImportOptions) -
         .delimiter(delim)
         .from_reader(&text_head[..]);
     let header: Vec<String> = rdr.headers()?.iter().map(clean_header).collect();
+    for (k, h) in header.iter().enumerate() {
+        if let Some(prev) = header[..k].iter().position(|x| x == h) {
+            bail!(
+                "{}: line 1 (header): column {h:?} appears twice (columns {} and {}); HINT: each column name must be \
+                 distinct",
+                meta.display(),
+                prev + 1,
+                k + 1
+            );
+        }
+    }
     let pos = |name: &str| header.iter().position(|h| h == name);
     for r in REQUIRED {
         if pos(r).is_none() {
@@ -136,7 +163,9 @@ pub fn import_crops(npy: &Path, meta: &Path, out: &Path, opts: &ImportOptions) -
             npy.display()
         );
     }
-    let mut wo = WriterOptions::new(s as u32, channels);
+    let side = u32::try_from(s)
+        .with_context(|| format!("{}: crop side {s} is too large", npy.display()))?;
+    let mut wo = WriterOptions::new(side, channels);
     wo.ntc_gene = opts.ntc_gene.clone();
     wo.meta_columns = extra.iter().map(|&k| header[k].clone()).collect();
     wo.created_by = format!("setdino {} import-crops", env!("CARGO_PKG_VERSION"));

@@ -60,6 +60,26 @@ impl CellFilter {
 }
 
 /// Parse a comma-separated list (`None` for an empty or missing argument).
+/// A comma-separated list of names for `flag` where every item must be present and distinct (channel
+/// names): `a,,b` and `a,a` are errors naming the flag and the item.
+pub fn parse_names(flag: &str, s: Option<&str>) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(s) = s else { return Ok(None) };
+    let items: Vec<String> = s.split(',').map(|x| x.trim().to_string()).collect();
+    let mut seen = std::collections::HashSet::new();
+    for (k, x) in items.iter().enumerate() {
+        anyhow::ensure!(
+            !x.is_empty(),
+            "{flag} {s:?}: item {} is empty; expected comma-separated names like dna,actin",
+            k + 1
+        );
+        anyhow::ensure!(
+            seen.insert(x.as_str()),
+            "{flag} {s:?}: {x:?} is listed twice; each name must be distinct"
+        );
+    }
+    Ok(Some(items))
+}
+
 pub fn parse_list(s: Option<&str>) -> Option<Vec<String>> {
     s.map(|s| {
         s.split(',')

@@ -117,8 +117,12 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
         })
         .collect::<Result<Vec<_>>>()?;
     let data_offset = start + hlen;
-    let n: usize = shape.iter().product();
-    if bytes.len() != data_offset + n * dtype.size() {
+    let n: usize = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| n.checked_mul(dtype.size()).map(|_| n))
+        .with_context(|| format!("{p}: shape {shape:?} is too large"))?;
+    if bytes.len() != data_offset.saturating_add(n * dtype.size()) {
         bail!(
             "{p}: {} data bytes, shape {shape:?} of {} needs {}; HINT: the file is truncated",
             bytes.len().saturating_sub(data_offset),
@@ -180,9 +184,11 @@ impl NpyWriter {
     }
 }
 
-/// Write a whole float32 array.
+/// Write a whole float32 array (temp file, then rename: never a torn file under `path`).
 pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
-    let mut w = NpyWriter::create(path, shape)?;
+    let tmp = crate::util::atomic::TempFile::new(path)?;
+    let mut w = NpyWriter::create(tmp.path(), shape)?;
     w.write(values)?;
-    w.finish()
+    w.finish()?;
+    tmp.commit()
 }

@@ -139,7 +139,7 @@ impl Store {
             &ipath,
             index.len(),
             &manifest.index,
-            HEADER_BYTES as u64 + h.count * RECORD_BYTES as u64,
+            (HEADER_BYTES as u64).saturating_add(h.count.saturating_mul(RECORD_BYTES as u64)),
         )?;
         let crc = crc32fast::hash(&index);
         if crc != manifest.index.crc32 {
@@ -171,7 +171,7 @@ impl Store {
                 &path,
                 map.len(),
                 e,
-                HEADER_BYTES as u64 + h.count * crop_bytes,
+                (HEADER_BYTES as u64).saturating_add(h.count.saturating_mul(crop_bytes)),
             )?;
             if e.file != shard_file_name(k) {
                 bail!(

@@ -1,11 +1,13 @@
 //! Streaming store writer: crops go to shard files as they come, index records to `index.bin`, and the
-//! manifest is written last by an atomic rename, so an interrupted write never looks like a store.
+//! manifest is written last, all in a sibling temp directory that is renamed into place when complete, so
+//! an interrupted write never looks like a store and never touches the old one.
 //!
 //! Key decision: one appender, fed in batches whose crop checksums are computed in parallel; the work
 //! that is worth parallelising (decoding and cropping tiles) happens upstream, and a single appender
 //! keeps the cell order, and so the store, independent of the thread count.
 use super::format::*;
 use super::ntc::NtcAccumulator;
+use crate::util::atomic::{parent_dir, sync_dir, TempFile};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -39,7 +41,7 @@ pub struct WriterOptions {
     pub cells_per_shard: usize,
     pub meta_columns: Vec<String>,
     pub created_by: String,
-    /// Replace an existing store in the directory (its manifest is removed first).
+    /// Replace an existing store in the directory (swapped in when the new one is complete).
     pub force: bool,
 }
 
@@ -150,7 +152,12 @@ impl OpenBin {
 
 /// Writes a store; see the module docs. Call [`StoreWriter::finish`] to make it a store.
 pub struct StoreWriter {
+    /// Where the files are written (the temp directory).
     dir: PathBuf,
+    /// Where the store goes.
+    target: PathBuf,
+    /// The temp directory, removed on drop unless the store was finished.
+    tmp: Option<TempFile>,
     opts: WriterOptions,
     crop_len: usize,
     plates: Dict,
@@ -167,48 +174,198 @@ pub struct StoreWriter {
     cells: u64,
 }
 
-/// Files a store owns in its directory (removed when a store is replaced or an old partial one is found).
-fn is_store_file(name: &str) -> bool {
-    (name.starts_with("shard-") && name.ends_with(".bin"))
-        || [INDEX_FILE, META_FILE, NTC_FILE, REPORT_FILE, MANIFEST].contains(&name)
-        || (name.starts_with('.') && name.ends_with(".tmp"))
+/// Why `dir` cannot receive a new store, if it cannot: a complete store there needs `force`; anything else
+/// that is not an empty directory is refused (setdino never deletes files it did not write).
+fn check_target(dir: &Path, force: bool) -> Result<()> {
+    let manifest = dir.join(MANIFEST);
+    if manifest.exists() {
+        if !force {
+            bail!(
+                "{} already holds a store ({} exists); HINT: pass --force to replace it, or choose another --out",
+                dir.display(),
+                manifest.display()
+            );
+        }
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "--force: {} is a symbolic link; a store is replaced by swapping its directory; HINT: pass the \
+                 directory it points to",
+                dir.display()
+            );
+        }
+        if is_cwd(dir) {
+            bail!(
+                "--force: {} is the working directory; a store is replaced by swapping its directory, which the \
+                 working directory cannot be; HINT: run from the parent directory with --out <name>",
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
+    match std::fs::symlink_metadata(dir) {
+        Err(_) => Ok(()),
+        Ok(m) if !m.is_dir() => bail!(
+            "{} exists and is not a directory; HINT: choose a new directory for --out",
+            dir.display()
+        ),
+        Ok(_) => {
+            let mut entries = std::fs::read_dir(dir)
+                .with_context(|| format!("listing {}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>();
+            if entries.is_empty() {
+                return Ok(());
+            }
+            entries.sort();
+            entries.truncate(5);
+            bail!(
+                "{} is not empty and is not a setdino store (no {MANIFEST}; it holds {}); setdino does not write a \
+                 store into it, nor delete files it did not write; HINT: choose a new or empty directory for --out",
+                dir.display(),
+                entries.join(", ")
+            )
+        }
+    }
+}
+
+/// `dir` with a file name (`.` and `..` resolved), so that a sibling temp directory can be named.
+fn named_dir(dir: &Path) -> Result<PathBuf> {
+    if dir.file_name().is_some() {
+        return Ok(dir.to_path_buf());
+    }
+    std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))
+}
+
+/// Move the finished store `tmp` to `dir`: the old store (if any) is renamed aside, the new one renamed in,
+/// then the old one's files (those its manifest lists) removed; anything else the old directory held is
+/// moved into the new store directory.
+fn swap_in(tmp: &Path, dir: &Path, force: bool) -> Result<()> {
+    check_target(dir, force)?;
+    let old_manifest = dir.join(MANIFEST);
+    if !old_manifest.exists() {
+        if dir.is_dir() {
+            // Empty (checked above).
+            if is_cwd(dir) {
+                // Replacing the working directory would leave the user's shell in a deleted one.
+                return move_files_in(tmp, dir);
+            }
+            std::fs::remove_dir(dir)
+                .with_context(|| format!("replacing empty {}", dir.display()))?;
+        }
+        std::fs::rename(tmp, dir)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+        sync_dir(&parent_dir(dir));
+        return Ok(());
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let aside = parent_dir(dir).join(format!(".{name}.old.{}.{nanos}", std::process::id()));
+    std::fs::rename(dir, &aside)
+        .with_context(|| format!("renaming the old store {} aside", dir.display()))?;
+    if let Err(e) = std::fs::rename(tmp, dir) {
+        // Put the old store back.
+        let _ = std::fs::rename(&aside, dir);
+        return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()));
+    }
+    sync_dir(&parent_dir(dir));
+    remove_old_store(&aside, dir)
+}
+
+fn is_cwd(dir: &Path) -> bool {
+    match (std::fs::canonicalize(dir), std::env::current_dir()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Move the files of the finished store `tmp` into the empty directory `dir`, the manifest last (so `dir`
+/// looks like a store only when complete), then remove `tmp`.
+fn move_files_in(tmp: &Path, dir: &Path) -> Result<()> {
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(tmp)
+        .with_context(|| format!("listing {}", tmp.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .filter(|n| n != MANIFEST)
+        .collect();
+    names.push(MANIFEST.into());
+    for n in names {
+        std::fs::rename(tmp.join(&n), dir.join(&n))
+            .with_context(|| format!("moving {} into {}", n.to_string_lossy(), dir.display()))?;
+    }
+    sync_dir(dir);
+    std::fs::remove_dir(tmp).with_context(|| format!("removing {}", tmp.display()))
+}
+
+/// Remove the files of the old store at `aside` that its manifest lists; move every other entry into
+/// `dir` (the user's files stay where they were); remove `aside` when it is then empty.
+fn remove_old_store(aside: &Path, dir: &Path) -> Result<()> {
+    let m: Option<Manifest> = std::fs::read(aside.join(MANIFEST))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(m) = &m {
+        let listed = m
+            .shards
+            .iter()
+            .chain(std::iter::once(&m.index))
+            .chain(&m.files)
+            .map(|f| f.file.as_str());
+        for f in listed {
+            // Only plain names (a manifest never lists paths).
+            if !f.contains('/') && !f.is_empty() && f != "." && f != ".." {
+                let _ = std::fs::remove_file(aside.join(f));
+            }
+        }
+        let _ = std::fs::remove_file(aside.join(MANIFEST));
+    }
+    let mut left = Vec::new();
+    for e in std::fs::read_dir(aside).with_context(|| format!("listing {}", aside.display()))? {
+        let e = e?;
+        let target = dir.join(e.file_name());
+        if target.exists() || std::fs::rename(e.path(), &target).is_err() {
+            left.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    if left.is_empty() {
+        std::fs::remove_dir(aside).with_context(|| format!("removing {}", aside.display()))?;
+    } else {
+        eprintln!(
+            "warning: the replaced store's directory held files setdino did not write and that clash with the new \
+             store's names; they are kept in {}: {}",
+            aside.display(),
+            left.join(", ")
+        );
+    }
+    Ok(())
 }
 
 impl StoreWriter {
-    /// Start a store in `dir` (created if missing). An existing complete store there is an error unless
-    /// `opts.force`; leftovers of an interrupted write are removed.
+    /// Start a store for `dir`. It is written into a sibling temp directory (`.NAME.tmp.PID.SEQ`) and moved
+    /// into place by [`StoreWriter::finish`], so a failed or killed write leaves `dir` as it was. An existing
+    /// store in `dir` is an error unless `opts.force`; a non-empty directory that is not a store is always
+    /// an error. Temp directories of earlier, killed writes of the same `dir` are removed.
     pub fn create(dir: &Path, opts: WriterOptions) -> Result<StoreWriter> {
         if opts.channels.is_empty() || opts.crop == 0 {
             bail!("a store needs at least one channel and a crop size > 0");
         }
-        let manifest = dir.join(MANIFEST);
-        if manifest.exists() {
-            if !opts.force {
-                bail!(
-                    "{} already holds a store ({} exists); HINT: pass --force to replace it, or choose another --out",
-                    dir.display(),
-                    manifest.display()
-                );
-            }
-            // NOTE: the manifest goes first, so from here on the directory no longer looks like a store.
-            std::fs::remove_file(&manifest)
-                .with_context(|| format!("removing {}", manifest.display()))?;
+        if opts.cells_per_shard == 0 {
+            bail!("cells per shard must be ≥ 1");
         }
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating store directory {}", dir.display()))?;
-        for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if is_store_file(&name) {
-                std::fs::remove_file(e.path())
-                    .with_context(|| format!("removing stale {}", e.path().display()))?;
-            }
-        }
-        let index = OpenBin::create(dir.join(INDEX_FILE))?;
+        let target = named_dir(dir)?;
+        check_target(&target, opts.force)?;
+        let tmp = TempFile::new(&target)?;
+        std::fs::create_dir(tmp.path())
+            .with_context(|| format!("creating store directory {}", tmp.path().display()))?;
+        let work = tmp.path().to_path_buf();
+        let index = OpenBin::create(work.join(INDEX_FILE))?;
         let meta = if opts.meta_columns.is_empty() {
             None
         } else {
-            let path = dir.join(META_FILE);
+            let path = work.join(META_FILE);
             let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             let mut w = csv::WriterBuilder::new()
                 .delimiter(b'\t')
@@ -219,7 +376,9 @@ impl StoreWriter {
         let crop_len = opts.channels.len() * (opts.crop as usize).pow(2);
         let ntc = NtcAccumulator::new(opts.channels.len(), crop_len / opts.channels.len());
         Ok(StoreWriter {
-            dir: dir.to_path_buf(),
+            dir: work,
+            target,
+            tmp: Some(tmp),
             opts,
             crop_len,
             plates: Dict::default(),
@@ -340,7 +499,7 @@ impl StoreWriter {
             bail!(
                 "no cells were written to {}; HINT: check the cell table, the crop size and the plate/well filters \
                  (the report lists skipped cells)",
-                self.dir.display()
+                self.target.display()
             );
         }
         self.close_shard()?;
@@ -399,6 +558,11 @@ impl StoreWriter {
             &self.dir.join(MANIFEST),
             &serde_json::to_vec_pretty(&manifest)?,
         )?;
+        sync_dir(&self.dir);
+        swap_in(&self.dir, &self.target, self.opts.force)?;
+        if let Some(t) = self.tmp.take() {
+            t.keep();
+        }
         Ok(manifest)
     }
 }

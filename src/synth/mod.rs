@@ -13,6 +13,7 @@
 //! output is identical for a seed whatever the thread count.
 use crate::data::rng::stream;
 use crate::ingest::tiff::{write_u16, TiffCompression};
+use crate::util::atomic::{write_atomic, TempFile};
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -541,14 +542,17 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
             jobs.push((w, k as u32, chunk.to_vec()));
         }
     }
-    let create = |name: &str| -> Result<std::io::BufWriter<std::fs::File>> {
-        let p = out.join(name);
-        Ok(std::io::BufWriter::new(
-            std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?,
-        ))
+    // Tables go to temp files, renamed into place when complete (tiles.csv last: a screen is complete
+    // only when it exists).
+    let create = |name: &str| -> Result<(std::io::BufWriter<std::fs::File>, TempFile)> {
+        let t = TempFile::new(&out.join(name))?;
+        let f = std::fs::File::create(t.path())
+            .with_context(|| format!("creating {}", t.path().display()))?;
+        Ok((std::io::BufWriter::new(f), t))
     };
-    let (mut tiles_csv, mut cells_csv) = (create("tiles.csv")?, create("cells.csv")?);
-    let mut cells_truth = create("cells_truth.csv")?;
+    let (mut tiles_csv, tiles_tmp) = create("tiles.csv")?;
+    let (mut cells_csv, cells_tmp) = create("cells.csv")?;
+    let (mut cells_truth, truth_tmp) = create("cells_truth.csv")?;
     writeln!(cells_truth, "plate,well,tile,cell_id,perturbed,phase")?;
     writeln!(tiles_csv, "plate,well,tile,path")?;
     writeln!(cells_csv, "plate,well,tile,cell_id,i,j,sgRNA,gene")?;
@@ -611,9 +615,9 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
         }
     }
     bar.finish_and_clear();
-    tiles_csv.flush()?;
-    cells_csv.flush()?;
-    cells_truth.flush()?;
+    for w in [tiles_csv, cells_csv, cells_truth] {
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
     let mut complexes = String::new();
     for cx in 0..cfg.complexes {
         let members: Vec<&str> = genes
@@ -623,13 +627,16 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
             .collect();
         writeln!(complexes, "C{cx:03}\t{}", members.join(" "))?;
     }
-    std::fs::write(out.join("complexes.tsv"), complexes)?;
+    write_atomic(&out.join("complexes.tsv"), complexes.as_bytes())?;
     let truth = serde_json::json!({
         "config": cfg, "channels": CHANNELS, "phenotype_dimensions": PHENO,
         "genes": genes, "wells": wells,
         "notes": "effect: log-scale change of each phenotype dimension for perturbed cells; a cell of guide g is perturbed with probability efficiency[g] (escapers otherwise); cell cycle: 60 % G1, 35 % G2 (larger, brighter nucleus, more foci), 5 % M (small, condensed).",
     });
-    std::fs::write(out.join("truth.json"), serde_json::to_vec_pretty(&truth)?)?;
+    write_atomic(&out.join("truth.json"), &serde_json::to_vec_pretty(&truth)?)?;
+    truth_tmp.commit()?;
+    cells_tmp.commit()?;
+    tiles_tmp.commit()?;
     Ok(SynthSummary {
         tiles: jobs.len(),
         cells: n_cells,
