@@ -13,6 +13,8 @@ struct Entry {
     name: String,
     /// Parameter types with `__restrict__` removed, e.g. `const float*`, `int`, `AdamWHyper`.
     types: Vec<String>,
+    /// Parameter names, in order.
+    params: Vec<String>,
 }
 
 fn parse_entries(src: &str, file: &str) -> Vec<Entry> {
@@ -43,6 +45,7 @@ fn parse_entries(src: &str, file: &str) -> Vec<Entry> {
             .unwrap_or_else(|| panic!("{file}: {name}: unclosed parameter list"));
         let params = &after[1..close];
         let mut types = Vec::new();
+        let mut names = Vec::new();
         for p in params.split(',') {
             let p = p.replace("__restrict__", " ");
             let p = p.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -55,13 +58,18 @@ fn parse_entries(src: &str, file: &str) -> Vec<Entry> {
                 .map(|i| i + 1)
                 .unwrap_or(0);
             let ty = p[..cut].trim().to_string();
+            names.push(p[cut..].trim().to_string());
             assert!(
                 !ty.is_empty(),
                 "{file}: {name}: cannot parse parameter '{p}'"
             );
             types.push(ty);
         }
-        out.push(Entry { name, types });
+        out.push(Entry {
+            name,
+            types,
+            params: names,
+        });
         rest = &after[close..];
     }
     out
@@ -166,6 +174,15 @@ fn main() {
         rs,
         "/// Number of parameters of each entry point, indexed by `Kernel as usize`.\npub const KERNEL_ARITY: &[usize] = &[{}];",
         all.iter().map(|(_, e)| e.types.len().to_string()).collect::<Vec<_>>().join(", ")
+    )
+    .unwrap();
+    writeln!(
+        rs,
+        "/// Parameter names of each entry point, indexed by `Kernel as usize`.\npub const KERNEL_PARAMS: &[&[&str]] = &[{}];",
+        all.iter()
+            .map(|(_, e)| format!("&[{}]", e.params.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
     .unwrap();
     std::fs::write(out.join("kernel_registry.rs"), rs).expect("write registry");

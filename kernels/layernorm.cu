@@ -6,8 +6,12 @@
 //   launch: one warp per row, block 256 → grid CEIL_DIV(R, 8)
 // layernorm_backward_f32(dinp, dout, inp, weight, mean, rstd, R, C)
 //   dinp: (R, C) (+=, residual stream)   launch: one warp per row, block 256
-// layernorm_backward_params_f32(dweight, dbias, dout, inp, mean, rstd, R, C)
-//   dweight, dbias: (C) (+=), rows summed in order   launch: one thread per column, block 256
+// layernorm_backward_params_partial_f32(partial, dout, inp, mean, rstd, R, C)
+//   partial (=): (NB, 2, C), NB = CEIL_DIV(R, 256): per 256-row block, Σ dy·x̂ (row 0) and Σ dy (row 1),
+//   rows in a fixed order   launch: grid (CEIL_DIV(C,32), NB), block (32,8)
+// layernorm_backward_params_final_f32(dweight, dbias, partial, NB, C)
+//   dweight, dbias: (C) (+=) Σ over the NB blocks in order (bit-deterministic run to run)
+//   launch: one thread per column, block 256
 //
 // CPU twin: src/backend/cpu/layernorm.rs   Tests: tests/parity/layernorm.rs, tests/gradcheck/layernorm.rs
 
@@ -58,16 +62,44 @@ extern "C" __global__ void layernorm_backward_f32(float* dinp, const float* dout
   }
 }
 
-extern "C" __global__ void layernorm_backward_params_f32(float* dweight, float* dbias, const float* dout,
-                                                         const float* inp, const float* mean, const float* rstd,
-                                                         int R, int C) {
+// Two-level parameter gradients: block (32, 8) owns 32 columns of a 256-row block; thread (x, y) adds
+// rows y, y+8, … in order, the 8 partial sums are added in y order; a final pass adds the blocks in
+// order. No thread loops over all rows.
+#define LN_PARAM_ROWS 256
+extern "C" __global__ void layernorm_backward_params_partial_f32(float* partial, const float* dout, const float* inp,
+                                                                 const float* mean, const float* rstd, int R, int C) {
+  __shared__ float sw[8][33], sb[8][33];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int j = blockIdx.x * 32 + tx, r0 = blockIdx.y * LN_PARAM_ROWS;
+  float gw = 0.f, gb = 0.f;
+  if (j < C)
+    for (int r = r0 + ty; r < min(R, r0 + LN_PARAM_ROWS); r += 8) {
+      const float dy = dout[(long long)r * C + j];
+      gw += dy * (inp[(long long)r * C + j] - mean[r]) * rstd[r];
+      gb += dy;
+    }
+  sw[ty][tx] = gw;
+  sb[ty][tx] = gb;
+  __syncthreads();
+  if (ty != 0 || j >= C) return;  // guard
+  float tw = 0.f, tb = 0.f;
+#pragma unroll
+  for (int y = 0; y < 8; ++y) {
+    tw += sw[y][tx];
+    tb += sb[y][tx];
+  }
+  partial[((long long)blockIdx.y * 2 + 0) * C + j] = tw;
+  partial[((long long)blockIdx.y * 2 + 1) * C + j] = tb;
+}
+
+extern "C" __global__ void layernorm_backward_params_final_f32(float* dweight, float* dbias, const float* partial,
+                                                               int NB, int C) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= C) return;  // guard
   float gw = 0.f, gb = 0.f;
-  for (int r = 0; r < R; ++r) {
-    const float dy = dout[(long long)r * C + j];
-    gw += dy * (inp[(long long)r * C + j] - mean[r]) * rstd[r];
-    gb += dy;
+  for (int b = 0; b < NB; ++b) {
+    gw += partial[((long long)b * 2 + 0) * C + j];
+    gb += partial[((long long)b * 2 + 1) * C + j];
   }
   dweight[j] += gw;
   dbias[j] += gb;

@@ -127,6 +127,7 @@ fn every_kernel_file_follows_the_conventions() {
 fn every_backend_method_has_a_kernel_or_is_host_side() {
     let host_side = [
         "name",
+        "precision",
         "zeros",
         "upload",
         "download",

@@ -32,6 +32,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include <csetjmp>
+#include <csignal>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -510,7 +512,51 @@ inline int schedule_order() {  // 0 forward, 1 reverse
   return (s && std::strcmp(s, "reverse") == 0) ? 1 : 0;
 }
 
-// Runs one block to completion on the calling OS thread. Returns false on deadlock.
+// ---- out-of-bounds accesses: SIGSEGV/SIGBUS inside a kernel become a launch error ---------------
+// Device buffers end against a PROT_NONE guard page (src/backend/gpu/simt.rs), so an overrun faults.
+// While a block runs, the worker's fault handler (on its own signal stack) records the address and
+// jumps back to run_block, which abandons the block's fibers like a deadlock; outside kernels the
+// previously installed handler (Rust's stack-overflow reporter, or the default action) runs.
+inline thread_local sigjmp_buf* tl_fault_jmp = nullptr;
+inline thread_local uintptr_t tl_fault_addr = 0;
+inline thread_local int tl_fault_sig = 0;
+inline struct sigaction g_prev_segv, g_prev_bus;
+inline void fault_handler(int sig, siginfo_t* info, void* ctx) {
+  if (tl_fault_jmp) {
+    tl_fault_addr = (uintptr_t)info->si_addr;
+    tl_fault_sig = sig;
+    sigjmp_buf* j = tl_fault_jmp;
+    tl_fault_jmp = nullptr;
+    siglongjmp(*j, 1);
+  }
+  struct sigaction* prev = sig == SIGBUS ? &g_prev_bus : &g_prev_segv;
+  if (prev->sa_flags & SA_SIGINFO) { if (prev->sa_sigaction) { prev->sa_sigaction(sig, info, ctx); return; } }
+  else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) { prev->sa_handler(sig); return; }
+  signal(sig, SIG_DFL);  // returning re-executes the access: the default action (core dump) follows
+}
+inline void install_fault_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = fault_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_prev_segv);
+    sigaction(SIGBUS, &sa, &g_prev_bus);
+  });
+}
+// Each worker OS thread gets an alternate signal stack (a fault may come from a fiber's stack guard).
+inline void ensure_sigaltstack() {
+  static thread_local std::vector<unsigned char> alt;
+  if (!alt.empty()) return;
+  alt.resize(64 * 1024);
+  stack_t st;
+  st.ss_sp = alt.data(); st.ss_size = alt.size(); st.ss_flags = 0;
+  sigaltstack(&st, nullptr);
+}
+
+// Runs one block to completion on the calling OS thread. Returns false on deadlock or a fault.
 inline bool run_block(Worker& w, dim3 block) {
   const unsigned n = block.x * block.y * block.z;
   if (w.fibers.size() < n || w.dirty) {
@@ -531,6 +577,18 @@ inline bool run_block(Worker& w, dim3 block) {
   }
   w.nthreads = n; w.live = n; w.arrived = 0; w.gen = 0;
   const int rev = schedule_order();
+  sigjmp_buf jb;
+  if (sigsetjmp(jb, 1)) {
+    const Fiber& f = w.fibers[w.current >= 0 ? w.current : 0];
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "out-of-bounds access (signal %d) at address 0x%llx by block (%u,%u,%u) thread (%u,%u,%u)",
+                  tl_fault_sig, (unsigned long long)tl_fault_addr, blockIdx.x, blockIdx.y, blockIdx.z,
+                  f.tid.x, f.tid.y, f.tid.z);
+    w.error = buf;
+    w.dirty = true;
+    return false;
+  }
+  tl_fault_jmp = &jb;
   while (w.live > 0) {
     bool progressed = false;
     for (unsigned j = 0; j < n; ++j) {
@@ -546,6 +604,7 @@ inline bool run_block(Worker& w, dim3 block) {
       progressed = true;
     }
     if (!progressed) {
+      tl_fault_jmp = nullptr;
       unsigned nb = 0, nw = 0, nd = 0;
       for (unsigned i = 0; i < n; ++i) {
         nb += w.fibers[i].state == WAIT_BLOCK; nw += w.fibers[i].state == WAIT_WARP; nd += w.fibers[i].state == DONE;
@@ -558,6 +617,7 @@ inline bool run_block(Worker& w, dim3 block) {
       return false;
     }
   }
+  tl_fault_jmp = nullptr;
   return true;
 }
 
@@ -579,7 +639,9 @@ inline int launch_closure(dim3 grid, dim3 block, size_t dyn_smem, const std::fun
   std::atomic<int> failed{0};
   Counters counters;
   std::vector<std::string> errors(nworkers);
+  install_fault_handler();
   auto work = [&](unsigned wid) {
+    ensure_sigaltstack();
     static thread_local Worker worker;    // persistent fiber pool per OS thread
     Worker* saved = tl_worker;
     tl_worker = &worker;

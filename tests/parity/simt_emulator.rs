@@ -188,3 +188,35 @@ fn mma_sync_bf16_matches_naive_matmul() {
 fn ldmatrix_mma_matches_naive_matmul() {
     gemm_check(64, 48, 80, true);
 }
+
+/// An overrun of a device buffer faults on the guard page behind it and comes back as an error that
+/// names the kernel and the argument, instead of killing the test binary (here: `reduce_fill_f32`
+/// told to fill 64 floats more than the buffer holds, through the raw launch that skips the backend's
+/// bounds checks).
+#[test]
+fn out_of_bounds_write_is_an_error_naming_kernel_and_argument() {
+    use setdino::backend::gpu::{Device, KArg, Kernel, LaunchCfg};
+    let dev = setdino::backend::gpu::simt::Simt::new();
+    let mut buf = dev.alloc_zeros(1024).unwrap();
+    let p = dev.addr_mut(&mut buf);
+    let e = dev
+        .launch(
+            Kernel::reduce_fill_f32,
+            LaunchCfg::linear(1024 + 64),
+            &[KArg::Ptr(p), KArg::F32(1.0), KArg::I32(1024 + 64)],
+        )
+        .expect_err("writing past the end must fail");
+    let msg = format!("{e:#}");
+    eprintln!("{msg}");
+    assert!(msg.contains("reduce_fill_f32"), "{msg}");
+    assert!(msg.contains("out-of-bounds"), "{msg}");
+    assert!(msg.contains("argument 0 `buf`"), "{msg}");
+    // The device stays usable: the in-bounds launch after the fault works.
+    dev.launch(
+        Kernel::reduce_fill_f32,
+        LaunchCfg::linear(1024),
+        &[KArg::Ptr(p), KArg::F32(2.0), KArg::I32(1024)],
+    )
+    .unwrap();
+    assert!(dev.dtoh(&buf).unwrap().iter().all(|&x| x == 2.0));
+}

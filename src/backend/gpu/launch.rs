@@ -344,22 +344,38 @@ impl<D: Device> Backend for GpuBackend<D> {
         ];
         // one warp per row
         self.go(K::layernorm_backward_f32, LaunchCfg::warp_per_row(r), &args)?;
-        let args = [
-            self.at_mut(dparams, dw_off, c, "ln dweight")?,
-            self.at_mut(dparams, db_off, c, "ln dbias")?,
-            dy,
-            x,
-            mu,
-            rs,
-            i(r),
-            i(c),
-        ];
-        // one thread per column, rows in order
-        self.go(
-            K::layernorm_backward_params_f32,
-            LaunchCfg::linear(c),
-            &args,
-        )
+        let nb = r.div_ceil(LN_PARAM_ROWS).max(1);
+        let mut partial = self.take(2 * nb * c)?;
+        let pa = self.at_mut(&mut partial, 0, 2 * nb * c, "ln param partial")?;
+        let cfg = LaunchCfg {
+            grid: [c.div_ceil(32) as u32, nb as u32, 1],
+            block: [32, 8, 1],
+            smem: 0,
+        };
+        // grid (CEIL_DIV(C,32), CEIL_DIV(R,256)), block (32,8): per-block partial sums
+        let res = self
+            .go(
+                K::layernorm_backward_params_partial_f32,
+                cfg,
+                &[pa, dy, x, mu, rs, i(r), i(c)],
+            )
+            .and_then(|_| {
+                let args = [
+                    self.at_mut(dparams, dw_off, c, "ln dweight")?,
+                    self.at_mut(dparams, db_off, c, "ln dbias")?,
+                    pa,
+                    i(nb),
+                    i(c),
+                ];
+                // one thread per column: the blocks in order
+                self.go(
+                    K::layernorm_backward_params_final_f32,
+                    LaunchCfg::linear(c),
+                    &args,
+                )
+            });
+        self.give(partial);
+        res
     }
 
     fn attention_forward(
@@ -936,6 +952,8 @@ fn tiles(cols: usize, rows: usize) -> LaunchCfg {
     }
 }
 
+/// Rows of the LayerNorm parameter-gradient partial sums (`LN_PARAM_ROWS` in layernorm.cu).
+const LN_PARAM_ROWS: usize = 256;
 /// Rows of the bias-gradient partial sums (`MM_BIAS_ROWS` in matmul.cu).
 const MM_BIAS_ROWS: usize = 256;
 /// Tile of the bf16 GEMMs (`MMB_BM`, `MMB_BN`, `MMB_BK` in matmul.cu).

@@ -154,6 +154,34 @@ impl Simt {
     }
 }
 
+/// For an out-of-bounds fault: which pointer argument's buffer the address is past the end of (the
+/// nearest pointer argument below the address; buffers end against their guard page).
+fn fault_culprit(k: Kernel, args: &[KArg], msg: &str) -> Option<String> {
+    let hex = msg
+        .split("at address 0x")
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    let addr = u64::from_str_radix(hex, 16).ok()?;
+    let names = super::registry::KERNEL_PARAMS.get(k as usize)?;
+    let (idx, p) = args
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match *a {
+            KArg::Ptr(p) if p != 0 && p <= addr => Some((i, p)),
+            _ => None,
+        })
+        .max_by_key(|&(_, p)| p)?;
+    let page = page_size() as u64;
+    let past_end = addr - (addr & !(page - 1));
+    let name = names.get(idx).copied().unwrap_or("?");
+    Some(format!(
+        "; the address is {past_end} bytes past the end of the buffer behind argument {idx} `{name}` \
+         (it points {} bytes before the fault)",
+        addr - p
+    ))
+}
+
 /// Counters of the last launch made on the calling thread.
 fn last_counters() -> Counters {
     let mut c = [0u64; 6];
@@ -260,8 +288,9 @@ impl Device for Simt {
             let msg = unsafe { CStr::from_ptr(ffi::simt_last_error()) }
                 .to_string_lossy()
                 .into_owned();
+            let culprit = fault_culprit(k, args, &msg).unwrap_or_default();
             bail!(
-                "simt launch of {} (grid {:?}, block {:?}) failed: {msg}",
+                "simt launch of {} (grid {:?}, block {:?}) failed: {msg}{culprit}",
                 k.name(),
                 cfg.grid,
                 cfg.block
