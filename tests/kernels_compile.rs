@@ -207,8 +207,8 @@ fn has_op(sass: &str, op: &str) -> bool {
 }
 
 #[test]
-fn sass_has_tensor_cores_in_bf16_kernels_and_no_local_memory() {
-    if !nvrtc_or_skip("sass_has_tensor_cores_in_bf16_kernels_and_no_local_memory") {
+fn sass_has_tensor_cores_in_bf16_gemm_and_attention_and_no_local_memory() {
+    if !nvrtc_or_skip("sass_has_tensor_cores_in_bf16_gemm_and_attention_and_no_local_memory") {
         return;
     }
     let Some(tool) = cuobjdump() else {
@@ -248,10 +248,20 @@ fn sass_has_tensor_cores_in_bf16_kernels_and_no_local_memory() {
                 assert!(ldsm, "{e}: no LDSM (ldmatrix)");
                 assert!(ldgsts, "{e}: no LDGSTS (cp.async)");
                 seen += 1;
+            } else if e.starts_with("attention_") && e.ends_with("_bf16") {
+                eprintln!("{e}: {hmma} HMMA.16816.F32.BF16, LDSM {ldsm}");
+                // QKᵀ and PV (forward), and dP, dQ, dV, dK (backward) on tensor cores, operands by ldmatrix.
+                assert!(hmma >= 16, "{e}: {hmma} HMMA.16816.F32.BF16");
+                assert!(ldsm, "{e}: no LDSM (ldmatrix)");
+                seen += 1;
             } else if e.ends_with("_f32") {
                 assert_eq!(hmma, 0, "{e}: an f32 kernel with tensor-core instructions");
             }
         }
     }
-    assert_eq!(seen, gemms.len(), "every bf16 GEMM was inspected");
+    assert_eq!(
+        seen,
+        gemms.len() + 2,
+        "every bf16 GEMM and attention kernel was inspected"
+    );
 }

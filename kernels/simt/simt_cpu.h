@@ -502,14 +502,20 @@ inline void make_fiber(Fiber& f) {
 #endif
 }
 
-// -1: follow $SIMT_SCHEDULE; 0: forward; 1: reverse (set by tests through simt_set_schedule).
+// -1: follow $SIMT_SCHEDULE; 0: forward; 1: reverse; 2: warps (set by tests through simt_set_schedule).
+// forward/reverse: every runnable thread runs to its next switch point, in thread order or reversed.
+// warps: one warp at a time (the lowest with a runnable thread) runs until all its threads wait at a
+// __syncthreads or exit, so a warp races ahead of the others as far as the barriers allow: shared
+// memory read before the warps that write it got there (a missing __syncthreads) shows up.
 inline std::atomic<int> schedule_override{-1};
 inline void set_schedule_override(int v) { schedule_override.store(v); }
-inline int schedule_order() {  // 0 forward, 1 reverse
+inline int schedule_order() {
   const int o = schedule_override.load();
   if (o >= 0) return o;
   const char* s = std::getenv("SIMT_SCHEDULE");
-  return (s && std::strcmp(s, "reverse") == 0) ? 1 : 0;
+  if (s && std::strcmp(s, "reverse") == 0) return 1;
+  if (s && std::strcmp(s, "warps") == 0) return 2;
+  return 0;
 }
 
 // ---- out-of-bounds accesses: SIGSEGV/SIGBUS inside a kernel become a launch error ---------------
@@ -589,14 +595,24 @@ inline bool run_block(Worker& w, dim3 block) {
     return false;
   }
   tl_fault_jmp = &jb;
+  auto runnable = [&](unsigned i) {
+    const Fiber& f = w.fibers[i];
+    if (f.state == DONE) return false;
+    if (f.state == WAIT_BLOCK && f.wait_gen == w.gen) return false;
+    if (f.state == WAIT_WARP && f.wait_gen == w.warps[i >> 5].gen) return false;
+    return true;
+  };
   while (w.live > 0) {
     bool progressed = false;
+    int only_warp = -1;
+    if (rev == 2)
+      for (unsigned i = 0; i < n; ++i)
+        if (runnable(i)) { only_warp = (int)(i >> 5); break; }
     for (unsigned j = 0; j < n; ++j) {
-      const unsigned i = rev ? n - 1 - j : j;
+      const unsigned i = rev == 1 ? n - 1 - j : j;
       Fiber& f = w.fibers[i];
-      if (f.state == DONE) continue;
-      if (f.state == WAIT_BLOCK && f.wait_gen == w.gen) continue;
-      if (f.state == WAIT_WARP && f.wait_gen == w.warps[i >> 5].gen) continue;
+      if (only_warp >= 0 && (int)(i >> 5) != only_warp) continue;
+      if (!runnable(i)) continue;
       f.state = RUNNABLE;
       w.current = (int)i;
       threadIdx = f.tid;

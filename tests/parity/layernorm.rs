@@ -37,5 +37,9 @@ fn run<B: Backend>(be: &B) -> Outs {
 
 #[test]
 fn layernorm_matches_cpu() {
+    run_all();
+}
+
+pub fn run_all() {
     parity!("layernorm", run);
 }

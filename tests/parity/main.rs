@@ -110,28 +110,35 @@ macro_rules! parity {
 pub static SCHEDULE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 unsafe extern "C" {
-    fn simt_set_schedule(reverse: i32);
+    /// -1: $SIMT_SCHEDULE; 0 forward; 1 reverse; 2 one warp at a time.
+    fn simt_set_schedule(mode: i32);
 }
 
 /// Kernels with barriers (block reductions, shared-memory tiles) must also pass when the emulator runs
-/// each block's threads in reverse order; `.ci/run` additionally runs this whole binary with
-/// `SIMT_SCHEDULE=reverse`.
+/// each block's threads in reverse order, and one warp at a time as far as the barriers allow (a
+/// missing `__syncthreads` before reading what other warps wrote shows up); `.ci/run` additionally
+/// runs this whole binary with `SIMT_SCHEDULE=reverse` and `SIMT_SCHEDULE=warps`.
 #[test]
-fn barrier_kernels_pass_in_reverse_schedule() {
+fn barrier_kernels_pass_in_reverse_and_warp_serial_schedules() {
     let _g = SCHEDULE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: a process-wide emulator setting, restored below; tests changing it hold SCHEDULE_LOCK.
-    unsafe { simt_set_schedule(1) };
-    let r = std::panic::catch_unwind(|| {
-        matmul::run_all();
-        matmul::run_all_bf16();
-        dino_loss::run_all();
-        reduce::run_all();
-        simt_emulator::reduce_check();
-    });
-    // SAFETY: as above.
-    unsafe { simt_set_schedule(-1) };
-    if let Err(e) = r {
-        std::panic::resume_unwind(e);
+    for mode in [1, 2] {
+        // SAFETY: a process-wide emulator setting, restored below; tests changing it hold SCHEDULE_LOCK.
+        unsafe { simt_set_schedule(mode) };
+        let r = std::panic::catch_unwind(|| {
+            matmul::run_all();
+            matmul::run_all_bf16();
+            attention::run_all_bf16();
+            layernorm::run_all();
+            dino_loss::run_all();
+            reduce::run_all();
+            simt_emulator::reduce_check();
+        });
+        // SAFETY: as above.
+        unsafe { simt_set_schedule(-1) };
+        if let Err(e) = r {
+            eprintln!("failed in schedule mode {mode} (1 reverse, 2 warps)");
+            std::panic::resume_unwind(e);
+        }
     }
 }
 

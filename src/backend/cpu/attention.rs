@@ -118,3 +118,115 @@ pub fn attention_backward<T: Real>(
             }
         });
 }
+
+/// Twin of `attention_forward_bf16`: q, k, v rounded to bf16; scores, softmax and the row log-sum-exp in
+/// the scalar type; P rounded to bf16 before P·v. out: (B, N, C) (=); lse: (B, NH, N) (=).
+pub fn attention_forward_bf16<T: Real>(
+    out: &mut [T],
+    lse: &mut [T],
+    qkv: &[T],
+    b: usize,
+    n: usize,
+    nh: usize,
+    hs: usize,
+) {
+    let c = nh * hs;
+    let scale = T::c(1.0 / (hs as f64).sqrt());
+    let x16: Vec<T> = super::matmul::matmul_forward_round_bf16(&qkv[..b * n * 3 * c]);
+    out[..b * n * c]
+        .par_chunks_mut(n * c)
+        .zip(lse[..b * nh * n].par_chunks_mut(nh * n))
+        .zip(x16.par_chunks(n * 3 * c))
+        .for_each(|((o, l), x)| {
+            let mut row = vec![T::zero(); n];
+            for h in 0..nh {
+                for i in 0..n {
+                    let q = &x[i * 3 * c + h * hs..i * 3 * c + h * hs + hs];
+                    let mut mx = T::neg_infinity();
+                    for (j, rj) in row.iter_mut().enumerate() {
+                        let k = &x[j * 3 * c + c + h * hs..j * 3 * c + c + h * hs + hs];
+                        let dot: T = q.iter().zip(k).map(|(&u, &v)| u * v).sum();
+                        *rj = dot * scale;
+                        mx = mx.max(*rj);
+                    }
+                    let mut sum = T::zero();
+                    for rj in row.iter_mut() {
+                        *rj = (*rj - mx).exp();
+                        sum += *rj;
+                    }
+                    let inv = T::one() / sum;
+                    l[h * n + i] = mx + sum.ln();
+                    let od = &mut o[i * c + h * hs..i * c + h * hs + hs];
+                    od.fill(T::zero());
+                    for (j, &e) in row.iter().enumerate() {
+                        let p = super::matmul::round_bf16(e * inv);
+                        let v = &x[j * 3 * c + 2 * c + h * hs..j * 3 * c + 2 * c + h * hs + hs];
+                        for (od, &vv) in od.iter_mut().zip(v) {
+                            *od += p * vv;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Twin of `attention_backward_bf16`: P recomputed from the log-sum-exp (f32), dP = bf16(dout)·bf16(v)ᵀ,
+/// dS = P ⊙ (dP − Σ_j P·dP), dq = bf16(dS)·bf16(k)·scale, dk = bf16(dS)ᵀ·bf16(q)·scale,
+/// dv = bf16(P)ᵀ·bf16(dout). dqkv: (B, N, 3C) (=).
+pub fn attention_backward_bf16<T: Real>(
+    dqkv: &mut [T],
+    dout: &[T],
+    qkv: &[T],
+    lse: &[T],
+    b: usize,
+    n: usize,
+    nh: usize,
+    hs: usize,
+) {
+    use super::matmul::{matmul_forward_round_bf16 as round_all, round_bf16};
+    let c = nh * hs;
+    let scale = T::c(1.0 / (hs as f64).sqrt());
+    let x16 = round_all(&qkv[..b * n * 3 * c]);
+    let dy16 = round_all(&dout[..b * n * c]);
+    dqkv[..b * n * 3 * c]
+        .par_chunks_mut(n * 3 * c)
+        .zip(dy16.par_chunks(n * c))
+        .zip(x16.par_chunks(n * 3 * c))
+        .zip(lse[..b * nh * n].par_chunks(nh * n))
+        .for_each(|(((dx, dy), x), l)| {
+            dx.fill(T::zero());
+            let (mut p, mut ds) = (vec![T::zero(); n * n], vec![T::zero(); n * n]);
+            for h in 0..nh {
+                let (qo, ko, vo) = (h * hs, c + h * hs, 2 * c + h * hs);
+                for i in 0..n {
+                    let q = &x[i * 3 * c + qo..i * 3 * c + qo + hs];
+                    let dyi = &dy[i * c + h * hs..i * c + h * hs + hs];
+                    let mut dsum = T::zero();
+                    for j in 0..n {
+                        let k = &x[j * 3 * c + ko..j * 3 * c + ko + hs];
+                        let v = &x[j * 3 * c + vo..j * 3 * c + vo + hs];
+                        let s: T = q.iter().zip(k).map(|(&u, &w)| u * w).sum::<T>() * scale;
+                        let pij = (s - l[h * n + i]).exp();
+                        let dp: T = dyi.iter().zip(v).map(|(&u, &w)| u * w).sum();
+                        p[i * n + j] = pij;
+                        ds[i * n + j] = dp;
+                        dsum += pij * dp;
+                    }
+                    for j in 0..n {
+                        ds[i * n + j] = p[i * n + j] * (ds[i * n + j] - dsum);
+                    }
+                }
+                for i in 0..n {
+                    for j in 0..n {
+                        let (pb, sb) = (round_bf16(p[i * n + j]), round_bf16(ds[i * n + j]));
+                        for d in 0..hs {
+                            let (qi, kj) = (x[i * 3 * c + qo + d], x[j * 3 * c + ko + d]);
+                            dx[i * 3 * c + qo + d] += sb * kj * scale;
+                            dx[j * 3 * c + ko + d] += sb * qi * scale;
+                            dx[j * 3 * c + vo + d] += pb * dy[i * c + h * hs + d];
+                        }
+                    }
+                }
+            }
+        });
+}

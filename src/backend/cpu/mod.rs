@@ -362,7 +362,11 @@ impl<T: Real> Backend for CpuBackend<T> {
         nh: usize,
         hs: usize,
     ) -> Result<()> {
-        attention::attention_forward(out, att, qkv, b, n, nh, hs);
+        match self.precision {
+            Precision::F32 => attention::attention_forward(out, att, qkv, b, n, nh, hs),
+            // att holds the row log-sum-exp (B, NH, N) instead of the probabilities.
+            Precision::Bf16 => attention::attention_forward_bf16(out, att, qkv, b, n, nh, hs),
+        }
         Ok(())
     }
     fn attention_backward(
@@ -377,7 +381,14 @@ impl<T: Real> Backend for CpuBackend<T> {
         nh: usize,
         hs: usize,
     ) -> Result<()> {
-        attention::attention_backward(dqkv, datt, dout, qkv, att, b, n, nh, hs);
+        match self.precision {
+            Precision::F32 => {
+                attention::attention_backward(dqkv, datt, dout, qkv, att, b, n, nh, hs)
+            }
+            Precision::Bf16 => {
+                attention::attention_backward_bf16(dqkv, dout, qkv, att, b, n, nh, hs)
+            }
+        }
         Ok(())
     }
 

@@ -61,6 +61,14 @@ impl Cuda {
                 let f = module.load_function(e).map_err(|err| {
                     anyhow!("kernels/{}.cu: entry {e} not found: {err:?}", m.name)
                 })?;
+                if let Some(bytes) = dynamic_smem_opt_in(e) {
+                    // Above 48 KiB of dynamic shared memory a kernel must opt in (cuFuncSetAttribute).
+                    f.set_attribute(
+                        cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        bytes,
+                    )
+                    .map_err(|err| anyhow!("{e}: cannot allow {bytes} B of dynamic shared memory: {err:?}"))?;
+                }
                 by_name.insert(*e, f);
             }
             report.extend(c.report);
@@ -89,6 +97,12 @@ impl Cuda {
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
     }
+}
+
+/// Kernels that may launch with more than the default 48 KiB of dynamic shared memory, and how much they
+/// may use: the bf16 attention backward needs (4·NP·(HP+8) + 2·NP·(NP+8))·2 B, 55 296 B at N = HS = 64.
+fn dynamic_smem_opt_in(entry: &str) -> Option<i32> {
+    matches!(entry, "attention_forward_bf16" | "attention_backward_bf16").then_some(64 * 1024)
 }
 
 mod log {

@@ -389,6 +389,20 @@ impl<D: Device> Backend for GpuBackend<D> {
         hs: usize,
     ) -> Result<()> {
         let c = nh * hs;
+        if self.precision == Precision::Bf16 {
+            let smem = attention_smem(n, hs, false)?;
+            let args = [
+                self.at_mut(out, 0, b * n * c, "attn out")?,
+                self.at_mut(att, 0, b * nh * n, "attn lse")?,
+                self.at(qkv, 0, b * n * 3 * c, "attn qkv")?,
+                i(b),
+                i(n),
+                i(nh),
+                i(hs),
+            ];
+            // one CTA of 4 warps per image, all heads; dynamic smem 3·NP·(HP+8)·2 B
+            return self.go(K::attention_forward_bf16, attention_cfg(b, smem), &args);
+        }
         let args = [
             self.at_mut(out, 0, b * n * c, "attn out")?,
             self.at_mut(att, 0, b * nh * n * n, "attn att")?,
@@ -420,6 +434,21 @@ impl<D: Device> Backend for GpuBackend<D> {
         let c = nh * hs;
         let dy = self.at(dout, 0, b * n * c, "attn dout")?;
         let x = self.at(qkv, 0, b * n * 3 * c, "attn qkv")?;
+        if self.precision == Precision::Bf16 {
+            let smem = attention_smem(n, hs, true)?;
+            let args = [
+                self.at_mut(dqkv, 0, b * n * 3 * c, "attn dqkv")?,
+                dy,
+                x,
+                self.at(att, 0, b * nh * n, "attn lse")?,
+                i(b),
+                i(n),
+                i(nh),
+                i(hs),
+            ];
+            // one CTA of 4 warps per image, all heads; dynamic smem (4·NP·(HP+8) + 2·NP·(NP+8))·2 B
+            return self.go(K::attention_backward_bf16, attention_cfg(b, smem), &args);
+        }
         let a = self.at(att, 0, b * nh * n * n, "attn att")?;
         let args = [
             self.at_mut(datt, 0, b * nh * n * n, "attn datt")?,
@@ -1147,6 +1176,33 @@ impl<D: Device> GpuBackend<D> {
         self.give(x);
         self.give(partial);
         res
+    }
+}
+
+/// Largest token count and head size of the bf16 attention kernels (`ATT_MAX`).
+const ATT_MAX: usize = 64;
+
+/// Dynamic shared memory of `attention_forward_bf16` / `attention_backward_bf16` (bytes).
+fn attention_smem(n: usize, hs: usize, backward: bool) -> Result<u32> {
+    ensure!(
+        n <= ATT_MAX && hs <= ATT_MAX,
+        "bf16 attention handles up to {ATT_MAX} tokens and head size {ATT_MAX} (got {n} tokens, head size {hs}); \
+         HINT: --precision f32"
+    );
+    let (np, hp) = (n.div_ceil(16) * 16, hs.div_ceil(16) * 16);
+    let elems = if backward {
+        4 * np * (hp + 8) + 2 * np * (np + 8)
+    } else {
+        3 * np * (hp + 8)
+    };
+    Ok((2 * elems) as u32)
+}
+
+fn attention_cfg(b: usize, smem: u32) -> LaunchCfg {
+    LaunchCfg {
+        grid: [b.max(1) as u32, 1, 1],
+        block: [128, 1, 1],
+        smem,
     }
 }
 
