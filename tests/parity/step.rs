@@ -123,22 +123,37 @@ fn run<B: Backend>(be: B) -> Vec<(String, Vec<f32>)> {
 fn three_setdino_steps_on_simt_match_cpu() {
     let want = run(CpuBackend::<f32>::new());
     let got = run(GpuBackend::new(Simt::new()));
-    let mut fails = Vec::new();
-    for ((name, g), (_, w)) in got.iter().zip(&want) {
-        let g64: Vec<f64> = g.iter().map(|&x| x as f64).collect();
-        let w64: Vec<f64> = w.iter().map(|&x| x as f64).collect();
-        let tol = if name.starts_with("step0.") {
+    let (fails, _) = compare_runs(&got, &want, |name| {
+        Some(if name.starts_with("step0.") {
             1e-4
         } else {
             2e-3
-        };
-        let (ok, line) = report_line(name, &g64, &w64, tol);
+        })
+    });
+    assert!(fails.is_empty(), "tensors over tolerance: {fails:?}");
+}
+
+/// Compares two runs tensor by tensor (max|Δ|/max|ref| ≤ `tol(name)`, skipped where `tol` is None):
+/// the names over tolerance and the worst relative error.
+fn compare_runs(
+    got: &[(String, Vec<f32>)],
+    want: &[(String, Vec<f32>)],
+    tol: impl Fn(&str) -> Option<f64>,
+) -> (Vec<String>, f64) {
+    let mut fails = Vec::new();
+    let mut worst: f64 = 0.0;
+    for ((name, g), (_, w)) in got.iter().zip(want) {
+        let Some(t) = tol(name) else { continue };
+        let g64: Vec<f64> = g.iter().map(|&x| x as f64).collect();
+        let w64: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+        let (ok, line) = report_line(name, &g64, &w64, t);
         eprintln!("{line}");
+        worst = worst.max(rel(&g64, &w64));
         if !ok {
             fails.push(name.clone());
         }
     }
-    assert!(fails.is_empty(), "tensors over tolerance: {fails:?}");
+    (fails, worst)
 }
 
 /// The bf16 step (tensor-core GEMMs through the emulator) against the CPU twin that rounds the GEMM
@@ -153,23 +168,13 @@ fn three_bf16_setdino_steps_on_simt_match_the_rounding_twin() {
     use setdino::backend::Precision;
     let want = run(CpuBackend::<f32>::with_precision(Precision::Bf16));
     let got = run(GpuBackend::with_precision(Simt::new(), Precision::Bf16));
-    let mut fails = Vec::new();
-    let mut worst: f64 = 0.0;
-    for ((name, g), (_, w)) in got.iter().zip(&want) {
-        let g64: Vec<f64> = g.iter().map(|&x| x as f64).collect();
-        let w64: Vec<f64> = w.iter().map(|&x| x as f64).collect();
-        let tol = if name.starts_with("step0.") {
+    let (fails, worst) = compare_runs(&got, &want, |name| {
+        Some(if name.starts_with("step0.") {
             1e-4
         } else {
             1.2e-2
-        };
-        let (ok, line) = report_line(name, &g64, &w64, tol);
-        eprintln!("{line}");
-        worst = worst.max(rel(&g64, &w64));
-        if !ok {
-            fails.push(name.clone());
-        }
-    }
+        })
+    });
     eprintln!("worst max|Δ|/max|ref| {worst:.2e}");
     assert!(fails.is_empty(), "tensors over tolerance: {fails:?}");
 }
@@ -205,21 +210,10 @@ fn bf16_step_is_within_the_derived_band_of_the_f32_reference() {
     use setdino::backend::Precision;
     let want = run(CpuBackend::<f32>::new());
     let got = run(GpuBackend::with_precision(Simt::new(), Precision::Bf16));
-    let mut fails = Vec::new();
-    let mut worst: f64 = 0.0;
-    for ((name, g), (_, w)) in got.iter().zip(&want) {
-        if !name.starts_with("step0.") {
-            continue;
-        }
-        let g64: Vec<f64> = g.iter().map(|&x| x as f64).collect();
-        let w64: Vec<f64> = w.iter().map(|&x| x as f64).collect();
-        let (ok, line) = report_line(name, &g64, &w64, bf16_band(cfg().depth));
-        eprintln!("{line}");
-        worst = worst.max(rel(&g64, &w64));
-        if !ok {
-            fails.push(name.clone());
-        }
-    }
+    let band = bf16_band(cfg().depth);
+    let (fails, worst) = compare_runs(&got, &want, |name| {
+        name.starts_with("step0.").then_some(band)
+    });
     eprintln!("worst max|Δ|/max|ref| at step 0: {worst:.2e}");
     assert!(
         worst > 1e-5,
