@@ -24,6 +24,9 @@
 // matmul_forward_bf16(out, inp, weight, bias, R, I, O, has_bias)
 //   out (=): (R, O) f32 = inp (R, LDI) · weight (O, LDI)ᵀ + bias, LDI = round_up(I, 8)
 //   launch: grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256
+// matmul_forward_gelu_bf16(pre, act, inp, weight, bias, R, I, O)
+//   pre (=): (R, O) = inp·weightᵀ + bias (kept for the GELU backward); act (=): (R, O) = GELU(pre), exact erf,
+//   in the same epilogue   launch: as matmul_forward_bf16
 // matmul_backward_input_bf16(dinp, dout, weight, R, I, O)
 //   dinp (=): (R, I) f32 = dout (R, LDO) · weight (O, LDI)   launch: grid (CEIL_DIV(I,64), CEIL_DIV(R,128)), block 256
 // matmul_backward_weight_bf16(partial, dout, inp, R, I, O, rows_per_split)
@@ -139,9 +142,11 @@ extern "C" __global__ void matmul_forward_round_bf16(bf16_t* out, const float* i
 // B_K: B(k, n) at B[n·ldb + k] (K contiguous), else at B[k·ldb + n] (N contiguous).
 // Contiguous dims are zero-padded to a multiple of 8, so every 16-byte chunk is either in the
 // matrix (possibly partly padding) or wholly outside (zero-filled by cp.async with src size 0).
+// Epilogue: C = acc + bias (bias may be null); with C2 non-null also C2 = GELU(C) (exact erf), so the
+// pre-activation the GELU backward needs and the activation come out of one pass.
 template <bool A_K, bool B_K>
 DEV void mmb_gemm_tile(float* C, int ldc, const bf16_t* A, int lda, const bf16_t* B, int ldb, int M, int N,
-                       int k_begin, int k_end, const float* bias) {
+                       int k_begin, int k_end, const float* bias, float* C2 = nullptr) {
   constexpr int A_TILE = A_K ? MMB_BM * (MMB_BK + MMB_PAD) : MMB_BK * (MMB_BM + MMB_PAD);
   constexpr int B_TILE = B_K ? MMB_BN * (MMB_BK + MMB_PAD) : MMB_BK * (MMB_BN + MMB_PAD);
   __shared__ __align__(128) bf16_t As[MMB_STAGES * A_TILE];
@@ -231,7 +236,11 @@ DEV void mmb_gemm_tile(float* C, int ldc, const bf16_t* A, int lda, const bf16_t
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int r = m0 + wm + mt * 16 + g + 8 * (q >> 1), col = n0 + wn + nt * 8 + 2 * t4 + (q & 1);
-        if (r < M && col < N) C[(long long)r * ldc + col] = acc[mt][nt][q] + (bias ? bias[col] : 0.f);
+        if (r < M && col < N) {
+          const float v = acc[mt][nt][q] + (bias ? bias[col] : 0.f);
+          C[(long long)r * ldc + col] = v;
+          if (C2) C2[(long long)r * ldc + col] = v * 0.5f * (1.f + erff(v * SQRT1_2_F));
+        }
       }
 }
 
@@ -240,6 +249,13 @@ extern "C" __global__ void __launch_bounds__(256, 2)
                         int has_bias) {
   const int ld = CEIL_DIV(I, 8) * 8;
   mmb_gemm_tile<true, true>(out, O, inp, ld, weight, ld, R, O, 0, I, has_bias ? bias : nullptr);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2)
+    matmul_forward_gelu_bf16(float* pre, float* act, const bf16_t* inp, const bf16_t* weight, const float* bias, int R,
+                             int I, int O) {
+  const int ld = CEIL_DIV(I, 8) * 8;
+  mmb_gemm_tile<true, true>(pre, O, inp, ld, weight, ld, R, O, 0, I, bias, act);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 2)

@@ -222,6 +222,7 @@ fn sass_has_tensor_cores_in_bf16_gemm_and_attention_and_no_local_memory() {
     // The bf16 GEMMs: tensor cores, ldmatrix and cp.async (LDGSTS) must all show in the SASS.
     let gemms = [
         "matmul_forward_bf16",
+        "matmul_forward_gelu_bf16",
         "matmul_backward_input_bf16",
         "matmul_backward_weight_bf16",
     ];

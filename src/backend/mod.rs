@@ -123,6 +123,23 @@ pub trait Backend: Sync {
         i: usize,
         o: usize,
     ) -> Result<()>;
+    /// The MLP's first layer: pre (=) = inp · Wᵀ + bias (kept for the GELU backward) and act (=) =
+    /// GELU(pre). Backends with a fused epilogue override it (bf16: `matmul_forward_gelu_bf16`).
+    fn matmul_forward_gelu(
+        &self,
+        pre: &mut Self::Buf,
+        act: &mut Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        w_off: usize,
+        b_off: usize,
+        r: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()> {
+        self.matmul_forward(pre, inp, params, w_off, Some(b_off), r, i, o)?;
+        self.gelu_forward(act, pre, r * o)
+    }
     /// dinp: (R, I) (=) if given; dW (+=) at dw_off, db (+=) at db_off in dparams; dout: (R, O).
     fn matmul_backward(
         &self,

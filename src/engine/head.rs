@@ -73,13 +73,13 @@ pub fn head_forward<B: Backend>(
     let mut z = None;
     for (j, &(w_off, b_off, i, o)) in offs.mlp.iter().enumerate() {
         let mut out = be.zeros(r * o)?;
-        be.matmul_forward(&mut out, &ins[j], params, w_off, Some(b_off), r, i, o)?;
         if j + 1 < nl {
             let mut act = be.zeros(r * o)?;
-            be.gelu_forward(&mut act, &out, r * o)?;
+            be.matmul_forward_gelu(&mut out, &mut act, &ins[j], params, w_off, b_off, r, i, o)?;
             pre.push(out);
             ins.push(act);
         } else {
+            be.matmul_forward(&mut out, &ins[j], params, w_off, Some(b_off), r, i, o)?;
             z = Some(out);
         }
     }

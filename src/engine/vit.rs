@@ -221,9 +221,8 @@ pub fn backbone_forward<B: Backend>(
             cfg.ln_eps,
         )?;
         let mut fc1 = be.zeros(r * f)?;
-        be.matmul_forward(&mut fc1, &ln2, params, o.fc1_w, Some(o.fc1_b), r, c, f)?;
         let mut gelu = be.zeros(r * f)?;
-        be.gelu_forward(&mut gelu, &fc1, r * f)?;
+        be.matmul_forward_gelu(&mut fc1, &mut gelu, &ln2, params, o.fc1_w, o.fc1_b, r, c, f)?;
         be.matmul_forward(&mut branch, &gelu, params, o.fc2_w, Some(o.fc2_b), r, f, c)?;
         let mut x_out = be.zeros(r * c)?;
         be.residual_forward(&mut x_out, &x_mid, &branch, &scale2, b, n * c)?;

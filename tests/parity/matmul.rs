@@ -157,3 +157,44 @@ fn bf16_gemm_counters_on_aligned_shapes() {
     let ctas = (r / 128 * (o / 64)) as u64;
     assert_eq!(fwd.cp_async_bytes, ctas * ((128 + 64) * i * 2) as u64);
 }
+
+/// The fused bias + GELU epilogue (`matmul_forward_gelu_bf16`) equals the GEMM followed by the GELU
+/// kernel bit for bit on the device, and matches the CPU twin (the same composition) within tolerance.
+#[test]
+fn fused_gelu_epilogue_equals_gemm_then_gelu() {
+    use setdino::backend::cpu::CpuBackend;
+    use setdino::backend::gpu::simt::Simt;
+    use setdino::backend::gpu::GpuBackend;
+    use setdino::backend::Precision;
+    fn fused<B: Backend>(be: &B, r: usize, i: usize, o: usize) -> (Vec<f32>, Vec<f32>) {
+        let params = up(be, &data(o * i + o, 77, 0.5));
+        let x = up(be, &data(r * i, 78, 1.0));
+        let (mut pre, mut act) = (be.zeros(r * o).unwrap(), be.zeros(r * o).unwrap());
+        be.matmul_forward_gelu(&mut pre, &mut act, &x, &params, 0, o * i, r, i, o)
+            .unwrap();
+        (dl(be, &pre), dl(be, &act))
+    }
+    fn unfused<B: Backend>(be: &B, r: usize, i: usize, o: usize) -> (Vec<f32>, Vec<f32>) {
+        let params = up(be, &data(o * i + o, 77, 0.5));
+        let x = up(be, &data(r * i, 78, 1.0));
+        let (mut pre, mut act) = (be.zeros(r * o).unwrap(), be.zeros(r * o).unwrap());
+        be.matmul_forward(&mut pre, &x, &params, 0, Some(o * i), r, i, o)
+            .unwrap();
+        be.gelu_forward(&mut act, &pre, r * o).unwrap();
+        (dl(be, &pre), dl(be, &act))
+    }
+    for &(r, i, o) in &[(185, 48, 36), (37, 96, 200)] {
+        let g = GpuBackend::with_precision(Simt::new(), Precision::Bf16);
+        let (pf, af) = fused(&g, r, i, o);
+        let (pu, au) = unfused(&g, r, i, o);
+        assert_eq!(pf, pu, "pre-activation, {r}x{i}x{o}");
+        assert_eq!(af, au, "activation, {r}x{i}x{o}");
+        let c = CpuBackend::<f32>::with_precision(Precision::Bf16);
+        let (pc, ac) = fused(&c, r, i, o);
+        crate::compare(
+            "fused gelu",
+            &vec![("pre".into(), pf), ("act".into(), af)],
+            &vec![("pre".into(), pc), ("act".into(), ac)],
+        );
+    }
+}

@@ -239,6 +239,43 @@ impl<D: Device> Backend for GpuBackend<D> {
         // 16×16 output tiles: grid (CEIL_DIV(O,16), CEIL_DIV(R,16)), block (16,16)
         self.go(K::matmul_forward_f32, tiles(o, r), &args)
     }
+    fn matmul_forward_gelu(
+        &self,
+        pre: &mut D::Mem,
+        act: &mut D::Mem,
+        inp: &D::Mem,
+        params: &D::Mem,
+        w_off: usize,
+        b_off: usize,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        if self.precision != Precision::Bf16 {
+            self.matmul_forward(pre, inp, params, w_off, Some(b_off), r, ii, o)?;
+            return self.gelu_forward(act, pre, r * o);
+        }
+        let y = self.at_mut(pre, 0, r * o, "matmul pre")?;
+        let g = self.at_mut(act, 0, r * o, "matmul act")?;
+        let bias = self.at(params, b_off, o, "bias")?;
+        let x = self.bf16_copy(inp, 0, r, ii, "matmul inp")?;
+        let w = self.bf16_copy(params, w_off, o, ii, "matmul weight")?;
+        let args = [
+            y,
+            g,
+            KArg::Ptr(self.dev.addr(&x)),
+            KArg::Ptr(self.dev.addr(&w)),
+            bias,
+            i(r),
+            i(ii),
+            i(o),
+        ];
+        // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256; bias + GELU in the epilogue
+        let res = self.go(K::matmul_forward_gelu_bf16, gemm_tiles(o, r, 1), &args);
+        self.give(x);
+        self.give(w);
+        res
+    }
     fn matmul_backward(
         &self,
         dinp: Option<&mut D::Mem>,
