@@ -7,7 +7,8 @@ use anyhow::Result;
 /// (forward `x·Wᵀ`, data gradient `dy·W`, weight gradient `dyᵀ·x`) are rounded to bf16 (round to
 /// nearest even) and the products are accumulated in f32; outputs, bias and bias gradients, master
 /// weights, AdamW moments, the center, LayerNorm statistics, softmax, the loss and every reduction stay
-/// f32. `F32` computes everything in the backend's scalar type (the parity reference).
+/// f32. Attention over at most `ATTENTION_BF16_MAX` tokens (head size at most the same) rounds q, k, v,
+/// dout and the P and dS operands to bf16 (the tensor-core kernel); longer sequences stay f32. `F32` computes everything in the backend's scalar type (the parity reference).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     #[default]
@@ -15,7 +16,15 @@ pub enum Precision {
     Bf16,
 }
 
+/// Longest sequence and largest head size of the bf16 attention kernels; longer sequences run the f32
+/// attention (on every backend, so the twin stays the twin).
+pub const ATTENTION_BF16_MAX: usize = 64;
+
 impl Precision {
+    /// Whether attention over `n` tokens with head size `hs` runs at bf16.
+    pub fn bf16_attention(self, n: usize, hs: usize) -> bool {
+        self == Precision::Bf16 && n <= ATTENTION_BF16_MAX && hs <= ATTENTION_BF16_MAX
+    }
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",

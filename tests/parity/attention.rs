@@ -3,7 +3,7 @@ use setdino::backend::Backend;
 
 fn run<B: Backend>(be: &B) -> Outs {
     let mut outs = Vec::new();
-    for &(b, n, nh, hs) in &[(2, 5, 2, 3), (3, 10, 3, 8), (1, 37, 6, 4)] {
+    for &(b, n, nh, hs) in &[(2, 5, 2, 3), (3, 10, 3, 8), (1, 37, 6, 4), (1, 70, 1, 16)] {
         let c = nh * hs;
         let qkv = up(be, &data(b * n * 3 * c, 30 + n as u64, 1.5));
         let dy = up(be, &data(b * n * c, 31, 1.0));
@@ -30,13 +30,14 @@ fn attention_matches_cpu() {
 // ---- bf16 tensor-core attention against the twin that rounds q, k, v, dout, P and dS where it does.
 fn run_bf16<B: Backend>(be: &B) -> Outs {
     let mut outs = Vec::new();
-    // (B, N, NH, HS): the ViT-S shapes (37 and 10 tokens, HS 64), N = 1, 16, 64, head sizes off 16.
+    // (B, N, NH, HS): the ViT-S shapes (37 and 10 tokens, HS 64), N = 1, 17, 64, head sizes off 16.
     for &(b, n, nh, hs) in &[
         (2, 37, 2, 64),
         (3, 10, 3, 12),
         (1, 64, 1, 48),
         (2, 1, 2, 16),
         (1, 17, 2, 8),
+        (1, 70, 1, 16), // beyond 64 tokens: the f32 attention on both sides (Precision::bf16_attention)
     ] {
         let c = nh * hs;
         let qkv = up(be, &data(b * n * 3 * c, 40 + n as u64, 1.5));

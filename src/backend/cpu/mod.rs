@@ -362,10 +362,11 @@ impl<T: Real> Backend for CpuBackend<T> {
         nh: usize,
         hs: usize,
     ) -> Result<()> {
-        match self.precision {
-            Precision::F32 => attention::attention_forward(out, att, qkv, b, n, nh, hs),
+        if self.precision.bf16_attention(n, hs) {
             // att holds the row log-sum-exp (B, NH, N) instead of the probabilities.
-            Precision::Bf16 => attention::attention_forward_bf16(out, att, qkv, b, n, nh, hs),
+            attention::attention_forward_bf16(out, att, qkv, b, n, nh, hs);
+        } else {
+            attention::attention_forward(out, att, qkv, b, n, nh, hs);
         }
         Ok(())
     }
@@ -381,13 +382,10 @@ impl<T: Real> Backend for CpuBackend<T> {
         nh: usize,
         hs: usize,
     ) -> Result<()> {
-        match self.precision {
-            Precision::F32 => {
-                attention::attention_backward(dqkv, datt, dout, qkv, att, b, n, nh, hs)
-            }
-            Precision::Bf16 => {
-                attention::attention_backward_bf16(dqkv, dout, qkv, att, b, n, nh, hs)
-            }
+        if self.precision.bf16_attention(n, hs) {
+            attention::attention_backward_bf16(dqkv, dout, qkv, att, b, n, nh, hs);
+        } else {
+            attention::attention_backward(dqkv, datt, dout, qkv, att, b, n, nh, hs);
         }
         Ok(())
     }

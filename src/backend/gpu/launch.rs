@@ -426,7 +426,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         hs: usize,
     ) -> Result<()> {
         let c = nh * hs;
-        if self.precision == Precision::Bf16 {
+        if self.precision.bf16_attention(n, hs) {
             let smem = attention_smem(n, hs, false)?;
             let args = [
                 self.at_mut(out, 0, b * n * c, "attn out")?,
@@ -471,7 +471,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         let c = nh * hs;
         let dy = self.at(dout, 0, b * n * c, "attn dout")?;
         let x = self.at(qkv, 0, b * n * 3 * c, "attn qkv")?;
-        if self.precision == Precision::Bf16 {
+        if self.precision.bf16_attention(n, hs) {
             let smem = attention_smem(n, hs, true)?;
             let args = [
                 self.at_mut(dqkv, 0, b * n * 3 * c, "attn dqkv")?,
@@ -1216,8 +1216,8 @@ impl<D: Device> GpuBackend<D> {
     }
 }
 
-/// Largest token count and head size of the bf16 attention kernels (`ATT_MAX`).
-const ATT_MAX: usize = 64;
+/// Largest token count and head size of the bf16 attention kernels (`ATT_MAX` in attention.cu).
+const ATT_MAX: usize = crate::backend::precision::ATTENTION_BF16_MAX;
 
 /// Dynamic shared memory of `attention_forward_bf16` / `attention_backward_bf16` (bytes).
 fn attention_smem(n: usize, hs: usize, backward: bool) -> Result<u32> {
