@@ -6,7 +6,7 @@
 //! `integer` flag (8/16-bit unsigned), so the percentile clip can be exact for integer data; non-finite float
 //! values are an error naming the page, row and column.
 use anyhow::{bail, Context, Result};
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 use tiff::decoder::{Decoder, DecodingResult, Limits};
 
@@ -83,10 +83,11 @@ fn samples_of(ct: tiff::ColorType) -> Option<usize> {
 }
 
 /// Decode one page into one plane per sample (chunky or planar layout).
-fn decode_page(
-    dec: &mut Decoder<BufReader<std::fs::File>>,
+fn decode_page<R: Read + Seek>(
+    dec: &mut Decoder<R>,
     path: &Path,
     page: usize,
+    budget: &mut usize,
 ) -> Result<Vec<Page>> {
     let p = path.display();
     let (w, h) = dec
@@ -106,6 +107,12 @@ fn decode_page(
             .and_then(|v| v.into_u16().ok()),
         Some(2)
     );
+    let Some(expect) = w.checked_mul(h).and_then(|n| n.checked_mul(samples)) else {
+        bail!("{p}: page {page}: {w}×{h} pixels × {samples} samples per pixel is too large");
+    };
+    if expect == 0 {
+        bail!("{p}: page {page}: empty image ({w}×{h} pixels × {samples} samples per pixel)");
+    }
     let mut img = DecodingResult::U8(Vec::new());
     dec.read_image_to_buffer(&mut img)
         .with_context(|| format!("{p}: page {page}: decoding pixels (is the file complete?)"))?;
@@ -120,12 +127,22 @@ fn decode_page(
         DecodingResult::F64(v) => Pixels::F32(v.into_iter().map(|x| x as f32).collect()),
         _ => bail!("{p}: page {page}: sample type not supported; HINT: use 8- or 16-bit integer or 32-bit float samples"),
     };
-    if data.len() != w * h * samples {
+    if data.len() != expect {
         bail!(
             "{p}: page {page}: {} samples for {w}×{h} pixels × {samples} samples per pixel",
             data.len()
         );
     }
+    // Decoded sizes are bounded per page by the decoder limits; bound the sum over pages the same way (a
+    // small file can list many pages that share one strip).
+    let bytes = data.len() * if data.is_integer() { 2 } else { 4 };
+    if bytes > *budget {
+        bail!(
+            "{p}: page {page}: the pages decode to more bytes than a file of this size can hold; HINT: the \
+             file is damaged"
+        );
+    }
+    *budget -= bytes;
     let planes: Vec<Pixels> = match data {
         Pixels::U16(v) => split(v, samples, planar, w * h)
             .into_iter()
@@ -154,19 +171,41 @@ fn decode_page(
     Ok(planes.into_iter().map(|data| Page { h, w, data }).collect())
 }
 
+/// Decoded bytes allowed per byte of file (LZW expands at most about 2730:1, Deflate about 1032:1).
+const DECODE_RATIO: usize = 4096;
+/// Decoded bytes always allowed, whatever the file size.
+const DECODE_MIN: usize = 16 << 20;
+
 /// Read every page of a TIFF, one plane per page and sample: pages in order, samples within a page in order.
 pub fn read_pages(path: &Path) -> Result<Vec<Page>> {
     let f =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut dec = Decoder::new(BufReader::new(f))
+    let len = f
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", path.display()))?
+        .len();
+    read_pages_from_reader(BufReader::new(f), len, path)
+}
+
+/// [`read_pages`] from any seekable reader of `len` bytes; `path` names the file in errors. Declared
+/// image sizes are checked against what `len` bytes can decode to, so a damaged header is an error, not
+/// an unbounded allocation.
+pub fn read_pages_from_reader<R: Read + Seek>(r: R, len: u64, path: &Path) -> Result<Vec<Page>> {
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let mut budget = len.saturating_mul(DECODE_RATIO).max(DECODE_MIN);
+    let mut limits = Limits::default();
+    limits.decoding_buffer_size = budget;
+    limits.intermediate_buffer_size = budget;
+    limits.ifd_value_size = len.max(1 << 20);
+    let mut dec = Decoder::new(r)
         .with_context(|| format!("{}: not a readable TIFF", path.display()))?
-        .with_limits(Limits::unlimited());
-    let mut pages = decode_page(&mut dec, path, 0)?;
+        .with_limits(limits);
+    let mut pages = decode_page(&mut dec, path, 0, &mut budget)?;
     let mut n = 1;
     while dec.more_images() {
         dec.next_image()
             .with_context(|| format!("{}: page {n}: cannot read directory", path.display()))?;
-        pages.extend(decode_page(&mut dec, path, n)?);
+        pages.extend(decode_page(&mut dec, path, n, &mut budget)?);
         n += 1;
     }
     Ok(pages)
