@@ -123,3 +123,71 @@ put("store", "two_cells", json.dumps(manifest).encode() + SEP + index + SEP + sh
 put("config", "tiny.toml", b'preset = "tiny"\n[data]\nset_size = 4\nmin_cells = 10\n[train]\nepochs = 2\nval_wells = ["W1"]\n'
     + SEP + b"model.dim=48\noptim.lr=1e-3\ndata.strategy=within-batch\n")
 put("config", "vits16.toml", b'preset = "vits16"\n[optim]\nteacher_init = "separate_head"\n')
+
+
+# Regression inputs: crashes fixed in the library (fuzz/README.md lists them). Replayed by tests/fuzz_corpus.rs.
+def reg(target, name, data):
+    d = os.path.join("fuzz/regressions", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def raw_npy(dict_text):
+    d = dict_text.encode()
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(d)) + d
+
+
+# store/npy.rs parse_header: `s[1..close]` sliced before the '(' was checked (panic), a multi-byte first
+# character (panic), and the element count overflowed (panic in debug; wrapped to 0 in release, so a
+# header with no data was accepted as a 2^64-element array).
+reg("npy", "shape_close_paren", raw_npy("{'descr': '<f4', 'fortran_order': False, 'shape': ), }"))
+reg("npy", "shape_multibyte", raw_npy("{'descr': '<f4', 'fortran_order': False, 'shape': \u00e9), }"))
+reg("npy", "shape_overflow", raw_npy("{'descr': '<u2', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }"))
+
+
+def long_dims_tiff(w, h, nbytes=8):
+    tags = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 1, 16), (259, 3, 1, 1), (262, 3, 1, 1),
+            (273, 4, 1, 0), (277, 3, 1, 1), (278, 4, 1, h), (279, 4, 1, nbytes)]
+    data_off = 8 + 2 + 12 * len(tags) + 4
+    out = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(tags))
+    for tag, typ, cnt, val in tags:
+        val = data_off if tag == 273 else val
+        out += struct.pack("<HHI", tag, typ, cnt) + (struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val))
+    return out + struct.pack("<I", 0) + b"\x01" * nbytes
+
+
+# ingest/tiff.rs read_pages: `Limits::unlimited()` let a 130-byte file declare 1e6 x 1e6 u16 pixels, and the
+# decoder allocated the 2 TB buffer up front (abort: memory allocation failed).
+reg("tiff", "huge_dims", long_dims_tiff(1000000, 1000000))
+reg("tiff", "big_dims", long_dims_tiff(30000, 30000))
+
+# store/reader.rs read_manifest: listed files were joined to the store directory unchecked, so
+# "/dev/zero" made `verify` read forever (hang); a crop size overflowing usize panicked; a batch naming a
+# missing plate made Manifest::batch_name panic.
+def store_input(edit):
+    m = json.loads(json.dumps(manifest))
+    edit(m)
+    return json.dumps(m).encode() + SEP + index + SEP + shard + SEP + ntc + SEP + meta
+
+
+reg("store", "file_dev_zero", store_input(lambda m: m["files"][0].update(file="/dev/zero")))
+reg("store", "file_parent", store_input(lambda m: m["files"][1].update(file="../meta.tsv")))
+reg("store", "crop_overflow", store_input(lambda m: m.update(crop=4294967295, channels=["a", "b", "c"])))
+reg("store", "batch_plate_missing", store_input(lambda m: m["batches"][1].update(plate=7)))
+
+# model/checkpoint.rs infer_config: pos_embed with 0 tokens underflowed `pos[1] - 1` (panic), and a scalar
+# fc1 / head weight was indexed `[0]` (panic).
+base = [
+    ("student.backbone.patch_embed.proj.weight", [4, 2, 2, 2], [0.0] * 32),
+    ("student.backbone.blocks.0.norm1.weight", [4], [1.0] * 4),
+    ("student.head.mlp.0.weight", [3, 4], [0.0] * 12),
+    ("student.head.mlp.2.weight", [2, 3], [0.0] * 6),
+    ("student.head.last_layer.weight_v", [5, 2], [0.0] * 10),
+]
+reg("checkpoint", "pos_embed_no_tokens", safetensors(base + [
+    ("student.backbone.pos_embed", [1, 0, 4], []),
+    ("student.backbone.blocks.0.mlp.fc1.weight", [8, 4], [0.0] * 32)]))
+reg("checkpoint", "fc1_scalar", safetensors(base + [
+    ("student.backbone.pos_embed", [1, 5, 4], [0.0] * 20),
+    ("student.backbone.blocks.0.mlp.fc1.weight", [], [0.0])]))

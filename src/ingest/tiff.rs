@@ -190,7 +190,25 @@ pub fn read_pages(path: &Path) -> Result<Vec<Page>> {
 /// [`read_pages`] from any seekable reader of `len` bytes; `path` names the file in errors. Declared
 /// image sizes are checked against what `len` bytes can decode to, so a damaged header is an error, not
 /// an unbounded allocation.
+///
+/// A panic inside the decoder (the `tiff` crate overflows on some damaged headers when built with
+/// overflow checks) is an error naming the file too.
 pub fn read_pages_from_reader<R: Read + Seek>(r: R, len: u64, path: &Path) -> Result<Vec<Page>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(r, len, path)))
+        .unwrap_or_else(|e| {
+            let msg = e
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            bail!(
+                "{}: the TIFF decoder failed ({msg}); HINT: the file is damaged",
+                path.display()
+            )
+        })
+}
+
+fn decode_all<R: Read + Seek>(r: R, len: u64, path: &Path) -> Result<Vec<Page>> {
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     let mut budget = len.saturating_mul(DECODE_RATIO).max(DECODE_MIN);
     let mut limits = Limits::default();
