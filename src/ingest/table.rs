@@ -282,9 +282,10 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
                     names[c]
                 )
             })?;
-            if !x.is_finite() {
+            // The index stores centroids as f32: a value beyond its range is as unusable as inf.
+            if !x.is_finite() || !(x as f32).is_finite() {
                 bail!(
-                    "{}: line {line}, column {}: centroid {v:?} is not finite",
+                    "{}: line {line}, column {}: centroid {v:?} is not finite (as a 32-bit float)",
                     path.display(),
                     names[c]
                 );
