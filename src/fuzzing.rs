@@ -82,7 +82,10 @@ pub fn tiff(data: &[u8]) {
         for p in &pages {
             assert_eq!(p.data.len(), p.h * p.w, "plane size matches its dimensions");
             if let crate::ingest::tiff::Pixels::F32(v) = &p.data {
-                assert!(v.iter().all(|x| x.is_finite()), "non-finite values are errors");
+                assert!(
+                    v.iter().all(|x| x.is_finite()),
+                    "non-finite values are errors"
+                );
             }
         }
     }
@@ -151,7 +154,10 @@ pub fn complexes(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(c) = crate::eval::complexes::parse(&text, Path::new("fuzz.txt")) {
         for (a, b) in &c.pairs {
-            assert!(a < b, "pairs are stored (smaller, larger) and never self pairs");
+            assert!(
+                a < b,
+                "pairs are stored (smaller, larger) and never self pairs"
+            );
         }
     }
 }
@@ -266,7 +272,12 @@ pub fn config(data: &[u8]) {
     write(&path, parts[0]);
     let sets: Vec<String> = parts
         .get(1)
-        .map(|s| String::from_utf8_lossy(s).lines().map(String::from).collect())
+        .map(|s| {
+            String::from_utf8_lossy(s)
+                .lines()
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     if let Ok(c) = crate::train::TrainConfig::load(Some(&path), &sets) {
         assert!(c.validate().is_ok(), "a loaded configuration validates");

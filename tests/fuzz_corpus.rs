@@ -64,7 +64,10 @@ fn every_target_has_a_replay() {
     files.sort();
     let mut sorted = names.clone();
     sorted.sort();
-    assert_eq!(files, sorted, "one fuzz target per setdino::fuzzing::TARGETS entry");
+    assert_eq!(
+        files, sorted,
+        "one fuzz target per setdino::fuzzing::TARGETS entry"
+    );
     for n in names {
         let src = std::fs::read_to_string(dir.join(format!("{n}.rs"))).unwrap();
         assert!(

@@ -55,7 +55,11 @@ fn screen(dir: &Path, genes: usize, counts: &[usize], seed: u64) -> (Store, Vec<
 }
 
 fn strategy_of(k: u8) -> Strategy {
-    [Strategy::CrossBatch, Strategy::WithinBatch, Strategy::SameCells][k as usize % 3]
+    [
+        Strategy::CrossBatch,
+        Strategy::WithinBatch,
+        Strategy::SameCells,
+    ][k as usize % 3]
 }
 
 proptest! {
