@@ -285,8 +285,11 @@ pub fn config(data: &[u8]) {
     let _ = crate::train::TrainConfig::load(None, &sets);
 }
 
+/// A fuzz entry point: raw input bytes in, nothing out (a panic is the failure).
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the fuzz targets and the corpus replay call them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("tiff", tiff),
     ("tables", tables),
     ("complexes", complexes),
