@@ -166,8 +166,12 @@ pub fn complexes(data: &[u8]) {
 /// exactly the bytes after it.
 pub fn npy(data: &[u8]) {
     if let Ok(h) = crate::store::npy::parse_header(data, Path::new("fuzz.npy")) {
-        let n: usize = h.shape.iter().product();
-        assert_eq!(data.len() - h.data_offset, n * h.dtype.size());
+        // Checked: a wrapped product would let a huge shape match the bytes present.
+        let need = h
+            .shape
+            .iter()
+            .try_fold(h.dtype.size(), |acc, &d| acc.checked_mul(d));
+        assert_eq!(need, Some(data.len() - h.data_offset));
     }
 }
 
