@@ -15,6 +15,7 @@
 //! - [`eval`]: per-cell features → batch-level and consensus gene profiles → batch effect,
 //!   reproducibility and known-complex recall, with the report and plots (evaluation.md).
 //! - [`cli`]: one file per subcommand; argument handling only.
+//! - [`fuzzing`]: one entry point per parser on raw bytes, for the fuzz targets and the corpus replay test.
 pub mod backend;
 pub mod bench;
 pub mod check;
@@ -26,6 +27,7 @@ pub mod embed;
 pub mod engine;
 pub mod eval;
 pub mod features;
+pub mod fuzzing;
 pub mod ingest;
 pub mod model;
 pub mod store;

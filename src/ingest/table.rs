@@ -321,13 +321,13 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
             })?;
             if !x.is_finite() {
                 bail!(
-                    "{}: line {line}, column {}: centroid {v:?} is not finite",
+                    "{}: line {line}, column {}: centroid {v:?} is not a finite number",
                     path.display(),
                     names[c]
                 );
             }
             // TIFF dimensions are below 2^32: a centroid beyond ±2^32 cannot lie in any tile, and the range
-            // keeps ⌊x⌋ exact in i64 arithmetic.
+            // keeps ⌊x⌋ exact in i64 arithmetic and the value finite as the index's f32.
             if x.abs() >= MAX_CENTROID {
                 bail!(
                     "{}: line {line}, column {}: centroid {v:?} is out of range; expected a pixel coordinate with \

@@ -6,7 +6,7 @@
 //! `integer` flag (8/16-bit unsigned), so the percentile clip can be exact for integer data; non-finite float
 //! values are an error naming the page, row and column.
 use anyhow::{bail, Context, Result};
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 use tiff::decoder::{Decoder, DecodingResult, Limits};
 
@@ -96,8 +96,8 @@ fn bits_of(ct: tiff::ColorType) -> Option<u64> {
 /// error or a failed Adler-32 check, which the `tiff` crate does not reach because it stops reading once it
 /// has the pixels it needs) or a short one is an error naming the file, page and chunk instead of garbage
 /// pixels.
-fn verify_deflate(
-    dec: &mut Decoder<BufReader<std::fs::File>>,
+fn verify_deflate<R: Read + Seek>(
+    dec: &mut Decoder<R>,
     path: &Path,
     page: usize,
     (w, h): (u32, u32),
@@ -105,7 +105,7 @@ fn verify_deflate(
     samples: usize,
     planar: bool,
 ) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::SeekFrom;
     use tiff::tags::Tag;
     let p = path.display();
     let compression: Option<u16> = dec
@@ -137,7 +137,7 @@ fn verify_deflate(
     }
     let bits = bits_of(ct).with_context(|| format!("{p}: page {page}: unsupported {ct:?}"))?;
     let (width, height) = (u64::from(w), u64::from(h));
-    let tag = |dec: &mut Decoder<BufReader<std::fs::File>>, t: Tag, default: u64| -> Result<u64> {
+    let tag = |dec: &mut Decoder<R>, t: Tag, default: u64| -> Result<u64> {
         Ok(dec
             .find_tag_unsigned::<u64>(t)
             .with_context(|| format!("{p}: page {page}: reading {t:?}"))?
@@ -156,8 +156,11 @@ fn verify_deflate(
     };
     let strips_per_band = height.div_ceil(chunk_h.max(1)).max(1);
     let per_pixel = if planar { 1 } else { samples as u64 };
-    let mut f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", p))?;
-    let file_len = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    // The raw chunks are read through the decoder's own stream (it seeks before every read of its own).
+    let f = dec.inner();
+    let file_len = f
+        .seek(SeekFrom::End(0))
+        .with_context(|| format!("{p}: page {page}: cannot seek"))?;
     let mut raw = Vec::new();
     let mut out = Vec::new();
     for (k, (&off, &len)) in offsets.iter().zip(&lengths).enumerate() {
@@ -182,7 +185,7 @@ fn verify_deflate(
         let want = row_bytes.saturating_mul(ch);
         raw.clear();
         f.seek(SeekFrom::Start(off))
-            .and_then(|_| (&mut f).take(len).read_to_end(&mut raw))
+            .and_then(|_| (&mut *f).take(len).read_to_end(&mut raw))
             .with_context(|| format!("{p}: page {page}: reading {kind} {k}"))?;
         out.clear();
         let inflated = flate2::read::ZlibDecoder::new(raw.as_slice())
@@ -206,10 +209,11 @@ fn verify_deflate(
 }
 
 /// Decode one page into one plane per sample (chunky or planar layout).
-fn decode_page(
-    dec: &mut Decoder<BufReader<std::fs::File>>,
+fn decode_page<R: Read + Seek>(
+    dec: &mut Decoder<R>,
     path: &Path,
     page: usize,
+    budget: &mut usize,
 ) -> Result<Vec<Page>> {
     let p = path.display();
     let (w32, h32) = dec
@@ -232,6 +236,12 @@ fn decode_page(
             .and_then(|v| v.into_u16().ok()),
         Some(2)
     );
+    let Some(expect) = w.checked_mul(h).and_then(|n| n.checked_mul(samples)) else {
+        bail!("{p}: page {page}: {w}×{h} pixels × {samples} samples per pixel is too large");
+    };
+    if expect == 0 {
+        bail!("{p}: page {page}: empty image ({w}×{h} pixels × {samples} samples per pixel)");
+    }
     verify_deflate(dec, path, page, (w32, h32), ct, samples, planar)?;
     let mut img = DecodingResult::U8(Vec::new());
     dec.read_image_to_buffer(&mut img)
@@ -247,12 +257,22 @@ fn decode_page(
         DecodingResult::F64(v) => Pixels::F32(v.into_iter().map(|x| x as f32).collect()),
         _ => bail!("{p}: page {page}: sample type not supported; HINT: use 8- or 16-bit integer or 32-bit float samples"),
     };
-    if data.len() != w * h * samples {
+    if data.len() != expect {
         bail!(
             "{p}: page {page}: {} samples for {w}×{h} pixels × {samples} samples per pixel",
             data.len()
         );
     }
+    // Decoded sizes are bounded per page by the decoder limits; bound the sum over pages the same way (a
+    // small file can list many pages that share one strip).
+    let bytes = data.len() * if data.is_integer() { 2 } else { 4 };
+    if bytes > *budget {
+        bail!(
+            "{p}: page {page}: the pages decode to more bytes than a file of this size can hold; HINT: the \
+             file is damaged"
+        );
+    }
+    *budget -= bytes;
     let planes: Vec<Pixels> = match data {
         Pixels::U16(v) => split(v, samples, planar, w * h)
             .into_iter()
@@ -281,19 +301,59 @@ fn decode_page(
     Ok(planes.into_iter().map(|data| Page { h, w, data }).collect())
 }
 
+/// Decoded bytes allowed per byte of file (LZW expands at most about 2730:1, Deflate about 1032:1).
+const DECODE_RATIO: usize = 4096;
+/// Decoded bytes always allowed, whatever the file size.
+const DECODE_MIN: usize = 16 << 20;
+
 /// Read every page of a TIFF, one plane per page and sample: pages in order, samples within a page in order.
 pub fn read_pages(path: &Path) -> Result<Vec<Page>> {
     let f =
         std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut dec = Decoder::new(BufReader::new(f))
+    let len = f
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", path.display()))?
+        .len();
+    read_pages_from_reader(BufReader::new(f), len, path)
+}
+
+/// [`read_pages`] from any seekable reader of `len` bytes; `path` names the file in errors. Declared
+/// image sizes are checked against what `len` bytes can decode to, so a damaged header is an error, not
+/// an unbounded allocation.
+///
+/// A panic inside the decoder (the `tiff` crate overflows on some damaged headers when built with
+/// overflow checks) is an error naming the file too.
+pub fn read_pages_from_reader<R: Read + Seek>(r: R, len: u64, path: &Path) -> Result<Vec<Page>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_all(r, len, path)))
+        .unwrap_or_else(|e| {
+            let msg = e
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            bail!(
+                "{}: the TIFF decoder failed ({msg}); HINT: the file is damaged",
+                path.display()
+            )
+        })
+}
+
+fn decode_all<R: Read + Seek>(r: R, len: u64, path: &Path) -> Result<Vec<Page>> {
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    let mut budget = len.saturating_mul(DECODE_RATIO).max(DECODE_MIN);
+    let mut limits = Limits::default();
+    limits.decoding_buffer_size = budget;
+    limits.intermediate_buffer_size = budget;
+    limits.ifd_value_size = len.max(1 << 20);
+    let mut dec = Decoder::new(r)
         .with_context(|| format!("{}: not a readable TIFF", path.display()))?
-        .with_limits(Limits::unlimited());
-    let mut pages = decode_page(&mut dec, path, 0)?;
+        .with_limits(limits);
+    let mut pages = decode_page(&mut dec, path, 0, &mut budget)?;
     let mut n = 1;
     while dec.more_images() {
         dec.next_image()
             .with_context(|| format!("{}: page {n}: cannot read directory", path.display()))?;
-        pages.extend(decode_page(&mut dec, path, n)?);
+        pages.extend(decode_page(&mut dec, path, n, &mut budget)?);
         n += 1;
     }
     Ok(pages)

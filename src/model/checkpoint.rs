@@ -392,10 +392,10 @@ pub fn infer_config(
         pos.len() == 3 && pos[0] == 1 && pos[2] == dim,
         "{p}: pos_embed must be (1, 1+G², {dim}), got {pos:?}"
     );
-    let g2 = pos[1] - 1;
+    let g2 = pos[1].saturating_sub(1);
     let grid = (g2 as f64).sqrt().round() as usize;
     ensure!(
-        grid * grid == g2,
+        pos[1] > 1 && grid.checked_mul(grid) == Some(g2),
         "{p}: pos_embed has {} tokens, which is not 1 + a square grid",
         pos[1]
     );
@@ -408,6 +408,10 @@ pub fn infer_config(
         "{p}: no student.backbone.blocks.*; is this a Set-DINO/DINO checkpoint?"
     );
     let fc1 = shape("student.backbone.blocks.0.mlp.fc1.weight")?;
+    ensure!(
+        fc1.len() == 2,
+        "{p}: blocks.0.mlp.fc1.weight must be (F, {dim}), got {fc1:?}"
+    );
     let mlp_hidden = fc1[0];
     if let Some(r) = mlp_ratio {
         ensure!(
@@ -433,6 +437,10 @@ pub fn infer_config(
         "student.head.mlp.{}.weight",
         2 * (head_layers - 1)
     ))?;
+    ensure!(
+        h0.len() == 2 && hl.len() == 2,
+        "{p}: head.mlp weights must be matrices, got {h0:?} and {hl:?}"
+    );
     let wv = shape("student.head.last_layer.weight_v")?;
     ensure!(
         wv.len() == 2 && wv[1] == hl[0],

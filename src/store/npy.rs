@@ -106,7 +106,10 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
     let close = s
         .find(')')
         .with_context(|| format!("{p}: malformed shape in header: {h}"))?;
-    let shape = s[1..close]
+    let Some(dims) = s.strip_prefix('(').and_then(|t| t.get(..close - 1)) else {
+        bail!("{p}: malformed shape in header (expected a tuple): {h}");
+    };
+    let shape = dims
         .split(',')
         .map(|x| x.trim())
         .filter(|x| !x.is_empty())
@@ -117,17 +120,15 @@ pub fn parse_header(bytes: &[u8], path: &Path) -> Result<NpyHeader> {
         })
         .collect::<Result<Vec<_>>>()?;
     let data_offset = start + hlen;
-    let n: usize = shape
+    let need = shape
         .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .and_then(|n| n.checked_mul(dtype.size()).map(|_| n))
-        .with_context(|| format!("{p}: shape {shape:?} is too large"))?;
-    if bytes.len() != data_offset.saturating_add(n * dtype.size()) {
+        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
+    if need != Some(bytes.len() - data_offset) {
         bail!(
             "{p}: {} data bytes, shape {shape:?} of {} needs {}; HINT: the file is truncated",
-            bytes.len().saturating_sub(data_offset),
+            bytes.len() - data_offset,
             dtype.descr(),
-            n * dtype.size()
+            need.map_or("more than fit in memory".to_string(), |n| n.to_string())
         );
     }
     Ok(NpyHeader {

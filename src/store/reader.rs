@@ -86,7 +86,51 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             m.dtype
         );
     }
+    check_manifest(&m, &path)?;
     Ok(m)
+}
+
+/// What the readers rely on beyond the field types: listed files are plain names inside the store
+/// directory, the crop size is positive and its byte count representable, and batches refer to existing
+/// plates and wells.
+fn check_manifest(m: &Manifest, path: &Path) -> Result<()> {
+    let p = path.display();
+    for e in m.shards.iter().chain([&m.index]).chain(&m.files) {
+        let plain = !e.file.is_empty()
+            && e.file != "."
+            && e.file != ".."
+            && !e.file.contains(['/', '\\', '\0']);
+        if !plain {
+            bail!("{p}: file {:?} is not a plain file name inside the store directory; HINT: the manifest is damaged", e.file);
+        }
+    }
+    let crop = m.crop as usize;
+    let bytes = crop
+        .checked_mul(crop)
+        .and_then(|x| x.checked_mul(m.channels.len()))
+        .and_then(|x| x.checked_mul(2))
+        .filter(|&x| x <= isize::MAX as usize);
+    if m.crop == 0 || m.channels.is_empty() || bytes.is_none() {
+        bail!(
+            "{p}: crops of {} channels × {} × {} pixels are not a valid crop size; HINT: the manifest is damaged",
+            m.channels.len(),
+            m.crop,
+            m.crop
+        );
+    }
+    for (k, b) in m.batches.iter().enumerate() {
+        if b.plate as usize >= m.plates.len() || b.well as usize >= m.wells.len() {
+            bail!(
+                "{p}: batch {k} refers to plate {} / well {}, but there are {} plates and {} wells; HINT: the \
+                 manifest is damaged",
+                b.plate,
+                b.well,
+                m.plates.len(),
+                m.wells.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_len(

@@ -1,0 +1,5 @@
+//! Fuzz target `complexes`: see `setdino::fuzzing::complexes` (shared with the corpus replay in tests/fuzz_corpus.rs).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| setdino::fuzzing::complexes(data));

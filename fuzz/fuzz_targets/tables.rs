@@ -1,0 +1,5 @@
+//! Fuzz target `tables`: see `setdino::fuzzing::tables` (shared with the corpus replay in tests/fuzz_corpus.rs).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| setdino::fuzzing::tables(data));
