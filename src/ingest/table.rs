@@ -321,7 +321,7 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
             })?;
             if !x.is_finite() {
                 bail!(
-                    "{}: line {line}, column {}: centroid {v:?} is not a finite number",
+                    "{}: line {line}, column {}: centroid {v:?} is not finite; expected a pixel coordinate",
                     path.display(),
                     names[c]
                 );
