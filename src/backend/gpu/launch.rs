@@ -258,23 +258,11 @@ impl<D: Device> Backend for GpuBackend<D> {
         let y = self.at_mut(pre, 0, r * o, "matmul pre")?;
         let g = self.at_mut(act, 0, r * o, "matmul act")?;
         let bias = self.at(params, b_off, o, "bias")?;
-        let x = self.bf16_copy(inp, 0, r, ii, "matmul inp")?;
-        let w = self.bf16_copy(params, w_off, o, ii, "matmul weight")?;
-        let args = [
-            y,
-            g,
-            KArg::Ptr(self.dev.addr(&x)),
-            KArg::Ptr(self.dev.addr(&w)),
-            bias,
-            i(r),
-            i(ii),
-            i(o),
-        ];
-        // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256; bias + GELU in the epilogue
-        let res = self.go(K::matmul_forward_gelu_bf16, gemm_tiles(o, r, 1), &args);
-        self.give(x);
-        self.give(w);
-        res
+        self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
+            // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256; bias + GELU in the epilogue
+            let args = [y, g, x, w, bias, i(r), i(ii), i(o)];
+            self.go(K::matmul_forward_gelu_bf16, gemm_tiles(o, r, 1), &args)
+        })
     }
     fn matmul_backward(
         &self,
@@ -1113,21 +1101,35 @@ impl<D: Device> GpuBackend<D> {
         o: usize,
     ) -> Result<()> {
         let y = self.at_mut(out, 0, r * o, "matmul out")?;
-        let x = self.bf16_copy(inp, 0, r, ii, "matmul inp")?;
-        let w = self.bf16_copy(params, w_off, o, ii, "matmul weight")?;
         let has_bias = !matches!(bias, KArg::Ptr(0));
-        let args = [
-            y,
-            KArg::Ptr(self.dev.addr(&x)),
-            KArg::Ptr(self.dev.addr(&w)),
-            bias,
-            i(r),
-            i(ii),
-            i(o),
-            i(has_bias as usize),
-        ];
-        // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256
-        let res = self.go(K::matmul_forward_bf16, gemm_tiles(o, r, 1), &args);
+        self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
+            // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256
+            let args = [y, x, w, bias, i(r), i(ii), i(o), i(has_bias as usize)];
+            self.go(K::matmul_forward_bf16, gemm_tiles(o, r, 1), &args)
+        })
+    }
+
+    /// Runs `f` with the device addresses of bf16 copies of inp (R, I) and of the weight (O, I) at
+    /// `w_off` of `params` (scratch buffers, given back afterwards).
+    fn with_bf16_x_w(
+        &self,
+        inp: &D::Mem,
+        params: &D::Mem,
+        w_off: usize,
+        r: usize,
+        ii: usize,
+        o: usize,
+        f: impl FnOnce(KArg, KArg) -> Result<()>,
+    ) -> Result<()> {
+        let x = self.bf16_copy(inp, 0, r, ii, "matmul inp")?;
+        let w = match self.bf16_copy(params, w_off, o, ii, "matmul weight") {
+            Ok(w) => w,
+            Err(e) => {
+                self.give(x);
+                return Err(e);
+            }
+        };
+        let res = f(KArg::Ptr(self.dev.addr(&x)), KArg::Ptr(self.dev.addr(&w)));
         self.give(x);
         self.give(w);
         res
