@@ -1,52 +1,19 @@
 //! The user-facing pipeline on a small generated store: train → resume equivalence (bit-identical
 //! losses on the CPU backend), checkpoint rotation, embedding shapes and CPU/SIMT agreement, and the
 //! errors for bad configurations and missing files.
+#[path = "common/inputs.rs"]
+mod inputs;
+
 use setdino::embed::{embed, EmbedOptions};
-use setdino::store::{CellFilter, CellMeta, Store, StoreWriter, WriterOptions};
+use setdino::store::{CellFilter, Store};
 use setdino::train::{read_log, train, TrainConfig, TrainOptions};
 use std::path::Path;
 
 /// 1 plate × 3 wells, genes g0..g3 + NTC, 24 cells per (gene, well), 2 channels of 16 px.
+/// The shared small training store (3 wells × 5 genes × 24 cells, 2 channels, 16 px), opened once to
+/// check it is complete.
 fn store(dir: &Path) {
-    let mut o = WriterOptions::new(16, vec!["dna".into(), "actin".into()]);
-    o.cells_per_shard = 100;
-    let mut w = StoreWriter::create(dir, o).unwrap();
-    let mut k = 0u64;
-    for well in 0..3 {
-        for g in 0..5 {
-            let gene = if g == 4 {
-                "nontargeting".to_string()
-            } else {
-                format!("g{g}")
-            };
-            for q in 0..24u64 {
-                let m = CellMeta {
-                    plate: "P0".into(),
-                    well: format!("W{well}"),
-                    tile: 0,
-                    cell_id: k,
-                    i: 0.0,
-                    j: 0.0,
-                    gene: gene.clone(),
-                    sgrna: format!("{gene}_{}", q % 2),
-                    extra: vec![],
-                };
-                let mut x = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                let crop: Vec<u16> = (0..2 * 16 * 16)
-                    .map(|p| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        // A gene-dependent mean so the data is not pure noise.
-                        ((x >> 52) as u16).wrapping_add((g as u16) * 4000 + (p as u16 % 16) * 100)
-                    })
-                    .collect();
-                w.push(&[m], &crop).unwrap();
-                k += 1;
-            }
-        }
-    }
-    w.finish(serde_json::json!({})).unwrap();
+    inputs::train_store(dir);
     Store::open(dir).unwrap();
 }
 
