@@ -5,8 +5,11 @@
 //
 // adamw_update_f32(params, m, v, grads, n, h)
 //   params, m, v (in place), grads: (n), pointers already offset to the range   launch: one thread per element
+// adamw_update_bf16(params, params16, m, v, grads, n, h)
+//   as adamw_update_f32, and params16 (=) the bf16 copy of the updated params in the same pass (the
+//   weights the bf16 GEMMs read)   launch: one thread per element
 //
-// CPU twin: src/backend/cpu/optim.rs (adamw_update)   Tests: tests/parity/adamw.rs
+// CPU twin: src/backend/cpu/optim.rs (adamw_update, adamw_update_bf16)   Tests: tests/parity/adamw.rs
 
 struct AdamWHyper {
   float decay;             // 1 − lr·wd
@@ -20,10 +23,7 @@ struct AdamWHyper {
 };
 static_assert(sizeof(AdamWHyper) == 32, "AdamWHyper must match AdamWHyperC in src/backend/gpu/mod.rs");
 
-extern "C" __global__ void adamw_update_f32(float* params, float* m, float* v, const float* grads, int n,
-                                            AdamWHyper h) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;  // guard
+DEV float adamw_step(float* params, float* m, float* v, const float* grads, int i, const AdamWHyper& h) {
   const float g = grads[i];
   float p = params[i] * h.decay;
   float mi = m[i];
@@ -34,4 +34,19 @@ extern "C" __global__ void adamw_update_f32(float* params, float* m, float* v, c
   params[i] = p;
   m[i] = mi;
   v[i] = vi;
+  return p;
+}
+
+extern "C" __global__ void adamw_update_f32(float* params, float* m, float* v, const float* grads, int n,
+                                            AdamWHyper h) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;  // guard
+  adamw_step(params, m, v, grads, i, h);
+}
+
+extern "C" __global__ void adamw_update_bf16(float* params, bf16_t* params16, float* m, float* v, const float* grads,
+                                             int n, AdamWHyper h) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;  // guard
+  params16[i] = f32_to_bf16_rn(adamw_step(params, m, v, grads, i, h));
 }

@@ -21,8 +21,8 @@
 // Rounding points (the CPU twin's): q, k, v, dout and P, dS as mma operands; everything else f32.
 // Occupancy claimed: 4 blocks of 128 threads per SM (≤ 128 registers; dynamic shared memory
 // 3·NP·(HP+8)·2 B forward, (4·NP·(HP+8) + 2·NP·(NP+8))·2 B backward: ≤ 55 KiB).
-// attention_forward_bf16(out, lse, qkv, B, N, NH, HS)
-//   out (=): (B, N, C); lse (=): (B, NH, N) log Σ_j exp(s_ij) of the scaled scores (what the backward needs)
+// attention_forward_bf16(out, out16, lse, qkv, B, N, NH, HS)
+//   out (=): (B, N, C) f32, or out16 (=) the same in bf16 when non-null (the projection GEMM's operand); lse (=): (B, NH, N) log Σ_j exp(s_ij) of the scaled scores (what the backward needs)
 //   launch: grid B, block 128, dynamic smem 3·NP·(HP+8)·2 B
 // attention_backward_bf16(dqkv, dout, qkv, lse, B, N, NH, HS)
 //   dqkv (=): (B, N, 3C)   launch: grid B, block 128, dynamic smem (4·NP·(HP+8) + 2·NP·(NP+8))·2 B
@@ -187,7 +187,7 @@ DEV void att_scores(float s[8][4], const bf16_t* Qs, const bf16_t* Ks, int ld, i
 }
 
 extern "C" __global__ void __launch_bounds__(128, 4)
-    attention_forward_bf16(float* out, float* lse, const float* qkv, int B, int N, int NH, int HS) {
+    attention_forward_bf16(float* out, bf16_t* out16, float* lse, const float* qkv, int B, int N, int NH, int HS) {
   DYNAMIC_SHARED(bf16_t, smem);
   const int b = blockIdx.x;
   if (b >= B) return;  // guard
@@ -252,7 +252,11 @@ extern "C" __global__ void __launch_bounds__(128, 4)
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           const int row = mt * 16 + g + 8 * (q >> 1), col = nt * 8 + 2 * t4 + (q & 1);
-          if (row < N && col < HS) out[((long long)b * N + row) * C + h * HS + col] = o[nt][q];
+          if (row < N && col < HS) {
+            const long long k = ((long long)b * N + row) * C + h * HS + col;
+            if (out16) out16[k] = f32_to_bf16_rn(o[nt][q]);
+            else out[k] = o[nt][q];
+          }
         }
     }
   }

@@ -4,6 +4,13 @@
 // layernorm_forward_f32(out, mean, rstd, inp, weight, bias, R, C, eps)
 //   inp, out: (R, C) row-major   weight, bias: (C)   mean, rstd: (R)
 //   launch: one warp per row, block 256 → grid CEIL_DIV(R, 8)
+// layernorm_forward_bf16(out, mean, rstd, inp, weight, bias, R, C, eps)
+//   as layernorm_forward_f32 with out (R, C) stored in bf16 (a GEMM operand)   launch: as above
+// layernorm_forward_residual_f32(x, out, mean, rstd, inp, branch, scale, weight, bias, R, C, N, eps)
+//   the residual add fused in: x (=) = inp + scale[row / N]·branch (the residual stream, f32), then
+//   out, mean, rstd = LayerNorm(x); x, inp, branch, out: (R, C); scale: (R / N)   launch: one warp per row
+// layernorm_forward_residual_bf16(x, out, mean, rstd, inp, branch, scale, weight, bias, R, C, N, eps)
+//   as layernorm_forward_residual_f32 with out stored in bf16   launch: one warp per row
 // layernorm_backward_f32(dinp, dout, inp, weight, mean, rstd, R, C)
 //   dinp: (R, C) (+=, residual stream)   launch: one warp per row, block 256
 // layernorm_backward_params_partial_f32(partial, dout, inp, mean, rstd, R, C)
@@ -15,27 +22,64 @@
 //
 // CPU twin: src/backend/cpu/layernorm.rs   Tests: tests/parity/layernorm.rs, tests/gradcheck/layernorm.rs
 
-extern "C" __global__ void layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp,
-                                                 const float* weight, const float* bias, int R, int C, float eps) {
+DEV void ln_store(float* p, float v) { *p = v; }
+DEV void ln_store(bf16_t* p, float v) { *p = f32_to_bf16_rn(v); }
+
+// One warp per row. With branch non-null the row is first x = inp + scale[row / n]·branch, written to
+// xout (each lane writes and then re-reads only its own columns); then LayerNorm(x) into out.
+template <typename OutT>
+DEV void ln_forward_row(OutT* out, float* mean, float* rstd, float* xout, const float* inp, const float* branch,
+                        const float* scale, int n, const float* weight, const float* bias, int R, int C, float eps) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (row >= R) return;  // guard (whole warp)
   const float* x = inp + (long long)row * C;
-  float s = 0.f;
-  for (int j = lane; j < C; j += 32) s += x[j];
-  const float mu = warp_reduce_sum(s) / C;
+  if (branch) {
+    const float s = scale[row / n];
+    const float* y = branch + (long long)row * C;
+    float* xo = xout + (long long)row * C;
+    for (int j = lane; j < C; j += 32) xo[j] = x[j] + s * y[j];
+    x = xo;
+  }
+  float sum = 0.f;
+  for (int j = lane; j < C; j += 32) sum += x[j];
+  const float mu = warp_reduce_sum(sum) / C;
   float v = 0.f;
   for (int j = lane; j < C; j += 32) {
     const float d = x[j] - mu;
     v += d * d;
   }
   const float rs = 1.f / sqrtf(warp_reduce_sum(v) / C + eps);
-  float* o = out + (long long)row * C;
-  for (int j = lane; j < C; j += 32) o[j] = (x[j] - mu) * rs * weight[j] + bias[j];
+  OutT* o = out + (long long)row * C;
+  for (int j = lane; j < C; j += 32) ln_store(o + j, (x[j] - mu) * rs * weight[j] + bias[j]);
   if (lane == 0) {
     mean[row] = mu;
     rstd[row] = rs;
   }
+}
+
+extern "C" __global__ void layernorm_forward_f32(float* out, float* mean, float* rstd, const float* inp,
+                                                 const float* weight, const float* bias, int R, int C, float eps) {
+  ln_forward_row(out, mean, rstd, nullptr, inp, nullptr, nullptr, 1, weight, bias, R, C, eps);
+}
+
+extern "C" __global__ void layernorm_forward_bf16(bf16_t* out, float* mean, float* rstd, const float* inp,
+                                                  const float* weight, const float* bias, int R, int C, float eps) {
+  ln_forward_row(out, mean, rstd, nullptr, inp, nullptr, nullptr, 1, weight, bias, R, C, eps);
+}
+
+extern "C" __global__ void layernorm_forward_residual_f32(float* x, float* out, float* mean, float* rstd,
+                                                          const float* inp, const float* branch, const float* scale,
+                                                          const float* weight, const float* bias, int R, int C, int N,
+                                                          float eps) {
+  ln_forward_row(out, mean, rstd, x, inp, branch, scale, N, weight, bias, R, C, eps);
+}
+
+extern "C" __global__ void layernorm_forward_residual_bf16(float* x, bf16_t* out, float* mean, float* rstd,
+                                                           const float* inp, const float* branch, const float* scale,
+                                                           const float* weight, const float* bias, int R, int C, int N,
+                                                           float eps) {
+  ln_forward_row(out, mean, rstd, x, inp, branch, scale, N, weight, bias, R, C, eps);
 }
 
 extern "C" __global__ void layernorm_backward_f32(float* dinp, const float* dout, const float* inp,

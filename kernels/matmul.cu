@@ -22,11 +22,17 @@
 // matmul_forward_round_bf16(out, inp, R, C, LD)
 //   out: (R, LD) bf16 = round(inp (R, C) f32), columns C..LD zero   launch: one thread per out element
 // matmul_forward_bf16(out, inp, weight, bias, R, I, O, has_bias)
-//   out (=): (R, O) f32 = inp (R, LDI) · weight (O, LDI)ᵀ + bias, LDI = round_up(I, 8)
+//   out (=): (R, O) f32 = inp (R, LDI) · weight (O, LDI)ᵀ + bias, LDI = round_up(I, 8). The operands are
+//   bf16 activations (LayerNorm, attention and GELU outputs), the optimizer's bf16 weight copy, or a
+//   matmul_forward_round_bf16 copy where neither exists
 //   launch: grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256
-// matmul_forward_gelu_bf16(pre, act, inp, weight, bias, R, I, O)
-//   pre (=): (R, O) = inp·weightᵀ + bias (kept for the GELU backward); act (=): (R, O) = GELU(pre), exact erf,
-//   in the same epilogue   launch: as matmul_forward_bf16
+// matmul_forward_gelu_bf16(pre, act, act16, inp, weight, bias, R, I, O)
+//   pre (=): (R, O) f32 = inp·weightᵀ + bias (kept for the GELU backward); GELU(pre), exact erf, in the same
+//   epilogue, into act (f32) or, when act16 is non-null, into act16 (bf16: the next GEMM's operand)
+//   launch: as matmul_forward_bf16
+// matmul_forward_residual_bf16(out, inp, weight, bias, resid, scale, R, I, O, N)
+//   out (=): (R, O) f32 = resid + scale[row / N]·(inp·weightᵀ + bias): the residual add with its drop-path
+//   scale in the epilogue; resid: (R, O); scale: (R / N)   launch: as matmul_forward_bf16
 // matmul_backward_input_bf16(dinp, dout, weight, R, I, O)
 //   dinp (=): (R, I) f32 = dout (R, LDO) · weight (O, LDI)   launch: grid (CEIL_DIV(I,64), CEIL_DIV(R,128)), block 256
 // matmul_backward_weight_bf16(partial, dout, inp, R, I, O, rows_per_split)
@@ -142,11 +148,10 @@ extern "C" __global__ void matmul_forward_round_bf16(bf16_t* out, const float* i
 // B_K: B(k, n) at B[n·ldb + k] (K contiguous), else at B[k·ldb + n] (N contiguous).
 // Contiguous dims are zero-padded to a multiple of 8, so every 16-byte chunk is either in the
 // matrix (possibly partly padding) or wholly outside (zero-filled by cp.async with src size 0).
-// Epilogue: C = acc + bias (bias may be null); with C2 non-null also C2 = GELU(C) (exact erf), so the
-// pre-activation the GELU backward needs and the activation come out of one pass.
-template <bool A_K, bool B_K>
-DEV void mmb_gemm_tile(float* C, int ldc, const bf16_t* A, int lda, const bf16_t* B, int ldb, int M, int N,
-                       int k_begin, int k_end, const float* bias, float* C2 = nullptr) {
+// Epilogue: epi(m, n, acc) for every element of the tile inside (M, N), called by the thread that holds it.
+template <bool A_K, bool B_K, class Epi>
+DEV void mmb_gemm_tile(const bf16_t* A, int lda, const bf16_t* B, int ldb, int M, int N, int k_begin, int k_end,
+                       Epi epi) {
   constexpr int A_TILE = A_K ? MMB_BM * (MMB_BK + MMB_PAD) : MMB_BK * (MMB_BM + MMB_PAD);
   constexpr int B_TILE = B_K ? MMB_BN * (MMB_BK + MMB_PAD) : MMB_BK * (MMB_BN + MMB_PAD);
   __shared__ __align__(128) bf16_t As[MMB_STAGES * A_TILE];
@@ -236,39 +241,58 @@ DEV void mmb_gemm_tile(float* C, int ldc, const bf16_t* A, int lda, const bf16_t
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int r = m0 + wm + mt * 16 + g + 8 * (q >> 1), col = n0 + wn + nt * 8 + 2 * t4 + (q & 1);
-        if (r < M && col < N) {
-          const float v = acc[mt][nt][q] + (bias ? bias[col] : 0.f);
-          C[(long long)r * ldc + col] = v;
-          if (C2) C2[(long long)r * ldc + col] = v * 0.5f * (1.f + erff(v * SQRT1_2_F));
-        }
+        if (r < M && col < N) epi(r, col, acc[mt][nt][q]);
       }
 }
+
+DEV float mmb_gelu(float v) { return v * 0.5f * (1.f + erff(v * SQRT1_2_F)); }
 
 extern "C" __global__ void __launch_bounds__(256, 2)
     matmul_forward_bf16(float* out, const bf16_t* inp, const bf16_t* weight, const float* bias, int R, int I, int O,
                         int has_bias) {
   const int ld = CEIL_DIV(I, 8) * 8;
-  mmb_gemm_tile<true, true>(out, O, inp, ld, weight, ld, R, O, 0, I, has_bias ? bias : nullptr);
+  const float* b = has_bias ? bias : nullptr;
+  mmb_gemm_tile<true, true>(inp, ld, weight, ld, R, O, 0, I, [=](int r, int c, float a) {
+    out[(long long)r * O + c] = a + (b ? b[c] : 0.f);
+  });
 }
 
 extern "C" __global__ void __launch_bounds__(256, 2)
-    matmul_forward_gelu_bf16(float* pre, float* act, const bf16_t* inp, const bf16_t* weight, const float* bias, int R,
-                             int I, int O) {
+    matmul_forward_gelu_bf16(float* pre, float* act, bf16_t* act16, const bf16_t* inp, const bf16_t* weight,
+                             const float* bias, int R, int I, int O) {
   const int ld = CEIL_DIV(I, 8) * 8;
-  mmb_gemm_tile<true, true>(pre, O, inp, ld, weight, ld, R, O, 0, I, bias, act);
+  mmb_gemm_tile<true, true>(inp, ld, weight, ld, R, O, 0, I, [=](int r, int c, float a) {
+    const long long k = (long long)r * O + c;
+    const float v = a + bias[c];
+    pre[k] = v;
+    if (act16) act16[k] = f32_to_bf16_rn(mmb_gelu(v));
+    else act[k] = mmb_gelu(v);
+  });
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2)
+    matmul_forward_residual_bf16(float* out, const bf16_t* inp, const bf16_t* weight, const float* bias,
+                                 const float* resid, const float* scale, int R, int I, int O, int N) {
+  const int ld = CEIL_DIV(I, 8) * 8;
+  mmb_gemm_tile<true, true>(inp, ld, weight, ld, R, O, 0, I, [=](int r, int c, float a) {
+    const long long k = (long long)r * O + c;
+    out[k] = resid[k] + scale[r / N] * (a + bias[c]);
+  });
 }
 
 extern "C" __global__ void __launch_bounds__(256, 2)
     matmul_backward_input_bf16(float* dinp, const bf16_t* dout, const bf16_t* weight, int R, int I, int O) {
-  mmb_gemm_tile<true, false>(dinp, I, dout, CEIL_DIV(O, 8) * 8, weight, CEIL_DIV(I, 8) * 8, R, I, 0, O, nullptr);
+  mmb_gemm_tile<true, false>(dout, CEIL_DIV(O, 8) * 8, weight, CEIL_DIV(I, 8) * 8, R, I, 0, O,
+                             [=](int r, int c, float a) { dinp[(long long)r * I + c] = a; });
 }
 
 extern "C" __global__ void __launch_bounds__(256, 2)
     matmul_backward_weight_bf16(float* partial, const bf16_t* dout, const bf16_t* inp, int R, int I, int O,
                                 int rows_per_split) {
   const int k0 = blockIdx.z * rows_per_split, k1 = min(R, k0 + rows_per_split);
-  mmb_gemm_tile<false, false>(partial + (long long)blockIdx.z * O * I, I, dout, CEIL_DIV(O, 8) * 8, inp,
-                              CEIL_DIV(I, 8) * 8, O, I, k0, k1, nullptr);
+  float* p = partial + (long long)blockIdx.z * O * I;
+  mmb_gemm_tile<false, false>(dout, CEIL_DIV(O, 8) * 8, inp, CEIL_DIV(I, 8) * 8, O, I, k0, k1,
+                              [=](int r, int c, float a) { p[(long long)r * I + c] = a; });
 }
 
 extern "C" __global__ void matmul_backward_weight_reduce_f32(float* dweight, const float* partial, int N, int S) {

@@ -12,7 +12,7 @@ pub mod gpu;
 pub mod precision;
 pub mod select;
 
-pub use precision::Precision;
+pub use precision::{DType, Precision};
 
 use anyhow::Result;
 
@@ -42,6 +42,25 @@ pub trait Backend: Sync {
         Precision::F32
     }
     fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// A zeroed buffer for a (rows, cols) activation whose only readers are GEMMs, as an operand (the
+    /// LayerNorm outputs, the attention output, the GELU output). Stored in bf16 where the backend
+    /// computes bf16 GEMMs and a row is whole 16-byte chunks (cols % 8 == 0), so the producer writes
+    /// bf16 and the GEMMs read it without a conversion pass; f32 otherwise. The CPU twin keeps f32
+    /// storage: each of its bf16 GEMMs rounds the operand at use, which gives the same values.
+    fn zeros_act(&self, rows: usize, cols: usize) -> Result<Self::Buf> {
+        self.zeros(rows * cols)
+    }
+    /// Element type of `buf` (f32 unless it came from `zeros_act` on a bf16 backend).
+    fn dtype(&self, _buf: &Self::Buf) -> DType {
+        DType::F32
+    }
+    /// From now on keep a bf16 copy of this f32 parameter buffer beside it: `adamw_update` and
+    /// `ema_update` write it in the same pass as the f32 master (`adamw_update_bf16`, `ema_update_bf16`),
+    /// `fill` and `copy` refresh it, and the bf16 GEMMs read their weights from it instead of rounding
+    /// them per call. A no-op where GEMMs are f32, and on the CPU twin (its GEMMs round at use).
+    fn keep_bf16_copy(&self, _params: &mut Self::Buf) -> Result<()> {
+        Ok(())
+    }
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     /// Download at full precision (f64 backends lose nothing; f32 backends widen).
@@ -140,6 +159,32 @@ pub trait Backend: Sync {
         self.matmul_forward(pre, inp, params, w_off, Some(b_off), r, i, o)?;
         self.gelu_forward(act, pre, r * o)
     }
+    /// The second Linear of a residual branch, with the residual add and its drop-path scale in the GEMM
+    /// epilogue: out (=) = resid + scale[row / n]·(inp · Wᵀ + bias); out, resid: (R, O); scale: (R / n).
+    /// The backward is `residual_backward` then `matmul_backward` (the branch itself is not kept).
+    /// Backends with a fused epilogue override it (bf16: `matmul_forward_residual_bf16`).
+    fn matmul_forward_residual(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        w_off: usize,
+        b_off: usize,
+        resid: &Self::Buf,
+        scale: &Self::Buf,
+        r: usize,
+        i: usize,
+        o: usize,
+        n: usize,
+    ) -> Result<()> {
+        anyhow::ensure!(
+            n > 0 && r % n == 0,
+            "residual GEMM: {r} rows are not whole samples of {n}"
+        );
+        let mut branch = self.zeros(r * o)?;
+        self.matmul_forward(&mut branch, inp, params, w_off, Some(b_off), r, i, o)?;
+        self.residual_forward(out, resid, &branch, scale, r / n, n * o)
+    }
     /// dinp: (R, I) (=) if given; dW (+=) at dw_off, db (+=) at db_off in dparams; dout: (R, O).
     fn matmul_backward(
         &self,
@@ -169,6 +214,25 @@ pub trait Backend: Sync {
         b_off: usize,
         r: usize,
         c: usize,
+        eps: f64,
+    ) -> Result<()>;
+    /// The residual add fused with the LayerNorm after it: x (=) = inp + scale[row / n]·branch, then
+    /// out, mean, rstd = LayerNorm(x) as `layernorm_forward`. x, inp, branch, out: (R, C); scale: (R / n).
+    fn layernorm_forward_residual(
+        &self,
+        x: &mut Self::Buf,
+        out: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        inp: &Self::Buf,
+        branch: &Self::Buf,
+        scale: &Self::Buf,
+        params: &Self::Buf,
+        w_off: usize,
+        b_off: usize,
+        r: usize,
+        c: usize,
+        n: usize,
         eps: f64,
     ) -> Result<()>;
     /// dinp: (R, C) (+=, residual stream); dweight, dbias (+=).

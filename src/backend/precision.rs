@@ -33,6 +33,27 @@ impl Precision {
     }
 }
 
+/// Element type of a backend buffer. Parameters, gradients, optimizer state, the residual stream and every
+/// output a reduction or the loss reads are `F32`; with `Precision::Bf16` the activations whose only
+/// readers are GEMM operands (LayerNorm outputs, the attention output, the GELU output: see
+/// `Backend::zeros_act`) are stored as `Bf16`, and parameter buffers carry a bf16 copy that the optimizer
+/// and the EMA write in the same pass as the f32 master (`Backend::keep_bf16_copy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DType {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::Bf16 => "bf16",
+        }
+    }
+}
+
 impl std::str::FromStr for Precision {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -74,7 +74,7 @@ pub fn head_forward<B: Backend>(
     for (j, &(w_off, b_off, i, o)) in offs.mlp.iter().enumerate() {
         let mut out = be.zeros(r * o)?;
         if j + 1 < nl {
-            let mut act = be.zeros(r * o)?;
+            let mut act = be.zeros_act(r, o)?; // read only by the next GEMM
             be.matmul_forward_gelu(&mut out, &mut act, &ins[j], params, w_off, b_off, r, i, o)?;
             pre.push(out);
             ins.push(act);

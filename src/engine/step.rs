@@ -134,9 +134,14 @@ impl<B: Backend> Engine<B> {
         let bb = BackboneOffs::new(&cfg, &layout);
         let hd = HeadOffs::new(&cfg, &layout);
         let trainable_ranges = layout.trainable_ranges();
+        // The weights the bf16 GEMMs read: kept beside the f32 masters, written by AdamW and the EMA.
+        let mut student = be.upload(&state.student)?;
+        be.keep_bf16_copy(&mut student)?;
+        let mut teacher = be.upload(&state.teacher)?;
+        be.keep_bf16_copy(&mut teacher)?;
         Ok(Engine {
-            student: be.upload(&state.student)?,
-            teacher: be.upload(&state.teacher)?,
+            student,
+            teacher,
             grads: be.zeros(layout.n)?,
             adam_m: be.upload(&state.adam_m)?,
             adam_v: be.upload(&state.adam_v)?,

@@ -68,7 +68,8 @@ impl BackboneOffs {
     }
 }
 
-/// Activations of one block, kept for the backward.
+/// Activations of one block, kept for the backward. `ln1`, `attn_o`, `ln2` and `gelu` are read only by
+/// GEMMs and come from `Backend::zeros_act` (bf16 on a bf16 GPU backend).
 pub struct BlockActs<B: Backend> {
     /// LN1 output, mean, rstd: (B, N, C), (B·N), (B·N).
     pub ln1: B::Buf,
@@ -172,7 +173,8 @@ pub fn backbone_forward<B: Backend>(
             None => (be.copy_of(&ones)?, be.copy_of(&ones)?),
         };
         let x_in = xs.last().expect("xs starts non-empty");
-        let mut ln1 = be.zeros(r * c)?;
+        // Attention branch: LN1 → qkv → attention → proj.
+        let mut ln1 = be.zeros_act(r, c)?;
         let mut ln1_mean = be.zeros(r)?;
         let mut ln1_rstd = be.zeros(r)?;
         be.layernorm_forward(
@@ -190,7 +192,7 @@ pub fn backbone_forward<B: Backend>(
         let mut qkv = be.zeros(r * 3 * c)?;
         be.matmul_forward(&mut qkv, &ln1, params, o.qkv_w, Some(o.qkv_b), r, c, 3 * c)?;
         let mut att = be.zeros(b * nh * n * n)?;
-        let mut attn_o = be.zeros(r * c)?;
+        let mut attn_o = be.zeros_act(r, c)?;
         be.attention_forward(&mut attn_o, &mut att, &qkv, b, n, nh, hs)?;
         be.matmul_forward(
             &mut branch,
@@ -202,30 +204,35 @@ pub fn backbone_forward<B: Backend>(
             c,
             c,
         )?;
+        // x_mid = x_in + s1·branch and LN2(x_mid) in one pass.
         let mut x_mid = be.zeros(r * c)?;
-        be.residual_forward(&mut x_mid, x_in, &branch, &scale1, b, n * c)?;
-
-        let mut ln2 = be.zeros(r * c)?;
+        let mut ln2 = be.zeros_act(r, c)?;
         let mut ln2_mean = be.zeros(r)?;
         let mut ln2_rstd = be.zeros(r)?;
-        be.layernorm_forward(
+        be.layernorm_forward_residual(
+            &mut x_mid,
             &mut ln2,
             &mut ln2_mean,
             &mut ln2_rstd,
-            &x_mid,
+            x_in,
+            &branch,
+            &scale1,
             params,
             o.norm2_w,
             o.norm2_b,
             r,
             c,
+            n,
             cfg.ln_eps,
         )?;
+        // MLP branch: fc1 with GELU in its epilogue, fc2 with the residual add in its epilogue.
         let mut fc1 = be.zeros(r * f)?;
-        let mut gelu = be.zeros(r * f)?;
+        let mut gelu = be.zeros_act(r, f)?;
         be.matmul_forward_gelu(&mut fc1, &mut gelu, &ln2, params, o.fc1_w, o.fc1_b, r, c, f)?;
-        be.matmul_forward(&mut branch, &gelu, params, o.fc2_w, Some(o.fc2_b), r, f, c)?;
         let mut x_out = be.zeros(r * c)?;
-        be.residual_forward(&mut x_out, &x_mid, &branch, &scale2, b, n * c)?;
+        be.matmul_forward_residual(
+            &mut x_out, &gelu, params, o.fc2_w, o.fc2_b, &x_mid, &scale2, r, f, c, n,
+        )?;
         xs.push(x_mid);
         xs.push(x_out);
         blocks.push(BlockActs {

@@ -33,6 +33,78 @@ pub fn layernorm_forward<T: Real>(
         });
 }
 
+/// `layernorm_forward_residual_f32`: x (=) = inp + scale[row / n]·branch, then LayerNorm(x) as
+/// `layernorm_forward` (same arithmetic, so the fused and unfused schedules agree bit for bit).
+pub fn layernorm_forward_residual<T: Real>(
+    x: &mut [T],
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    inp: &[T],
+    branch: &[T],
+    scale: &[T],
+    w: &[T],
+    b: &[T],
+    r: usize,
+    c: usize,
+    n: usize,
+    eps: T,
+) {
+    x[..r * c]
+        .par_chunks_mut(n * c)
+        .zip(inp[..r * c].par_chunks(n * c))
+        .zip(branch[..r * c].par_chunks(n * c))
+        .zip(scale[..r / n].par_iter())
+        .for_each(|(((x, a), y), &s)| {
+            for j in 0..x.len() {
+                x[j] = a[j] + s * y[j];
+            }
+        });
+    layernorm_forward(out, mean, rstd, x, w, b, r, c, eps);
+}
+
+/// `layernorm_forward_bf16`: `layernorm_forward` with the output rounded to bf16 (stored as bf16).
+pub fn layernorm_forward_bf16<T: Real>(
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    inp: &[T],
+    w: &[T],
+    b: &[T],
+    r: usize,
+    c: usize,
+    eps: T,
+) {
+    layernorm_forward(out, mean, rstd, inp, w, b, r, c, eps);
+    round_in_place(&mut out[..r * c]);
+}
+
+/// `layernorm_forward_residual_bf16`: `layernorm_forward_residual` with the LayerNorm output rounded
+/// to bf16 (x stays f32: it is the residual stream).
+pub fn layernorm_forward_residual_bf16<T: Real>(
+    x: &mut [T],
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    inp: &[T],
+    branch: &[T],
+    scale: &[T],
+    w: &[T],
+    b: &[T],
+    r: usize,
+    c: usize,
+    n: usize,
+    eps: T,
+) {
+    layernorm_forward_residual(x, out, mean, rstd, inp, branch, scale, w, b, r, c, n, eps);
+    round_in_place(&mut out[..r * c]);
+}
+
+fn round_in_place<T: Real>(v: &mut [T]) {
+    v.par_iter_mut()
+        .for_each(|x| *x = super::matmul::round_bf16(*x));
+}
+
 /// dinp: (R, C) (+=); dw, db: (C) (+=).
 pub fn layernorm_backward<T: Real>(
     dinp: &mut [T],

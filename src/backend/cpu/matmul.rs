@@ -179,6 +179,24 @@ pub fn matmul_forward_bf16<T: Real>(
     matmul_forward(out, &x, &w, bias, r, i, o);
 }
 
+/// `matmul_forward_residual_bf16`: out (=) = resid + scale[row / n]·(bf16(inp) · bf16(W)ᵀ + bias).
+pub fn matmul_forward_residual_bf16<T: Real>(
+    out: &mut [T],
+    inp: &[T],
+    w: &[T],
+    bias: &[T],
+    resid: &[T],
+    scale: &[T],
+    r: usize,
+    i: usize,
+    o: usize,
+    n: usize,
+) {
+    let mut branch = vec![T::zero(); r * o];
+    matmul_forward_bf16(&mut branch, inp, w, Some(bias), r, i, o);
+    super::residual::residual_forward(out, resid, &branch, scale, r / n, n * o);
+}
+
 /// `matmul_backward_input_bf16`: dinp (=) = bf16(dout) · bf16(W).
 pub fn matmul_backward_input_bf16<T: Real>(
     dinp: &mut [T],

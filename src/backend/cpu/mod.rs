@@ -318,6 +318,44 @@ impl<T: Real> Backend for CpuBackend<T> {
         );
         Ok(())
     }
+    fn layernorm_forward_residual(
+        &self,
+        x: &mut Vec<T>,
+        out: &mut Vec<T>,
+        mean: &mut Vec<T>,
+        rstd: &mut Vec<T>,
+        inp: &Vec<T>,
+        branch: &Vec<T>,
+        scale: &Vec<T>,
+        params: &Vec<T>,
+        w_off: usize,
+        b_off: usize,
+        r: usize,
+        c: usize,
+        n: usize,
+        eps: f64,
+    ) -> Result<()> {
+        ensure!(
+            n > 0 && r % n == 0,
+            "residual LayerNorm: {r} rows are not whole samples of {n}"
+        );
+        layernorm::layernorm_forward_residual(
+            x,
+            out,
+            mean,
+            rstd,
+            inp,
+            branch,
+            scale,
+            &params[w_off..w_off + c],
+            &params[b_off..b_off + c],
+            r,
+            c,
+            n,
+            cast(eps),
+        );
+        Ok(())
+    }
     fn layernorm_backward(
         &self,
         dinp: &mut Vec<T>,

@@ -56,3 +56,33 @@ pub fn ema_update<T: Real>(teacher: &mut [T], student: &[T], momentum: f64) {
         .zip(student.par_iter())
         .for_each(|(t, &s)| *t = *t * m + om * s);
 }
+
+/// `adamw_update_bf16`: `adamw_update`, and the bf16 copy of the updated parameters in the same pass.
+pub fn adamw_update_bf16<T: Real>(
+    p: &mut [T],
+    p_bf16: &mut [T],
+    m: &mut [T],
+    v: &mut [T],
+    g: &[T],
+    h: AdamWHyper,
+) {
+    adamw_update(p, m, v, g, h);
+    round_into(p_bf16, p);
+}
+
+/// `ema_update_bf16`: `ema_update`, and the bf16 copy of the updated teacher in the same pass.
+pub fn ema_update_bf16<T: Real>(
+    teacher: &mut [T],
+    teacher_bf16: &mut [T],
+    student: &[T],
+    momentum: f64,
+) {
+    ema_update(teacher, student, momentum);
+    round_into(teacher_bf16, teacher);
+}
+
+fn round_into<T: Real>(dst: &mut [T], src: &[T]) {
+    dst.par_iter_mut()
+        .zip(src.par_iter())
+        .for_each(|(d, &s)| *d = super::matmul::round_bf16(s));
+}

@@ -1,8 +1,8 @@
 //! `Backend` for `GpuBackend<D>`: each op checks its extents, turns (buffer, offset) pairs into device
 //! addresses and launches one or more kernels of the matching `kernels/<family>.cu`. The grid of each
 //! launch is stated in the kernel file's header; the one-line comments here repeat it.
-use super::{AdamWHyperC, Device, GpuBackend, KArg, Kernel as K, LaunchCfg};
-use crate::backend::{AdamWHyper, Backend, Precision};
+use super::{AdamWHyperC, Device, GpuBackend, GpuBuf, KArg, Kernel as K, LaunchCfg};
+use crate::backend::{AdamWHyper, Backend, DType, Precision};
 use anyhow::{ensure, Result};
 use std::sync::Arc;
 
@@ -13,25 +13,72 @@ fn f(x: f64) -> KArg {
     KArg::F32(x as f32)
 }
 
+/// A `Backend` buffer of `GpuBackend<D>`.
+type Buf<D> = GpuBuf<<D as Device>::Mem>;
+
+fn check_extent(len: usize, off: usize, n: usize, what: &str) -> Result<()> {
+    ensure!(
+        off.checked_add(n).is_some_and(|e| e <= len),
+        "{what}: elements {off}..{} outside a buffer of {len}",
+        off.saturating_add(n)
+    );
+    Ok(())
+}
+
 impl<D: Device> GpuBackend<D> {
-    /// Address of element `off` of `m`, after checking that `off + n` fits.
-    fn at(&self, m: &D::Mem, off: usize, n: usize, what: &str) -> Result<KArg> {
-        let len = self.dev.mem_len(m);
+    /// Address of element `off` of the f32 buffer `m`, after checking its type and that `off + n` fits.
+    fn at(&self, m: &Buf<D>, off: usize, n: usize, what: &str) -> Result<KArg> {
+        self.f32_only(m, what)?;
+        check_extent(m.len, off, n, what)?;
+        Ok(KArg::Ptr(self.dev.addr(&m.mem) + 4 * off as u64))
+    }
+    fn at_mut(&self, m: &mut Buf<D>, off: usize, n: usize, what: &str) -> Result<KArg> {
+        self.f32_only(m, what)?;
+        check_extent(m.len, off, n, what)?;
+        Ok(KArg::Ptr(self.dev.addr_mut(&mut m.mem) + 4 * off as u64))
+    }
+    fn f32_only(&self, m: &Buf<D>, what: &str) -> Result<()> {
         ensure!(
-            off + n <= len,
-            "{what}: elements {off}..{} outside a buffer of {len}",
-            off + n
+            m.dtype == DType::F32,
+            "{what}: a bf16 buffer was passed where this kernel reads or writes f32"
         );
+        Ok(())
+    }
+    /// The LayerNorm output argument and whether it is stored in bf16.
+    fn ln_out(&self, out: &mut Buf<D>, n: usize) -> Result<(KArg, bool)> {
+        Ok(match out.dtype {
+            DType::F32 => (self.at_mut(out, 0, n, "ln out")?, false),
+            DType::Bf16 => (self.at_bf16_mut(out, n, "ln out")?, true),
+        })
+    }
+    /// Address of the bf16 buffer `m` (element 0), after checking its type and that `n` elements fit.
+    fn at_bf16(&self, m: &Buf<D>, n: usize, what: &str) -> Result<KArg> {
+        ensure!(m.dtype == DType::Bf16, "{what}: expected a bf16 buffer");
+        check_extent(m.len, 0, n, what)?;
+        Ok(KArg::Ptr(self.dev.addr(&m.mem)))
+    }
+    fn at_bf16_mut(&self, m: &mut Buf<D>, n: usize, what: &str) -> Result<KArg> {
+        ensure!(m.dtype == DType::Bf16, "{what}: expected a bf16 buffer");
+        check_extent(m.len, 0, n, what)?;
+        Ok(KArg::Ptr(self.dev.addr_mut(&mut m.mem)))
+    }
+    /// Address of element `off` of a scratch (raw f32 word) buffer.
+    fn raw_at(&self, m: &D::Mem, off: usize, n: usize, what: &str) -> Result<KArg> {
+        check_extent(self.dev.mem_len(m), off, n, what)?;
         Ok(KArg::Ptr(self.dev.addr(m) + 4 * off as u64))
     }
-    fn at_mut(&self, m: &mut D::Mem, off: usize, n: usize, what: &str) -> Result<KArg> {
-        let len = self.dev.mem_len(m);
-        ensure!(
-            off + n <= len,
-            "{what}: elements {off}..{} outside a buffer of {len}",
-            off + n
-        );
+    fn raw_at_mut(&self, m: &mut D::Mem, off: usize, n: usize, what: &str) -> Result<KArg> {
+        check_extent(self.dev.mem_len(m), off, n, what)?;
         Ok(KArg::Ptr(self.dev.addr_mut(m) + 4 * off as u64))
+    }
+    fn f32_buf(&self, mem: D::Mem) -> Buf<D> {
+        let len = self.dev.mem_len(&mem);
+        GpuBuf {
+            mem,
+            dtype: DType::F32,
+            len,
+            bf16: None,
+        }
     }
     fn go(&self, k: K, cfg: LaunchCfg, args: &[KArg]) -> Result<()> {
         self.dev.launch(k, cfg, args)
@@ -61,7 +108,7 @@ impl<D: Device> GpuBackend<D> {
 }
 
 impl<D: Device> Backend for GpuBackend<D> {
-    type Buf = D::Mem;
+    type Buf = Buf<D>;
 
     fn name(&self) -> String {
         match self.precision {
@@ -72,47 +119,77 @@ impl<D: Device> Backend for GpuBackend<D> {
     fn precision(&self) -> Precision {
         self.precision
     }
-    fn zeros(&self, n: usize) -> Result<D::Mem> {
-        self.dev.alloc_zeros(n)
+    fn zeros(&self, n: usize) -> Result<Buf<D>> {
+        Ok(self.f32_buf(self.dev.alloc_zeros(n)?))
     }
-    fn upload(&self, host: &[f32]) -> Result<D::Mem> {
-        self.dev.htod(host)
+    fn zeros_act(&self, rows: usize, cols: usize) -> Result<Buf<D>> {
+        let n = rows * cols;
+        if self.precision != Precision::Bf16 || cols % 8 != 0 {
+            return self.zeros(n);
+        }
+        Ok(GpuBuf {
+            mem: self.dev.alloc_zeros(n.div_ceil(2).max(1))?,
+            dtype: DType::Bf16,
+            len: n,
+            bf16: None,
+        })
     }
-    fn download(&self, buf: &D::Mem) -> Result<Vec<f32>> {
+    fn dtype(&self, buf: &Buf<D>) -> DType {
+        buf.dtype
+    }
+    fn keep_bf16_copy(&self, params: &mut Buf<D>) -> Result<()> {
+        if self.precision != Precision::Bf16 || params.bf16.is_some() {
+            return Ok(());
+        }
+        self.f32_only(params, "bf16 weight copy")?;
+        params.bf16 = Some(self.dev.alloc_zeros(params.len.div_ceil(2).max(1))?);
+        self.refresh_bf16_copy(params, 0, params.len)
+    }
+    fn upload(&self, host: &[f32]) -> Result<Buf<D>> {
+        Ok(self.f32_buf(self.dev.htod(host)?))
+    }
+    fn download(&self, buf: &Buf<D>) -> Result<Vec<f32>> {
         self.dev.synchronize()?;
-        self.dev.dtoh(buf)
+        let words = self.dev.dtoh(&buf.mem)?;
+        Ok(match buf.dtype {
+            DType::F32 => words,
+            DType::Bf16 => unpack_bf16(&words, buf.len),
+        })
     }
-    fn buf_len(&self, buf: &D::Mem) -> usize {
-        self.dev.mem_len(buf)
+    fn buf_len(&self, buf: &Buf<D>) -> usize {
+        buf.len
     }
-    fn fill(&self, buf: &mut D::Mem, off: usize, n: usize, value: f64) -> Result<()> {
+    fn fill(&self, buf: &mut Buf<D>, off: usize, n: usize, value: f64) -> Result<()> {
         // reduce_fill_f32: one thread per element
         let p = self.at_mut(buf, off, n, "fill")?;
         self.go(
             K::reduce_fill_f32,
             LaunchCfg::linear(n),
             &[p, f(value), i(n)],
-        )
+        )?;
+        self.refresh_bf16_copy(buf, off, n)
     }
     fn copy(
         &self,
-        dst: &mut D::Mem,
+        dst: &mut Buf<D>,
         dst_off: usize,
-        src: &D::Mem,
+        src: &Buf<D>,
         src_off: usize,
         n: usize,
     ) -> Result<()> {
-        ensure!(
-            dst_off + n <= self.dev.mem_len(dst) && src_off + n <= self.dev.mem_len(src),
-            "copy out of bounds"
-        );
-        self.dev.copy_d2d(dst, dst_off, src, src_off, n)
+        self.f32_only(dst, "copy destination")?;
+        self.f32_only(src, "copy source")?;
+        check_extent(dst.len, dst_off, n, "copy destination")?;
+        check_extent(src.len, src_off, n, "copy source")?;
+        self.dev
+            .copy_d2d(&mut dst.mem, dst_off, &src.mem, src_off, n)?;
+        self.refresh_bf16_copy(dst, dst_off, n)
     }
 
     fn patch_embed_im2col(
         &self,
-        out: &mut D::Mem,
-        img: &D::Mem,
+        out: &mut Buf<D>,
+        img: &Buf<D>,
         b: usize,
         ch: usize,
         h: usize,
@@ -131,12 +208,12 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn patch_embed_tokens_forward(
         &self,
-        x: &mut D::Mem,
-        patch_out: &D::Mem,
-        params: &D::Mem,
+        x: &mut Buf<D>,
+        patch_out: &Buf<D>,
+        params: &Buf<D>,
         cls_off: usize,
         pos_off: usize,
-        interp: &D::Mem,
+        interp: &Buf<D>,
         b: usize,
         p: usize,
         g2: usize,
@@ -163,12 +240,12 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn patch_embed_tokens_backward(
         &self,
-        dparams: &mut D::Mem,
+        dparams: &mut Buf<D>,
         cls_off: usize,
         pos_off: usize,
-        dpatch_out: &mut D::Mem,
-        dx: &D::Mem,
-        interp: &D::Mem,
+        dpatch_out: &mut Buf<D>,
+        dx: &Buf<D>,
+        interp: &Buf<D>,
         b: usize,
         p: usize,
         g2: usize,
@@ -184,7 +261,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             &[dpa, dxa, i(b), i(p), i(c)],
         )?;
         let mut sum = self.dev.alloc_zeros(n * c)?;
-        let sa = self.at_mut(&mut sum, 0, n * c, "tokens sum")?;
+        let sa = self.raw_at_mut(&mut sum, 0, n * c, "tokens sum")?;
         // one thread per (token, channel): sum over images in order
         self.go(
             K::patch_embed_tokens_backward_sum_f32,
@@ -194,7 +271,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         let args = [
             self.at_mut(dparams, cls_off, c, "dcls")?,
             self.at_mut(dparams, pos_off, (1 + g2) * c, "dpos")?,
-            self.at(&sum, 0, n * c, "tokens sum")?,
+            self.raw_at(&sum, 0, n * c, "tokens sum")?,
             self.at(interp, 0, p * g2, "interp")?,
             i(p),
             i(g2),
@@ -210,9 +287,9 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn matmul_forward(
         &self,
-        out: &mut D::Mem,
-        inp: &D::Mem,
-        params: &D::Mem,
+        out: &mut Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
         w_off: usize,
         b_off: Option<usize>,
         r: usize,
@@ -241,10 +318,10 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn matmul_forward_gelu(
         &self,
-        pre: &mut D::Mem,
-        act: &mut D::Mem,
-        inp: &D::Mem,
-        params: &D::Mem,
+        pre: &mut Buf<D>,
+        act: &mut Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
         w_off: usize,
         b_off: usize,
         r: usize,
@@ -256,23 +333,59 @@ impl<D: Device> Backend for GpuBackend<D> {
             return self.gelu_forward(act, pre, r * o);
         }
         let y = self.at_mut(pre, 0, r * o, "matmul pre")?;
-        let g = self.at_mut(act, 0, r * o, "matmul act")?;
+        let (g, g16) = match act.dtype {
+            DType::F32 => (self.at_mut(act, 0, r * o, "matmul act")?, KArg::Ptr(0)),
+            DType::Bf16 => (KArg::Ptr(0), self.at_bf16_mut(act, r * o, "matmul act")?),
+        };
         let bias = self.at(params, b_off, o, "bias")?;
         self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
             // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256; bias + GELU in the epilogue
-            let args = [y, g, x, w, bias, i(r), i(ii), i(o)];
+            let args = [y, g, g16, x, w, bias, i(r), i(ii), i(o)];
             self.go(K::matmul_forward_gelu_bf16, gemm_tiles(o, r, 1), &args)
+        })
+    }
+    fn matmul_forward_residual(
+        &self,
+        out: &mut Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
+        w_off: usize,
+        b_off: usize,
+        resid: &Buf<D>,
+        scale: &Buf<D>,
+        r: usize,
+        ii: usize,
+        o: usize,
+        n: usize,
+    ) -> Result<()> {
+        ensure!(
+            n > 0 && r % n == 0,
+            "residual GEMM: {r} rows are not whole samples of {n}"
+        );
+        if self.precision != Precision::Bf16 {
+            let mut branch = self.zeros(r * o)?;
+            self.matmul_forward(&mut branch, inp, params, w_off, Some(b_off), r, ii, o)?;
+            return self.residual_forward(out, resid, &branch, scale, r / n, n * o);
+        }
+        let y = self.at_mut(out, 0, r * o, "matmul out")?;
+        let bias = self.at(params, b_off, o, "bias")?;
+        let res = self.at(resid, 0, r * o, "matmul resid")?;
+        let sc = self.at(scale, 0, r / n, "matmul scale")?;
+        self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
+            // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256; bias, scale and residual in the epilogue
+            let args = [y, x, w, bias, res, sc, i(r), i(ii), i(o), i(n)];
+            self.go(K::matmul_forward_residual_bf16, gemm_tiles(o, r, 1), &args)
         })
     }
     fn matmul_backward(
         &self,
-        dinp: Option<&mut D::Mem>,
-        dparams: &mut D::Mem,
+        dinp: Option<&mut Buf<D>>,
+        dparams: &mut Buf<D>,
         dw_off: usize,
         db_off: Option<usize>,
-        dout: &D::Mem,
-        inp: &D::Mem,
-        params: &D::Mem,
+        dout: &Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
         w_off: usize,
         r: usize,
         ii: usize,
@@ -313,19 +426,20 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn layernorm_forward(
         &self,
-        out: &mut D::Mem,
-        mean: &mut D::Mem,
-        rstd: &mut D::Mem,
-        inp: &D::Mem,
-        params: &D::Mem,
+        out: &mut Buf<D>,
+        mean: &mut Buf<D>,
+        rstd: &mut Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
         w_off: usize,
         b_off: usize,
         r: usize,
         c: usize,
         eps: f64,
     ) -> Result<()> {
+        let (o, k) = self.ln_out(out, r * c)?;
         let args = [
-            self.at_mut(out, 0, r * c, "ln out")?,
+            o,
             self.at_mut(mean, 0, r, "ln mean")?,
             self.at_mut(rstd, 0, r, "ln rstd")?,
             self.at(inp, 0, r * c, "ln inp")?,
@@ -336,20 +450,70 @@ impl<D: Device> Backend for GpuBackend<D> {
             f(eps),
         ];
         // one warp per row, 8 rows per block of 256
-        self.go(K::layernorm_forward_f32, LaunchCfg::warp_per_row(r), &args)
+        let k = if k {
+            K::layernorm_forward_bf16
+        } else {
+            K::layernorm_forward_f32
+        };
+        self.go(k, LaunchCfg::warp_per_row(r), &args)
+    }
+    fn layernorm_forward_residual(
+        &self,
+        x: &mut Buf<D>,
+        out: &mut Buf<D>,
+        mean: &mut Buf<D>,
+        rstd: &mut Buf<D>,
+        inp: &Buf<D>,
+        branch: &Buf<D>,
+        scale: &Buf<D>,
+        params: &Buf<D>,
+        w_off: usize,
+        b_off: usize,
+        r: usize,
+        c: usize,
+        n: usize,
+        eps: f64,
+    ) -> Result<()> {
+        ensure!(
+            n > 0 && r % n == 0,
+            "residual LayerNorm: {r} rows are not whole samples of {n}"
+        );
+        let (o, k) = self.ln_out(out, r * c)?;
+        let args = [
+            self.at_mut(x, 0, r * c, "ln x")?,
+            o,
+            self.at_mut(mean, 0, r, "ln mean")?,
+            self.at_mut(rstd, 0, r, "ln rstd")?,
+            self.at(inp, 0, r * c, "ln inp")?,
+            self.at(branch, 0, r * c, "ln branch")?,
+            self.at(scale, 0, r / n, "ln scale")?,
+            self.at(params, w_off, c, "ln weight")?,
+            self.at(params, b_off, c, "ln bias")?,
+            i(r),
+            i(c),
+            i(n),
+            f(eps),
+        ];
+        // one warp per row, 8 rows per block of 256
+        let k = if k {
+            K::layernorm_forward_residual_bf16
+        } else {
+            K::layernorm_forward_residual_f32
+        };
+        self.go(k, LaunchCfg::warp_per_row(r), &args)
     }
     fn layernorm_backward(
         &self,
-        dinp: &mut D::Mem,
-        dparams: &mut D::Mem,
+        dinp: &mut Buf<D>,
+        dparams: &mut Buf<D>,
         dw_off: usize,
         db_off: usize,
-        dout: &D::Mem,
-        inp: &D::Mem,
-        params: &D::Mem,
+        dout: &Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
         w_off: usize,
-        mean: &D::Mem,
-        rstd: &D::Mem,
+        mean: &Buf<D>,
+        rstd: &Buf<D>,
         r: usize,
         c: usize,
     ) -> Result<()> {
@@ -371,7 +535,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         self.go(K::layernorm_backward_f32, LaunchCfg::warp_per_row(r), &args)?;
         let nb = r.div_ceil(LN_PARAM_ROWS).max(1);
         let mut partial = self.take(2 * nb * c)?;
-        let pa = self.at_mut(&mut partial, 0, 2 * nb * c, "ln param partial")?;
+        let pa = self.raw_at_mut(&mut partial, 0, 2 * nb * c, "ln param partial")?;
         let cfg = LaunchCfg {
             grid: [c.div_ceil(32) as u32, nb as u32, 1],
             block: [32, 8, 1],
@@ -405,9 +569,9 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn attention_forward(
         &self,
-        out: &mut D::Mem,
-        att: &mut D::Mem,
-        qkv: &D::Mem,
+        out: &mut Buf<D>,
+        att: &mut Buf<D>,
+        qkv: &Buf<D>,
         b: usize,
         n: usize,
         nh: usize,
@@ -416,8 +580,13 @@ impl<D: Device> Backend for GpuBackend<D> {
         let c = nh * hs;
         if self.precision.bf16_attention(n, hs) {
             let smem = attention_smem(n, hs, false)?;
+            let (o, o16) = match out.dtype {
+                DType::F32 => (self.at_mut(out, 0, b * n * c, "attn out")?, KArg::Ptr(0)),
+                DType::Bf16 => (KArg::Ptr(0), self.at_bf16_mut(out, b * n * c, "attn out")?),
+            };
             let args = [
-                self.at_mut(out, 0, b * n * c, "attn out")?,
+                o,
+                o16,
                 self.at_mut(att, 0, b * nh * n, "attn lse")?,
                 self.at(qkv, 0, b * n * 3 * c, "attn qkv")?,
                 i(b),
@@ -427,6 +596,12 @@ impl<D: Device> Backend for GpuBackend<D> {
             ];
             // one CTA of 4 warps per image, all heads; dynamic smem 3·NP·(HP+8)·2 B
             return self.go(K::attention_forward_bf16, attention_cfg(b, smem), &args);
+        }
+        if out.dtype == DType::Bf16 {
+            // the f32 kernel writes f32: into scratch, then rounded into the bf16 activation
+            let mut tmp = self.zeros(b * n * c)?;
+            self.attention_forward(&mut tmp, att, qkv, b, n, nh, hs)?;
+            return self.round_into(out, &tmp, b * n * c);
         }
         let args = [
             self.at_mut(out, 0, b * n * c, "attn out")?,
@@ -446,11 +621,11 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn attention_backward(
         &self,
-        dqkv: &mut D::Mem,
-        datt: &mut D::Mem,
-        dout: &D::Mem,
-        qkv: &D::Mem,
-        att: &D::Mem,
+        dqkv: &mut Buf<D>,
+        datt: &mut Buf<D>,
+        dout: &Buf<D>,
+        qkv: &Buf<D>,
+        att: &Buf<D>,
         b: usize,
         n: usize,
         nh: usize,
@@ -510,7 +685,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         )
     }
 
-    fn gelu_forward(&self, out: &mut D::Mem, inp: &D::Mem, n: usize) -> Result<()> {
+    fn gelu_forward(&self, out: &mut Buf<D>, inp: &Buf<D>, n: usize) -> Result<()> {
         let args = [
             self.at_mut(out, 0, n, "gelu out")?,
             self.at(inp, 0, n, "gelu inp")?,
@@ -520,9 +695,9 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn gelu_backward(
         &self,
-        dinp: &mut D::Mem,
-        dout: &D::Mem,
-        inp: &D::Mem,
+        dinp: &mut Buf<D>,
+        dout: &Buf<D>,
+        inp: &Buf<D>,
         n: usize,
     ) -> Result<()> {
         let args = [
@@ -536,10 +711,10 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn residual_forward(
         &self,
-        out: &mut D::Mem,
-        inp: &D::Mem,
-        branch: &D::Mem,
-        scale: &D::Mem,
+        out: &mut Buf<D>,
+        inp: &Buf<D>,
+        branch: &Buf<D>,
+        scale: &Buf<D>,
         b: usize,
         m: usize,
     ) -> Result<()> {
@@ -555,9 +730,9 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn residual_backward(
         &self,
-        dbranch: &mut D::Mem,
-        dout: &D::Mem,
-        scale: &D::Mem,
+        dbranch: &mut Buf<D>,
+        dout: &Buf<D>,
+        scale: &Buf<D>,
         b: usize,
         m: usize,
     ) -> Result<()> {
@@ -572,8 +747,8 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn residual_cls_gather(
         &self,
-        out: &mut D::Mem,
-        x: &D::Mem,
+        out: &mut Buf<D>,
+        x: &Buf<D>,
         b: usize,
         n: usize,
         c: usize,
@@ -589,8 +764,8 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn residual_cls_scatter(
         &self,
-        dx: &mut D::Mem,
-        dout: &D::Mem,
+        dx: &mut Buf<D>,
+        dout: &Buf<D>,
         b: usize,
         n: usize,
         c: usize,
@@ -606,8 +781,8 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn residual_copy_cols(
         &self,
-        out: &mut D::Mem,
-        inp: &D::Mem,
+        out: &mut Buf<D>,
+        inp: &Buf<D>,
         r: usize,
         c: usize,
         tc: usize,
@@ -631,8 +806,8 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn set_mean_forward(
         &self,
-        out: &mut D::Mem,
-        inp: &D::Mem,
+        out: &mut Buf<D>,
+        inp: &Buf<D>,
         s: usize,
         n: usize,
         c: usize,
@@ -648,8 +823,8 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn set_mean_backward(
         &self,
-        dinp: &mut D::Mem,
-        dout: &D::Mem,
+        dinp: &mut Buf<D>,
+        dout: &Buf<D>,
         s: usize,
         n: usize,
         c: usize,
@@ -670,9 +845,9 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn l2norm_forward(
         &self,
-        out: &mut D::Mem,
-        norm: &mut D::Mem,
-        inp: &D::Mem,
+        out: &mut Buf<D>,
+        norm: &mut Buf<D>,
+        inp: &Buf<D>,
         r: usize,
         c: usize,
         eps: f64,
@@ -689,10 +864,10 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn l2norm_backward(
         &self,
-        dinp: &mut D::Mem,
-        dout: &D::Mem,
-        out: &D::Mem,
-        norm: &D::Mem,
+        dinp: &mut Buf<D>,
+        dout: &Buf<D>,
+        out: &Buf<D>,
+        norm: &Buf<D>,
         r: usize,
         c: usize,
         eps: f64,
@@ -711,9 +886,9 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn weightnorm_forward(
         &self,
-        w: &mut D::Mem,
-        norm: &mut D::Mem,
-        params: &D::Mem,
+        w: &mut Buf<D>,
+        norm: &mut Buf<D>,
+        params: &Buf<D>,
         v_off: usize,
         g_off: usize,
         k: usize,
@@ -731,12 +906,12 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn weightnorm_backward(
         &self,
-        dparams: &mut D::Mem,
+        dparams: &mut Buf<D>,
         v_off: usize,
-        dw: &D::Mem,
-        params: &D::Mem,
+        dw: &Buf<D>,
+        params: &Buf<D>,
         g_off: usize,
-        norm: &D::Mem,
+        norm: &Buf<D>,
         k: usize,
         c: usize,
     ) -> Result<()> {
@@ -758,12 +933,12 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn dino_loss_forward_backward(
         &self,
-        loss: &mut D::Mem,
-        dstudent: &mut D::Mem,
-        tprobs: &mut D::Mem,
-        student: &D::Mem,
-        teacher: &D::Mem,
-        center: &D::Mem,
+        loss: &mut Buf<D>,
+        dstudent: &mut Buf<D>,
+        tprobs: &mut Buf<D>,
+        student: &Buf<D>,
+        teacher: &Buf<D>,
+        center: &Buf<D>,
         v: usize,
         s: usize,
         k: usize,
@@ -789,7 +964,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         let terms = (2 * v - 2) as f64;
         let args = [
             self.at_mut(dstudent, 0, v * s * k, "dstudent")?,
-            self.at_mut(&mut row_loss, 0, v * s, "row loss")?,
+            self.raw_at_mut(&mut row_loss, 0, v * s, "row loss")?,
             self.at(student, 0, v * s * k, "student")?,
             self.at(tprobs, 0, 2 * s * k, "tprobs")?,
             i(v),
@@ -806,7 +981,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         )?;
         let args = [
             self.at_mut(loss, 0, 1, "loss")?,
-            self.at(&row_loss, 0, v * s, "row loss")?,
+            self.raw_at(&row_loss, 0, v * s, "row loss")?,
             i(v * s),
             f(1.0 / (s as f64 * terms)),
         ];
@@ -819,8 +994,8 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn dino_loss_center_update(
         &self,
-        center: &mut D::Mem,
-        teacher: &D::Mem,
+        center: &mut Buf<D>,
+        teacher: &Buf<D>,
         r: usize,
         k: usize,
         momentum: f64,
@@ -839,16 +1014,16 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn augment_render(
         &self,
-        out: &mut D::Mem,
-        src: &D::Mem,
-        params: &D::Mem,
+        out: &mut Buf<D>,
+        src: &Buf<D>,
+        params: &Buf<D>,
         n: usize,
         c: usize,
         crop: usize,
         size: usize,
     ) -> Result<()> {
         let total = n * c * size * size;
-        let cells = self.dev.mem_len(src) / (c * crop * crop).max(1);
+        let cells = src.len / (c * crop * crop).max(1);
         ensure!(cells > 0, "augment: no source crops");
         let args = [
             self.at_mut(out, 0, total, "augment out")?,
@@ -864,8 +1039,8 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn augment_normalize_ntc(
         &self,
-        x: &mut D::Mem,
-        stats: &D::Mem,
+        x: &mut Buf<D>,
+        stats: &Buf<D>,
         n: usize,
         c: usize,
         hw: usize,
@@ -886,7 +1061,7 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn augment_normalize_zscore(
         &self,
-        x: &mut D::Mem,
+        x: &mut Buf<D>,
         n: usize,
         c: usize,
         hw: usize,
@@ -907,14 +1082,14 @@ impl<D: Device> Backend for GpuBackend<D> {
 
     fn reduce_clip_per_tensor(
         &self,
-        grads: &mut D::Mem,
+        grads: &mut Buf<D>,
         ranges: &[(usize, usize)],
         max_norm: f64,
     ) -> Result<()> {
         if ranges.is_empty() {
             return Ok(());
         }
-        let len = self.dev.mem_len(grads);
+        let len = grads.len;
         for &(o, l) in ranges {
             ensure!(
                 o + l <= len,
@@ -926,27 +1101,33 @@ impl<D: Device> Backend for GpuBackend<D> {
         let t = ranges.len();
         let mut norms = self.dev.alloc_zeros(t)?;
         let g = self.at(grads, 0, len, "grads")?;
-        let tab = self.at(&table, 0, 2 * t, "range table")?;
+        let tab = self.raw_at(&table, 0, 2 * t, "range table")?;
         // one block of 256 per tensor
         self.go(
             K::reduce_clip_per_tensor_sumsq_f32,
             LaunchCfg::block_per_row(t, 256),
-            &[self.at_mut(&mut norms, 0, t, "norms")?, g, tab, i(t)],
+            &[self.raw_at_mut(&mut norms, 0, t, "norms")?, g, tab, i(t)],
         )?;
         let g = self.at_mut(grads, 0, len, "grads")?;
         // one block of 256 per tensor
         self.go(
             K::reduce_clip_per_tensor_scale_f32,
             LaunchCfg::block_per_row(t, 256),
-            &[g, self.at(&norms, 0, t, "norms")?, tab, i(t), f(max_norm)],
+            &[
+                g,
+                self.raw_at(&norms, 0, t, "norms")?,
+                tab,
+                i(t),
+                f(max_norm),
+            ],
         )
     }
     fn adamw_update(
         &self,
-        params: &mut D::Mem,
-        m: &mut D::Mem,
-        v: &mut D::Mem,
-        grads: &D::Mem,
+        params: &mut Buf<D>,
+        m: &mut Buf<D>,
+        v: &mut Buf<D>,
+        grads: &Buf<D>,
         lo: usize,
         hi: usize,
         h: AdamWHyper,
@@ -965,32 +1146,67 @@ impl<D: Device> Backend for GpuBackend<D> {
             eps: h.eps as f32,
             _pad: 0.0,
         };
-        let args = [
-            self.at_mut(params, lo, n, "adamw params")?,
+        let p = self.at_mut(params, lo, n, "adamw params")?;
+        let rest = [
             self.at_mut(m, lo, n, "adamw m")?,
             self.at_mut(v, lo, n, "adamw v")?,
             self.at(grads, lo, n, "adamw grads")?,
             i(n),
             KArg::AdamW(hc),
         ];
-        self.go(K::adamw_update_f32, LaunchCfg::linear(n), &args)
+        // one thread per element; with a kept bf16 copy, it is written in the same pass
+        match params.bf16.as_mut() {
+            None => self.go(
+                K::adamw_update_f32,
+                LaunchCfg::linear(n),
+                &[&[p][..], &rest].concat(),
+            ),
+            Some(copy) => {
+                let p16 = KArg::Ptr(self.dev.addr_mut(copy) + 2 * lo as u64);
+                let args = [&[p, p16][..], &rest].concat();
+                self.go(K::adamw_update_bf16, LaunchCfg::linear(n), &args)
+            }
+        }
     }
     fn ema_update(
         &self,
-        teacher: &mut D::Mem,
-        student: &D::Mem,
+        teacher: &mut Buf<D>,
+        student: &Buf<D>,
         n: usize,
         momentum: f64,
     ) -> Result<()> {
-        let args = [
-            self.at_mut(teacher, 0, n, "ema teacher")?,
+        let t = self.at_mut(teacher, 0, n, "ema teacher")?;
+        let rest = [
             self.at(student, 0, n, "ema student")?,
             i(n),
             f(momentum),
             f(1.0 - momentum),
         ];
-        self.go(K::ema_update_f32, LaunchCfg::linear(n), &args)
+        // one thread per element; with a kept bf16 copy, it is written in the same pass
+        match teacher.bf16.as_mut() {
+            None => self.go(
+                K::ema_update_f32,
+                LaunchCfg::linear(n),
+                &[&[t][..], &rest].concat(),
+            ),
+            Some(copy) => {
+                let t16 = KArg::Ptr(self.dev.addr_mut(copy));
+                let args = [&[t, t16][..], &rest].concat();
+                self.go(K::ema_update_bf16, LaunchCfg::linear(n), &args)
+            }
+        }
     }
+}
+
+/// Elements of a bf16 buffer from its 32-bit words (two per word, the lower index in the low half).
+fn unpack_bf16(words: &[f32], len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|k| {
+            let w = words[k / 2].to_bits();
+            let h = if k % 2 == 0 { w & 0xffff } else { w >> 16 };
+            f32::from_bits(h << 16)
+        })
+        .collect()
 }
 
 /// 16×16 thread tiles over a (cols × rows) output.
@@ -1032,7 +1248,7 @@ impl<D: Device> GpuBackend<D> {
     fn matmul_backward_bias(&self, db: KArg, dy: KArg, r: usize, o: usize) -> Result<()> {
         let nb = r.div_ceil(MM_BIAS_ROWS).max(1);
         let mut partial = self.take(nb * o)?;
-        let pa = self.at_mut(&mut partial, 0, nb * o, "dbias partial")?;
+        let pa = self.raw_at_mut(&mut partial, 0, nb * o, "dbias partial")?;
         let cfg = LaunchCfg {
             grid: [o.div_ceil(32) as u32, nb as u32, 1],
             block: [32, 8, 1],
@@ -1059,7 +1275,7 @@ impl<D: Device> GpuBackend<D> {
     /// A bf16 copy of the (rows, cols) f32 matrix at `off` of `src`, leading dimension round_up(cols, 8).
     fn bf16_copy(
         &self,
-        src: &D::Mem,
+        src: &Buf<D>,
         off: usize,
         rows: usize,
         cols: usize,
@@ -1091,9 +1307,9 @@ impl<D: Device> GpuBackend<D> {
 
     fn matmul_forward_bf16(
         &self,
-        out: &mut D::Mem,
-        inp: &D::Mem,
-        params: &D::Mem,
+        out: &mut Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
         w_off: usize,
         bias: KArg,
         r: usize,
@@ -1109,94 +1325,157 @@ impl<D: Device> GpuBackend<D> {
         })
     }
 
-    /// Runs `f` with the device addresses of bf16 copies of inp (R, I) and of the weight (O, I) at
-    /// `w_off` of `params` (scratch buffers, given back afterwards).
+    /// The bf16 GEMM operand for the (rows, cols) matrix at `off` of `src`: the buffer itself when it
+    /// is stored in bf16 (an activation from `zeros_act`), its kept bf16 copy when that is 16-byte
+    /// aligned (weights, `keep_bf16_copy`), else a rounded copy in scratch (`matmul_forward_round_bf16`),
+    /// returned with the address so the caller gives it back.
+    fn bf16_operand(
+        &self,
+        src: &Buf<D>,
+        off: usize,
+        rows: usize,
+        cols: usize,
+        what: &str,
+    ) -> Result<(KArg, Option<D::Mem>)> {
+        if src.dtype == DType::Bf16 {
+            ensure!(
+                off == 0 && cols % 8 == 0,
+                "{what}: a bf16 operand must start at element 0 with whole 16-byte rows (cols {cols})"
+            );
+            return Ok((self.at_bf16(src, rows * cols, what)?, None));
+        }
+        if let Some(copy) = &src.bf16 {
+            if off % 8 == 0 && cols % 8 == 0 {
+                check_extent(src.len, off, rows * cols, what)?;
+                return Ok((KArg::Ptr(self.dev.addr(copy) + 2 * off as u64), None));
+            }
+        }
+        let m = self.bf16_copy(src, off, rows, cols, what)?;
+        Ok((KArg::Ptr(self.dev.addr(&m)), Some(m)))
+    }
+
+    /// Gives back the scratch buffers of `bf16_operand`.
+    fn give_all(&self, ms: impl IntoIterator<Item = Option<D::Mem>>) {
+        for m in ms.into_iter().flatten() {
+            self.give(m);
+        }
+    }
+
+    /// Runs `f` with the bf16 operands of inp (R, I) and of the weight (O, I) at `w_off` of `params`.
     fn with_bf16_x_w(
         &self,
-        inp: &D::Mem,
-        params: &D::Mem,
+        inp: &Buf<D>,
+        params: &Buf<D>,
         w_off: usize,
         r: usize,
         ii: usize,
         o: usize,
         f: impl FnOnce(KArg, KArg) -> Result<()>,
     ) -> Result<()> {
-        let x = self.bf16_copy(inp, 0, r, ii, "matmul inp")?;
-        let w = match self.bf16_copy(params, w_off, o, ii, "matmul weight") {
+        let (x, xs) = self.bf16_operand(inp, 0, r, ii, "matmul inp")?;
+        let (w, ws) = match self.bf16_operand(params, w_off, o, ii, "matmul weight") {
             Ok(w) => w,
             Err(e) => {
-                self.give(x);
+                self.give_all([xs]);
                 return Err(e);
             }
         };
-        let res = f(KArg::Ptr(self.dev.addr(&x)), KArg::Ptr(self.dev.addr(&w)));
-        self.give(x);
-        self.give(w);
+        let res = f(x, w);
+        self.give_all([xs, ws]);
         res
+    }
+
+    /// dst (bf16) = round_bf16(src (f32)), n elements.
+    fn round_into(&self, dst: &mut Buf<D>, src: &Buf<D>, n: usize) -> Result<()> {
+        ensure!(
+            n <= i32::MAX as usize,
+            "bf16 copy: {n} elements is beyond the 2^31 limit"
+        );
+        let args = [
+            self.at_bf16_mut(dst, n, "bf16 out")?,
+            self.at(src, 0, n, "f32 in")?,
+            i(1),
+            i(n),
+            i(n),
+        ];
+        // one thread per element: a (1, n) matrix without padding
+        self.go(K::matmul_forward_round_bf16, LaunchCfg::linear(n), &args)
+    }
+
+    /// Re-rounds elements [off, off + n) of the kept bf16 copy of `buf`, if it has one.
+    fn refresh_bf16_copy(&self, buf: &mut Buf<D>, off: usize, n: usize) -> Result<()> {
+        if buf.bf16.is_none() || n == 0 {
+            return Ok(());
+        }
+        ensure!(
+            n <= i32::MAX as usize,
+            "bf16 weight copy: {n} elements is beyond the 2^31 limit"
+        );
+        let x = self.at(buf, off, n, "bf16 weight copy source")?;
+        let copy = buf.bf16.as_mut().expect("checked above");
+        let d = KArg::Ptr(self.dev.addr_mut(copy) + 2 * off as u64);
+        // one thread per element: a (1, n) matrix without padding
+        self.go(
+            K::matmul_forward_round_bf16,
+            LaunchCfg::linear(n),
+            &[d, x, i(1), i(n), i(n)],
+        )
     }
 
     fn matmul_backward_bf16(
         &self,
-        dinp: Option<&mut D::Mem>,
-        dparams: &mut D::Mem,
+        dinp: Option<&mut Buf<D>>,
+        dparams: &mut Buf<D>,
         dw_off: usize,
-        dout: &D::Mem,
-        inp: &D::Mem,
-        params: &D::Mem,
+        dout: &Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
         w_off: usize,
         r: usize,
         ii: usize,
         o: usize,
     ) -> Result<()> {
-        let dy = self.bf16_copy(dout, 0, r, o, "matmul dout")?;
-        let dy_a = KArg::Ptr(self.dev.addr(&dy));
+        let (dy, dys) = self.bf16_operand(dout, 0, r, o, "matmul dout")?;
         let mut res = Ok(());
         if let Some(dinp) = dinp {
-            let w = self.bf16_copy(params, w_off, o, ii, "matmul weight")?;
-            let args = [
-                self.at_mut(dinp, 0, r * ii, "matmul dinp")?,
-                dy_a,
-                KArg::Ptr(self.dev.addr(&w)),
-                i(r),
-                i(ii),
-                i(o),
-            ];
-            // grid (CEIL_DIV(I,64), CEIL_DIV(R,128)), block 256
-            res = self.go(K::matmul_backward_input_bf16, gemm_tiles(ii, r, 1), &args);
-            self.give(w);
+            res = self
+                .bf16_operand(params, w_off, o, ii, "matmul weight")
+                .and_then(|(w, ws)| {
+                    let args = self
+                        .at_mut(dinp, 0, r * ii, "matmul dinp")
+                        .map(|d| [d, dy, w, i(r), i(ii), i(o)]);
+                    // grid (CEIL_DIV(I,64), CEIL_DIV(R,128)), block 256
+                    let res = args.and_then(|args| {
+                        self.go(K::matmul_backward_input_bf16, gemm_tiles(ii, r, 1), &args)
+                    });
+                    self.give_all([ws]);
+                    res
+                });
         }
-        let res = res
-            .and_then(|_| self.matmul_backward_weight_bf16(dparams, dw_off, dy_a, inp, r, ii, o));
-        self.give(dy);
+        let res =
+            res.and_then(|_| self.matmul_backward_weight_bf16(dparams, dw_off, dy, inp, r, ii, o));
+        self.give_all([dys]);
         res
     }
 
     /// dW (+=) doutᵀ·inp: split-K partial sums into scratch, then a fixed-order reduction (deterministic).
     fn matmul_backward_weight_bf16(
         &self,
-        dparams: &mut D::Mem,
+        dparams: &mut Buf<D>,
         dw_off: usize,
         dy: KArg,
-        inp: &D::Mem,
+        inp: &Buf<D>,
         r: usize,
         ii: usize,
         o: usize,
     ) -> Result<()> {
         let dw = self.at_mut(dparams, dw_off, o * ii, "matmul dweight")?;
-        let x = self.bf16_copy(inp, 0, r, ii, "matmul inp")?;
+        let (x, xs) = self.bf16_operand(inp, 0, r, ii, "matmul inp")?;
         let (splits, rows) = weight_grad_splits(r, ii, o);
         let n = o * ii;
         let mut partial = self.take(splits * n)?;
-        let pa = self.at_mut(&mut partial, 0, splits * n, "dweight partial")?;
-        let args = [
-            pa,
-            dy,
-            KArg::Ptr(self.dev.addr(&x)),
-            i(r),
-            i(ii),
-            i(o),
-            i(rows),
-        ];
+        let pa = self.raw_at_mut(&mut partial, 0, splits * n, "dweight partial")?;
+        let args = [pa, dy, x, i(r), i(ii), i(o), i(rows)];
         // grid (CEIL_DIV(I,64), CEIL_DIV(O,128), S), block 256
         let res = self
             .go(
@@ -1212,7 +1491,7 @@ impl<D: Device> GpuBackend<D> {
                     &[dw, pa, i(n), i(splits)],
                 )
             });
-        self.give(x);
+        self.give_all([xs]);
         self.give(partial);
         res
     }

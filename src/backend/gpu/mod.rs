@@ -114,6 +114,34 @@ pub trait Device: Send + Sync {
     fn synchronize(&self) -> Result<()>;
 }
 
+/// A `Backend` buffer of the GPU backend: device memory and its element type (`DType`). An f32 buffer of
+/// `len` elements holds `len` words; a bf16 one ⌈len/2⌉ words, always at offset 0 of its own allocation
+/// (16-byte aligned, as cp.async needs). An f32 parameter buffer may carry `bf16`, a copy with the same
+/// element offsets that every op writing the buffer keeps equal to round_bf16 of it
+/// (`Backend::keep_bf16_copy`).
+pub struct GpuBuf<M> {
+    pub(crate) mem: M,
+    pub(crate) dtype: crate::backend::DType,
+    pub(crate) len: usize,
+    pub(crate) bf16: Option<M>,
+}
+
+impl<M> GpuBuf<M> {
+    pub fn dtype(&self) -> crate::backend::DType {
+        self.dtype
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Whether a bf16 copy is kept beside this buffer.
+    pub fn has_bf16_copy(&self) -> bool {
+        self.bf16.is_some()
+    }
+}
+
 /// Host clipping tables and their device copies.
 type RangeCache<M> = std::sync::Mutex<Vec<(Vec<(usize, usize)>, std::sync::Arc<M>)>>;
 
