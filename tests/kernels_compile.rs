@@ -223,6 +223,7 @@ fn sass_has_tensor_cores_in_bf16_gemm_and_attention_and_no_local_memory() {
     let gemms = [
         "matmul_forward_bf16",
         "matmul_forward_gelu_bf16",
+        "matmul_forward_residual_bf16",
         "matmul_backward_input_bf16",
         "matmul_backward_weight_bf16",
     ];

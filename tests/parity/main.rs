@@ -75,6 +75,36 @@ pub fn compare(op: &str, got: &Outs, want: &Outs) {
     }
 }
 
+/// Compares bf16-stored outputs: each value equals the twin's or is its bf16 neighbour (the f32 value
+/// before rounding may differ by an f32 ulp and land on the other side of a rounding midpoint), and at
+/// most 1 % of the values are neighbours.
+pub fn compare_rounded(op: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{op}: length");
+    let mut neighbours = 0usize;
+    for (idx, (&a, &b)) in got.iter().zip(want).enumerate() {
+        assert_eq!(
+            a.to_bits() & 0xffff,
+            0,
+            "{op}[{idx}] = {a} is not a bf16 value"
+        );
+        if a.to_bits() == b.to_bits() {
+            continue;
+        }
+        let (ha, hb) = ((a.to_bits() >> 16) as i32, (b.to_bits() >> 16) as i32);
+        assert!(
+            (ha - hb).abs() == 1 && a.signum() == b.signum(),
+            "{op}[{idx}]: {a} vs twin {b} (more than one bf16 step apart)"
+        );
+        neighbours += 1;
+    }
+    eprintln!("{op}: {} values, {neighbours} one bf16 step off", got.len());
+    assert!(
+        neighbours * 100 <= got.len(),
+        "{op}: {neighbours} of {} values one bf16 step off",
+        got.len()
+    );
+}
+
 /// Runs `op` on the CPU reference and on the SIMT device and compares.
 pub fn check<F1, F2>(name: &str, cpu_op: F1, gpu_op: F2)
 where

@@ -198,3 +198,96 @@ fn fused_gelu_epilogue_equals_gemm_then_gelu() {
         );
     }
 }
+
+/// The residual epilogue (`matmul_forward_residual_bf16`: out = resid + scale[row / N]·(x·Wᵀ + b))
+/// against its twin, on row counts that are not a multiple of the tile, K not a multiple of 8 (padded
+/// operands) and one dropped sample; and the f32 backends' composition against each other.
+fn run_residual<B: Backend>(be: &B) -> Outs {
+    let mut outs = Vec::new();
+    for &(r, i, o, n) in &[
+        (74usize, 48usize, 40usize, 37usize),
+        (20, 37, 70, 10),
+        (130, 96, 64, 65),
+    ] {
+        let params = up(be, &data(o * i + o, 90, 0.5));
+        let x = up(be, &data(r * i, 91, 1.0));
+        let resid = up(be, &data(r * o, 92, 2.0));
+        let sc: Vec<f32> = (0..r / n)
+            .map(|s| if s == 1 { 0.0 } else { 1.25 })
+            .collect();
+        let sc = up(be, &sc);
+        let mut out = be.zeros(r * o).unwrap();
+        be.matmul_forward_residual(&mut out, &x, &params, 0, o * i, &resid, &sc, r, i, o, n)
+            .unwrap();
+        outs.push((format!("out[{r}x{i}x{o}]"), dl(be, &out)));
+    }
+    outs
+}
+
+#[test]
+fn residual_epilogue_matches_cpu() {
+    parity!("matmul residual", run_residual);
+    crate::check_bf16(
+        "matmul residual bf16",
+        |b| run_residual(b),
+        |b| run_residual(b),
+    );
+}
+
+/// The twin of the fused kernel is the rounding GEMM followed by the residual add, element for element.
+#[test]
+fn residual_twin_is_gemm_then_residual() {
+    use setdino::backend::cpu::matmul as twin;
+    use setdino::backend::cpu::residual::residual_forward;
+    let (r, i, o, n) = (20usize, 37usize, 70usize, 10usize);
+    let w = data(o * i + o, 90, 0.5);
+    let x = data(r * i, 91, 1.0);
+    let resid = data(r * o, 92, 2.0);
+    let sc = vec![1.25f32, 0.0];
+    let mut fused = vec![0f32; r * o];
+    twin::matmul_forward_residual_bf16(
+        &mut fused,
+        &x,
+        &w[..o * i],
+        &w[o * i..],
+        &resid,
+        &sc,
+        r,
+        i,
+        o,
+        n,
+    );
+    let mut branch = vec![0f32; r * o];
+    twin::matmul_forward_bf16(&mut branch, &x, &w[..o * i], Some(&w[o * i..]), r, i, o);
+    let mut two = vec![0f32; r * o];
+    residual_forward(&mut two, &resid, &branch, &sc, r / n, n * o);
+    assert_eq!(fused, two);
+    // the dropped sample (scale 0) is the residual itself
+    assert_eq!(&fused[n * o..], &resid[n * o..]);
+}
+
+/// With a bf16 activation buffer (`zeros_act`), the fused GELU epilogue writes the activation in bf16:
+/// it equals round_bf16 of the f32 activation, and the pre-activation is unchanged.
+#[test]
+fn gelu_epilogue_writes_a_bf16_activation() {
+    use setdino::backend::gpu::{simt::Simt, GpuBackend};
+    use setdino::backend::{DType, Precision};
+    let g = GpuBackend::with_precision(Simt::new(), Precision::Bf16);
+    for &(r, i, o) in &[(185usize, 48usize, 40usize), (37, 96, 200)] {
+        let params = up(&g, &data(o * i + o, 77, 0.5));
+        let x = up(&g, &data(r * i, 78, 1.0));
+        let (mut pre, mut act) = (g.zeros(r * o).unwrap(), g.zeros(r * o).unwrap());
+        g.matmul_forward_gelu(&mut pre, &mut act, &x, &params, 0, o * i, r, i, o)
+            .unwrap();
+        let (mut pre16, mut act16) = (g.zeros(r * o).unwrap(), g.zeros_act(r, o).unwrap());
+        assert_eq!(g.dtype(&act16), DType::Bf16);
+        g.matmul_forward_gelu(&mut pre16, &mut act16, &x, &params, 0, o * i, r, i, o)
+            .unwrap();
+        assert_eq!(dl(&g, &pre16), dl(&g, &pre), "pre-activation {r}x{i}x{o}");
+        let want: Vec<f32> = dl(&g, &act)
+            .into_iter()
+            .map(setdino::backend::cpu::matmul::round_bf16)
+            .collect();
+        assert_eq!(dl(&g, &act16), want, "bf16 activation {r}x{i}x{o}");
+    }
+}

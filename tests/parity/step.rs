@@ -221,3 +221,64 @@ fn bf16_step_is_within_the_derived_band_of_the_f32_reference() {
     );
     assert!(fails.is_empty(), "tensors over the bf16 band: {fails:?}");
 }
+
+/// The bf16 forward of the backbone reads every block's GEMM operands as they are stored: the LayerNorm,
+/// attention and GELU outputs are bf16 buffers and the weights come from the kept bf16 copy, so the only
+/// conversion pass (`matmul_forward_round_bf16`) left is the one for the im2col patches, whatever the
+/// depth; without the kept copy, each GEMM rounds its weight.
+#[test]
+fn bf16_backbone_forward_launches_no_conversion_pass_per_block() {
+    use setdino::backend::gpu::Kernel;
+    use setdino::backend::Precision;
+    use setdino::engine::vit::{backbone_forward, BackboneOffs};
+    use setdino::model::params::ParamLayout;
+    use setdino::model::pos::interp_matrix;
+    for depth in [1usize, 2] {
+        let cfg = ModelConfig { depth, ..cfg() };
+        let layout = ParamLayout::new(&cfg);
+        let offs = BackboneOffs::new(&cfg, &layout);
+        let (b, side) = (3usize, cfg.global_size);
+        let g = GpuBackend::with_precision(Simt::recording(), Precision::Bf16);
+        let interp: Vec<f32> = interp_matrix(cfg.pos_grid, side / cfg.patch)
+            .into_iter()
+            .map(|x| x as f32)
+            .collect();
+        let (interp, imgs) = (
+            g.upload(&interp).unwrap(),
+            g.upload(&rand_vec_f32(b * cfg.in_chans * side * side, 5, 1.0))
+                .unwrap(),
+        );
+        let host = layout.init(3, 0);
+        for keep in [true, false] {
+            let mut params = g.upload(&host).unwrap();
+            if keep {
+                g.keep_bf16_copy(&mut params).unwrap();
+            }
+            g.dev.take_launches();
+            let acts =
+                backbone_forward(&g, &cfg, &offs, &params, &interp, &imgs, b, side, &None).unwrap();
+            let launches = g.dev.take_launches();
+            let count = |k: Kernel| launches.iter().filter(|l| l.kernel == k).count();
+            let gemms = count(Kernel::matmul_forward_bf16)
+                + count(Kernel::matmul_forward_gelu_bf16)
+                + count(Kernel::matmul_forward_residual_bf16);
+            assert_eq!(gemms, 1 + 4 * depth, "patch embedding + 4 GEMMs per block");
+            let rounds = count(Kernel::matmul_forward_round_bf16);
+            let want = if keep { 1 } else { 1 + gemms };
+            assert_eq!(
+                rounds, want,
+                "conversion passes, depth {depth}, kept copy {keep}"
+            );
+            assert_eq!(
+                count(Kernel::residual_forward_f32),
+                0,
+                "residual adds are fused"
+            );
+            for a in &acts.blocks {
+                for buf in [&a.ln1, &a.attn_o, &a.ln2, &a.gelu] {
+                    assert_eq!(g.dtype(buf), setdino::backend::DType::Bf16);
+                }
+            }
+        }
+    }
+}

@@ -1198,6 +1198,17 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
 }
 
+impl<D: Device> GpuBackend<D> {
+    /// The kept bf16 copy of `buf` (`Backend::keep_bf16_copy`), widened to f32; `None` without one.
+    pub fn download_bf16_copy(&self, buf: &Buf<D>) -> Result<Option<Vec<f32>>> {
+        let Some(copy) = &buf.bf16 else {
+            return Ok(None);
+        };
+        self.dev.synchronize()?;
+        Ok(Some(unpack_bf16(&self.dev.dtoh(copy)?, buf.len)))
+    }
+}
+
 /// Elements of a bf16 buffer from its 32-bit words (two per word, the lower index in the low half).
 fn unpack_bf16(words: &[f32], len: usize) -> Vec<f32> {
     (0..len)
