@@ -227,11 +227,7 @@ fn run_residual<B: Backend>(be: &B) -> Outs {
 #[test]
 fn residual_epilogue_matches_cpu() {
     parity!("matmul residual", run_residual);
-    crate::check_bf16(
-        "matmul residual bf16",
-        |b| run_residual(b),
-        |b| run_residual(b),
-    );
+    crate::check_bf16("matmul residual bf16", run_residual, run_residual);
 }
 
 /// The twin of the fused kernel is the rounding GEMM followed by the residual add, element for element.
