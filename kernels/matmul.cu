@@ -18,6 +18,8 @@
 // bf16 path (operands bf16 with a padded leading dimension LD = round_up(cols, 8), zero padding;
 // accumulation and outputs f32). Tile 128×64×32, 8 warps as 4 (M) × 2 (N), warp tile 32×32,
 // 3 stages of 15 KiB static shared memory (45 KiB), rows padded by 16 B so ldmatrix is conflict-free.
+// Tile per shape: launched with block 128 instead of 256, the same kernels compute 64×64 tiles with 4 warps
+// (2 × 2), for GEMMs whose 128-row grid is under one wave of the GPU (the launch code picks, by shape).
 // Occupancy claimed: 2 blocks of 256 threads per SM (≤ 128 registers, ≤ 48 KiB shared memory each).
 // matmul_forward_round_bf16(out, inp, R, C, LD)
 //   out: (R, LD) bf16 = round(inp (R, C) f32), columns C..LD zero   launch: one thread per out element
@@ -25,7 +27,7 @@
 //   out (=): (R, O) f32 = inp (R, LDI) · weight (O, LDI)ᵀ + bias, LDI = round_up(I, 8). The operands are
 //   bf16 activations (LayerNorm, attention and GELU outputs), the optimizer's bf16 weight copy, or a
 //   matmul_forward_round_bf16 copy where neither exists
-//   launch: grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256
+//   launch: grid (CEIL_DIV(O,64), CEIL_DIV(R,BM)), block 2·BM, BM = 128 or 64 (per shape)
 // matmul_forward_gelu_bf16(pre, act, act16, inp, weight, bias, R, I, O)
 //   pre (=): (R, O) f32 = inp·weightᵀ + bias (kept for the GELU backward); GELU(pre), exact erf, in the same
 //   epilogue, into act (f32) or, when act16 is non-null, into act16 (bf16: the next GEMM's operand)
@@ -34,7 +36,8 @@
 //   out (=): (R, O) f32 = resid + scale[row / N]·(inp·weightᵀ + bias): the residual add with its drop-path
 //   scale in the epilogue; resid: (R, O); scale: (R / N)   launch: as matmul_forward_bf16
 // matmul_backward_input_bf16(dinp, dout, weight, R, I, O)
-//   dinp (=): (R, I) f32 = dout (R, LDO) · weight (O, LDI)   launch: grid (CEIL_DIV(I,64), CEIL_DIV(R,128)), block 256
+//   dinp (=): (R, I) f32 = dout (R, LDO) · weight (O, LDI)
+//   launch: grid (CEIL_DIV(I,64), CEIL_DIV(R,BM)), block 2·BM, BM = 128 or 64 (per shape)
 // matmul_backward_weight_bf16(partial, dout, inp, R, I, O, rows_per_split)
 //   partial (=): (S, O, I) f32, split z = doutᵀ·inp over rows [z·rows_per_split, +rows_per_split)
 //   launch: grid (CEIL_DIV(I,64), CEIL_DIV(O,128), S), block 256; rows_per_split a multiple of 32
@@ -137,45 +140,55 @@ extern "C" __global__ void matmul_forward_round_bf16(bf16_t* out, const float* i
   out[idx] = c < C ? f32_to_bf16_rn(inp[(long long)r * C + c]) : (bf16_t)0;
 }
 
-#define MMB_BM 128
+#define MMB_BM 128  // rows of the large tile (8 warps); the small tile has 64 rows (4 warps)
 #define MMB_BN 64
 #define MMB_BK 32
 #define MMB_STAGES 3
 #define MMB_PAD 8  // bf16 elements (16 B) of padding per shared-memory row: conflict-free ldmatrix
 
-// C (M, N) f32 = A·B over k in [k_begin, k_end) for the tile at (blockIdx.y, blockIdx.x).
+// Shared memory (bf16 elements) of the large tile: A and B stages for the given operand layouts.
+#define MMB_A_TILE(BM, A_K) ((A_K) ? (BM) * (MMB_BK + MMB_PAD) : MMB_BK * ((BM) + MMB_PAD))
+#define MMB_B_TILE(B_K) ((B_K) ? MMB_BN * (MMB_BK + MMB_PAD) : MMB_BK * (MMB_BN + MMB_PAD))
+#define MMB_SMEM(A_K, B_K) (MMB_STAGES * (MMB_A_TILE(MMB_BM, A_K) + MMB_B_TILE(B_K)))
+
+// C (M, N) f32 = A·B over k in [k_begin, k_end) for the BM×64 tile at (blockIdx.y, blockIdx.x), computed
+// by BM/16 warps arranged (BM/32) × 2, each a 32×32 warp tile. smem holds MMB_SMEM(A_K, B_K) elements.
 // A_K: A(m, k) at A[m·lda + k] (K contiguous), else at A[k·lda + m] (M contiguous).
 // B_K: B(k, n) at B[n·ldb + k] (K contiguous), else at B[k·ldb + n] (N contiguous).
 // Contiguous dims are zero-padded to a multiple of 8, so every 16-byte chunk is either in the
 // matrix (possibly partly padding) or wholly outside (zero-filled by cp.async with src size 0).
 // Epilogue: epi(m, n, acc) for every element of the tile inside (M, N), called by the thread that holds it.
-template <bool A_K, bool B_K, class Epi>
-DEV void mmb_gemm_tile(const bf16_t* A, int lda, const bf16_t* B, int ldb, int M, int N, int k_begin, int k_end,
-                       Epi epi) {
-  constexpr int A_TILE = A_K ? MMB_BM * (MMB_BK + MMB_PAD) : MMB_BK * (MMB_BM + MMB_PAD);
-  constexpr int B_TILE = B_K ? MMB_BN * (MMB_BK + MMB_PAD) : MMB_BK * (MMB_BN + MMB_PAD);
-  __shared__ __align__(128) bf16_t As[MMB_STAGES * A_TILE];
-  __shared__ __align__(128) bf16_t Bs[MMB_STAGES * B_TILE];
+template <int BM, bool A_K, bool B_K, class Epi>
+DEV void mmb_gemm_tile(bf16_t* smem, const bf16_t* A, int lda, const bf16_t* B, int ldb, int M, int N, int k_begin,
+                       int k_end, Epi epi) {
+  constexpr int NT = BM * 2;  // threads
+  constexpr int A_TILE = MMB_A_TILE(BM, A_K);
+  constexpr int B_TILE = MMB_B_TILE(B_K);
+  constexpr int A_CHUNKS = BM * MMB_BK / 8, B_CHUNKS = MMB_BN * MMB_BK / 8;  // 16-byte chunks per k-tile
+  static_assert(A_CHUNKS % NT == 0 && B_CHUNKS % NT == 0, "whole chunks per thread");
+  bf16_t* As = smem;
+  bf16_t* Bs = smem + MMB_STAGES * A_TILE;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int m0 = blockIdx.y * MMB_BM, n0 = blockIdx.x * MMB_BN;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * MMB_BN;
   const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
 
-  // Issue the cp.async copies of k-tile starting at k0 into stage st (A: 512 chunks, B: 256 chunks).
+  // Issue the cp.async copies of k-tile starting at k0 into stage st.
   auto load_tile = [&](int st, int k0) {
     bf16_t* as = As + st * A_TILE;
     bf16_t* bs = Bs + st * B_TILE;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int c = tid + h * 256;
+    for (int h = 0; h < A_CHUNKS / NT; ++h) {
+      const int c = tid + h * NT;
       int row, col, sm, sk;  // smem row/col, matrix (m, k) of the chunk's first element
       if (A_K) { row = c >> 2; col = (c & 3) * 8; sm = m0 + row; sk = k0 + col; }
-      else     { row = c >> 4; col = (c & 15) * 8; sk = k0 + row; sm = m0 + col; }
+      else     { row = c / (BM / 8); col = (c % (BM / 8)) * 8; sk = k0 + row; sm = m0 + col; }
       const bool ok = sm < M && sk < k_end;
       const bf16_t* src = ok ? (A_K ? A + (long long)sm * lda + sk : A + (long long)sk * lda + sm) : A;
-      cp_async_16(as + row * (A_K ? MMB_BK + MMB_PAD : MMB_BM + MMB_PAD) + col, src, ok ? 16 : 0);
+      cp_async_16(as + row * (A_K ? MMB_BK + MMB_PAD : BM + MMB_PAD) + col, src, ok ? 16 : 0);
     }
-    {
-      const int c = tid;
+#pragma unroll
+    for (int h = 0; h < B_CHUNKS / NT; ++h) {
+      const int c = tid + h * NT;
       int row, col, sn, sk;
       if (B_K) { row = c >> 2; col = (c & 3) * 8; sn = n0 + row; sk = k0 + col; }
       else     { row = c >> 3; col = (c & 7) * 8; sk = k0 + row; sn = n0 + col; }
@@ -215,7 +228,7 @@ DEV void mmb_gemm_tile(const bf16_t* A, int lda, const bf16_t* B, int ldb, int M
       for (int mt = 0; mt < 2; ++mt) {
         const int mb = wm + mt * 16;
         if (A_K) ldmatrix_x4(a[mt], as + (mb + r8 + 8 * (mat & 1)) * (MMB_BK + MMB_PAD) + kk + 8 * (mat >> 1));
-        else ldmatrix_x4_trans(a[mt], as + (kk + r8 + 8 * (mat >> 1)) * (MMB_BM + MMB_PAD) + mb + 8 * (mat & 1));
+        else ldmatrix_x4_trans(a[mt], as + (kk + r8 + 8 * (mat >> 1)) * (BM + MMB_PAD) + mb + 8 * (mat & 1));
       }
 #pragma unroll
       for (int np = 0; np < 2; ++np) {
@@ -245,6 +258,15 @@ DEV void mmb_gemm_tile(const bf16_t* A, int lda, const bf16_t* B, int ldb, int M
       }
 }
 
+// The tile chosen by the launch: block 256 → 128×64 tiles, block 128 → 64×64 tiles (GEMMs whose
+// 128-row grid would leave SMs idle). Both share the kernel's one static shared-memory array.
+template <bool A_K, bool B_K, class Epi>
+DEV void mmb_gemm(bf16_t* smem, const bf16_t* A, int lda, const bf16_t* B, int ldb, int M, int N, int k_begin,
+                  int k_end, Epi epi) {
+  if (blockDim.x == 128) mmb_gemm_tile<64, A_K, B_K>(smem, A, lda, B, ldb, M, N, k_begin, k_end, epi);
+  else mmb_gemm_tile<MMB_BM, A_K, B_K>(smem, A, lda, B, ldb, M, N, k_begin, k_end, epi);
+}
+
 DEV float mmb_gelu(float v) { return v * 0.5f * (1.f + erff(v * SQRT1_2_F)); }
 
 extern "C" __global__ void __launch_bounds__(256, 2)
@@ -252,7 +274,8 @@ extern "C" __global__ void __launch_bounds__(256, 2)
                         int has_bias) {
   const int ld = CEIL_DIV(I, 8) * 8;
   const float* b = has_bias ? bias : nullptr;
-  mmb_gemm_tile<true, true>(inp, ld, weight, ld, R, O, 0, I, [=](int r, int c, float a) {
+  __shared__ __align__(128) bf16_t smem[MMB_SMEM(true, true)];
+  mmb_gemm<true, true>(smem, inp, ld, weight, ld, R, O, 0, I, [=](int r, int c, float a) {
     out[(long long)r * O + c] = a + (b ? b[c] : 0.f);
   });
 }
@@ -261,7 +284,8 @@ extern "C" __global__ void __launch_bounds__(256, 2)
     matmul_forward_gelu_bf16(float* pre, float* act, bf16_t* act16, const bf16_t* inp, const bf16_t* weight,
                              const float* bias, int R, int I, int O) {
   const int ld = CEIL_DIV(I, 8) * 8;
-  mmb_gemm_tile<true, true>(inp, ld, weight, ld, R, O, 0, I, [=](int r, int c, float a) {
+  __shared__ __align__(128) bf16_t smem[MMB_SMEM(true, true)];
+  mmb_gemm<true, true>(smem, inp, ld, weight, ld, R, O, 0, I, [=](int r, int c, float a) {
     const long long k = (long long)r * O + c;
     const float v = a + bias[c];
     pre[k] = v;
@@ -274,7 +298,8 @@ extern "C" __global__ void __launch_bounds__(256, 2)
     matmul_forward_residual_bf16(float* out, const bf16_t* inp, const bf16_t* weight, const float* bias,
                                  const float* resid, const float* scale, int R, int I, int O, int N) {
   const int ld = CEIL_DIV(I, 8) * 8;
-  mmb_gemm_tile<true, true>(inp, ld, weight, ld, R, O, 0, I, [=](int r, int c, float a) {
+  __shared__ __align__(128) bf16_t smem[MMB_SMEM(true, true)];
+  mmb_gemm<true, true>(smem, inp, ld, weight, ld, R, O, 0, I, [=](int r, int c, float a) {
     const long long k = (long long)r * O + c;
     out[k] = resid[k] + scale[r / N] * (a + bias[c]);
   });
@@ -282,7 +307,8 @@ extern "C" __global__ void __launch_bounds__(256, 2)
 
 extern "C" __global__ void __launch_bounds__(256, 2)
     matmul_backward_input_bf16(float* dinp, const bf16_t* dout, const bf16_t* weight, int R, int I, int O) {
-  mmb_gemm_tile<true, false>(dout, CEIL_DIV(O, 8) * 8, weight, CEIL_DIV(I, 8) * 8, R, I, 0, O,
+  __shared__ __align__(128) bf16_t smem[MMB_SMEM(true, false)];
+  mmb_gemm<true, false>(smem, dout, CEIL_DIV(O, 8) * 8, weight, CEIL_DIV(I, 8) * 8, R, I, 0, O,
                              [=](int r, int c, float a) { dinp[(long long)r * I + c] = a; });
 }
 
@@ -291,7 +317,8 @@ extern "C" __global__ void __launch_bounds__(256, 2)
                                 int rows_per_split) {
   const int k0 = blockIdx.z * rows_per_split, k1 = min(R, k0 + rows_per_split);
   float* p = partial + (long long)blockIdx.z * O * I;
-  mmb_gemm_tile<false, false>(dout, CEIL_DIV(O, 8) * 8, inp, CEIL_DIV(I, 8) * 8, O, I, k0, k1,
+  __shared__ __align__(128) bf16_t smem[MMB_SMEM(false, false)];
+  mmb_gemm<false, false>(smem, dout, CEIL_DIV(O, 8) * 8, inp, CEIL_DIV(I, 8) * 8, O, I, k0, k1,
                               [=](int r, int c, float a) { p[(long long)r * I + c] = a; });
 }
 

@@ -124,8 +124,13 @@ where
 {
     use setdino::backend::Precision;
     let want = cpu_op(&CpuBackend::<f32>::with_precision(Precision::Bf16));
-    let got = gpu_op(&GpuBackend::with_precision(Simt::new(), Precision::Bf16));
-    compare(name, &got, &want);
+    // both GEMM tiles (the launch picks per shape; these small shapes would all get 64 rows)
+    for rows in [64, 128] {
+        let mut be = GpuBackend::with_precision(Simt::new(), Precision::Bf16);
+        be.set_gemm_tile(Some(rows)).expect("a valid tile");
+        let got = gpu_op(&be);
+        compare(&format!("{name} (tile {rows}×64)"), &got, &want);
+    }
 }
 
 /// Both backends through one generic function: `parity!(name, f)` where `f<B: Backend>(&B) -> Outs`.

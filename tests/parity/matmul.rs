@@ -148,14 +148,16 @@ fn bf16_gemm_counters_on_aligned_shapes() {
             "{k:?}: sectors fully used"
         );
     }
-    // Forward: each of the (R/128)·(O/64) CTAs reads its 128 rows of inp and 64 rows of W, all of K.
+    // Forward: each of the (R/BM)·(O/64) CTAs reads its BM rows of inp and 64 rows of W, all of K.
     let fwd = launches
         .iter()
         .find(|l| l.kernel == Kernel::matmul_forward_bf16)
         .map(|l| l.counters)
         .expect("forward launch");
-    let ctas = (r / 128 * (o / 64)) as u64;
-    assert_eq!(fwd.cp_async_bytes, ctas * ((128 + 64) * i * 2) as u64);
+    let bm = setdino::backend::gpu::launch::gemm_tile_rows(r, o);
+    assert_eq!(bm, 64, "a 2×2-tile GEMM gets the small tile");
+    let ctas = (r / bm * (o / 64)) as u64;
+    assert_eq!(fwd.cp_async_bytes, ctas * ((bm + 64) * i * 2) as u64);
 }
 
 /// The fused bias + GELU epilogue (`matmul_forward_gelu_bf16`) equals the GEMM followed by the GELU
@@ -286,4 +288,43 @@ fn gelu_epilogue_writes_a_bf16_activation() {
             .collect();
         assert_eq!(dl(&g, &act16), want, "bf16 activation {r}x{i}x{o}");
     }
+}
+
+/// The tile rule: 128-row tiles once their grid fills a wave of 264 CTAs (the ViT-S GEMMs over ~38 k
+/// token rows), 64-row tiles for small GEMMs (the head over a few hundred set rows); and the counters
+/// of the 128-row tile on an aligned shape, fixed by `set_gemm_tile`.
+#[test]
+fn gemm_tile_per_shape_and_its_counters() {
+    use setdino::backend::gpu::launch::gemm_tile_rows;
+    use setdino::backend::gpu::simt::Simt;
+    use setdino::backend::gpu::{GpuBackend, Kernel};
+    assert_eq!(gemm_tile_rows(38_000, 384), 128);
+    assert_eq!(gemm_tile_rows(38_000, 1536), 128);
+    assert_eq!(gemm_tile_rows(256, 2048), 64);
+    assert_eq!(
+        gemm_tile_rows(4224, 512),
+        128,
+        "33·8 = 264 CTAs: exactly one wave"
+    );
+    assert_eq!(gemm_tile_rows(4096, 512), 64);
+    let (r, i, o) = (256usize, 64usize, 128usize);
+    let mut be = GpuBackend::with_precision(Simt::recording(), setdino::backend::Precision::Bf16);
+    be.set_gemm_tile(Some(128)).unwrap();
+    assert!(be.set_gemm_tile(Some(100)).is_err());
+    run_shape(&be, r, i, o, true);
+    let fwd = be
+        .dev
+        .take_launches()
+        .into_iter()
+        .find(|l| l.kernel == Kernel::matmul_forward_bf16)
+        .expect("forward launch");
+    assert_eq!(fwd.block[0], 256);
+    let c = fwd.counters;
+    assert_eq!(c.mma, (2 * r * i * o) as u64 / 4096);
+    assert_eq!(c.ldmatrix_replays, 0);
+    assert_eq!(c.cp_async_bytes, 32 * c.cp_async_sectors);
+    assert_eq!(
+        c.cp_async_bytes,
+        (r / 128 * (o / 64) * (128 + 64) * i * 2) as u64
+    );
 }

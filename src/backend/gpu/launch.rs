@@ -339,9 +339,9 @@ impl<D: Device> Backend for GpuBackend<D> {
         };
         let bias = self.at(params, b_off, o, "bias")?;
         self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
-            // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256; bias + GELU in the epilogue
+            // grid (CEIL_DIV(O,64), CEIL_DIV(R,BM)), block 2·BM (gemm_tile_rows); bias + GELU in the epilogue
             let args = [y, g, g16, x, w, bias, i(r), i(ii), i(o)];
-            self.go(K::matmul_forward_gelu_bf16, gemm_tiles(o, r, 1), &args)
+            self.go(K::matmul_forward_gelu_bf16, self.gemm_tiles(o, r), &args)
         })
     }
     fn matmul_forward_residual(
@@ -372,9 +372,13 @@ impl<D: Device> Backend for GpuBackend<D> {
         let res = self.at(resid, 0, r * o, "matmul resid")?;
         let sc = self.at(scale, 0, r / n, "matmul scale")?;
         self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
-            // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256; bias, scale and residual in the epilogue
+            // grid (CEIL_DIV(O,64), CEIL_DIV(R,BM)), block 2·BM (gemm_tile_rows); bias, scale and residual in the epilogue
             let args = [y, x, w, bias, res, sc, i(r), i(ii), i(o), i(n)];
-            self.go(K::matmul_forward_residual_bf16, gemm_tiles(o, r, 1), &args)
+            self.go(
+                K::matmul_forward_residual_bf16,
+                self.gemm_tiles(o, r),
+                &args,
+            )
         })
     }
     fn matmul_backward(
@@ -1330,9 +1334,9 @@ impl<D: Device> GpuBackend<D> {
         let y = self.at_mut(out, 0, r * o, "matmul out")?;
         let has_bias = !matches!(bias, KArg::Ptr(0));
         self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
-            // grid (CEIL_DIV(O,64), CEIL_DIV(R,128)), block 256
+            // grid (CEIL_DIV(O,64), CEIL_DIV(R,BM)), block 2·BM (gemm_tile_rows)
             let args = [y, x, w, bias, i(r), i(ii), i(o), i(has_bias as usize)];
-            self.go(K::matmul_forward_bf16, gemm_tiles(o, r, 1), &args)
+            self.go(K::matmul_forward_bf16, self.gemm_tiles(o, r), &args)
         })
     }
 
@@ -1455,9 +1459,9 @@ impl<D: Device> GpuBackend<D> {
                     let args = self
                         .at_mut(dinp, 0, r * ii, "matmul dinp")
                         .map(|d| [d, dy, w, i(r), i(ii), i(o)]);
-                    // grid (CEIL_DIV(I,64), CEIL_DIV(R,128)), block 256
+                    // grid (CEIL_DIV(I,64), CEIL_DIV(R,BM)), block 2·BM (gemm_tile_rows)
                     let res = args.and_then(|args| {
-                        self.go(K::matmul_backward_input_bf16, gemm_tiles(ii, r, 1), &args)
+                        self.go(K::matmul_backward_input_bf16, self.gemm_tiles(ii, r), &args)
                     });
                     self.give_all([ws]);
                     res
@@ -1491,7 +1495,8 @@ impl<D: Device> GpuBackend<D> {
         let res = self
             .go(
                 K::matmul_backward_weight_bf16,
-                gemm_tiles(ii, o, splits),
+                // split-K fills the GPU: always the 128-row tile
+                gemm_grid(ii, o, splits, MMB_BM),
                 &args,
             )
             .and_then(|_| {
@@ -1535,15 +1540,38 @@ fn attention_cfg(b: usize, smem: u32) -> LaunchCfg {
     }
 }
 
-/// Grid of the bf16 GEMMs: (CEIL_DIV(N,64), CEIL_DIV(M,128), splits), block 256.
-fn gemm_tiles(n: usize, m: usize, splits: usize) -> LaunchCfg {
+/// Rows of the bf16 GEMM tile for an (M, N) output: 128 (block 256) when the 128-row grid fills at
+/// least one wave of `MMB_TARGET_CTAS` CTAs, else 64 (block 128: twice the CTAs for small GEMMs, such as
+/// the head's layers over a few hundred set rows). The kernels pick their tile from the block size.
+pub fn gemm_tile_rows(m: usize, n: usize) -> usize {
+    if m.div_ceil(MMB_BM) * n.div_ceil(MMB_BN) >= MMB_TARGET_CTAS {
+        MMB_BM
+    } else {
+        MMB_BM / 2
+    }
+}
+
+impl<D: Device> GpuBackend<D> {
+    /// Grid of the forward and data-gradient bf16 GEMMs: (CEIL_DIV(N,64), CEIL_DIV(M,BM)), block 2·BM,
+    /// BM from `gemm_tile_rows` unless `gemm_tile` fixes it.
+    fn gemm_tiles(&self, n: usize, m: usize) -> LaunchCfg {
+        gemm_grid(
+            n,
+            m,
+            1,
+            self.gemm_tile.unwrap_or_else(|| gemm_tile_rows(m, n)),
+        )
+    }
+}
+
+fn gemm_grid(n: usize, m: usize, splits: usize, bm: usize) -> LaunchCfg {
     LaunchCfg {
         grid: [
             n.div_ceil(MMB_BN).max(1) as u32,
-            m.div_ceil(MMB_BM).max(1) as u32,
+            m.div_ceil(bm).max(1) as u32,
             splits.max(1) as u32,
         ],
-        block: [256, 1, 1],
+        block: [2 * bm as u32, 1, 1],
         smem: 0,
     }
 }

@@ -150,6 +150,9 @@ pub struct GpuBackend<D: Device> {
     pub dev: D,
     /// GEMM precision: `Bf16` runs the Linear layers on the tensor-core kernels.
     pub precision: crate::backend::Precision,
+    /// Rows of the forward and data-gradient bf16 GEMM tiles (128 or 64); `None` picks per shape
+    /// (`launch::gemm_tile_rows`). Tests fix it to run both tiles on small shapes.
+    pub(crate) gemm_tile: Option<usize>,
     /// Device copies of clipping range tables, keyed by the host table (uploaded once).
     pub(crate) range_cache: RangeCache<D::Mem>,
     /// Scratch buffers (bf16 operand copies, split-K partial sums), reused across ops. Reuse is safe:
@@ -165,9 +168,20 @@ impl<D: Device> GpuBackend<D> {
         GpuBackend {
             dev,
             precision,
+            gemm_tile: None,
             range_cache: std::sync::Mutex::new(Vec::new()),
             scratch: std::sync::Mutex::new(Vec::new()),
         }
+    }
+    /// Fixes the rows of the forward and data-gradient bf16 GEMM tiles (128 or 64), or lets the launch
+    /// pick per shape (`None`, the default).
+    pub fn set_gemm_tile(&mut self, rows: Option<usize>) -> Result<()> {
+        anyhow::ensure!(
+            matches!(rows, None | Some(64) | Some(128)),
+            "bf16 GEMM tile rows must be 64 or 128, got {rows:?}"
+        );
+        self.gemm_tile = rows;
+        Ok(())
     }
     /// A scratch buffer of at least `words` 32-bit words (contents undefined); give it back with `give`.
     pub(crate) fn take(&self, words: usize) -> Result<D::Mem> {
