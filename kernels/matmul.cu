@@ -39,7 +39,8 @@
 //   dinp (=): (R, I) f32 = dout (R, LDO) · weight (O, LDI)
 //   launch: grid (CEIL_DIV(I,64), CEIL_DIV(R,BM)), block 2·BM, BM = 128 or 64 (per shape)
 // matmul_backward_weight_bf16(partial, dout, inp, R, I, O, rows_per_split)
-//   partial (=): (S, O, I) f32, split z = doutᵀ·inp over rows [z·rows_per_split, +rows_per_split)
+//   partial (=): (S, O, I) f32, split z = doutᵀ·inp over rows [z·rows_per_split, +rows_per_split); with one
+//   split (S = 1) partial is dweight itself and the epilogue accumulates (+=), with no reduction pass
 //   launch: grid (CEIL_DIV(I,64), CEIL_DIV(O,128), S), block 256; rows_per_split a multiple of 32
 // matmul_backward_weight_reduce_f32(dweight, partial, N, S)
 //   dweight (+=): (N) += Σ_z partial[z·N + i], z in order    launch: one thread per element
@@ -318,8 +319,12 @@ extern "C" __global__ void __launch_bounds__(256, 2)
   const int k0 = blockIdx.z * rows_per_split, k1 = min(R, k0 + rows_per_split);
   float* p = partial + (long long)blockIdx.z * O * I;
   __shared__ __align__(128) bf16_t smem[MMB_SMEM(false, false)];
+  const bool whole = gridDim.z == 1;  // one split: partial is dweight itself, accumulated in place
   mmb_gemm<false, false>(smem, dout, CEIL_DIV(O, 8) * 8, inp, CEIL_DIV(I, 8) * 8, O, I, k0, k1,
-                              [=](int r, int c, float a) { p[(long long)r * I + c] = a; });
+                         [=](int r, int c, float a) {
+                           if (whole) p[(long long)r * I + c] += a;
+                           else p[(long long)r * I + c] = a;
+                         });
 }
 
 extern "C" __global__ void matmul_backward_weight_reduce_f32(float* dweight, const float* partial, int N, int S) {

@@ -134,34 +134,10 @@ pub fn setdino_step<B: Backend>(
     warmup: usize,
     repeats: usize,
 ) -> Result<BenchResult> {
-    let st = HostState::init(cfg, 1, TeacherInit::Copy);
-    let mut eng = Engine::from_host(be, cfg.clone(), &st)?;
+    let (mut eng, batch) = step_engine(be, cfg, sets, n, n_local)?;
+    let (optim, sched) = step_hyper();
     let r = sets * n;
-    let (g, l, ch) = (cfg.global_size, cfg.local_size, cfg.in_chans);
-    let fill = |len: usize| -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    };
-    let batch = StepBatch {
-        global: eng.be.upload(&fill(2 * r * ch * g * g))?,
-        local: if n_local > 0 {
-            Some(eng.be.upload(&fill(n_local * r * ch * l * l))?)
-        } else {
-            None
-        },
-        sets,
-        set_size: n,
-        n_local,
-    };
-    let optim = OptimConfig::default();
-    let sched = StepSchedule {
-        lr: 1e-4,
-        weight_decay: 0.04,
-        momentum: 0.998,
-        teacher_temp: 0.01,
-        freeze_last_layer: false,
-    };
+    let (g, l) = (cfg.global_size, cfg.local_size);
     let mut times = Vec::new();
     for it in 0..warmup + repeats {
         let t0 = Instant::now();
@@ -183,4 +159,50 @@ pub fn setdino_step<B: Backend>(
         student + teacher,
         times,
     ))
+}
+
+/// The optimiser settings and schedule point of the benchmark step.
+pub fn step_hyper() -> (OptimConfig, StepSchedule) {
+    (
+        OptimConfig::default(),
+        StepSchedule {
+            lr: 1e-4,
+            weight_decay: 0.04,
+            momentum: 0.998,
+            teacher_temp: 0.01,
+            freeze_last_layer: false,
+        },
+    )
+}
+
+/// An engine at a fresh initialisation and a deterministic batch of `sets` sets of `n` cells with
+/// `n_local` local crops: what the benchmark step runs.
+pub fn step_engine<B: Backend>(
+    be: B,
+    cfg: &ModelConfig,
+    sets: usize,
+    n: usize,
+    n_local: usize,
+) -> Result<(Engine<B>, StepBatch<B>)> {
+    let st = HostState::init(cfg, 1, TeacherInit::Copy);
+    let eng = Engine::from_host(be, cfg.clone(), &st)?;
+    let r = sets * n;
+    let (g, l, ch) = (cfg.global_size, cfg.local_size, cfg.in_chans);
+    let fill = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    };
+    let batch = StepBatch {
+        global: eng.be.upload(&fill(2 * r * ch * g * g))?,
+        local: if n_local > 0 {
+            Some(eng.be.upload(&fill(n_local * r * ch * l * l))?)
+        } else {
+            None
+        },
+        sets,
+        set_size: n,
+        n_local,
+    };
+    Ok((eng, batch))
 }

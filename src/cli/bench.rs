@@ -13,7 +13,8 @@ pub struct BenchArgs {
     /// What to measure: vit (fwd+bwd at the global and local crop sizes), step (Set-DINO step), all;
     /// or kernels (with --backend simt): the emulator's counters of every GEMM launch of one Linear
     /// forward+backward per ViT shape (--batch rows): mma instructions against FLOPs/4096, cp.async bytes
-    /// and 32-byte sectors, ldmatrix phases and bank-conflict replays.
+    /// and 32-byte sectors, ldmatrix phases and bank-conflict replays; or launches (with --backend simt):
+    /// the kernel launches of one Set-DINO step (--sets, --set-size, --n-local), per kernel.
     #[arg(long, default_value = "all")]
     pub what: String,
     /// Model preset: vits16 (the reference run) or tiny.
@@ -51,6 +52,9 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.what == "kernels" {
         return kernel_counters(&a);
+    }
+    if a.what == "launches" {
+        return step_launches(&a);
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads.unwrap_or(0))
@@ -94,11 +98,63 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
         results.push(r);
     }
     if results.is_empty() {
-        bail!("--what must be vit, step or all (got '{}')", a.what);
+        bail!(
+            "--what must be vit, step, all, kernels or launches (got '{}')",
+            a.what
+        );
     }
     if let Some(p) = &a.json {
         crate::util::atomic::write_atomic(p, serde_json::to_string_pretty(&results)?.as_bytes())?;
     }
+    Ok(())
+}
+
+/// `--what launches`: every kernel launch of one Set-DINO step on the emulator, counted per kernel
+/// (the second step: the first also uploads the position-interpolation matrices).
+fn step_launches(a: &BenchArgs) -> Result<()> {
+    use crate::backend::gpu::simt::Simt;
+    use crate::backend::gpu::GpuBackend;
+    use crate::backend::select::{precision_for, Choice};
+    if a.backend != "simt" {
+        bail!(
+            "--what launches records the launches in the emulator: use --backend simt (got '{}')",
+            a.backend
+        );
+    }
+    let cfg = ModelConfig::preset(&a.config)?;
+    let prec = match a.precision.as_str() {
+        "auto" => crate::backend::Precision::Bf16,
+        p => precision_for(&Choice::Simt, p)?,
+    };
+    let be = GpuBackend::with_precision(Simt::recording(), prec);
+    let (mut eng, batch) = crate::bench::step_engine(be, &cfg, a.sets, a.set_size, a.n_local)?;
+    let (optim, sched) = crate::bench::step_hyper();
+    eng.train_step(&batch, &optim, &sched, 1, 0)?;
+    eng.be.dev.take_launches();
+    eng.train_step(&batch, &optim, &sched, 1, 1)?;
+    let launches = eng.be.dev.take_launches();
+    let mut per: std::collections::BTreeMap<&str, (usize, u64)> = Default::default();
+    for l in &launches {
+        let e = per.entry(l.kernel.name()).or_default();
+        e.0 += 1;
+        e.1 += l.counters.mma;
+    }
+    println!(
+        "one Set-DINO step, {} set(s) × {} cells, {} local crops, config {} (depth {}), on {}",
+        a.sets,
+        a.set_size,
+        a.n_local,
+        a.config,
+        cfg.depth,
+        eng.be.name()
+    );
+    println!("{:<40} {:>9} {:>12}", "kernel", "launches", "mma");
+    let mut rows: Vec<_> = per.into_iter().collect();
+    rows.sort_by_key(|(name, (n, _))| (std::cmp::Reverse(*n), *name));
+    for (name, (n, mma)) in rows {
+        println!("{name:<40} {n:>9} {mma:>12}");
+    }
+    println!("{:<40} {:>9}", "total", launches.len());
     Ok(())
 }
 

@@ -1488,17 +1488,23 @@ impl<D: Device> GpuBackend<D> {
         let (x, xs) = self.bf16_operand(inp, 0, r, ii, "matmul inp")?;
         let (splits, rows) = weight_grad_splits(r, ii, o);
         let n = o * ii;
+        let grid = gemm_grid(ii, o, splits, MMB_BM); // split-K fills the GPU: the 128-row tile
+        if splits == 1 {
+            // grid (CEIL_DIV(I,64), CEIL_DIV(O,128), 1), block 256: dW (+=) in the epilogue
+            let res = self.go(
+                K::matmul_backward_weight_bf16,
+                grid,
+                &[dw, dy, x, i(r), i(ii), i(o), i(rows)],
+            );
+            self.give_all([xs]);
+            return res;
+        }
         let mut partial = self.take(splits * n)?;
         let pa = self.raw_at_mut(&mut partial, 0, splits * n, "dweight partial")?;
         let args = [pa, dy, x, i(r), i(ii), i(o), i(rows)];
         // grid (CEIL_DIV(I,64), CEIL_DIV(O,128), S), block 256
         let res = self
-            .go(
-                K::matmul_backward_weight_bf16,
-                // split-K fills the GPU: always the 128-row tile
-                gemm_grid(ii, o, splits, MMB_BM),
-                &args,
-            )
+            .go(K::matmul_backward_weight_bf16, grid, &args)
             .and_then(|_| {
                 // one thread per element of dW
                 self.go(
