@@ -109,15 +109,22 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
     Ok(())
 }
 
-/// `--what launches`: every kernel launch of one Set-DINO step on the emulator, counted per kernel
-/// (the second step: the first also uploads the position-interpolation matrices).
-fn step_launches(a: &BenchArgs) -> Result<()> {
+/// The recording emulator and the model preset of `--what kernels|launches` (which need `--backend simt`).
+/// Both are about the tensor-core kernels: `--precision auto` means bf16 here.
+fn recording_simt(
+    a: &BenchArgs,
+    does: &str,
+) -> Result<(
+    crate::backend::gpu::GpuBackend<crate::backend::gpu::simt::Simt>,
+    ModelConfig,
+)> {
     use crate::backend::gpu::simt::Simt;
     use crate::backend::gpu::GpuBackend;
     use crate::backend::select::{precision_for, Choice};
     if a.backend != "simt" {
         bail!(
-            "--what launches records the launches in the emulator: use --backend simt (got '{}')",
+            "--what {} {does} in the emulator: use --backend simt (got '{}')",
+            a.what,
             a.backend
         );
     }
@@ -126,7 +133,13 @@ fn step_launches(a: &BenchArgs) -> Result<()> {
         "auto" => crate::backend::Precision::Bf16,
         p => precision_for(&Choice::Simt, p)?,
     };
-    let be = GpuBackend::with_precision(Simt::recording(), prec);
+    Ok((GpuBackend::with_precision(Simt::recording(), prec), cfg))
+}
+
+/// `--what launches`: every kernel launch of one Set-DINO step on the emulator, counted per kernel
+/// (the second step: the first also uploads the position-interpolation matrices).
+fn step_launches(a: &BenchArgs) -> Result<()> {
+    let (be, cfg) = recording_simt(a, "records the launches")?;
     let (mut eng, batch) = crate::bench::step_engine(be, &cfg, a.sets, a.set_size, a.n_local)?;
     let (optim, sched) = crate::bench::step_hyper();
     eng.train_step(&batch, &optim, &sched, 1, 0)?;
@@ -160,22 +173,8 @@ fn step_launches(a: &BenchArgs) -> Result<()> {
 
 /// `--what kernels`: the SIMT emulator's per-launch counters for the Linear layers of the model.
 fn kernel_counters(a: &BenchArgs) -> Result<()> {
-    use crate::backend::gpu::simt::Simt;
-    use crate::backend::gpu::GpuBackend;
-    use crate::backend::select::{precision_for, Choice};
-    if a.backend != "simt" {
-        bail!(
-            "--what kernels counts instructions in the emulator: use --backend simt (got '{}')",
-            a.backend
-        );
-    }
-    let cfg = ModelConfig::preset(&a.config)?;
-    // The counters are about the tensor-core kernels: auto means bf16 here.
-    let prec = match a.precision.as_str() {
-        "auto" => crate::backend::Precision::Bf16,
-        p => precision_for(&Choice::Simt, p)?,
-    };
-    let be = GpuBackend::with_precision(Simt::recording(), prec);
+    let (be, cfg) = recording_simt(a, "counts instructions")?;
+    let prec = be.precision;
     let (c, f) = (cfg.dim, cfg.mlp_hidden);
     let r = a.batch;
     println!("{} on {}; {r} rows per Linear layer", prec, be.name());
@@ -197,7 +196,9 @@ fn kernel_counters(a: &BenchArgs) -> Result<()> {
         ("fc1", c, f),
         ("fc2", f, c),
     ] {
-        let params = be.upload(&vec![0.01f32; o * i + o])?;
+        // the weights as the step keeps them: with the bf16 copy AdamW writes
+        let mut params = be.upload(&vec![0.01f32; o * i + o])?;
+        be.keep_bf16_copy(&mut params)?;
         let x = be.upload(&vec![0.5f32; r * i])?;
         let dy = be.upload(&vec![0.25f32; r * o])?;
         let mut y = be.zeros(r * o)?;
