@@ -132,6 +132,9 @@ fn every_backend_method_has_a_kernel_or_is_host_side() {
         "zeros_act",
         "dtype",
         "keep_bf16_copy",
+        // the f32 GEMM kernels at every precision
+        "matmul_forward_full",
+        "matmul_backward_full",
         "upload",
         "download",
         "download_f64",

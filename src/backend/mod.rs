@@ -142,6 +142,42 @@ pub trait Backend: Sync {
         i: usize,
         o: usize,
     ) -> Result<()>;
+    /// `matmul_forward` in f32 at every precision: the head's prototype layer, whose logits the loss
+    /// divides by the temperatures (0.1 student, down to 0.01 teacher). bf16 operands would move a logit
+    /// by ~u·|logit| (u = 2⁻⁹) and the softmax exponent by that over τ: at τ = 0.01 a fifth of its scale.
+    /// The default is the backend's own GEMM (right for f32 backends).
+    fn matmul_forward_full(
+        &self,
+        out: &mut Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        w_off: usize,
+        b_off: Option<usize>,
+        r: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()> {
+        self.matmul_forward(out, inp, params, w_off, b_off, r, i, o)
+    }
+    /// `matmul_backward` in f32 at every precision (the prototype layer's backward).
+    fn matmul_backward_full(
+        &self,
+        dinp: Option<&mut Self::Buf>,
+        dparams: &mut Self::Buf,
+        dw_off: usize,
+        db_off: Option<usize>,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        params: &Self::Buf,
+        w_off: usize,
+        r: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()> {
+        self.matmul_backward(
+            dinp, dparams, dw_off, db_off, dout, inp, params, w_off, r, i, o,
+        )
+    }
     /// The MLP's first layer: pre (=) = inp · Wᵀ + bias (kept for the GELU backward) and act (=) =
     /// GELU(pre). Backends with a fused epilogue override it (bf16: `matmul_forward_gelu_bf16`).
     fn matmul_forward_gelu(

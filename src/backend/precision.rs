@@ -7,7 +7,8 @@ use anyhow::Result;
 /// (forward `x·Wᵀ`, data gradient `dy·W`, weight gradient `dyᵀ·x`) are rounded to bf16 (round to
 /// nearest even) and the products are accumulated in f32; outputs, bias and bias gradients, master
 /// weights, AdamW moments, the center, LayerNorm statistics, softmax, the loss and every reduction stay
-/// f32. Attention over at most `ATTENTION_BF16_MAX` tokens (head size at most the same) rounds q, k, v,
+/// f32, and so does the head's prototype layer (its logits are divided by the temperatures:
+/// `Backend::matmul_forward_full`). Attention over at most `ATTENTION_BF16_MAX` tokens (head size at most the same) rounds q, k, v,
 /// dout and the P and dS operands to bf16 (the tensor-core kernel); longer sequences stay f32. `F32` computes everything in the backend's scalar type (the parity reference).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {

@@ -93,7 +93,8 @@ pub fn head_forward<B: Backend>(
     let mut wnorm = be.zeros(k)?;
     be.weightnorm_forward(&mut w, &mut wnorm, params, offs.last_v, offs.last_g, k, cb)?;
     let mut logits = be.zeros(r * k)?;
-    be.matmul_forward(&mut logits, &y, &w, 0, None, r, cb, k)?;
+    // f32 at every precision: the loss divides these logits by the temperatures (Backend doc)
+    be.matmul_forward_full(&mut logits, &y, &w, 0, None, r, cb, k)?;
     Ok(HeadActs {
         r,
         ins,
@@ -123,7 +124,7 @@ pub fn head_backward<B: Backend>(
     let k = cfg.out_dim;
     let mut dy = be.zeros(r * cb)?;
     let mut dw = be.zeros(k * cb)?;
-    be.matmul_backward(
+    be.matmul_backward_full(
         Some(&mut dy),
         &mut dw,
         0,

@@ -199,12 +199,15 @@ fn rel(g: &[f64], w: &[f64]) -> f64 {
 }
 
 /// bf16 against the f32 reference, step 0 (loss, head outputs, every gradient): the mixed-precision
-/// error itself. Bound (`bf16_band`): bf16 has a unit roundoff u = 2⁻⁹; a GEMM with both operands
+/// error itself. Estimate (`bf16_band`): bf16 has a unit roundoff u = 2⁻⁹; a GEMM with both operands
 /// rounded is off by ≈ 2u relative per product; the longest path (patch embedding → L blocks → head →
 /// loss and back) crosses about 4 rounded GEMM operands per block and per head/embedding stage, so the
 /// band is 8u·(L + 2) in max|Δ|/max|ref| per tensor: 6.25e-2 for L = 2 (measured 3.7e-2, worst in the
-/// first block's gradients, the end of the longest path). `tests/reference/check_debug_step.py
-/// --precision bf16` applies the same band against PyTorch.
+/// first block's gradients, the end of the longest path). It holds for this config; it is not a bound
+/// in general: a sharp teacher temperature or a LayerNorm over few channels amplifies bf16's error past
+/// it (up to ~2× on random configs, measured with PyTorch rounding at the same points), so
+/// `tests/reference/check_debug_step.py --precision bf16` measures PyTorch's own bf16 error per config
+/// and holds the binary to 4× that.
 #[test]
 fn bf16_step_is_within_the_derived_band_of_the_f32_reference() {
     use setdino::backend::Precision;

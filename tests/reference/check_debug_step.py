@@ -11,8 +11,10 @@ and compare O (loss [1], student_out, teacher_out, and the gradient of every tra
 tensor under its own name) with PyTorch.  Per tensor the relative error max|a-b|/max|b| is
 reported; exit status 1 if any exceeds --tol (1e-4), a tensor is missing or has the wrong shape,
 or the binary fails.  Drop path is off, gradients are raw loss gradients (no clipping).
-With --precision bf16 (tensor-core GEMM operands) the default tolerance is the mixed-precision band
-8u·(depth + 2), u = 2^-9, per config (derived in tests/parity/step.rs, bf16_band).
+With --precision bf16 (tensor-core GEMM operands) the reference is the exact float64 step, and each
+tensor may be off by at most 4x the error that PyTorch itself makes when it rounds to bf16 at the same
+points (bf16_emulation.py), or the median of that error over the step's tensors if larger, plus 1e-4
+(BF16_FACTOR below says why).
 
     python3 tests/reference/check_debug_step.py [--bin target/release/setdino] [--float64]
             [--random N] [--seed S] [--ragged] [--only I,J] [--keep] [--verbose]
@@ -23,6 +25,7 @@ weights and inputs).  The column `f32 floor` is torch-f32 vs torch-f64, i.e. the
 f32 implementation is expected to show.
 """
 import argparse
+import contextlib
 import os
 import random
 import shlex
@@ -38,6 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import setdino_torch as sd  # noqa: E402
 from make_fixtures import randomize_  # noqa: E402
+import bf16_emulation  # noqa: E402
 
 # Hand-picked configs (none equals a fixture).  g/l: global/local crop side, S sets of n cells, L locals.
 CONFIGS = [
@@ -96,18 +100,33 @@ def make_case(c):
     return cfg, ckpt, inputs
 
 
-def torch_reference(cfg, ckpt, inputs, T, dtype):
+def torch_reference(cfg, ckpt, inputs, T, dtype, bf16=False):
+    """The step in `dtype`; with bf16, rounding to bf16 where setdino --precision bf16 does."""
     torch.set_default_dtype(dtype)
     model = sd.SetDINO(cfg)
     model.load_state({k: v.to(dtype) for k, v in ckpt.items()})
     crops = sd.crops_from_inputs(inputs["global"].to(dtype), inputs["local"].to(dtype) if "local" in inputs else None)
-    loss, s_out, t_out = sd.forward_loss(model, crops, T, 0.1)
-    loss.backward()
+    with bf16_emulation.emulate(sd) if bf16 else contextlib.nullcontext():
+        loss, s_out, t_out = sd.forward_loss(model, crops, T, 0.1)
+        loss.backward()
     out = {"loss": loss.detach().reshape(1), "student_out": s_out.detach(), "teacher_out": t_out.detach()}
     for name, p in model.trainable_student():
         out[name] = p.grad.detach().clone()
     torch.set_default_dtype(torch.float64)
     return out
+
+
+# --precision bf16: per tensor, the binary's error against the exact float64 step may be at most
+# BF16_FACTOR times the error of PyTorch rounding at the same points (bf16_emulation.py) against that
+# step (that tensor's, or the median over the step's tensors if larger: a scalar such as the loss can
+# land close by chance), plus 1e-4. Not a fixed band: how much bf16 moves a gradient depends on the conditioning of the
+# step (the temperatures, LayerNorm over few channels), and that sensitivity is what PyTorch measures. Two
+# correct bf16 implementations still differ, because a value that differs in its last f32 bit can round
+# to the neighbouring bf16 value and that one-ulp jump propagates; a layout or fragment bug is off by O(1).
+# The factor is empirical, not derived: over the 7 hand-picked and 60 random configs of seeds 11 and 99,
+# the worst error was 3.5x PyTorch's own bf16 error (the T = 0.01 config, whose sharp teacher makes
+# every gradient a difference of near-one-hot probabilities); the typical one is 1x.
+BF16_FACTOR = 4.0
 
 
 def rel_err(a, b):
@@ -154,11 +173,22 @@ def run_case(c, args, tmp):
         print(f"    FAIL: binary exited with {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
         return False
 
-    ref = torch_reference(cfg, ckpt, inputs, c["T"], torch.float64 if args.float64 else torch.float32)
-    ref64 = ref if args.float64 else torch_reference(cfg, ckpt, inputs, c["T"], torch.float64)
+    bf16 = args.precision == "bf16"
+    dtype = torch.float64 if args.float64 else torch.float32
+    ref = torch_reference(cfg, ckpt, inputs, c["T"], dtype, bf16=bf16)
+    # second column: f32 floor (torch f32 vs f64), or for bf16 the effect of the rounding itself
+    # (the emulated step against the exact float64 one): what a bf16 step costs, not a tolerance
+    if bf16:
+        ref64 = torch_reference(cfg, ckpt, inputs, c["T"], torch.float64)
+    else:
+        ref64 = ref if args.float64 else torch_reference(cfg, ckpt, inputs, c["T"], torch.float64)
     got = load_file(O)
     ok = True
     rows = []
+    worst_ratio = [0.0]
+    if bf16:
+        effects = sorted(rel_err(ref[k], ref64[k]) for k in ref)
+        median_effect = effects[len(effects) // 2]
     for name, b in ref.items():
         if name not in got:
             rows.append((name, None, None, "MISSING"))
@@ -173,22 +203,32 @@ def run_case(c, args, tmp):
             rows.append((name, None, None, "NON-FINITE"))
             ok = False
             continue
-        e = rel_err(a, b)
-        floor = rel_err(b, ref64[name]) if not args.float64 else float("nan")
-        tol = args.tol if args.tol is not None else (
-            8.0 * (c["depth"] + 2) / 512.0 if args.precision == "bf16" else 1e-4)
+        if bf16:
+            # against the exact float64 step, within BF16_FACTOR times the error the same rounding
+            # points give in PyTorch (this tensor's, or the step's median, whichever is larger)
+            e = rel_err(a, ref64[name])
+            floor = rel_err(b, ref64[name])
+            tol = args.tol if args.tol is not None else BF16_FACTOR * max(floor, median_effect) + 1e-4
+            ratio = e / tol
+        else:
+            e = rel_err(a, b)
+            floor = rel_err(b, ref64[name]) if not args.float64 else float("nan")
+            tol = args.tol if args.tol is not None else 1e-4
+            ratio = e / tol
         bad = not (e <= tol)
         ok &= not bad
+        worst_ratio[0] = max(worst_ratio[0], ratio)
         rows.append((name, e, floor, "FAIL" if bad else ""))
     extra = sorted(set(got) - set(ref))
     width = max(len(r[0]) for r in rows)
     worst = max((r[1] for r in rows if r[1] is not None), default=float("nan"))
     print(f"    binary {dt:.2f}s, loss rust {got['loss'].item() if 'loss' in got else float('nan'):.8f} "
-          f"torch {ref['loss'].item():.8f}, worst rel err {worst:.2e}")
+          f"torch {ref['loss'].item():.8f}, worst rel err {worst:.2e}, worst error/tolerance {worst_ratio[0]:.2f}")
     for name, e, floor, flag in rows:
         if args.verbose or flag or name in ("loss", "student_out", "teacher_out"):
             es = "        -" if e is None else f"{e:9.2e}"
-            fs = "" if floor is None or floor != floor else f"   (f32 floor {floor:8.1e})"
+            what = "bf16 effect" if bf16 else "f32 floor"
+            fs = "" if floor is None or floor != floor else f"   ({what} {floor:8.1e})"
             print(f"    {name:<{width}}  {es}{fs}  {flag}")
     if not args.verbose:
         print(f"    ({len(rows) - 3} gradient tensors; --verbose lists each)")
@@ -205,7 +245,7 @@ def main():
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--float64", action="store_true", help="compute the torch reference in float64")
     ap.add_argument("--tol", type=float, default=None,
-                    help="max relative error per tensor (default 1e-4; bf16: 8u(depth+2), u = 2^-9)")
+                    help="max relative error per tensor (default 1e-4; bf16: 4x the error of PyTorch rounding at the same points, + 1e-4)")
     ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
                     help="GEMM precision of the binary (debug step --precision)")
     ap.add_argument("--random", type=int, default=3, help="number of extra random configs (default 3)")
@@ -230,7 +270,7 @@ def main():
     if args.only:
         configs = [configs[int(i)] for i in args.only.split(",")]
 
-    print(f"torch {torch.__version__}, reference in {'float64' if args.float64 else 'float32'}, tol {args.tol if args.tol is not None else ('8u(depth+2)' if args.precision == 'bf16' else 1e-4)}, "
+    print(f"torch {torch.__version__}, reference in {'float64' if args.float64 else 'float32'}, tol {args.tol if args.tol is not None else (f'{BF16_FACTOR:g}x the emulated bf16 error + 1e-4' if args.precision == 'bf16' else 1e-4)}, "
           f"precision {args.precision}, binary: {args.bin}")
     tmp = tempfile.mkdtemp(prefix="setdino_parity_")
     results = []

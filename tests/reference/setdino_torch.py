@@ -471,6 +471,8 @@ def debug_step_main(argv):
     ap.add_argument("--teacher-temp", type=float, default=0.04)
     ap.add_argument("--student-temp", type=float, default=0.1)
     ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="bf16: round where setdino --precision bf16 does (bf16_emulation.py)")
     a = ap.parse_args(argv)
     torch.set_default_dtype(torch.float64)
     ck = load_file(a.checkpoint)
@@ -480,8 +482,11 @@ def debug_step_main(argv):
     model = SetDINO(cfg)
     model.load_state(ck)
     crops = crops_from_inputs(inp["global"].double(), None if loc is None else loc.double())
-    loss, s_out, t_out = forward_loss(model, crops, a.teacher_temp, a.student_temp)
-    loss.backward()
+    import contextlib
+    import bf16_emulation
+    with bf16_emulation.emulate(sys.modules[__name__]) if a.precision == "bf16" else contextlib.nullcontext():
+        loss, s_out, t_out = forward_loss(model, crops, a.teacher_temp, a.student_temp)
+        loss.backward()
     out = {"loss": loss.detach().reshape(1).float(), "student_out": s_out.detach().float(),
            "teacher_out": t_out.detach().float()}
     for name, p in model.trainable_student():

@@ -95,6 +95,16 @@ impl<T: Real> CpuBackend<T> {
     }
 }
 
+impl<T: Real> CpuBackend<T> {
+    /// This backend at f32 GEMM precision (the `_full` ops).
+    fn at_f32(&self) -> Self {
+        CpuBackend {
+            precision: Precision::F32,
+            ..*self
+        }
+    }
+}
+
 /// The step allocates its activations afresh on every call. With glibc's defaults, large blocks are
 /// mmap'ed and unmapped each time, so every step pays page faults and kernel page clearing (13% of a
 /// ViT-S step when measured). Serving all blocks from the heap and never trimming it lets freed
@@ -255,6 +265,38 @@ impl<T: Real> Backend for CpuBackend<T> {
             Precision::Bf16 => matmul::matmul_forward_bf16(out, inp, w, bias, r, i, o),
         }
         Ok(())
+    }
+    fn matmul_forward_full(
+        &self,
+        out: &mut Vec<T>,
+        inp: &Vec<T>,
+        params: &Vec<T>,
+        w_off: usize,
+        b_off: Option<usize>,
+        r: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()> {
+        self.at_f32()
+            .matmul_forward(out, inp, params, w_off, b_off, r, i, o)
+    }
+    fn matmul_backward_full(
+        &self,
+        dinp: Option<&mut Vec<T>>,
+        dparams: &mut Vec<T>,
+        dw_off: usize,
+        db_off: Option<usize>,
+        dout: &Vec<T>,
+        inp: &Vec<T>,
+        params: &Vec<T>,
+        w_off: usize,
+        r: usize,
+        i: usize,
+        o: usize,
+    ) -> Result<()> {
+        self.at_f32().matmul_backward(
+            dinp, dparams, dw_off, db_off, dout, inp, params, w_off, r, i, o,
+        )
     }
     fn matmul_backward(
         &self,

@@ -296,25 +296,78 @@ impl<D: Device> Backend for GpuBackend<D> {
         ii: usize,
         o: usize,
     ) -> Result<()> {
-        let bias = match b_off {
-            Some(bo) => self.at(params, bo, o, "bias")?,
-            None => KArg::Ptr(0),
-        };
-        if self.precision == Precision::Bf16 {
-            return self.matmul_forward_bf16(out, inp, params, w_off, bias, r, ii, o);
-        }
-        let args = [
-            self.at_mut(out, 0, r * o, "matmul out")?,
-            self.at(inp, 0, r * ii, "matmul inp")?,
-            self.at(params, w_off, o * ii, "matmul weight")?,
-            bias,
-            i(r),
-            i(ii),
-            i(o),
-            i(b_off.is_some() as usize),
-        ];
-        // 16×16 output tiles: grid (CEIL_DIV(O,16), CEIL_DIV(R,16)), block (16,16)
-        self.go(K::matmul_forward_f32, tiles(o, r), &args)
+        self.matmul_forward_at(self.precision, out, inp, params, w_off, b_off, r, ii, o)
+    }
+    fn matmul_forward_full(
+        &self,
+        out: &mut Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
+        w_off: usize,
+        b_off: Option<usize>,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        self.matmul_forward_at(Precision::F32, out, inp, params, w_off, b_off, r, ii, o)
+    }
+    fn matmul_backward_full(
+        &self,
+        dinp: Option<&mut Buf<D>>,
+        dparams: &mut Buf<D>,
+        dw_off: usize,
+        db_off: Option<usize>,
+        dout: &Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
+        w_off: usize,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        self.matmul_backward_at(
+            Precision::F32,
+            dinp,
+            dparams,
+            dw_off,
+            db_off,
+            dout,
+            inp,
+            params,
+            w_off,
+            r,
+            ii,
+            o,
+        )
+    }
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut Buf<D>>,
+        dparams: &mut Buf<D>,
+        dw_off: usize,
+        db_off: Option<usize>,
+        dout: &Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
+        w_off: usize,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        self.matmul_backward_at(
+            self.precision,
+            dinp,
+            dparams,
+            dw_off,
+            db_off,
+            dout,
+            inp,
+            params,
+            w_off,
+            r,
+            ii,
+            o,
+        )
     }
     fn matmul_forward_gelu(
         &self,
@@ -381,53 +434,6 @@ impl<D: Device> Backend for GpuBackend<D> {
             )
         })
     }
-    fn matmul_backward(
-        &self,
-        dinp: Option<&mut Buf<D>>,
-        dparams: &mut Buf<D>,
-        dw_off: usize,
-        db_off: Option<usize>,
-        dout: &Buf<D>,
-        inp: &Buf<D>,
-        params: &Buf<D>,
-        w_off: usize,
-        r: usize,
-        ii: usize,
-        o: usize,
-    ) -> Result<()> {
-        let dy = self.at(dout, 0, r * o, "matmul dout")?;
-        if let Some(bo) = db_off {
-            let db = self.at_mut(dparams, bo, o, "matmul dbias")?;
-            self.matmul_backward_bias(db, dy, r, o)?;
-        }
-        if self.precision == Precision::Bf16 {
-            return self
-                .matmul_backward_bf16(dinp, dparams, dw_off, dout, inp, params, w_off, r, ii, o);
-        }
-        if let Some(dinp) = dinp {
-            let args = [
-                self.at_mut(dinp, 0, r * ii, "matmul dinp")?,
-                dy,
-                self.at(params, w_off, o * ii, "matmul weight")?,
-                i(r),
-                i(ii),
-                i(o),
-            ];
-            // grid (CEIL_DIV(I,16), CEIL_DIV(R,16)), block (16,16)
-            self.go(K::matmul_backward_input_f32, tiles(ii, r), &args)?;
-        }
-        let args = [
-            self.at_mut(dparams, dw_off, o * ii, "matmul dweight")?,
-            dy,
-            self.at(inp, 0, r * ii, "matmul inp")?,
-            i(r),
-            i(ii),
-            i(o),
-        ];
-        // grid (CEIL_DIV(I,16), CEIL_DIV(O,16)), block (16,16)
-        self.go(K::matmul_backward_weight_f32, tiles(ii, o), &args)
-    }
-
     fn layernorm_forward(
         &self,
         out: &mut Buf<D>,
@@ -1259,6 +1265,86 @@ pub fn weight_grad_splits(r: usize, i: usize, o: usize) -> (usize, usize) {
 }
 
 impl<D: Device> GpuBackend<D> {
+    fn matmul_forward_at(
+        &self,
+        prec: Precision,
+        out: &mut Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
+        w_off: usize,
+        b_off: Option<usize>,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        let bias = match b_off {
+            Some(bo) => self.at(params, bo, o, "bias")?,
+            None => KArg::Ptr(0),
+        };
+        if prec == Precision::Bf16 {
+            return self.matmul_forward_bf16(out, inp, params, w_off, bias, r, ii, o);
+        }
+        let args = [
+            self.at_mut(out, 0, r * o, "matmul out")?,
+            self.at(inp, 0, r * ii, "matmul inp")?,
+            self.at(params, w_off, o * ii, "matmul weight")?,
+            bias,
+            i(r),
+            i(ii),
+            i(o),
+            i(b_off.is_some() as usize),
+        ];
+        // 16×16 output tiles: grid (CEIL_DIV(O,16), CEIL_DIV(R,16)), block (16,16)
+        self.go(K::matmul_forward_f32, tiles(o, r), &args)
+    }
+    fn matmul_backward_at(
+        &self,
+        prec: Precision,
+        dinp: Option<&mut Buf<D>>,
+        dparams: &mut Buf<D>,
+        dw_off: usize,
+        db_off: Option<usize>,
+        dout: &Buf<D>,
+        inp: &Buf<D>,
+        params: &Buf<D>,
+        w_off: usize,
+        r: usize,
+        ii: usize,
+        o: usize,
+    ) -> Result<()> {
+        let dy = self.at(dout, 0, r * o, "matmul dout")?;
+        if let Some(bo) = db_off {
+            let db = self.at_mut(dparams, bo, o, "matmul dbias")?;
+            self.matmul_backward_bias(db, dy, r, o)?;
+        }
+        if prec == Precision::Bf16 {
+            return self
+                .matmul_backward_bf16(dinp, dparams, dw_off, dout, inp, params, w_off, r, ii, o);
+        }
+        if let Some(dinp) = dinp {
+            let args = [
+                self.at_mut(dinp, 0, r * ii, "matmul dinp")?,
+                dy,
+                self.at(params, w_off, o * ii, "matmul weight")?,
+                i(r),
+                i(ii),
+                i(o),
+            ];
+            // grid (CEIL_DIV(I,16), CEIL_DIV(R,16)), block (16,16)
+            self.go(K::matmul_backward_input_f32, tiles(ii, r), &args)?;
+        }
+        let args = [
+            self.at_mut(dparams, dw_off, o * ii, "matmul dweight")?,
+            dy,
+            self.at(inp, 0, r * ii, "matmul inp")?,
+            i(r),
+            i(ii),
+            i(o),
+        ];
+        // grid (CEIL_DIV(I,16), CEIL_DIV(O,16)), block (16,16)
+        self.go(K::matmul_backward_weight_f32, tiles(ii, o), &args)
+    }
+
     /// dbias (+=) column sums of dout (R, O), two-level: 256-row partial sums, then one fixed-order pass.
     fn matmul_backward_bias(&self, db: KArg, dy: KArg, r: usize, o: usize) -> Result<()> {
         let nb = r.div_ceil(MM_BIAS_ROWS).max(1);
