@@ -47,9 +47,20 @@ pub struct BenchArgs {
     /// Also write every result (with all timings) to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// After the measurement, time every op of the CPU backend over --repeats more runs of each
+    /// workload and print where the time goes: per op family (calls, ms per run, share, GFLOP/s of the
+    /// GEMMs), per GEMM shape, and the time outside the GEMMs (--backend cpu only).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.profile && a.backend != "cpu" {
+        bail!(
+            "--profile times the CPU backend's ops: use --backend cpu (got '{}')",
+            a.backend
+        );
+    }
     if a.what == "kernels" {
         return kernel_counters(&a);
     }
@@ -103,10 +114,94 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
             a.what
         );
     }
+    let profiles = if a.profile {
+        profile_cpu(a, &cfg)?
+    } else {
+        Vec::new()
+    };
     if let Some(p) = &a.json {
-        crate::util::atomic::write_atomic(p, serde_json::to_string_pretty(&results)?.as_bytes())?;
+        let doc = serde_json::json!({ "results": results, "profiles": profiles });
+        crate::util::atomic::write_atomic(p, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// `--profile`: the same workloads again on the CPU backend with every op timed (one warm-up run, then
+/// --repeats profiled runs each).
+fn profile_cpu(a: &BenchArgs, cfg: &ModelConfig) -> Result<Vec<serde_json::Value>> {
+    use crate::backend::cpu::{profile, CpuBackend};
+    use crate::backend::select::{precision_for, Choice};
+    let be = CpuBackend::<f32>::with_precision(precision_for(&Choice::Cpu, &a.precision)?);
+    let mut out = Vec::new();
+    if a.what == "vit" || a.what == "all" {
+        for side in [cfg.global_size, cfg.local_size] {
+            vit_fwd_bwd(&be, cfg, a.batch, side, 0, 1)?;
+            profile::start();
+            let r = vit_fwd_bwd(&be, cfg, a.batch, side, 0, a.repeats)?;
+            out.push(print_profile(&r, a.repeats));
+        }
+    }
+    if a.what == "step" || a.what == "all" {
+        setdino_step(be, cfg, a.sets, a.set_size, a.n_local, 0, 1)?;
+        profile::start();
+        let r = setdino_step(be, cfg, a.sets, a.set_size, a.n_local, 0, a.repeats)?;
+        out.push(print_profile(&r, a.repeats));
+    }
+    Ok(out)
+}
+
+/// Prints the op table recorded during `runs` runs of `r` (per run), and returns it for the JSON.
+fn print_profile(r: &BenchResult, runs: usize) -> serde_json::Value {
+    let table = crate::backend::cpu::profile::stop();
+    let runs_f = runs.max(1) as f64;
+    let wall = r.median_s * runs_f; // ≈ the profiled runs' wall time
+    let ops: f64 = table
+        .iter()
+        .filter(|(k, _)| !k.starts_with("gemm "))
+        .map(|(_, e)| e.secs)
+        .sum();
+    let gemm: f64 = table
+        .iter()
+        .filter(|(k, _)| k.as_str() == "matmul_forward" || k.as_str() == "matmul_backward")
+        .map(|(_, e)| e.secs)
+        .sum();
+    println!(
+        "  profile of {} ({runs} runs): ops {:.1} ms per run ({:.0}% of the wall time), GEMMs {:.1} ms ({:.0}% of the ops), outside the GEMMs {:.1} ms",
+        r.name,
+        1e3 * ops / runs_f,
+        100.0 * ops / wall.max(1e-12),
+        1e3 * gemm / runs_f,
+        100.0 * gemm / ops.max(1e-12),
+        1e3 * (ops - gemm) / runs_f
+    );
+    let mut rows: Vec<_> = table.iter().collect();
+    rows.sort_by(|a, b| b.1.secs.total_cmp(&a.1.secs));
+    println!(
+        "  {:<52} {:>8} {:>10} {:>7} {:>9}",
+        "op (gemm rows: R×I×O)", "calls", "ms/run", "share", "GFLOP/s"
+    );
+    for (k, e) in &rows {
+        let gf = if e.flops > 0.0 {
+            format!("{:.1}", e.flops / e.secs.max(1e-12) / 1e9)
+        } else {
+            "-".into()
+        };
+        println!(
+            "  {:<52} {:>8.1} {:>10.2} {:>6.1}% {:>9}",
+            k,
+            e.calls as f64 / runs_f,
+            1e3 * e.secs / runs_f,
+            100.0 * e.secs / ops.max(1e-12),
+            gf
+        );
+    }
+    serde_json::json!({
+        "workload": r.name,
+        "runs": runs,
+        "ops_s_per_run": ops / runs_f,
+        "gemm_s_per_run": gemm / runs_f,
+        "table": table.iter().map(|(k, e)| serde_json::json!({"op": k, "entry": e})).collect::<Vec<_>>(),
+    })
 }
 
 /// The recording emulator and the model preset of `--what kernels|launches` (which need `--backend simt`).

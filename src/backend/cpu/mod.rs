@@ -13,6 +13,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod optim;
 pub mod patch_embed;
+pub mod profile;
 pub mod residual;
 pub mod set_mean;
 pub mod weightnorm;
@@ -39,6 +40,16 @@ pub trait Real:
     fn c(x: f64) -> Self;
     fn d(self) -> f64;
     fn erf(self) -> Self;
+    /// erf for the GELU: branch-free arithmetic that the compiler vectorizes (f32: a rational
+    /// approximation, |error| ≤ 4.3e-7 on all of ℝ, see `gelu::erf_f32`); the exact `erf` elsewhere
+    /// (f64, the finite-difference backend).
+    fn erf_gelu(self) -> Self {
+        self.erf()
+    }
+    /// exp for the GELU backward, the same way (f32: `gelu::exp_f32`, ≤ 2 ulp).
+    fn exp_gelu(self) -> Self {
+        self.exp()
+    }
     const NAME: &'static str;
 }
 
@@ -51,6 +62,12 @@ impl Real for f32 {
     }
     fn erf(self) -> Self {
         libm::erff(self)
+    }
+    fn erf_gelu(self) -> Self {
+        gelu::erf_f32(self)
+    }
+    fn exp_gelu(self) -> Self {
+        gelu::exp_f32(self)
     }
     const NAME: &'static str = "f32";
 }
@@ -144,6 +161,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         self.precision
     }
     fn zeros(&self, n: usize) -> Result<Vec<T>> {
+        let _p = profile::span("zeros");
         Ok(vec![T::zero(); n])
     }
     fn upload(&self, host: &[f32]) -> Result<Vec<T>> {
@@ -159,6 +177,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         buf.len()
     }
     fn fill(&self, buf: &mut Vec<T>, off: usize, n: usize, value: f64) -> Result<()> {
+        let _p = profile::span("fill");
         ensure!(off + n <= buf.len(), "fill out of bounds");
         buf[off..off + n].fill(T::c(value));
         Ok(())
@@ -189,6 +208,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         w: usize,
         p: usize,
     ) -> Result<()> {
+        let _p = profile::span("patch_embed_im2col");
         patch_embed::patch_embed_im2col(out, img, b, ch, h, w, p);
         Ok(())
     }
@@ -205,6 +225,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         g2: usize,
         c: usize,
     ) -> Result<()> {
+        let _p = profile::span("patch_embed_tokens_forward");
         patch_embed::patch_embed_tokens_forward(
             x,
             patch_out,
@@ -231,6 +252,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         g2: usize,
         c: usize,
     ) -> Result<()> {
+        let _p = profile::span("patch_embed_tokens_backward");
         let mut dcls = dparams[cls_off..cls_off + c].to_vec();
         patch_embed::patch_embed_tokens_backward(
             &mut dcls,
@@ -258,6 +280,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         i: usize,
         o: usize,
     ) -> Result<()> {
+        let _p = profile::gemm("matmul_forward", r, i, o, 1);
         let bias = b_off.map(|bo| &params[bo..bo + o]);
         let w = &params[w_off..w_off + o * i];
         match self.precision {
@@ -312,6 +335,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         i: usize,
         o: usize,
     ) -> Result<()> {
+        let _p = profile::gemm("matmul_backward", r, i, o, 1 + usize::from(dinp.is_some()));
         let w = &params[w_off..w_off + o * i];
         let dw = &mut dparams[dw_off..dw_off + o * i];
         match self.precision {
@@ -347,6 +371,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         c: usize,
         eps: f64,
     ) -> Result<()> {
+        let _p = profile::span("layernorm_forward");
         layernorm::layernorm_forward(
             out,
             mean,
@@ -377,6 +402,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         n: usize,
         eps: f64,
     ) -> Result<()> {
+        let _p = profile::span("layernorm_forward_residual");
         ensure!(
             n > 0 && r % n == 0,
             "residual LayerNorm: {r} rows are not whole samples of {n}"
@@ -413,6 +439,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         r: usize,
         c: usize,
     ) -> Result<()> {
+        let _p = profile::span("layernorm_backward");
         let mut dw = dparams[dw_off..dw_off + c].to_vec();
         let mut db = dparams[db_off..db_off + c].to_vec();
         layernorm::layernorm_backward(
@@ -442,6 +469,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         nh: usize,
         hs: usize,
     ) -> Result<()> {
+        let _p = profile::span("attention_forward");
         if self.precision.bf16_attention(n, hs) {
             // att holds the row log-sum-exp (B, NH, N) instead of the probabilities.
             attention::attention_forward_bf16(out, att, qkv, b, n, nh, hs);
@@ -462,6 +490,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         nh: usize,
         hs: usize,
     ) -> Result<()> {
+        let _p = profile::span("attention_backward");
         if self.precision.bf16_attention(n, hs) {
             attention::attention_backward_bf16(dqkv, dout, qkv, att, b, n, nh, hs);
         } else {
@@ -471,6 +500,7 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
 
     fn gelu_forward(&self, out: &mut Vec<T>, inp: &Vec<T>, n: usize) -> Result<()> {
+        let _p = profile::span("gelu_forward");
         gelu::gelu_forward(&mut out[..n], &inp[..n]);
         Ok(())
     }
@@ -481,6 +511,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         inp: &Vec<T>,
         n: usize,
     ) -> Result<()> {
+        let _p = profile::span("gelu_backward");
         gelu::gelu_backward(&mut dinp[..n], &dout[..n], &inp[..n]);
         Ok(())
     }
@@ -494,6 +525,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         b: usize,
         m: usize,
     ) -> Result<()> {
+        let _p = profile::span("residual_forward");
         residual::residual_forward(out, inp, branch, scale, b, m);
         Ok(())
     }
@@ -505,6 +537,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         b: usize,
         m: usize,
     ) -> Result<()> {
+        let _p = profile::span("residual_backward");
         residual::residual_backward(dbranch, dout, scale, b, m);
         Ok(())
     }
@@ -516,6 +549,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         n: usize,
         c: usize,
     ) -> Result<()> {
+        let _p = profile::span("residual_cls_gather");
         residual::residual_cls_gather(out, x, b, n, c);
         Ok(())
     }
@@ -527,6 +561,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         n: usize,
         c: usize,
     ) -> Result<()> {
+        let _p = profile::span("residual_cls_scatter");
         residual::residual_cls_scatter(dx, dout, b, n, c);
         Ok(())
     }
@@ -539,6 +574,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         tc: usize,
         col_off: usize,
     ) -> Result<()> {
+        let _p = profile::span("residual_copy_cols");
         residual::residual_copy_cols(out, inp, r, c, tc, col_off);
         Ok(())
     }
@@ -551,6 +587,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         n: usize,
         c: usize,
     ) -> Result<()> {
+        let _p = profile::span("set_mean_forward");
         set_mean::set_mean_forward(out, inp, s, n, c);
         Ok(())
     }
@@ -562,6 +599,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         n: usize,
         c: usize,
     ) -> Result<()> {
+        let _p = profile::span("set_mean_backward");
         set_mean::set_mean_backward(dinp, dout, s, n, c);
         Ok(())
     }
@@ -575,6 +613,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         c: usize,
         eps: f64,
     ) -> Result<()> {
+        let _p = profile::span("l2norm_forward");
         l2norm::l2norm_forward(out, norm, inp, r, c, cast(eps));
         Ok(())
     }
@@ -588,6 +627,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         c: usize,
         eps: f64,
     ) -> Result<()> {
+        let _p = profile::span("l2norm_backward");
         l2norm::l2norm_backward(dinp, dout, out, norm, r, c, cast(eps));
         Ok(())
     }
@@ -602,6 +642,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         k: usize,
         c: usize,
     ) -> Result<()> {
+        let _p = profile::span("weightnorm_forward");
         weightnorm::weightnorm_forward(
             w,
             norm,
@@ -623,6 +664,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         k: usize,
         c: usize,
     ) -> Result<()> {
+        let _p = profile::span("weightnorm_backward");
         weightnorm::weightnorm_backward(
             &mut dparams[v_off..v_off + k * c],
             dw,
@@ -649,6 +691,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         student_temp: f64,
         teacher_temp: f64,
     ) -> Result<()> {
+        let _p = profile::span("dino_loss_forward_backward");
         ensure!(v >= 2, "the DINO loss needs at least the 2 global views");
         dino_loss::dino_loss_forward_backward(
             loss,
@@ -673,6 +716,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         k: usize,
         momentum: f64,
     ) -> Result<()> {
+        let _p = profile::span("dino_loss_center_update");
         dino_loss::dino_loss_center_update(center, teacher, r, k, momentum);
         Ok(())
     }
@@ -687,6 +731,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         crop: usize,
         size: usize,
     ) -> Result<()> {
+        let _p = profile::span("augment_render");
         ensure!(params.len() >= n * (8 + 2 * c), "augment params too short");
         augment::augment_render(out, src, params, n, c, crop, size);
         Ok(())
@@ -699,6 +744,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         c: usize,
         hw: usize,
     ) -> Result<()> {
+        let _p = profile::span("augment_normalize_ntc");
         augment::augment_normalize_ntc(x, stats, n, c, hw);
         Ok(())
     }
@@ -709,6 +755,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         c: usize,
         hw: usize,
     ) -> Result<()> {
+        let _p = profile::span("augment_normalize_zscore");
         augment::augment_normalize_zscore(x, n, c, hw);
         Ok(())
     }
@@ -719,6 +766,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         ranges: &[(usize, usize)],
         max_norm: f64,
     ) -> Result<()> {
+        let _p = profile::span("reduce_clip_per_tensor");
         optim::reduce_clip_per_tensor(grads, ranges, max_norm);
         Ok(())
     }
@@ -732,6 +780,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         hi: usize,
         hyper: AdamWHyper,
     ) -> Result<()> {
+        let _p = profile::span("adamw_update");
         optim::adamw_update(
             &mut params[lo..hi],
             &mut m[lo..hi],
@@ -748,6 +797,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         n: usize,
         momentum: f64,
     ) -> Result<()> {
+        let _p = profile::span("ema_update");
         optim::ema_update(&mut teacher[..n], &student[..n], momentum);
         Ok(())
     }
