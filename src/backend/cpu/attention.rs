@@ -1,6 +1,6 @@
 //! CPU twin of `kernels/attention.cu`: multi-head self-attention core (no causal mask, no dropout),
 //! `softmax(q·kᵀ·HS^-0.5)·v` with the reference's qkv feature layout [3][NH][HS]. Rayon over images.
-use super::Real;
+use super::{axpy, dot, Real};
 use rayon::prelude::*;
 
 /// out: (B, N, C); att: (B, NH, N, N); qkv: (B, N, 3C), C = NH·HS.
@@ -28,13 +28,12 @@ pub fn attention_forward<T: Real>(
                     let mut mx = T::neg_infinity();
                     for (j, rj) in row.iter_mut().enumerate() {
                         let k = &x[j * 3 * c + c + h * hs..j * 3 * c + c + h * hs + hs];
-                        let dot: T = q.iter().zip(k).map(|(&u, &v)| u * v).sum();
-                        *rj = dot * scale;
+                        *rj = dot(q, k) * scale;
                         mx = mx.max(*rj);
                     }
                     let mut sum = T::zero();
                     for rj in row.iter_mut() {
-                        *rj = (*rj - mx).exp();
+                        *rj = (*rj - mx).exp_fast();
                         sum += *rj;
                     }
                     for rj in row.iter_mut() {
@@ -44,9 +43,7 @@ pub fn attention_forward<T: Real>(
                     od.fill(T::zero());
                     for (j, &p) in row.iter().enumerate() {
                         let v = &x[j * 3 * c + 2 * c + h * hs..j * 3 * c + 2 * c + h * hs + hs];
-                        for (od, &vv) in od.iter_mut().zip(v) {
-                            *od += p * vv;
-                        }
+                        axpy(od, p, v);
                     }
                 }
             }
@@ -75,6 +72,7 @@ pub fn attention_backward<T: Real>(
         .zip(att[..b * nh * n * n].par_chunks(nh * n * n))
         .for_each(|((((dx, da), dy), x), a)| {
             dx.fill(T::zero());
+            let mut tmp = vec![T::zero(); hs];
             for h in 0..nh {
                 let a = &a[h * n * n..(h + 1) * n * n];
                 let da = &mut da[h * n * n..(h + 1) * n * n];
@@ -86,34 +84,42 @@ pub fn attention_backward<T: Real>(
                     let dyi = &dy[i * c + h * hs..i * c + h * hs + hs];
                     for j in 0..n {
                         let v = &x[j * 3 * c + vo..j * 3 * c + vo + hs];
-                        da[i * n + j] = dyi.iter().zip(v).map(|(&p, &q)| p * q).sum();
+                        da[i * n + j] = dot(dyi, v);
                         let p = a[i * n + j];
-                        let dv = &mut dx[j * 3 * c + vo..j * 3 * c + vo + hs];
-                        for (d, &g) in dv.iter_mut().zip(dyi) {
-                            *d += p * g;
-                        }
+                        axpy(&mut dx[j * 3 * c + vo..j * 3 * c + vo + hs], p, dyi);
                     }
                 }
                 // softmax backward: dpre = att ⊙ (datt − rowsum(att ⊙ datt)), then scaled.
                 for i in 0..n {
                     let row_a = &a[i * n..(i + 1) * n];
                     let row_d = &mut da[i * n..(i + 1) * n];
-                    let dot: T = row_a.iter().zip(row_d.iter()).map(|(&p, &g)| p * g).sum();
+                    let pd = dot(row_a, row_d);
                     for (g, &p) in row_d.iter_mut().zip(row_a) {
-                        *g = p * (*g - dot) * scale;
+                        *g = p * (*g - pd) * scale;
                     }
                 }
-                // dq = dpre · k ; dk = dpreᵀ · q
+                // dq_i = Σ_j dpre_ij·k_j ; dk_j = Σ_i dpre_ij·q_i (each row summed in order, then added)
                 for i in 0..n {
+                    tmp.fill(T::zero());
                     for j in 0..n {
-                        let g = da[i * n + j];
-                        for d in 0..hs {
-                            let kj = x[j * 3 * c + ko + d];
-                            let qi = x[i * 3 * c + qo + d];
-                            dx[i * 3 * c + qo + d] += g * kj;
-                            dx[j * 3 * c + ko + d] += g * qi;
-                        }
+                        axpy(
+                            &mut tmp,
+                            da[i * n + j],
+                            &x[j * 3 * c + ko..j * 3 * c + ko + hs],
+                        );
                     }
+                    axpy(&mut dx[i * 3 * c + qo..i * 3 * c + qo + hs], T::one(), &tmp);
+                }
+                for j in 0..n {
+                    tmp.fill(T::zero());
+                    for i in 0..n {
+                        axpy(
+                            &mut tmp,
+                            da[i * n + j],
+                            &x[i * 3 * c + qo..i * 3 * c + qo + hs],
+                        );
+                    }
+                    axpy(&mut dx[j * 3 * c + ko..j * 3 * c + ko + hs], T::one(), &tmp);
                 }
             }
         });

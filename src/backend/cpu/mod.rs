@@ -20,6 +20,7 @@ pub mod weightnorm;
 
 use super::{AdamWHyper, Backend, Precision};
 use anyhow::{ensure, Result};
+use rayon::prelude::*;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 
@@ -40,14 +41,14 @@ pub trait Real:
     fn c(x: f64) -> Self;
     fn d(self) -> f64;
     fn erf(self) -> Self;
-    /// erf for the GELU: branch-free arithmetic that the compiler vectorizes (f32: a rational
+    /// erf for the GELU (and its backward): branch-free arithmetic that the compiler vectorizes (f32: a rational
     /// approximation, |error| ≤ 4.3e-7 on all of ℝ, see `gelu::erf_f32`); the exact `erf` elsewhere
     /// (f64, the finite-difference backend).
-    fn erf_gelu(self) -> Self {
+    fn erf_fast(self) -> Self {
         self.erf()
     }
-    /// exp for the GELU backward, the same way (f32: `gelu::exp_f32`, ≤ 2 ulp).
-    fn exp_gelu(self) -> Self {
+    /// exp for the GELU backward and the f32 softmax, the same way (f32: `gelu::exp_f32`, ≤ 2 ulp).
+    fn exp_fast(self) -> Self {
         self.exp()
     }
     const NAME: &'static str;
@@ -63,10 +64,10 @@ impl Real for f32 {
     fn erf(self) -> Self {
         libm::erff(self)
     }
-    fn erf_gelu(self) -> Self {
+    fn erf_fast(self) -> Self {
         gelu::erf_f32(self)
     }
-    fn exp_gelu(self) -> Self {
+    fn exp_fast(self) -> Self {
         gelu::exp_f32(self)
     }
     const NAME: &'static str = "f32";
@@ -83,6 +84,35 @@ impl Real for f64 {
         libm::erf(self)
     }
     const NAME: &'static str = "f64";
+}
+
+/// Σ a[i]·b[i] with 8 independent partial sums (so the compiler vectorizes it; a plain `sum` is a
+/// serial chain: IEEE addition is not reassociated), combined in a fixed order: deterministic.
+#[inline(always)]
+pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [T::zero(); 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = T::zero();
+    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// y += g·x, elementwise (vectorizes).
+#[inline(always)]
+pub fn axpy<T: Real>(y: &mut [T], g: T, x: &[T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += g * x;
+    }
 }
 
 /// Rows per chunk in chunked reductions (fixed so results never depend on the thread count).
@@ -179,7 +209,10 @@ impl<T: Real> Backend for CpuBackend<T> {
     fn fill(&self, buf: &mut Vec<T>, off: usize, n: usize, value: f64) -> Result<()> {
         let _p = profile::span("fill");
         ensure!(off + n <= buf.len(), "fill out of bounds");
-        buf[off..off + n].fill(T::c(value));
+        let v = T::c(value);
+        buf[off..off + n]
+            .par_chunks_mut(1 << 16)
+            .for_each(|c| c.fill(v));
         Ok(())
     }
     fn copy(
