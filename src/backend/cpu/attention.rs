@@ -1,6 +1,6 @@
 //! CPU twin of `kernels/attention.cu`: multi-head self-attention core (no causal mask, no dropout),
 //! `softmax(q·kᵀ·HS^-0.5)·v` with the reference's qkv feature layout [3][NH][HS]. Rayon over images.
-use super::{axpy, dot, Real};
+use super::{axpy, dot, dot4, Real};
 use rayon::prelude::*;
 
 /// out: (B, N, C); att: (B, NH, N, N); qkv: (B, N, 3C), C = NH·HS.
@@ -22,13 +22,29 @@ pub fn attention_forward<T: Real>(
         .for_each(|((o, a), x)| {
             for h in 0..nh {
                 let a = &mut a[h * n * n..(h + 1) * n * n];
+                let q = |i: usize| &x[i * 3 * c + h * hs..i * 3 * c + h * hs + hs];
+                let k = |j: usize| &x[j * 3 * c + c + h * hs..j * 3 * c + c + h * hs + hs];
+                // scores, four query rows at a time (each key row loaded once for the four)
+                let blocked = n - n % 4;
+                for i0 in (0..blocked).step_by(4) {
+                    let qs = [q(i0), q(i0 + 1), q(i0 + 2), q(i0 + 3)];
+                    for j in 0..n {
+                        let s4 = dot4(qs, k(j));
+                        for (r, &sv) in s4.iter().enumerate() {
+                            a[(i0 + r) * n + j] = sv;
+                        }
+                    }
+                }
+                for i in blocked..n {
+                    for j in 0..n {
+                        a[i * n + j] = dot(q(i), k(j));
+                    }
+                }
                 for i in 0..n {
-                    let q = &x[i * 3 * c + h * hs..i * 3 * c + h * hs + hs];
                     let row = &mut a[i * n..(i + 1) * n];
                     let mut mx = T::neg_infinity();
-                    for (j, rj) in row.iter_mut().enumerate() {
-                        let k = &x[j * 3 * c + c + h * hs..j * 3 * c + c + h * hs + hs];
-                        *rj = dot(q, k) * scale;
+                    for rj in row.iter_mut() {
+                        *rj *= scale;
                         mx = mx.max(*rj);
                     }
                     let mut sum = T::zero();

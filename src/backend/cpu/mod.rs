@@ -107,6 +107,34 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
+/// `dot` of four rows against one: each chunk of `b` is loaded once for the four (register blocking).
+/// Every row's sum is formed exactly as `dot` forms it, so `dot4(a, b)[r] == dot(a[r], b)`.
+#[inline(always)]
+pub fn dot4<T: Real>(a: [&[T]; 4], b: &[T]) -> [T; 4] {
+    let n = a.iter().map(|r| r.len()).fold(b.len(), usize::min);
+    let mut acc = [[T::zero(); 8]; 4];
+    let chunks = n / 8;
+    for c in 0..chunks {
+        let y = &b[c * 8..c * 8 + 8];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let x = &a[r][c * 8..c * 8 + 8];
+            for l in 0..8 {
+                acc[l] += x[l] * y[l];
+            }
+        }
+    }
+    let mut out = [T::zero(); 4];
+    for (r, o) in out.iter_mut().enumerate() {
+        let mut tail = T::zero();
+        for k in chunks * 8..n {
+            tail += a[r][k] * b[k];
+        }
+        let a = &acc[r];
+        *o = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+    }
+    out
+}
+
 /// y += g·x, elementwise (vectorizes).
 #[inline(always)]
 pub fn axpy<T: Real>(y: &mut [T], g: T, x: &[T]) {

@@ -82,3 +82,41 @@ impl Drop for Span {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::cpu::CpuBackend;
+    use crate::backend::Backend;
+
+    /// A profiled GEMM shows up under its op and its shape with its FLOPs; nothing is recorded after
+    /// `stop`. (An odd shape, so other tests running in parallel cannot add to its row.)
+    #[test]
+    fn spans_record_ops_and_gemm_shapes() {
+        let be = CpuBackend::<f32>::new();
+        let (r, i, o) = (3usize, 5usize, 7usize);
+        let x = be.upload(&vec![1.0; r * i]).unwrap();
+        let p = be.upload(&vec![0.5; o * i + o]).unwrap();
+        let mut y = be.zeros(r * o).unwrap();
+        super::start();
+        be.matmul_forward(&mut y, &x, &p, 0, Some(o * i), r, i, o)
+            .unwrap();
+        let table = super::stop();
+        let row = table
+            .iter()
+            .find(|(k, _)| k == "gemm matmul_forward 3×5×7")
+            .map(|(_, e)| *e)
+            .expect("the GEMM shape row");
+        assert_eq!(row.calls, 1);
+        assert_eq!(row.flops, 2.0 * (r * i * o) as f64);
+        assert!(row.secs > 0.0);
+        assert!(table
+            .iter()
+            .any(|(k, e)| k == "matmul_forward" && e.calls >= 1));
+        be.matmul_forward(&mut y, &x, &p, 0, Some(o * i), r, i, o)
+            .unwrap();
+        assert!(
+            !super::stop().iter().any(|(k, _)| k.ends_with(" 3×5×7")),
+            "nothing recorded while stopped"
+        );
+    }
+}
