@@ -13,7 +13,10 @@ Workloads (items/s):
                (torch: ../shared/tools/torch_vit_bench.py dino; setdino: setdino bench --what step)
 
     python3 scripts/compare_torch.py [--bin target/release/setdino] [--threads 2] [--rounds 3]
-                                     [--only vit-s96,vit-s48,tiny,step] [--json out.json]
+                                     [--only vit-s96,vit-s48,tiny,step] [--torch-isa avx2] [--json out.json]
+
+--torch-isa avx2 holds PyTorch to AVX2 on an AVX-512 machine (ATEN_CPU_CAPABILITY, DNNL_MAX_CPU_ISA,
+MKL_ENABLE_INSTRUCTIONS), as on the 2-core AVX2 machines CI runs on; setdino's GEMMs are AVX2 either way.
 
 Needs torch and timm (pip install torch timm). Prints the machine (CPU model, SIMD, cores) first.
 """
@@ -84,12 +87,19 @@ def run_setdino(args, name):
     return rates[0] if name == "step" else rates[VIT[name]["setdino"][2]]
 
 
+def torch_env(args):
+    env = dict(os.environ)
+    if args.torch_isa == "avx2":
+        env.update(ATEN_CPU_CAPABILITY="avx2", DNNL_MAX_CPU_ISA="AVX2", MKL_ENABLE_INSTRUCTIONS="AVX2")
+    return env
+
+
 def run_torch(args, name):
     if name == "step":
         cmd = [sys.executable, TORCH_BENCH, "dino", "--threads", str(args.threads), "--n-cells", "16",
                "--K", "2048", "--dino-batch", "16", "--warmup", "1", "--repeats", str(args.repeats),
                "--no-probe"]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=torch_env(args)).stdout
         m = re.search(r"ms/step \(median\), ([0-9.]+) img/s", out)
         if not m:
             raise RuntimeError(f"no rate in torch_vit_bench output:\n{out}")
@@ -97,7 +107,7 @@ def run_torch(args, name):
     c = dict(VIT[name], threads=args.threads, batch=32, warmup=1, repeats=args.repeats)
     c.pop("setdino")
     out = subprocess.run([sys.executable, "-c", TORCH_VIT_WORKER, json.dumps(c)], capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True, env=torch_env(args)).stdout
     return json.loads(out.strip().splitlines()[-1])["items_per_s"]
 
 
@@ -108,9 +118,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs per engine and workload")
     ap.add_argument("--repeats", type=int, default=5, help="timed iterations inside each run")
     ap.add_argument("--only", default="vit-s96,vit-s48,tiny,step")
+    ap.add_argument("--torch-isa", choices=["native", "avx2"], default="native",
+                    help="avx2: hold PyTorch to AVX2 (as on CI's machines)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    print(f"machine: {machine()}; {args.threads} threads; {args.rounds} alternating rounds")
+    print(f"machine: {machine()}; {args.threads} threads; {args.rounds} alternating rounds; "
+          f"PyTorch ISA: {args.torch_isa}")
     rows = []
     for name in args.only.split(","):
         s, t = [], []
