@@ -1,6 +1,6 @@
 //! CPU twin of `kernels/layernorm.cu`: LayerNorm over the channel dim, biased variance
 //! (torch.nn.LayerNorm, eps 1e-6 in the ViT). Saves mean and rstd for the backward.
-use super::{Real, REDUCE_CHUNK};
+use super::{sum8_by, Real, REDUCE_CHUNK};
 use rayon::prelude::*;
 
 /// out: (R, C); mean, rstd: (R); inp: (R, C); w, b: (C).
@@ -22,8 +22,8 @@ pub fn layernorm_forward<T: Real>(
         .zip(rstd[..r].par_iter_mut())
         .zip(inp[..r * c].par_chunks(c))
         .for_each(|(((o, m), s), x)| {
-            let mu = x.iter().copied().sum::<T>() / cn;
-            let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() / cn;
+            let mu = sum8_by(x, |v| v) / cn;
+            let var = sum8_by(x, |v| (v - mu) * (v - mu)) / cn;
             let rs = T::one() / (var + eps).sqrt();
             for j in 0..c {
                 o[j] = (x[j] - mu) * rs * w[j] + b[j];
@@ -126,14 +126,28 @@ pub fn layernorm_backward<T: Real>(
         .zip(inp[..r * c].par_chunks(c))
         .zip(mean[..r].par_iter().zip(rstd[..r].par_iter()))
         .for_each(|(((di, dy), x), (&mu, &rs))| {
-            let mut sum_dn = T::zero();
-            let mut sum_dn_xhat = T::zero();
-            for j in 0..c {
-                let xhat = (x[j] - mu) * rs;
-                let dn = dy[j] * w[j];
-                sum_dn += dn;
-                sum_dn_xhat += dn * xhat;
+            let (x, dy, w) = (&x[..c], &dy[..c], &w[..c]);
+            // 8 partial sums of each, combined in a fixed order (vectorizes; deterministic)
+            let (mut a_dn, mut a_dnx) = ([T::zero(); 8], [T::zero(); 8]);
+            let full = c - c % 8;
+            for j0 in (0..full).step_by(8) {
+                for l in 0..8 {
+                    let j = j0 + l;
+                    let dn = dy[j] * w[j];
+                    a_dn[l] += dn;
+                    a_dnx[l] += dn * ((x[j] - mu) * rs);
+                }
             }
+            let (mut t_dn, mut t_dnx) = (T::zero(), T::zero());
+            for j in full..c {
+                let dn = dy[j] * w[j];
+                t_dn += dn;
+                t_dnx += dn * ((x[j] - mu) * rs);
+            }
+            let comb = |a: [T; 8], t: T| {
+                ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + t
+            };
+            let (sum_dn, sum_dn_xhat) = (comb(a_dn, t_dn), comb(a_dnx, t_dnx));
             let mean_dn = sum_dn / cn;
             let mean_dn_xhat = sum_dn_xhat / cn;
             for j in 0..c {

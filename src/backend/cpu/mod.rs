@@ -107,6 +107,23 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
+/// Σ f(x[i]) with 8 independent partial sums combined in a fixed order (vectorizes; deterministic).
+#[inline(always)]
+pub fn sum8_by<T: Real>(x: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::zero(); 8];
+    let mut cx = x.chunks_exact(8);
+    for ch in &mut cx {
+        for l in 0..8 {
+            acc[l] += f(ch[l]);
+        }
+    }
+    let mut tail = T::zero();
+    for &v in cx.remainder() {
+        tail += f(v);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
 /// `dot` of four rows against one: each chunk of `b` is loaded once for the four (register blocking).
 /// Every row's sum is formed exactly as `dot` forms it, so `dot4(a, b)[r] == dot(a[r], b)`.
 #[inline(always)]
