@@ -1,6 +1,6 @@
 //! CPU twin of `kernels/layernorm.cu`: LayerNorm over the channel dim, biased variance
 //! (torch.nn.LayerNorm, eps 1e-6 in the ViT). Saves mean and rstd for the backward.
-use super::{sum8_by, Real, REDUCE_CHUNK};
+use super::{combine8, sum8_by, Real, REDUCE_CHUNK};
 use rayon::prelude::*;
 
 /// out: (R, C); mean, rstd: (R); inp: (R, C); w, b: (C).
@@ -144,10 +144,7 @@ pub fn layernorm_backward<T: Real>(
                 t_dn += dn;
                 t_dnx += dn * ((x[j] - mu) * rs);
             }
-            let comb = |a: [T; 8], t: T| {
-                ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + t
-            };
-            let (sum_dn, sum_dn_xhat) = (comb(a_dn, t_dn), comb(a_dnx, t_dnx));
+            let (sum_dn, sum_dn_xhat) = (combine8(a_dn, t_dn), combine8(a_dnx, t_dnx));
             let mean_dn = sum_dn / cn;
             let mean_dn_xhat = sum_dn_xhat / cn;
             for j in 0..c {

@@ -86,6 +86,13 @@ impl Real for f64 {
     const NAME: &'static str = "f64";
 }
 
+/// The 8 partial sums of `dot`, `dot4`, `sum8_by` (and the LayerNorm and clip sums) plus the tail,
+/// combined in one fixed order: the results never depend on the thread count or the run.
+#[inline(always)]
+pub fn combine8<T: Real>(a: [T; 8], tail: T) -> T {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail
+}
+
 /// Σ a[i]·b[i] with 8 independent partial sums (so the compiler vectorizes it; a plain `sum` is a
 /// serial chain: IEEE addition is not reassociated), combined in a fixed order: deterministic.
 #[inline(always)]
@@ -104,7 +111,7 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
     for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
         tail += x * y;
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    combine8(acc, tail)
 }
 
 /// Σ f(x[i]) with 8 independent partial sums combined in a fixed order (vectorizes; deterministic).
@@ -121,7 +128,7 @@ pub fn sum8_by<T: Real>(x: &[T], f: impl Fn(T) -> T) -> T {
     for &v in cx.remainder() {
         tail += f(v);
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    combine8(acc, tail)
 }
 
 /// `dot` of four rows against one: each chunk of `b` is loaded once for the four (register blocking).
@@ -146,8 +153,7 @@ pub fn dot4<T: Real>(a: [&[T]; 4], b: &[T]) -> [T; 4] {
         for k in chunks * 8..n {
             tail += a[r][k] * b[k];
         }
-        let a = &acc[r];
-        *o = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail;
+        *o = combine8(acc[r], tail);
     }
     out
 }

@@ -19,10 +19,7 @@ pub fn reduce_clip_per_tensor<T: Real>(grads: &mut [T], ranges: &[(usize, usize)
                 }
             }
             let tail: f64 = ch.remainder().iter().map(|&v| v.d() * v.d()).sum();
-            (((acc[0] + acc[4]) + (acc[1] + acc[5]))
-                + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-                + tail)
-                .sqrt()
+            super::combine8(acc, tail).sqrt()
         })
         .collect();
     for (&(off, len), &nrm) in ranges.iter().zip(&norms) {

@@ -1488,19 +1488,9 @@ impl<D: Device> GpuBackend<D> {
 
     /// dst (bf16) = round_bf16(src (f32)), n elements.
     fn round_into(&self, dst: &mut Buf<D>, src: &Buf<D>, n: usize) -> Result<()> {
-        ensure!(
-            n <= i32::MAX as usize,
-            "bf16 copy: {n} elements is beyond the 2^31 limit"
-        );
-        let args = [
-            self.at_bf16_mut(dst, n, "bf16 out")?,
-            self.at(src, 0, n, "f32 in")?,
-            i(1),
-            i(n),
-            i(n),
-        ];
-        // one thread per element: a (1, n) matrix without padding
-        self.go(K::matmul_forward_round_bf16, LaunchCfg::linear(n), &args)
+        let d = self.at_bf16_mut(dst, n, "bf16 out")?;
+        let x = self.at(src, 0, n, "f32 in")?;
+        self.round_flat(d, x, n)
     }
 
     /// Re-rounds elements [off, off + n) of the kept bf16 copy of `buf`, if it has one.
@@ -1508,13 +1498,18 @@ impl<D: Device> GpuBackend<D> {
         if buf.bf16.is_none() || n == 0 {
             return Ok(());
         }
-        ensure!(
-            n <= i32::MAX as usize,
-            "bf16 weight copy: {n} elements is beyond the 2^31 limit"
-        );
         let x = self.at(buf, off, n, "bf16 weight copy source")?;
         let copy = buf.bf16.as_mut().expect("checked above");
         let d = KArg::Ptr(self.dev.addr_mut(copy) + 2 * off as u64);
+        self.round_flat(d, x, n)
+    }
+
+    /// bf16 at `d` = round_bf16 of n f32 at `x`: `matmul_forward_round_bf16` on a (1, n) matrix.
+    fn round_flat(&self, d: KArg, x: KArg, n: usize) -> Result<()> {
+        ensure!(
+            n <= i32::MAX as usize,
+            "bf16 copy: {n} elements is beyond the 2^31 limit"
+        );
         // one thread per element: a (1, n) matrix without padding
         self.go(
             K::matmul_forward_round_bf16,
