@@ -229,6 +229,14 @@ pub struct OptimConfig {
     pub clip_grad: f64,
     /// Epochs during which the student's last layer gets no update.
     pub freeze_last_layer: usize,
+    /// Linear lr warm-up in steps; when set it replaces `warmup_epochs` (a short run's warm-up is then
+    /// independent of how the step budget is divided into schedule epochs).
+    #[serde(default)]
+    pub warmup_steps: Option<u64>,
+    /// Steps during which the student's last layer gets no update; when set it replaces
+    /// `freeze_last_layer` (epochs).
+    #[serde(default)]
+    pub freeze_last_layer_steps: Option<u64>,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
@@ -252,6 +260,8 @@ impl Default for OptimConfig {
             center_momentum: 0.9,
             clip_grad: 3.0,
             freeze_last_layer: 1,
+            warmup_steps: None,
+            freeze_last_layer_steps: None,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,

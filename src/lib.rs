@@ -14,6 +14,8 @@
 //! - [`data`]: the set sampler, multi-crop augmentation and normalisers (what the engine trains on).
 //! - [`eval`]: per-cell features → batch-level and consensus gene profiles → batch effect,
 //!   reproducibility and known-complex recall, with the report and plots (evaluation.md).
+//! - [`experiment`]: the ablation (DINO, Set-DINO, random-init over seeds, bootstrap intervals, curves)
+//!   that `demo` runs and users run on their own stores.
 //! - [`cli`]: one file per subcommand; argument handling only.
 //! - [`fuzzing`]: one entry point per parser on raw bytes, for the fuzz targets and the corpus replay test.
 pub mod backend;
@@ -26,6 +28,7 @@ pub mod demo;
 pub mod embed;
 pub mod engine;
 pub mod eval;
+pub mod experiment;
 pub mod features;
 pub mod fuzzing;
 pub mod ingest;

@@ -307,6 +307,15 @@ pub struct LogLine {
     pub momentum: f64,
     pub teacher_temp: f64,
     pub cells_per_s: f64,
+    /// Mean entropy of the teacher's centred, sharpened distributions (what the student is taught);
+    /// ln K means a uniform teacher (collapse), 0 a one-hot one.
+    #[serde(default)]
+    pub teacher_entropy: f64,
+    /// Mean KL(teacher ‖ student) over the loss's view pairs: every teacher view meets the same number
+    /// of student views, so the cross-entropy loss = mean teacher entropy + this KL (computed as their
+    /// difference). Near 0 with a high entropy: the student matches a uniform teacher.
+    #[serde(default)]
+    pub kl: f64,
 }
 
 /// Where a run lives.
@@ -455,27 +464,8 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
     run.remove_stale_temps()?;
     let store = Arc::new(Store::open(&opts.store)?);
     let mut cfg = opts.config.clone();
-    // The crops decide the model's input: channels and sizes follow the store unless set explicitly.
+    fit_model_to_store(&mut cfg, &store, true)?;
     let crop = store.crop();
-    if cfg.model.in_chans != store.channels() {
-        eprintln!(
-            "note: model.in_chans {} → {} (the store's channels)",
-            cfg.model.in_chans,
-            store.channels()
-        );
-        cfg.model.in_chans = store.channels();
-    }
-    if cfg.model.global_size != crop {
-        cfg.model.global_size = crop;
-        cfg.model.local_size = crop / 2;
-    }
-    cfg.validate()?;
-    ensure!(
-        crop % cfg.model.patch == 0 && (crop / 2) % cfg.model.patch == 0,
-        "store crops of {crop} px need a patch size dividing {crop} and {}; model.patch is {}",
-        crop / 2,
-        cfg.model.patch
-    );
     let d = &cfg.data;
     let sampler_cfg = SamplerConfig {
         group_by: d.group_by.parse()?,
@@ -605,6 +595,20 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
     let mut collapsed_for = 0u64;
     let mut step = start;
     let mut interrupted = false;
+    let mut val = val_log.as_mut().map(|vl| Validation {
+        store: &store,
+        normalizer: &pipe.normalizer,
+        cells: &val_cells,
+        log: vl,
+        best: &mut best,
+        run: &run,
+        cfg: &cfg,
+        sched_spe,
+    });
+    if let (Some(v), 0) = (val.as_mut(), start) {
+        // The untrained network's score: where the curves start, and the bar training must clear.
+        bar.suspend(|| v.run(&mut eng, 0))?;
+    }
     if start < total {
         let mut prefetch = pipe.clone().prefetch(start, cfg.train.prefetch);
         while let Some((s, crops)) = prefetch.next() {
@@ -641,8 +645,8 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
             }
             let t_rows = eng.be.download(&out.teacher_out)?;
             let center = eng.be.download(&eng.center)?;
-            let uniform = mean_entropy(&t_rows, &center, sched.teacher_temp)
-                > 0.99 * (cfg.model.out_dim as f64).ln();
+            let entropy = mean_entropy(&t_rows, &center, sched.teacher_temp);
+            let uniform = entropy > 0.99 * (cfg.model.out_dim as f64).ln();
             if uniform || is_collapsed(&t_rows, cfg.model.out_dim) {
                 collapsed_for += 1;
                 if collapsed_for >= cfg.train.collapse_patience {
@@ -670,6 +674,8 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                 momentum: sched.momentum,
                 teacher_temp: sched.teacher_temp,
                 cells_per_s: cells_per_step / dt.max(1e-9),
+                teacher_entropy: entropy,
+                kl: out.loss - entropy,
             };
             writeln!(log, "{}", serde_json::to_string(&line)?).context("writing log.jsonl")?;
             losses.push(out.loss);
@@ -687,51 +693,9 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                 );
             }
             let epoch_end = step % sched_spe == 0 && (step / sched_spe) % val_every.max(1) == 0;
-            if let Some(vl) = val_log.as_mut() {
+            if let Some(v) = val.as_mut() {
                 if epoch_end || step == total {
-                    let v = crate::validate::validate(
-                        &mut eng,
-                        &store,
-                        &pipe.normalizer,
-                        &val_cells,
-                        step,
-                        step / sched_spe,
-                    )?;
-                    writeln!(vl, "{}", serde_json::to_string(&v)?).context("writing val.jsonl")?;
-                    bar.suspend(|| {
-                        eprintln!(
-                            "validation at step {step}: gene KNN@5 {:.3}, batch KNN@5 {:.3}, ratio_svg {:.1}%, median_svg {:.2}",
-                            v.val_top5_gene, v.val_top5_batch, v.ratio_svg, v.median_svg
-                        )
-                    });
-                    if best
-                        .as_ref()
-                        .map_or(true, |b| v.val_top5_gene > b.val_top5_gene)
-                    {
-                        let meta = TrainMeta {
-                            step,
-                            epoch: step / sched_spe,
-                            seed: cfg.train.seed,
-                            extra: serde_json::to_value(&cfg)?,
-                        };
-                        save_checkpoint(
-                            &run.dir.join("best.safetensors"),
-                            &cfg.model,
-                            &eng.to_host()?,
-                            &meta,
-                        )?;
-                        let b = BestRecord {
-                            step,
-                            val_top5_gene: v.val_top5_gene,
-                        };
-                        write_atomic(&best_json, serde_json::to_string_pretty(&b)?.as_bytes())?;
-                        best = Some(b);
-                    }
-                    if v.ratio_svg == 0.0 {
-                        bail!(
-                            "training collapsed at step {step}: every singular value of the validation profiles' covariance is ≤ 1e-4; HINT: lower optim.lr or optim.teacher_temp"
-                        );
-                    }
+                    bar.suspend(|| v.run(&mut eng, step))?;
                 }
             }
             interrupted = INTERRUPTED.load(Ordering::SeqCst);
@@ -769,6 +733,93 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         interrupted,
         best: best.map(|_| run.dir.join("best.safetensors")),
     })
+}
+
+/// One validation of the training loop: embed the validation cells, append to val.jsonl, keep
+/// `best.safetensors` when the gene KNN@5 improves, and stop on a rank-0 collapse.
+struct Validation<'a> {
+    store: &'a Store,
+    normalizer: &'a crate::data::normalize::Normalizer,
+    cells: &'a [u32],
+    log: &'a mut std::fs::File,
+    best: &'a mut Option<BestRecord>,
+    run: &'a RunDir,
+    cfg: &'a TrainConfig,
+    sched_spe: u64,
+}
+
+impl Validation<'_> {
+    fn run<B: Backend>(&mut self, eng: &mut Engine<B>, step: u64) -> Result<()> {
+        let epoch = step / self.sched_spe;
+        let v =
+            crate::validate::validate(eng, self.store, self.normalizer, self.cells, step, epoch)?;
+        writeln!(self.log, "{}", serde_json::to_string(&v)?).context("writing val.jsonl")?;
+        eprintln!(
+            "validation at step {step}: gene KNN@5 {:.3}, batch KNN@5 {:.3}, ratio_svg {:.1}%, median_svg {:.2}",
+            v.val_top5_gene, v.val_top5_batch, v.ratio_svg, v.median_svg
+        );
+        if self
+            .best
+            .as_ref()
+            .map_or(true, |b| v.val_top5_gene > b.val_top5_gene)
+        {
+            let meta = TrainMeta {
+                step,
+                epoch,
+                seed: self.cfg.train.seed,
+                extra: serde_json::to_value(self.cfg)?,
+            };
+            save_checkpoint(
+                &self.run.dir.join("best.safetensors"),
+                &self.cfg.model,
+                &eng.to_host()?,
+                &meta,
+            )?;
+            let b = BestRecord {
+                step,
+                val_top5_gene: v.val_top5_gene,
+            };
+            write_atomic(
+                &self.run.dir.join("best.json"),
+                serde_json::to_string_pretty(&b)?.as_bytes(),
+            )?;
+            *self.best = Some(b);
+        }
+        if v.ratio_svg == 0.0 {
+            bail!(
+                "training collapsed at step {step}: every singular value of the validation profiles' covariance is ≤ 1e-4; HINT: lower optim.lr or optim.teacher_temp"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The crops decide the model's input: channels and sizes follow the store (global crops are the
+/// store's crops, local ones half their side). `note` prints a line when the channels change.
+pub fn fit_model_to_store(cfg: &mut TrainConfig, store: &Store, note: bool) -> Result<()> {
+    let crop = store.crop();
+    if cfg.model.in_chans != store.channels() {
+        if note {
+            eprintln!(
+                "note: model.in_chans {} → {} (the store's channels)",
+                cfg.model.in_chans,
+                store.channels()
+            );
+        }
+        cfg.model.in_chans = store.channels();
+    }
+    if cfg.model.global_size != crop {
+        cfg.model.global_size = crop;
+        cfg.model.local_size = crop / 2;
+    }
+    cfg.validate()?;
+    ensure!(
+        crop % cfg.model.patch == 0 && (crop / 2) % cfg.model.patch == 0,
+        "store crops of {crop} px need a patch size dividing {crop} and {}; model.patch is {}",
+        crop / 2,
+        cfg.model.patch
+    );
+    Ok(())
 }
 
 /// Mean entropy of softmax((t − center)/τ) over the teacher rows t: (2S, K) (what the student is taught).

@@ -738,6 +738,18 @@ fn cli_end_to_end_on_a_tiny_table() {
     assert_eq!((f.n, f.d), (56, 6));
     let per_gene = std::fs::read_to_string(out.join("per_gene.tsv")).unwrap();
     assert_eq!(per_gene.lines().count(), 13);
+    // pairs.tsv: one line per query pair; its top-5 % / 10 % flags give metrics.json's recalls.
+    let pairs = std::fs::read_to_string(out.join("pairs.tsv")).unwrap();
+    let rows: Vec<Vec<&str>> = pairs
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    for (col, key) in [(4, "recall_top5"), (5, "recall_top10")] {
+        let hits = rows.iter().filter(|r| r[col] == "1").count() as f64;
+        assert_eq!(hits / rows.len() as f64, m[key].as_f64().unwrap(), "{key}");
+    }
 }
 
 #[test]

@@ -90,6 +90,24 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
         assert_eq!(x.lr.to_bits(), y.lr.to_bits());
     }
     assert!(la.iter().all(|l| l.loss.is_finite()));
+    // The collapse monitors: the teacher's entropy lies in [0, ln K], the KL to the student is ≥ 0 (to
+    // rounding) and the two add up to the loss; they too resume bit-identically.
+    let ln_k = (cfg.model.out_dim as f64).ln();
+    for (x, y) in la.iter().zip(&lb) {
+        assert!(
+            x.teacher_entropy >= 0.0 && x.teacher_entropy <= ln_k + 1e-9,
+            "step {}: entropy {} outside [0, ln K = {ln_k}]",
+            x.step,
+            x.teacher_entropy
+        );
+        assert!(x.kl >= -1e-4, "step {}: KL {} < 0", x.step, x.kl);
+        assert!((x.teacher_entropy + x.kl - x.loss).abs() < 1e-9);
+        assert_eq!(x.teacher_entropy.to_bits(), y.teacher_entropy.to_bits());
+    }
+    assert!(
+        la.iter().any(|l| l.kl > 1e-3),
+        "an untrained student differs from its teacher somewhere"
+    );
     // keep_last = 2: only the two newest checkpoints remain.
     let ck: Vec<_> = std::fs::read_dir(tmp.path().join("a/checkpoints"))
         .unwrap()
@@ -180,6 +198,7 @@ fn validation_runs_on_held_out_wells_and_is_logged() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(!vals.is_empty());
+    assert_eq!(vals[0].step, 0, "the untrained network is validated first");
     let v = vals.last().unwrap();
     assert_eq!(v.step, 4);
     assert_eq!(v.profiles, 8, "2 wells × 4 genes (NTC dropped)");

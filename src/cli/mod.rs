@@ -8,6 +8,7 @@ pub mod debug;
 pub mod demo;
 pub mod embed;
 pub mod eval;
+pub mod experiment;
 pub mod features;
 pub mod import_crops;
 pub mod ingest;
@@ -44,6 +45,8 @@ pub enum Command {
     /// Metrics of per-cell embeddings or features: batch effect, reproducibility, known-complex recall.
     #[command(long_about = eval::LONG_ABOUT)]
     Eval(eval::EvalArgs),
+    /// The ablation on a store: DINO, Set-DINO and a random-init control over seeds, with intervals.
+    Experiment(experiment::ExperimentArgs),
     /// First command on a new machine: backend, CUDA device, NVRTC kernel table, parity self-test.
     Check(check::CheckArgs),
     /// Throughput of the ViT forward+backward and the Set-DINO step (compare with torch_vit_bench.py).
@@ -79,5 +82,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(a) => ingest::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Experiment(a) => experiment::run(a),
     }
 }

@@ -15,10 +15,19 @@ pub struct SynthArgs {
     pub preset: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Strength of the per-well and per-plate confounders that per-well affine normalisation cannot undo:
+    /// anisotropic and per-channel blur, staining gamma and saturation, background texture and debris,
+    /// cell density (count, size and shape), channel bleed-through. It multiplies all their amplitudes:
+    /// 0 = none, 1 = the default, larger = stronger (at most 4). Gain, offset, noise and illumination stay.
+    #[arg(long, default_value_t = 1.0)]
+    pub confound: f32,
 }
 
 pub fn run(a: SynthArgs) -> Result<()> {
-    let cfg = SynthConfig::preset(&a.preset, a.seed)?;
+    let cfg = SynthConfig {
+        confound: a.confound,
+        ..SynthConfig::preset(&a.preset, a.seed)?
+    };
     let t0 = std::time::Instant::now();
     let s = synth(&cfg, &a.out, true)?;
     println!(

@@ -13,8 +13,27 @@ pub fn cosine_schedule(
     start_warmup_value: f64,
     it: usize,
 ) -> f64 {
-    let total = epochs * niter_per_ep;
-    let warm = (warmup_epochs * niter_per_ep).min(total);
+    cosine_iters(
+        base,
+        final_value,
+        epochs * niter_per_ep,
+        warmup_epochs * niter_per_ep,
+        start_warmup_value,
+        it,
+    )
+}
+
+/// [`cosine_schedule`] with the totals in iterations: `total` iterations of which the first `warm`
+/// (at most `total`) are the linear warm-up.
+pub fn cosine_iters(
+    base: f64,
+    final_value: f64,
+    total: usize,
+    warm: usize,
+    start_warmup_value: f64,
+    it: usize,
+) -> f64 {
+    let warm = warm.min(total);
     let it = it.min(total.saturating_sub(1));
     if it < warm {
         // np.linspace(start, base, warm): step (base − start)/(warm − 1), last element exactly base.
@@ -67,16 +86,15 @@ pub fn at(
     let spe = steps.steps_per_epoch;
     let epoch = it / spe;
     let lr_peak = optim.lr * steps.sets_per_step as f64 / 256.0;
+    // Step-defined warm-up and freeze replace the epoch-defined ones when set.
+    let warm = optim.warmup_steps.map_or(optim.warmup_epochs * spe, |s| {
+        usize::try_from(s).unwrap_or(usize::MAX)
+    });
+    let frozen = optim
+        .freeze_last_layer_steps
+        .map_or(epoch < optim.freeze_last_layer, |s| (it as u64) < s);
     StepSchedule {
-        lr: cosine_schedule(
-            lr_peak,
-            optim.min_lr,
-            steps.epochs,
-            spe,
-            optim.warmup_epochs,
-            0.0,
-            it,
-        ),
+        lr: cosine_iters(lr_peak, optim.min_lr, steps.epochs * spe, warm, 0.0, it),
         weight_decay: cosine_schedule(
             optim.weight_decay,
             optim.weight_decay_end,
@@ -93,7 +111,7 @@ pub fn at(
             optim.warmup_teacher_temp_epochs,
             epoch,
         ),
-        freeze_last_layer: epoch < optim.freeze_last_layer,
+        freeze_last_layer: frozen,
     }
 }
 
@@ -116,6 +134,37 @@ mod tests {
             assert!((x - want).abs() < 1e-15);
         }
         assert!(v[9] > 0.0, "never reaches the final value");
+    }
+
+    /// Step-defined warm-up and freeze replace the epoch-defined ones; unset, the epochs rule.
+    #[test]
+    fn step_defined_warmup_and_freeze() {
+        let steps = crate::config::StepConfig {
+            sets_per_step: 256,
+            epochs: 10,
+            steps_per_epoch: 100,
+            ..Default::default()
+        };
+        let mut o = crate::config::OptimConfig {
+            lr: 1.0,
+            min_lr: 0.0,
+            warmup_epochs: 1,
+            freeze_last_layer: 1,
+            ..Default::default()
+        };
+        // Epochs: warm-up over 100 iterations (lr 1 at it 99), frozen for the first 100.
+        assert!((at(&o, &steps, 49).lr - 49.0 / 99.0).abs() < 1e-12);
+        assert!(at(&o, &steps, 99).freeze_last_layer && !at(&o, &steps, 100).freeze_last_layer);
+        o.warmup_steps = Some(11);
+        o.freeze_last_layer_steps = Some(5);
+        assert!((at(&o, &steps, 5).lr - 0.5).abs() < 1e-12);
+        assert_eq!(at(&o, &steps, 10).lr, 1.0);
+        // The cosine starts at the peak right after the warm-up, then decays.
+        assert_eq!(at(&o, &steps, 11).lr, 1.0);
+        assert!(at(&o, &steps, 12).lr < 1.0 && at(&o, &steps, 12).lr > 0.99);
+        assert!(at(&o, &steps, 4).freeze_last_layer && !at(&o, &steps, 5).freeze_last_layer);
+        o.freeze_last_layer_steps = Some(0);
+        assert!(!at(&o, &steps, 0).freeze_last_layer);
     }
 
     #[test]

@@ -437,6 +437,18 @@ fn write_outputs(
         .collect();
     report::write_per_gene(&out.join("per_gene.tsv"), &rows)?;
     report::write_pr_curve(&out.join("pr_curve.tsv"), &cm.recall.pr_curve)?;
+    let names: Vec<&str> = cons
+        .genes
+        .iter()
+        .map(|&g| table.genes.names[g as usize].as_str())
+        .collect();
+    report::write_pairs(
+        &out.join("pairs.tsv"),
+        &names,
+        &cm.pairs,
+        &cm.query,
+        &cm.null,
+    )?;
     // Figures.
     let pts: Vec<(u32, f64, f64)> = cm
         .recall

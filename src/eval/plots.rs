@@ -109,7 +109,8 @@ impl Frame {
             let (_, py) = self.map(self.x.0, yv);
             cv.line(px, self.top, px, self.top + self.h, LIGHT);
             cv.line(self.left, py, self.left + self.w, py, LIGHT);
-            let xl = fmt_tick(xv);
+            let step = (self.x.1 - self.x.0) / ticks as f64;
+            let xl = fmt_tick_step(xv, step);
             cv.text(
                 px - 4 * xl.len() as i64,
                 self.top + self.h + 6,
@@ -117,7 +118,7 @@ impl Frame {
                 BLACK,
                 1,
             );
-            let yl = fmt_tick(yv);
+            let yl = fmt_tick_step(yv, (self.y.1 - self.y.0) / ticks as f64);
             cv.text(self.left - 8 * yl.len() as i64 - 6, py - 4, &yl, BLACK, 1);
         }
         let (l, t, w, h) = (self.left, self.top, self.w, self.h);
@@ -137,13 +138,21 @@ impl Frame {
     }
 }
 
-fn fmt_tick(v: f64) -> String {
-    let s = format!("{v:.2}");
-    if s == "-0.00" {
-        "0.00".into()
+/// A tick label with as many decimals as the tick spacing needs (at least 1, at most 4 beyond it).
+fn fmt_tick_step(v: f64, step: f64) -> String {
+    let dec = if step.is_finite() && step > 0.0 {
+        ((-step.log10()).ceil() + 1.0).clamp(1.0, 6.0) as usize
     } else {
-        s
+        2
+    };
+    let s = format!("{v:.dec$}");
+    if s.trim_start_matches('-')
+        .chars()
+        .all(|c| c == '0' || c == '.')
+    {
+        return s.trim_start_matches('-').to_string();
     }
+    s
 }
 
 /// pr_curve.png: precision (y) against recall (x) at the top 1 … 20 % of the null; every fifth point
@@ -282,6 +291,95 @@ pub fn adjacency_png(path: &Path, related: &[bool], predicted: &[bool], m: usize
                 }
             }
         }
+    }
+    cv.save(path)
+}
+
+/// One line of a panel: a legend label, a palette index (the same index = the same colour in every
+/// panel) and its (x, y) points.
+pub struct Series {
+    pub label: String,
+    pub colour: usize,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One panel of [`panels_png`].
+pub struct Panel {
+    pub title: String,
+    pub xlabel: String,
+    pub ylabel: String,
+    pub series: Vec<Series>,
+}
+
+/// Colours of [`Series::colour`]: blue, red, green, orange, purple, then repeating.
+const PALETTE: [C; 5] = [
+    BLUE,
+    RED,
+    Rgb([40, 150, 60]),
+    Rgb([230, 140, 20]),
+    Rgb([130, 60, 170]),
+];
+
+/// Line panels in a grid of two columns (e.g. training curves), each with its own axes; one legend
+/// (label per colour, first occurrence) at the top. Non-finite points are skipped.
+pub fn panels_png(path: &Path, panels: &[Panel]) -> Result<()> {
+    let (pw, ph) = (480i64, 320i64);
+    let rows = panels.len().div_ceil(2).max(1) as i64;
+    let mut cv = Canvas::new((2 * pw) as u32, (rows * ph + 30) as u32);
+    let mut legend: Vec<(usize, &str)> = Vec::new();
+    for (k, p) in panels.iter().enumerate() {
+        let (ox, oy) = ((k as i64 % 2) * pw, 30 + (k as i64 / 2) * ph);
+        let pts = || {
+            p.series
+                .iter()
+                .flat_map(|s| &s.points)
+                .filter(|q| q.0.is_finite() && q.1.is_finite())
+        };
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for &(x, y) in pts() {
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+        }
+        if x0 > x1 {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        if x1 - x0 < 1e-12 {
+            x1 = x0 + 1.0;
+        }
+        let pad = ((y1 - y0) * 0.05).max(1e-6);
+        let fr = Frame {
+            left: ox + 70,
+            top: oy + 58,
+            w: pw - 100,
+            h: ph - 100,
+            x: (x0, x1),
+            y: (y0 - pad, y1 + pad),
+        };
+        fr.draw(&mut cv, &p.title, &p.xlabel, "", 4);
+        cv.text(ox + 70, oy + 46, &p.ylabel, GREY, 1);
+        for s in &p.series {
+            let c = PALETTE[s.colour % PALETTE.len()];
+            let v: Vec<(i64, i64)> = s
+                .points
+                .iter()
+                .filter(|q| q.0.is_finite() && q.1.is_finite())
+                .map(|&(x, y)| fr.map(x, y))
+                .collect();
+            for w in v.windows(2) {
+                cv.line(w[0].0, w[0].1, w[1].0, w[1].1, c);
+            }
+            if v.len() == 1 {
+                cv.rect(v[0].0 - 2, v[0].1 - 2, 5, 5, c);
+            }
+            if !legend.iter().any(|l| l.0 == s.colour) {
+                legend.push((s.colour, &s.label));
+            }
+        }
+    }
+    let mut x = 10;
+    for (c, label) in legend {
+        cv.rect(x, 12, 14, 4, PALETTE[c % PALETTE.len()]);
+        cv.text(x + 20, 9, label, BLACK, 1);
+        x += 40 + 8 * label.len() as i64;
     }
     cv.save(path)
 }

@@ -137,6 +137,39 @@ pub fn write_per_gene(path: &Path, rows: &[GeneRow]) -> Result<()> {
     crate::util::atomic::write_atomic(path, s.as_bytes())
 }
 
+/// Writes pairs.tsv: one line per known complex pair with both consensus profiles (the recall's
+/// queries): the genes, their cosine similarity, the fraction of the null strictly below it, and
+/// whether it is in the top 5 % / 10 % (the one-tailed rule of recall_top5 / recall_top10). The
+/// experiment's bootstrap over pairs resamples these lines.
+pub fn write_pairs(
+    path: &Path,
+    names: &[&str],
+    pairs: &[(u32, u32)],
+    query: &[f64],
+    null: &[f64],
+) -> Result<()> {
+    use super::recall::{below, in_top};
+    let mut s = String::from("gene_a\tgene_b\tcosine\tnull_below\ttop5\ttop10\n");
+    for (&(a, b), &q) in pairs.iter().zip(query) {
+        let frac = if null.is_empty() {
+            f64::NAN
+        } else {
+            below(null, q) as f64 / null.len() as f64
+        };
+        writeln!(
+            s,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            names[a as usize],
+            names[b as usize],
+            num(q),
+            num(frac),
+            u8::from(!null.is_empty() && in_top(null, q, 0.95)),
+            u8::from(!null.is_empty() && in_top(null, q, 0.9))
+        )?;
+    }
+    crate::util::atomic::write_atomic(path, s.as_bytes())
+}
+
 /// Writes pr_curve.tsv.
 pub fn write_pr_curve(path: &Path, pts: &[PrPoint]) -> Result<()> {
     let mut s = String::from("top_percent\tthreshold\tn_above\trelated_above\tprecision\trecall\n");

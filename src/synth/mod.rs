@@ -1,16 +1,37 @@
 //! `setdino synth`: a synthetic optical pooled screen with known ground truth, written as a real screen is
 //! (multi-page 16-bit TIFF tiles, tiles.csv, cells.csv) plus complexes.tsv (clusters format), truth.json
-//! (genes: complex, effect, guide efficiencies; wells: confounders) and cells_truth.csv (per cell: perturbed
-//! or escaper, cell-cycle phase).
+//! (genes: complex, effect, guide efficiencies; wells: every confounder) and cells_truth.csv (per cell:
+//! perturbed or escaper, cell-cycle phase).
 //!
 //! Cells have four channels: DNA (nucleus with size, shape and chromatin texture), DNA damage (foci),
 //! F-actin (cortex ring and stress fibres) and tubulin (a radial network). Each cell has an 8-d phenotype
 //! (nucleus size, elongation, DNA level, foci rate, cortex, fibres, tubulin extent, tubulin level). Genes in
 //! one complex share an effect direction, scaled per gene; guides have an efficiency, and a cell escapes
-//! its perturbation with probability 1 − efficiency; cells are in G1, G2 or M. Plates and wells add
-//! confounders (illumination field, gain, offset, blur, noise) larger than the gene effects on raw
-//! intensities. Key decision: every tile is rendered from its own counter-based random stream, so the
-//! output is identical for a seed whatever the thread count.
+//! its perturbation with probability 1 − efficiency; cells are in G1, G2 or M. A complex's direction has 3
+//! of the 8 dimensions, drawn by weight: the morphological ones (nucleus size and elongation, foci rate,
+//! actin cortex and fibres, tubulin extent) weigh 1, the pure-intensity ones (DNA and tubulin level) 0.1,
+//! and an intensity component, when drawn, is halved: gene effects are mostly morphological, which the
+//! per-well intensity normalisation does not erase.
+//!
+//! Confounders, larger than the gene effects on raw intensities; every one is recorded per well in
+//! truth.json ([`WellTruth`]):
+//! - undone by ingest's flat-field and percentile scaling and per-well normalisation (an affine map per
+//!   well and channel): plate illumination field, per-well and plate gain and offset, noise;
+//! - not undone by an affine map, each visible in a crop and drawn per well (some with a smaller plate part),
+//!   so wells of one plate differ (module [`confound`], ranges on [`WellConfound`]): isotropic blur
+//!   (`blur_sigma`) plus anisotropic, rotated point spread and a per-channel (chromatic) focus offset;
+//!   staining non-linearity (per channel gamma, then a soft saturation); a smooth background field and
+//!   debris specks in some channels; local cell density (more, smaller, more elongated cells in crowded
+//!   wells; fewer, larger, rounder ones in sparse wells); bleed-through DNA → damage and actin → tubulin.
+//!
+//! Their strength is one knob, [`SynthConfig::confound`] (`synth --confound`): 0 = none of the second
+//! group but `blur_sigma` (tiles rendered as before they existed), 1 = the default, larger = stronger. A
+//! tile is rendered as:
+//! cells → staining non-linearity → background and debris → bleed-through → point spread → illumination ×
+//! gain + offset + noise → 16-bit quantisation.
+//!
+//! Key decision: every tile is rendered from its own counter-based random stream (background waves and
+//! debris included), so the output is identical for a seed whatever the thread count.
 use crate::data::rng::stream;
 use crate::ingest::tiff::{write_u16, TiffCompression};
 use crate::util::atomic::{write_atomic, TempFile};
@@ -24,6 +45,9 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
+
+pub mod confound;
+pub use confound::{Bleed, WellConfound, MAX_CONFOUND};
 
 const DOMAIN_SYNTH: u64 = 0x53594e54;
 /// Phenotype dimensions.
@@ -61,27 +85,34 @@ pub struct SynthConfig {
     pub crop: usize,
     /// Scale of gene effects (log-space norm of a complex's effect vector).
     pub effect: f32,
+    /// Strength of the confounders that per-well affine normalisation cannot undo (point spread and
+    /// focus, staining non-linearity, background and debris, cell density, bleed-through; see
+    /// [`WellConfound`]): every amplitude is multiplied by it. 0 = none, 1 = the default, larger =
+    /// stronger, at most [`MAX_CONFOUND`].
+    pub confound: f32,
     pub seed: u64,
 }
 
 impl SynthConfig {
-    /// `demo` (seconds on 2 cores, crop 48), `small` (crop 96, a few minutes), `large` (crop 96, a store of
-    /// about 0.7 TB: more than a machine's RAM, for scale tests).
+    /// `demo` (seconds on 2 cores, crop 48: 16 complexes × 4 genes + 16 null genes, about 10 000 cells, a
+    /// recall ceiling of 100 % at the top 5 %), `small` (crop 96, a few minutes), `large` (crop 96, a store
+    /// of about 0.7 TB: more than a machine's RAM, for scale tests). All have `confound = 1`.
     pub fn preset(name: &str, seed: u64) -> Result<SynthConfig> {
         let base = SynthConfig {
             preset: name.into(),
             plates: 2,
             wells: 3,
-            complexes: 6,
+            complexes: 16,
             genes_per_complex: 4,
-            null_genes: 6,
+            null_genes: 16,
             guides_per_gene: 2,
             ntc_guides: 4,
-            cells_per_guide: 16,
+            cells_per_guide: 10,
             tile: 256,
             nucleus_radius: 6.0,
             crop: 48,
             effect: 0.6,
+            confound: 1.0,
             seed,
         };
         Ok(match name {
@@ -117,6 +148,19 @@ impl SynthConfig {
     fn n_genes(&self) -> usize {
         self.complexes * self.genes_per_complex + self.null_genes
     }
+
+    /// The highest recall of complex pairs a gene–gene similarity ranking can reach at `top_fraction` of
+    /// the null (eval's `recall_top5` at 0.05): min(1, top_fraction · P / C), with P = G(G − 1)/2 pairs of
+    /// the G non-NTC genes and C = complexes · k(k − 1)/2 related pairs (k genes per complex). NaN when
+    /// there are no related pairs (recall is undefined).
+    pub fn recall_ceiling(&self, top_fraction: f64) -> f64 {
+        let pairs = |n: usize| (n * n.saturating_sub(1) / 2) as f64;
+        let related = self.complexes as f64 * pairs(self.genes_per_complex);
+        if related == 0.0 {
+            return f64::NAN;
+        }
+        (top_fraction * pairs(self.n_genes()) / related).min(1.0)
+    }
 }
 
 /// Per-gene truth.
@@ -145,6 +189,9 @@ pub struct WellTruth {
     /// Plate illumination: strength of the radial fall-off and its centre (fractions of the tile).
     pub illum_strength: f32,
     pub illum_center: (f32, f32),
+    /// The confounders per-well affine normalisation cannot undo (flattened into the well's record).
+    #[serde(flatten)]
+    pub confound: WellConfound,
 }
 
 /// One cell to draw.
@@ -176,18 +223,54 @@ fn gene_name(cfg: &SynthConfig, g: usize) -> String {
     }
 }
 
+/// The pure-intensity phenotype dimensions (dna_level, tubulin_level): rare in effect directions.
+const INTENSITY_DIMS: [usize; 2] = [2, 7];
+
+/// 3 distinct phenotype dimensions drawn without replacement, by weight 1 (morphological) or 0.1
+/// (intensity).
+fn effect_dims(rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut w: Vec<f32> = (0..PHENO.len())
+        .map(|d| {
+            if INTENSITY_DIMS.contains(&d) {
+                0.1
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mut out = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let mut u = rng.random::<f32>() * w.iter().sum::<f32>();
+        let mut pick = w.iter().rposition(|&x| x > 0.0).unwrap_or(0);
+        for (d, &x) in w.iter().enumerate() {
+            if x > 0.0 && u < x {
+                pick = d;
+                break;
+            }
+            u -= x;
+        }
+        w[pick] = 0.0;
+        out.push(pick);
+    }
+    out
+}
+
 /// Build the gene table (effects, guides, efficiencies).
 fn genes(cfg: &SynthConfig) -> Vec<GeneTruth> {
     let mut rng = stream(cfg.seed, DOMAIN_SYNTH, &[0]);
     let normal = Normal::new(0.0f32, 1.0).unwrap();
     let mut out = Vec::new();
     for cx in 0..cfg.complexes {
-        // A sparse direction: 3 of the 8 dimensions, unit norm, times the effect size.
-        let mut dims: Vec<usize> = (0..8).collect();
-        dims.shuffle(&mut rng);
+        // A sparse direction: 3 of the 8 dimensions drawn by weight (intensity ones rare and halved),
+        // unit norm, times the effect size.
         let mut dir = [0f32; 8];
-        for &d in &dims[..3] {
-            dir[d] = normal.sample(&mut rng);
+        for d in effect_dims(&mut rng) {
+            dir[d] = normal.sample(&mut rng)
+                * if INTENSITY_DIMS.contains(&d) {
+                    0.5
+                } else {
+                    1.0
+                };
         }
         let norm = dir.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
         for k in 0..cfg.genes_per_complex {
@@ -259,6 +342,7 @@ fn wells(cfg: &SynthConfig) -> Vec<WellTruth> {
                 noise: r.random_range(0.004..0.015f32),
                 illum_strength,
                 illum_center,
+                confound: WellConfound::sample(cfg, p, w),
             });
         }
     }
@@ -292,16 +376,18 @@ fn plan_well(cfg: &SynthConfig, genes: &[GeneTruth], w: usize) -> Vec<CellPlan> 
     v
 }
 
-/// Grid slots of a tile: spacing ≈ 2.6 body radii, so neighbours rarely touch.
-fn slots(cfg: &SynthConfig) -> usize {
-    let (_, per_row, _) = grid(cfg);
+/// Grid slots of a tile in a well of cell density `density`: spacing ≈ 2.6 body radii ÷ √density, so
+/// neighbours rarely touch.
+fn slots(cfg: &SynthConfig, density: f32) -> usize {
+    let (_, per_row, _) = grid(cfg, density);
     per_row * per_row
 }
 
 /// (spacing, slots per row, margin): slots fill the tile inset by 60 % of half a crop, so most cells fit a
 /// crop and a few, pushed out by jitter, are skipped at ingest as in a real screen.
-fn grid(cfg: &SynthConfig) -> (usize, usize, usize) {
-    let spacing = (cfg.nucleus_radius * 2.2 * 2.6).ceil() as usize;
+fn grid(cfg: &SynthConfig, density: f32) -> (usize, usize, usize) {
+    let base = (cfg.nucleus_radius * 2.2 * 2.6).ceil();
+    let spacing = (base / density.sqrt()).round().max(1.0) as usize;
     let margin = (cfg.crop as f32 * 0.3) as usize;
     let per_row = (cfg.tile.saturating_sub(2 * margin) / spacing).max(1);
     (spacing, per_row, margin)
@@ -310,8 +396,8 @@ fn grid(cfg: &SynthConfig) -> (usize, usize, usize) {
 /// A drawn cell: centroid row, column and cell-cycle phase.
 type Placed = (f32, f32, &'static str);
 
-/// Render one tile: canvas (4, T, T) in relative units, then confounders; returns u16 pages and, per
-/// cell, its centroid and cell-cycle phase.
+/// Render one tile: canvas (4, T, T) in relative units, then confounders (in the order of the module doc);
+/// returns u16 pages and, per cell, its centroid and cell-cycle phase.
 fn render_tile(
     cfg: &SynthConfig,
     genes: &[GeneTruth],
@@ -323,7 +409,8 @@ fn render_tile(
     let mut rng = stream(cfg.seed, DOMAIN_SYNTH, &[4, key]);
     let normal = Normal::new(0.0f32, 1.0).unwrap();
     let mut canvas = vec![vec![0f32; t * t]; 4];
-    let (spacing, per_row, margin) = grid(cfg);
+    let wc = &wt.confound;
+    let (spacing, per_row, margin) = grid(cfg, wc.density);
     let mut slot_ids: Vec<usize> = (0..per_row * per_row).collect();
     slot_ids.shuffle(&mut rng);
     let mut centroids = Vec::new();
@@ -352,6 +439,7 @@ fn render_tile(
             g2,
             mitotic,
             cfg.nucleus_radius,
+            wc.density,
             &mut rng,
         );
         centroids.push((
@@ -366,11 +454,25 @@ fn render_tile(
             },
         ));
     }
-    // Confounders: blur, illumination × gain, offset, noise, 16-bit quantisation.
+    // Specimen: staining non-linearity, background field, debris, bleed-through.
+    for (c, plane) in canvas.iter_mut().enumerate() {
+        confound::stain(plane, wc.gamma[c], wc.saturation[c]);
+    }
+    confound::add_background(&mut canvas, t, wc, &mut rng);
+    confound::add_debris(&mut canvas, t, wc, cfg.nucleus_radius / 6.0, &mut rng);
+    confound::bleed(&mut canvas, wc);
+    // Optics and camera: point spread, illumination × gain, offset, noise, 16-bit quantisation.
     let mut pages = Vec::with_capacity(4);
     for (c, plane) in canvas.iter_mut().enumerate() {
-        if wt.blur_sigma > 0.3 {
-            gaussian_blur(plane, t, wt.blur_sigma);
+        let iso = if wt.blur_sigma > 0.3 {
+            wt.blur_sigma * wt.blur_sigma
+        } else {
+            0.0
+        };
+        match wc.psf_cov(c, iso) {
+            Some((sxx, syy, sxy)) => confound::aniso_blur(plane, t, sxx, syy, sxy),
+            None if wt.blur_sigma > 0.3 => gaussian_blur(plane, t, wt.blur_sigma),
+            None => {}
         }
         let mut page = vec![0u16; t * t];
         for (q, o) in page.iter_mut().enumerate() {
@@ -400,12 +502,15 @@ fn draw_cell(
     g2: bool,
     mitotic: bool,
     rn: f32,
+    density: f32,
     rng: &mut ChaCha8Rng,
 ) {
+    // Crowding: smaller, more elongated cells where density > 1 (exactly unchanged at 1).
+    let rn = rn * density.powf(-0.4);
     let theta = rng.random_range(0.0..std::f32::consts::PI);
     let (s, c) = theta.sin_cos();
     let mut na = rn * p[0] * if g2 { 1.2 } else { 1.0 } * if mitotic { 0.7 } else { 1.0 };
-    let elong = (1.15 * p[1]).max(1.0);
+    let elong = (1.15 * p[1] * density.powf(0.4)).max(1.0);
     let mut nb = na / elong;
     na *= elong.sqrt();
     nb *= elong.sqrt();
@@ -413,7 +518,7 @@ fn draw_cell(
     let belong = if mitotic {
         1.0
     } else {
-        rng.random_range(1.0..1.4f32)
+        (rng.random_range(1.0..1.4f32) * density.powf(0.6)).max(1.0)
     };
     let (ba, bb) = (body * belong, body / belong);
     let dna = 0.9 * p[2] * if g2 { 1.5 } else { 1.0 } * if mitotic { 2.0 } else { 1.0 };
@@ -521,27 +626,42 @@ fn gaussian_blur(img: &mut [f32], t: usize, sigma: f32) {
     }
 }
 
+/// The tiles of every well, in well order: cells fill 70 % of a tile's slots (which depend on the well's
+/// cell density).
+fn tile_jobs(cfg: &SynthConfig, genes: &[GeneTruth], wells: &[WellTruth]) -> Result<Vec<TileJob>> {
+    let mut jobs: Vec<TileJob> = Vec::new();
+    for (w, wt) in wells.iter().enumerate() {
+        let per_tile = slots(cfg, wt.confound.density) * 7 / 10;
+        if per_tile == 0 {
+            bail!(
+                "tile {} is too small for cells of nucleus radius {}",
+                cfg.tile,
+                cfg.nucleus_radius
+            );
+        }
+        for (k, chunk) in plan_well(cfg, genes, w).chunks(per_tile).enumerate() {
+            jobs.push((w, k as u32, chunk.to_vec()));
+        }
+    }
+    Ok(jobs)
+}
+
+/// truth.json's notes.
+const NOTES: &str = "effect: log-scale change of each phenotype dimension for perturbed cells; a complex's direction has 3 of the 8 dimensions, drawn with weight 1 for the morphological ones (nucleus_size, nucleus_elongation, foci_rate, actin_cortex, actin_fibres, tubulin_extent) and 0.1 for the pure-intensity ones (dna_level, tubulin_level), an intensity component being halved; a cell of guide g is perturbed with probability efficiency[g] (escapers otherwise); cell cycle: 60 % G1, 35 % G2 (larger, brighter nucleus, more foci), 5 % M (small, condensed). wells: gain, offset and the plate illumination are undone by flat-field and per-well affine normalisation (noise averages out); the rest is not, each scaled by config.confound: blur_sigma plus psf_sigma (px, along psf_angle from the x axis and across) plus focus_offset per channel (px, chromatic); per channel gamma then saturation s (v -> v^gamma, then v(1+s)/(1+s v), on the canvas before gain and offset); background (per channel amplitude of a smooth field of wavelength background_scale px, new per tile); debris_rate specks per (100 nucleus_radius/6 px)^2 with brightness debris per channel; density (grid spacing / sqrt(density), cell size x density^-0.4, elongation up); bleed (fraction of one channel added to another). Rendering order: cells, staining non-linearity, background and debris, bleed-through, point spread, illumination x gain + offset + noise, 16-bit quantisation.";
+
 /// Write the screen into `out`; `progress` prints a line per plate.
 pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSummary> {
+    if !(cfg.confound.is_finite() && (0.0..=MAX_CONFOUND).contains(&cfg.confound)) {
+        bail!(
+            "confound strength {} is out of range; HINT: use 0 (none) … {MAX_CONFOUND}, 1 is the default",
+            cfg.confound
+        );
+    }
     std::fs::create_dir_all(out.join("tiles"))
         .with_context(|| format!("creating {}", out.display()))?;
     let genes = genes(cfg);
     let wells = wells(cfg);
-    let per_tile = slots(cfg) * 7 / 10;
-    if per_tile == 0 {
-        bail!(
-            "tile {} is too small for cells of nucleus radius {}",
-            cfg.tile,
-            cfg.nucleus_radius
-        );
-    }
-    // Tiles: (well index, tile number, cells).
-    let mut jobs: Vec<TileJob> = Vec::new();
-    for w in 0..wells.len() {
-        for (k, chunk) in plan_well(cfg, &genes, w).chunks(per_tile).enumerate() {
-            jobs.push((w, k as u32, chunk.to_vec()));
-        }
-    }
+    let jobs = tile_jobs(cfg, &genes, &wells)?;
     // Tables go to temp files, renamed into place when complete (tiles.csv last: a screen is complete
     // only when it exists).
     let create = |name: &str| -> Result<(std::io::BufWriter<std::fs::File>, TempFile)> {
@@ -631,7 +751,7 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
     let truth = serde_json::json!({
         "config": cfg, "channels": CHANNELS, "phenotype_dimensions": PHENO,
         "genes": genes, "wells": wells,
-        "notes": "effect: log-scale change of each phenotype dimension for perturbed cells; a cell of guide g is perturbed with probability efficiency[g] (escapers otherwise); cell cycle: 60 % G1, 35 % G2 (larger, brighter nucleus, more foci), 5 % M (small, condensed).",
+        "notes": NOTES,
     });
     write_atomic(&out.join("truth.json"), &serde_json::to_vec_pretty(&truth)?)?;
     truth_tmp.commit()?;
@@ -645,3 +765,6 @@ pub fn synth(cfg: &SynthConfig, out: &Path, progress: bool) -> Result<SynthSumma
         crop: cfg.crop,
     })
 }
+
+#[cfg(test)]
+mod tests;
