@@ -123,6 +123,10 @@ pub fn run(o: &DemoOptions) -> Result<ExperimentSummary> {
         features: Some(feat_stem),
         sweep: None,
         resamples: 2000,
+        // Two runs side by side on one core each beat one run on two cores (small GEMMs scale poorly).
+        jobs: std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(2),
         progress: true,
     })?;
 

@@ -139,6 +139,9 @@ impl TrainConfig {
                     warmup_teacher_temp: 0.01,
                     warmup_teacher_temp_epochs: 0,
                     momentum_teacher: 0.99,
+                    // Short runs: the last layer is frozen for 20 steps (5 % of the demo's 400), not for
+                    // one of the ten schedule epochs the step budget is divided into.
+                    freeze_last_layer_steps: Some(20),
                     ..OptimConfig::default()
                 },
                 data,

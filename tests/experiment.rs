@@ -98,6 +98,7 @@ fn options(dir: &Path) -> ExperimentOptions {
         features: None,
         sweep: None,
         resamples: 200,
+        jobs: 2,
         progress: false,
     }
 }
@@ -211,6 +212,18 @@ fn experiment_rows_intervals_and_held_out_plate() {
     assert!(curves.lines().filter(|l| l.starts_with("DINO\t")).count() >= 6);
     let r = json(&o.out.join("results.json"));
     assert_eq!(r["rows"].as_array().unwrap().len(), 3);
+    // One run at a time gives the same rows, bit for bit, as two side by side.
+    let mut one = options(tmp.path());
+    one.out = tmp.path().join("exp1");
+    one.methods = vec![Method::Dino];
+    one.jobs = 1;
+    let s1 = run(&one).unwrap();
+    for (a, b) in s1.rows[0].seeds.iter().zip(&s.rows[0].seeds) {
+        assert_eq!(
+            serde_json::to_string(&a.metrics).unwrap(),
+            serde_json::to_string(&b.metrics).unwrap()
+        );
+    }
 }
 
 #[test]

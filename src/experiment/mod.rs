@@ -134,6 +134,8 @@ pub struct ExperimentOptions {
     pub sweep: Option<(String, Vec<String>)>,
     /// Bootstrap resamples for the intervals.
     pub resamples: usize,
+    /// Runs at a time (each on cores / jobs threads); the results do not depend on it.
+    pub jobs: usize,
     /// Training progress bars.
     pub progress: bool,
 }
@@ -470,12 +472,21 @@ pub fn run(o: &ExperimentOptions) -> Result<ExperimentSummary> {
             }],
         });
     }
+    let tasks: Vec<(Method, u64)> = o
+        .methods
+        .iter()
+        .flat_map(|&m| (0..o.seeds).map(move |k| (m, o.seed + k as u64)))
+        .collect();
+    let done = run_tasks(o.jobs, &tasks, |&(m, seed)| {
+        run_seed(o, m, seed, &store, &train_split, &held_out, &t0)
+    })?;
     for &m in &o.methods {
-        let mut seeds = Vec::new();
-        for k in 0..o.seeds {
-            let seed = o.seed + k as u64;
-            seeds.push(run_seed(o, m, seed, &store, &train_split, &held_out, &t0)?);
-        }
+        let seeds: Vec<SeedResult> = done
+            .iter()
+            .zip(&tasks)
+            .filter(|(_, t)| t.0 == m)
+            .map(|(r, _)| r.clone())
+            .collect();
         rows.push(MethodResult {
             method: m.label().into(),
             slug: m.slug().into(),
@@ -502,6 +513,69 @@ pub fn run(o: &ExperimentOptions) -> Result<ExperimentSummary> {
     Ok(summary)
 }
 
+/// Runs `f` on every task, `o.jobs` at a time, each job in its own rayon pool of cores / jobs threads
+/// (one run's arithmetic is the same at any thread count, so the results do not depend on `jobs`).
+/// Results in task order; the first error wins.
+fn run_tasks<K: Sync + std::fmt::Debug, T: Send>(
+    jobs: usize,
+    tasks: &[K],
+    f: impl Fn(&K) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let jobs = jobs.clamp(1, tasks.len().max(1));
+    if jobs == 1 {
+        return tasks.iter().map(&f).collect();
+    }
+    let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) / jobs).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: Vec<std::sync::Mutex<Option<Result<T>>>> =
+        tasks.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|sc| -> Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..jobs {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .context("building a worker pool")?;
+            let (next, out, f) = (&next, &out, &f);
+            handles.push(sc.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(t) = tasks.get(i) else { break };
+                let r = pool.install(|| f(t));
+                let failed = r.is_err();
+                if let Ok(mut slot) = out[i].lock() {
+                    *slot = Some(r);
+                }
+                if failed {
+                    // Let the other workers finish their current task, then stop.
+                    next.store(tasks.len(), std::sync::atomic::Ordering::SeqCst);
+                    break;
+                }
+            }));
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("an experiment worker panicked"))?;
+        }
+        Ok(())
+    })?;
+    let mut res = Vec::with_capacity(tasks.len());
+    let mut missing = None;
+    for (slot, t) in out.into_iter().zip(tasks) {
+        match slot
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("a poisoned result"))?
+        {
+            Some(Ok(v)) => res.push(v),
+            Some(Err(e)) => return Err(e.context(format!("in {t:?}"))),
+            None => missing = missing.or(Some(format!("{t:?}"))),
+        }
+    }
+    if let Some(t) = missing {
+        bail!("experiment task {t} did not run");
+    }
+    Ok(res)
+}
+
 /// Train (or initialise), embed and evaluate one seed of one method.
 fn run_seed(
     o: &ExperimentOptions,
@@ -525,7 +599,7 @@ fn run_seed(
         _ => {
             let run_dir = o.out.join(format!("runs/{tag}"));
             let cfg = run_config(o, m, seed, train, &[])?;
-            let (ck, collapsed) = train_one(cfg, &o.store, &run_dir, o.progress)?;
+            let (ck, collapsed) = train_one(cfg, &o.store, &run_dir, o.progress && o.jobs <= 1)?;
             (ck, Some(run_dir), collapsed)
         }
     };
@@ -905,75 +979,102 @@ fn sweep(
     t0: &Instant,
 ) -> Result<ExperimentSummary> {
     let mut tsv =
-        String::from("method\tvalue\tseed\tval_top5_gene\tval_top5_batch\tcollapsed_at\n");
+        String::from("method\tvalue\tseed\tval_top5_gene\tval_top5_batch\tuntrained_val_top5_gene\tcollapsed_at\n");
     let mut md = format!(
         "# setdino experiment --sweep {key}\n\nValidation on a sample of the training plates ({}) only; the \
          evaluation plates ({}) were not read. {} steps per run, seeds from {}. Score: gene KNN@5 of the \
-         last validation (mean over seeds; higher is better).\n\n| method | {key} | val gene KNN@5 | val batch KNN@5 | collapsed |\n|---|---|---|---|---|\n",
+         last validation (mean over seeds; higher is better; ties: lower batch KNN@5; a value with a \
+         collapsed run loses to one without).\n\n| method | {key} | val gene KNN@5 | untrained (step 0) | val batch KNN@5 | collapsed |\n|---|---|---|---|---|---|\n",
         train.describe(),
         eval.describe(),
         o.steps,
         o.seed
     );
+    // Every (method, value, seed) run first (o.jobs at a time), then the table.
+    let learned: Vec<Method> = o
+        .methods
+        .iter()
+        .copied()
+        .filter(|m| *m != Method::Random)
+        .collect();
+    let tasks: Vec<(Method, String, u64)> = learned
+        .iter()
+        .flat_map(|&m| {
+            values
+                .iter()
+                .flat_map(move |v| (0..o.seeds).map(move |k| (m, v.clone(), o.seed + k as u64)))
+        })
+        .collect();
+    let results = run_tasks(o.jobs, &tasks, |(m, v, seed)| {
+        let run_dir = o
+            .out
+            .join(format!("sweep/{}/{key}={v}/seed{seed}", m.slug()));
+        let cfg = run_config(o, *m, *seed, train, &[format!("{key}={v}")])?;
+        let (_, collapsed) = train_one(cfg, &o.store, &run_dir, o.progress && o.jobs <= 1)?;
+        let vals = read_val(&run_dir)?;
+        let (Some(first), Some(last)) = (vals.first().cloned(), vals.last().cloned()) else {
+            bail!(
+                "{}: no validation line",
+                run_dir.join("val.jsonl").display()
+            );
+        };
+        say(
+            t0,
+            &format!(
+                "sweep {} {key}={v} seed {seed}: val gene KNN@5 {:.3} (untrained {:.3})",
+                m.label(),
+                last.val_top5_gene,
+                first.val_top5_gene
+            ),
+        );
+        Ok((first, last, collapsed))
+    })?;
     let mut best_lines = Vec::new();
-    for &m in o.methods.iter().filter(|m| **m != Method::Random) {
-        // (collapsed, −score) orders the candidates: a value whose runs never collapsed beats any that
-        // collapsed, then the higher score wins.
-        let mut best: Option<(bool, f64, String)> = None;
+    for &m in &learned {
+        // (collapsed, −score, batch) orders the candidates: a value whose runs never collapsed beats any
+        // that collapsed, then the higher gene KNN@5 wins, then (a tie) the lower batch KNN@5.
+        let mut best: Option<(bool, f64, f64, String)> = None;
         for v in values {
-            let (mut gene, mut batch, mut coll) = (Vec::new(), Vec::new(), 0);
-            for k in 0..o.seeds {
-                let seed = o.seed + k as u64;
-                let run_dir = o
-                    .out
-                    .join(format!("sweep/{}/{key}={v}/seed{seed}", m.slug()));
-                let cfg = run_config(o, m, seed, train, &[format!("{key}={v}")])?;
-                let (_, collapsed) = train_one(cfg, &o.store, &run_dir, o.progress)?;
-                let last = read_val(&run_dir)?.pop().with_context(|| {
-                    format!(
-                        "{}: no validation line",
-                        run_dir.join("val.jsonl").display()
-                    )
-                })?;
+            let (mut gene, mut batch, mut init, mut coll) = (Vec::new(), Vec::new(), Vec::new(), 0);
+            for ((tm, tv, seed), (first, last, collapsed)) in tasks.iter().zip(&results) {
+                if *tm != m || tv != v {
+                    continue;
+                }
                 gene.push(last.val_top5_gene);
                 batch.push(last.val_top5_batch);
+                init.push(first.val_top5_gene);
                 coll += usize::from(collapsed.is_some());
                 let _ = writeln!(
                     tsv,
-                    "{}\t{v}\t{seed}\t{}\t{}\t{}",
+                    "{}\t{v}\t{seed}\t{}\t{}\t{}\t{}",
                     m.slug(),
                     last.val_top5_gene,
                     last.val_top5_batch,
+                    first.val_top5_gene,
                     collapsed.map_or("".into(), |s| s.to_string())
-                );
-                say(
-                    t0,
-                    &format!(
-                        "sweep {} {key}={v} seed {seed}: val gene KNN@5 {:.3}",
-                        m.label(),
-                        last.val_top5_gene
-                    ),
                 );
             }
             let (g, _) = mean_sd(&gene);
             let (b, _) = mean_sd(&batch);
+            let (g0, _) = mean_sd(&init);
             let _ = writeln!(
                 md,
-                "| {} | {v} | {:.3} | {:.3} | {coll}/{} |",
+                "| {} | {v} | {:.3} | {:.3} | {:.3} | {coll}/{} |",
                 m.label(),
                 g,
+                g0,
                 b,
                 o.seeds
             );
-            let cand = (coll > 0, g, v.clone());
+            let cand = (coll > 0, g, b, v.clone());
             if best
                 .as_ref()
-                .map_or(true, |b| (cand.0, -cand.1) < (b.0, -b.1))
+                .map_or(true, |x| (cand.0, -cand.1, cand.2) < (x.0, -x.1, x.2))
             {
                 best = Some(cand);
             }
         }
-        if let Some((_, score, v)) = best {
+        if let Some((_, score, _, v)) = best {
             best_lines.push(format!(
                 "- {}: {key} = {v} (val gene KNN@5 {score:.3})",
                 m.label()
