@@ -119,7 +119,13 @@ pub fn run(o: &DemoOptions) -> Result<ExperimentSummary> {
         train_wells: None,
         eval_wells: None,
         backend: o.backend.clone(),
-        sets: Vec::new(),
+        // --quick: validate at steps 0, 20 and 40 only (at 40 steps, validation would cost as much as
+        // training).
+        sets: if o.quick {
+            vec!["train.val_every_epochs=5".into()]
+        } else {
+            Vec::new()
+        },
         features: Some(feat_stem),
         sweep: None,
         resamples: 2000,

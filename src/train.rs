@@ -131,9 +131,11 @@ impl TrainConfig {
             "tiny" => Ok(TrainConfig {
                 model: ModelConfig::tiny(),
                 // The reference's teacher temperature (0.01, sharper than DINO's 0.04: less prone to the
-                // uniform collapse); a faster teacher (0.99) and a larger base lr for short CPU runs.
+                // uniform collapse); a faster teacher (0.99) and a larger base lr for short CPU runs, both
+                // chosen for Set-DINO (4 sets × 8 cells) by the validation-only sweep of
+                // docs/experiment.md (peak lr 3.2e-2 × 4/256 = 5e-4). DINO's: `experiment::DINO_LR`.
                 optim: OptimConfig {
-                    lr: 5e-3,
+                    lr: 3.2e-2,
                     warmup_epochs: 1,
                     teacher_temp: 0.01,
                     warmup_teacher_temp: 0.01,
