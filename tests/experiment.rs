@@ -205,6 +205,12 @@ fn experiment_rows_intervals_and_held_out_plate() {
     ] {
         assert!(report.contains(want), "report.md lacks {want:?}");
     }
+    // One collapse note per learned run, saying whether and where its teacher became uniform.
+    let notes = report
+        .lines()
+        .filter(|l| l.starts_with("- DINO seed") || l.starts_with("- Set-DINO seed"))
+        .count();
+    assert_eq!(notes, 4, "{report}");
     let png = std::fs::read(o.out.join("curves.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let curves = std::fs::read_to_string(o.out.join("curves.tsv")).unwrap();

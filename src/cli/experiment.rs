@@ -4,19 +4,21 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-/// The ablation on a store: DINO, Set-DINO and a random-init ViT, each over several training seeds, for
-/// the same step budget and crops per step; embedded and evaluated on held-out plates; the Table 1
-/// metrics as mean ± s.d., paired bootstrap intervals of the differences, the recall ceiling and the
-/// training curves in OUT/report.md.
-///
-/// Example: setdino experiment --store store --complexes complexes.tsv --methods dino,setdino,random
-/// --seeds 3 --steps 400 --out exp
-///
-/// Hyper-parameters: --sweep optim.lr=1e-3,3e-3,1e-2 trains every method × value × seed and scores
-/// each on validation cells of the training plates only (never the evaluation plates); pass the chosen
-/// value back with --set.
+/// What `setdino experiment --help` prints above the options.
+pub const LONG_ABOUT: &str = "The ablation on a store: DINO, Set-DINO and a random-init ViT, each over several \
+training seeds, for the same step budget and crops per step; embedded and evaluated on held-out plates (or \
+wells); the Table 1 metrics as mean ± s.d., paired bootstrap intervals of the differences, the recall ceiling \
+and the training curves in OUT/report.md (protocol: docs/experiment.md).
+
+Example:
+  setdino experiment --store STORE --complexes complexes.tsv --methods dino,setdino,random \\
+    --seeds 3 --steps 400 --jobs 2 --out exp
+
+Hyper-parameters: --sweep optim.lr=1e-3,3e-3,1e-2 trains every method × value × seed and scores each on \
+validation cells of the training plates only (never the evaluation plates); pass the chosen value back with \
+--set optim.lr=….";
+
 #[derive(Args, Debug)]
-#[command(verbatim_doc_comment)]
 pub struct ExperimentArgs {
     /// Crop store (`setdino ingest`).
     #[arg(long)]

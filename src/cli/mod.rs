@@ -46,6 +46,7 @@ pub enum Command {
     #[command(long_about = eval::LONG_ABOUT)]
     Eval(eval::EvalArgs),
     /// The ablation on a store: DINO, Set-DINO and a random-init control over seeds, with intervals.
+    #[command(long_about = experiment::LONG_ABOUT)]
     Experiment(experiment::ExperimentArgs),
     /// First command on a new machine: backend, CUDA device, NVRTC kernel table, parity self-test.
     Check(check::CheckArgs),

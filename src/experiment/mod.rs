@@ -1030,14 +1030,52 @@ fn sweep(
         );
         Ok((first, last, collapsed))
     })?;
+    let best_lines = sweep_table(
+        key, values, &learned, &tasks, &results, o.seeds, &mut md, &mut tsv,
+    );
+    let _ = writeln!(md, "\nChosen:\n{}", best_lines.join("\n"));
+    write_atomic(&o.out.join("sweep.tsv"), tsv.as_bytes())?;
+    write_atomic(&o.out.join("sweep.md"), md.as_bytes())?;
+    println!("{md}");
+    Ok(ExperimentSummary {
+        train: train.clone(),
+        eval: eval.clone(),
+        steps: o.steps,
+        rows: Vec::new(),
+        comparisons: Vec::new(),
+        ceiling_top5: f64::NAN,
+        ceiling_top10: f64::NAN,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// One sweep run: its first (step 0) and last validation, and the step it collapsed at.
+type SweepRun = (
+    crate::validate::ValMetrics,
+    crate::validate::ValMetrics,
+    Option<u64>,
+);
+
+/// The sweep's table (md) and lines (tsv) per method and value; returns the chosen value per method.
+#[allow(clippy::too_many_arguments)]
+fn sweep_table(
+    key: &str,
+    values: &[String],
+    learned: &[Method],
+    tasks: &[(Method, String, u64)],
+    results: &[SweepRun],
+    seeds: usize,
+    md: &mut String,
+    tsv: &mut String,
+) -> Vec<String> {
     let mut best_lines = Vec::new();
-    for &m in &learned {
+    for &m in learned {
         // (collapsed, −score, batch) orders the candidates: a value whose runs never collapsed beats any
         // that collapsed, then the higher gene KNN@5 wins, then (a tie) the lower batch KNN@5.
         let mut best: Option<(bool, f64, f64, String)> = None;
         for v in values {
             let (mut gene, mut batch, mut init, mut coll) = (Vec::new(), Vec::new(), Vec::new(), 0);
-            for ((tm, tv, seed), (first, last, collapsed)) in tasks.iter().zip(&results) {
+            for ((tm, tv, seed), (first, last, collapsed)) in tasks.iter().zip(results) {
                 if *tm != m || tv != v {
                     continue;
                 }
@@ -1065,7 +1103,7 @@ fn sweep(
                 g,
                 g0,
                 b,
-                o.seeds
+                seeds
             );
             let cand = (coll > 0, g, b, v.clone());
             if best
@@ -1082,20 +1120,7 @@ fn sweep(
             ));
         }
     }
-    let _ = writeln!(md, "\nChosen:\n{}", best_lines.join("\n"));
-    write_atomic(&o.out.join("sweep.tsv"), tsv.as_bytes())?;
-    write_atomic(&o.out.join("sweep.md"), md.as_bytes())?;
-    println!("{md}");
-    Ok(ExperimentSummary {
-        train: train.clone(),
-        eval: eval.clone(),
-        steps: o.steps,
-        rows: Vec::new(),
-        comparisons: Vec::new(),
-        ceiling_top5: f64::NAN,
-        ceiling_top10: f64::NAN,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+    best_lines
 }
 
 /// Reads a run's val.jsonl.
