@@ -962,15 +962,25 @@ fn progress_bar(show: bool, start: u64, total: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// Reads the log of a run.
-pub fn read_log(run: &Path) -> Result<Vec<LogLine>> {
-    let p = run.join("log.jsonl");
-    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+/// Reads one JSON value per line of `path`; `what` names a line in errors.
+fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<Vec<T>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .enumerate()
         .map(|(i, l)| {
             serde_json::from_str(l)
-                .with_context(|| format!("{}:{}: not a log line", p.display(), i + 1))
+                .with_context(|| format!("{}:{}: not a {what}", path.display(), i + 1))
         })
         .collect()
+}
+
+/// Reads the log of a run.
+pub fn read_log(run: &Path) -> Result<Vec<LogLine>> {
+    read_jsonl(&run.join("log.jsonl"), "log line")
+}
+
+/// Reads a run's validations (val.jsonl).
+pub fn read_val(run: &Path) -> Result<Vec<crate::validate::ValMetrics>> {
+    read_jsonl(&run.join("val.jsonl"), "validation line")
 }

@@ -777,20 +777,27 @@ fn compare(a: &MethodResult, b: &MethodResult, o: &ExperimentOptions) -> Result<
     genes.sort();
     let sum_ap = |u: &Units| -> Vec<f64> { genes.iter().map(|g| u.genes[*g].0).collect() };
     let den: Vec<f64> = genes.iter().map(|g| ua.genes[*g].1).collect();
-    let b_ = o.resamples;
+    let n_boot = o.resamples;
     Ok(Comparison {
         a: a.method.clone(),
         b: b.method.clone(),
-        recall_top5: paired_bootstrap(&top(&ua, false), &top(&ub, false), &ones, b_, 0.95, o.seed),
+        recall_top5: paired_bootstrap(
+            &top(&ua, false),
+            &top(&ub, false),
+            &ones,
+            n_boot,
+            0.95,
+            o.seed,
+        ),
         recall_top10: paired_bootstrap(
             &top(&ua, true),
             &top(&ub, true),
             &ones,
-            b_,
+            n_boot,
             0.95,
             o.seed + 1,
         ),
-        repro_map: paired_bootstrap(&sum_ap(&ua), &sum_ap(&ub), &den, b_, 0.95, o.seed + 2),
+        repro_map: paired_bootstrap(&sum_ap(&ua), &sum_ap(&ub), &den, n_boot, 0.95, o.seed + 2),
     })
 }
 
@@ -1123,15 +1130,4 @@ fn sweep_table(
     best_lines
 }
 
-/// Reads a run's val.jsonl.
-pub fn read_val(run: &Path) -> Result<Vec<crate::validate::ValMetrics>> {
-    let p = run.join("val.jsonl");
-    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}:{}: not a validation line", p.display(), i + 1))
-        })
-        .collect()
-}
+pub use crate::train::read_val;
