@@ -237,6 +237,10 @@ pub struct OptimConfig {
     /// `freeze_last_layer` (epochs).
     #[serde(default)]
     pub freeze_last_layer_steps: Option<u64>,
+    /// Weight of DINOv2's KoLeo term on the student's global CLS tokens (0 = off, the reference
+    /// objective). It spreads the cells of a step apart, which keeps small-batch runs from collapsing.
+    #[serde(default)]
+    pub koleo_weight: f64,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
@@ -262,6 +266,7 @@ impl Default for OptimConfig {
             freeze_last_layer: 1,
             warmup_steps: None,
             freeze_last_layer_steps: None,
+            koleo_weight: 0.0,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -289,6 +294,7 @@ impl OptimConfig {
             ("optim.student_temp", self.student_temp, Positive),
             ("optim.center_momentum", self.center_momentum, Unit),
             ("optim.clip_grad", self.clip_grad, NonNegative),
+            ("optim.koleo_weight", self.koleo_weight, NonNegative),
             ("optim.beta1", self.beta1, UnitOpen),
             ("optim.beta2", self.beta2, UnitOpen),
             ("optim.eps", self.eps, Positive),

@@ -80,6 +80,10 @@ pub struct LoopSection {
     pub val_every_epochs: usize,
     /// At most this many validation cells (evenly spaced over the selection).
     pub val_max_cells: usize,
+    /// A complexes file (the `eval --complexes` formats): validation then also reports the known-complex
+    /// recall at 5 % of the validation cells' gene profiles (`val_recall5`).
+    #[serde(default)]
+    pub val_complexes: Option<PathBuf>,
 }
 
 fn auto_precision() -> String {
@@ -126,6 +130,7 @@ impl TrainConfig {
             collapse_patience: 50,
             val_every_epochs: 5,
             val_max_cells: 20000,
+            val_complexes: None,
         };
         match name {
             "tiny" => Ok(TrainConfig {
@@ -321,6 +326,10 @@ pub struct LogLine {
     /// difference). Near 0 with a high entropy: the student matches a uniform teacher.
     #[serde(default)]
     pub kl: f64,
+    /// The weighted KoLeo term (`optim.koleo_weight` × its mean −log nearest-neighbour distance), added
+    /// to `loss` in the objective; 0 when off. It falls as the cells of a step spread apart.
+    #[serde(default)]
+    pub koleo: f64,
 }
 
 /// Where a run lives.
@@ -570,6 +579,10 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         Vec::new()
     };
     let val_every = cfg.train.val_every_epochs as u64;
+    let val_complexes = match &cfg.train.val_complexes {
+        Some(p) => Some(crate::eval::complexes::read(p).context("train.val_complexes")?),
+        None => None,
+    };
     let mut val_log = if val_cells.is_empty() || val_every == 0 {
         None
     } else {
@@ -590,6 +603,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         _ => None,
     };
     let mut eng = Engine::from_host(be, cfg.model.clone(), &state)?;
+    eng.koleo_weight = cfg.optim.koleo_weight;
     install_ctrlc();
     INTERRUPTED.store(false, Ordering::SeqCst);
     let bar = progress_bar(opts.progress, start, total);
@@ -609,6 +623,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         run: &run,
         cfg: &cfg,
         sched_spe,
+        complexes: val_complexes.as_ref(),
     });
     if let (Some(v), 0) = (val.as_mut(), start) {
         // The untrained network's score: where the curves start, and the bar training must clear.
@@ -640,7 +655,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
             };
             let out =
                 eng.forward_backward(&batch, cfg.optim.student_temp, sched.teacher_temp, drop)?;
-            if !out.loss.is_finite() {
+            if !(out.loss + out.koleo).is_finite() {
                 bar.abandon();
                 bail!(
                     "the loss became non-finite ({}) at step {step}; the last finite checkpoint is {}; HINT: lower optim.lr or raise optim.teacher_temp",
@@ -681,6 +696,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                 cells_per_s: cells_per_step / dt.max(1e-9),
                 teacher_entropy: entropy,
                 kl: out.loss - entropy,
+                koleo: out.koleo,
             };
             writeln!(log, "{}", serde_json::to_string(&line)?).context("writing log.jsonl")?;
             losses.push(out.loss);
@@ -751,16 +767,28 @@ struct Validation<'a> {
     run: &'a RunDir,
     cfg: &'a TrainConfig,
     sched_spe: u64,
+    complexes: Option<&'a crate::eval::complexes::Complexes>,
 }
 
 impl Validation<'_> {
     fn run<B: Backend>(&mut self, eng: &mut Engine<B>, step: u64) -> Result<()> {
         let epoch = step / self.sched_spe;
-        let v =
-            crate::validate::validate(eng, self.store, self.normalizer, self.cells, step, epoch)?;
+        let v = crate::validate::validate(
+            eng,
+            self.store,
+            self.normalizer,
+            self.cells,
+            self.complexes,
+            step,
+            epoch,
+        )?;
         writeln!(self.log, "{}", serde_json::to_string(&v)?).context("writing val.jsonl")?;
+        let recall = v
+            .val_recall5
+            .map(|r| format!(", complex recall@5% {:.1}", 100.0 * r))
+            .unwrap_or_default();
         eprintln!(
-            "validation at step {step}: gene KNN@5 {:.3}, batch KNN@5 {:.3}, ratio_svg {:.1}%, median_svg {:.2}",
+            "validation at step {step}: gene KNN@5 {:.3}, batch KNN@5 {:.3}, ratio_svg {:.1}%, median_svg {:.2}{recall}",
             v.val_top5_gene, v.val_top5_batch, v.ratio_svg, v.median_svg
         );
         if self

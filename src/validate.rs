@@ -3,11 +3,15 @@
 //! average per (well, gene) into batch-level profiles, drop NTC profiles, and report gene and batch KNN@5
 //! (`setdino eval`'s exact kNN and vote rules) and the collapse monitor: the singular values d of the
 //! covariance of the profiles, `ratio_svg` = 100·#(d > 1e-4)/features and `median_svg` = median(log d).
+//! With a complexes file (`train.val_complexes`), also the known-complex recall at 5 % of gene profiles
+//! (each gene's batch-level profiles averaged), the signal the experiment's sweep selects on: per-well
+//! gene KNN@5 sits near chance when a gene has few cells per well.
 use crate::backend::Backend;
 use crate::data::augment::plain_crop;
 use crate::data::normalize::Normalizer;
 use crate::engine::Engine;
-use crate::eval::{node_metrics, Log, NodeLabels};
+use crate::eval::complexes::Complexes;
+use crate::eval::{consensus_metrics, node_metrics, Log, NodeLabels};
 use crate::store::Store;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
@@ -25,6 +29,10 @@ pub struct ValMetrics {
     pub ratio_svg: f64,
     pub median_svg: f64,
     pub profiles: usize,
+    /// Known-complex recall at 5 % of the validation cells' gene profiles (when complexes are given and
+    /// at least one related pair is profiled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_recall5: Option<f64>,
 }
 
 /// Embeddings (N, D) of `cells` with the student backbone.
@@ -57,6 +65,7 @@ pub fn validate<B: Backend>(
     store: &Store,
     norm: &Normalizer,
     cells: &[u32],
+    complexes: Option<&Complexes>,
     step: u64,
     epoch: u64,
 ) -> Result<ValMetrics> {
@@ -116,6 +125,10 @@ pub fn validate<B: Backend>(
         batch_ids.push(*batch_map.entry(*b).or_insert(nb));
         gene_ids.push(*g);
     }
+    let val_recall5 = complexes.and_then(|cx| {
+        let names = &store.manifest().genes;
+        gene_recall5(&prof, &gene_ids, d, names, cx)
+    });
     let labels = NodeLabels {
         batch: batch_ids,
         n_batches: batch_map.len(),
@@ -133,7 +146,36 @@ pub fn validate<B: Backend>(
         ratio_svg,
         median_svg,
         profiles: np,
+        val_recall5,
     })
+}
+
+/// Recall at 5 % of the gene profiles: each gene's batch-level profiles (rows of `prof` with their gene
+/// ids) averaged, against `cx`. None when no related pair is among the profiled genes.
+fn gene_recall5(
+    prof: &[f32],
+    gene_ids: &[u32],
+    d: usize,
+    names: &[String],
+    cx: &Complexes,
+) -> Option<f64> {
+    let mut by_gene: BTreeMap<u32, (Vec<f64>, usize)> = BTreeMap::new();
+    for (row, &g) in prof.chunks_exact(d).zip(gene_ids) {
+        let e = by_gene.entry(g).or_insert_with(|| (vec![0.0; d], 0));
+        for (a, &v) in e.0.iter_mut().zip(row) {
+            *a += v as f64;
+        }
+        e.1 += 1;
+    }
+    let g = by_gene.len();
+    let mut x = Vec::with_capacity(g * d);
+    let mut gene_names = Vec::with_capacity(g);
+    for (id, (sum, n)) in &by_gene {
+        x.extend(sum.iter().map(|v| (v / *n as f64) as f32));
+        gene_names.push(names.get(*id as usize).map_or("", String::as_str));
+    }
+    let m = consensus_metrics(&x, g, d, &gene_names, cx, &Log::new(false));
+    (m.recall.n_query > 0).then_some(m.recall.recall_top5)
 }
 
 /// (100·#(d > 1e-4)/D, median(log d)) of the singular values d of the covariance of rows x: (n, D).

@@ -396,6 +396,34 @@ pub trait Backend: Sync {
         c: usize,
     ) -> Result<()>;
 
+    // ---- koleo.cu
+    /// Per row of G groups of R unit rows y (G·R, C): nn = the index within the group of the most similar
+    /// other row (ties: the lower), dist = ‖ŷᵢ − ŷ_nn‖. R ≥ 2.
+    fn koleo_forward(
+        &self,
+        nn: &mut Self::Buf,
+        dist: &mut Self::Buf,
+        y: &Self::Buf,
+        g: usize,
+        r: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// loss (=, 1 value) = −(w/N)·Σ log(dist + eps); dinp (+=) the gradient with respect to x, y = x/norm.
+    fn koleo_backward(
+        &self,
+        dinp: &mut Self::Buf,
+        loss: &mut Self::Buf,
+        nn: &Self::Buf,
+        dist: &Self::Buf,
+        y: &Self::Buf,
+        norm: &Self::Buf,
+        g: usize,
+        r: usize,
+        c: usize,
+        weight: f64,
+        eps: f64,
+    ) -> Result<()>;
+
     // ---- l2norm.cu
     /// out = inp / max(‖inp‖, eps) per row; norm: (R) the unclamped norms.
     fn l2norm_forward(

@@ -28,11 +28,57 @@ pub struct StepBatch<B: Backend> {
 
 /// Loss and head outputs of one forward/backward.
 pub struct LossOut<B: Backend> {
+    /// The DINO cross-entropy.
     pub loss: f64,
+    /// The weighted KoLeo term (0 when `koleo_weight` is 0); the objective is `loss + koleo`.
+    pub koleo: f64,
     /// ((2 + L)·S, K) student head outputs, view-major.
     pub student_out: B::Buf,
     /// (2·S, K) teacher head outputs.
     pub teacher_out: B::Buf,
+}
+
+/// Epsilon of the KoLeo term's log and of its division by the row norm (DINOv2's 1e-8).
+pub const KOLEO_EPS: f64 = 1e-8;
+
+/// The KoLeo term's forward state over G groups of R rows of C features.
+struct KoleoActs<B: Backend> {
+    y: B::Buf,
+    norm: B::Buf,
+    nn: B::Buf,
+    dist: B::Buf,
+    g: usize,
+    r: usize,
+    c: usize,
+}
+
+impl<B: Backend> KoleoActs<B> {
+    fn forward(be: &B, x: &B::Buf, g: usize, r: usize, c: usize) -> Result<Self> {
+        let mut y = be.zeros(g * r * c)?;
+        let mut norm = be.zeros(g * r)?;
+        be.l2norm_forward(&mut y, &mut norm, x, g * r, c, KOLEO_EPS)?;
+        let mut nn = be.zeros(g * r)?;
+        let mut dist = be.zeros(g * r)?;
+        be.koleo_forward(&mut nn, &mut dist, &y, g, r, c)?;
+        Ok(KoleoActs {
+            y,
+            norm,
+            nn,
+            dist,
+            g,
+            r,
+            c,
+        })
+    }
+    /// Adds the term's gradient into `dx`; returns the term.
+    fn backward(&self, be: &B, dx: &mut B::Buf, weight: f64) -> Result<f64> {
+        let mut loss = be.zeros(1)?;
+        be.koleo_backward(
+            dx, &mut loss, &self.nn, &self.dist, &self.y, &self.norm, self.g, self.r, self.c,
+            weight, KOLEO_EPS,
+        )?;
+        Ok(be.download_f64(&loss)?[0])
+    }
 }
 
 /// Model state on a backend: student, teacher, gradients, AdamW moments, DINO center, step counts.
@@ -53,6 +99,9 @@ pub struct Engine<B: Backend> {
     pub adam_step: u64,
     /// AdamW step count of `head.last_layer.weight_v` (it does not advance while frozen).
     pub adam_step_last: u64,
+    /// Weight of the KoLeo term on the student's global CLS tokens (`optim.koleo_weight`; 0 = off, the
+    /// reference objective).
+    pub koleo_weight: f64,
     interp: HashMap<usize, B::Buf>,
     trainable_ranges: Vec<(usize, usize)>,
 }
@@ -148,6 +197,7 @@ impl<B: Backend> Engine<B> {
             center: be.upload(&state.center)?,
             adam_step: state.adam_step,
             adam_step_last: state.adam_step_last,
+            koleo_weight: 0.0,
             be,
             cfg,
             layout,
@@ -248,6 +298,12 @@ impl<B: Backend> Engine<B> {
             gs,
             &dg,
         )?;
+        // KoLeo over each global view's r cells (the rows are view-major).
+        let koleo = if self.koleo_weight > 0.0 {
+            Some(KoleoActs::forward(be, &sg.out, 2, r, c)?)
+        } else {
+            None
+        };
         let sl = match (&batch.local, nl) {
             (Some(local), nl) if nl > 0 => {
                 let dl = drop.and_then(|(seed, step)| drop_scales(&cfg, seed, step, 1, nl * r));
@@ -305,6 +361,10 @@ impl<B: Backend> Engine<B> {
         be.set_mean_backward(&mut dcls_all, &dmean, v * s, n, c)?;
         let mut dcls = be.zeros(2 * r * c)?;
         be.copy(&mut dcls, 0, &dcls_all, 0, 2 * r * c)?;
+        let koleo = match &koleo {
+            Some(k) => k.backward(be, &mut dcls, self.koleo_weight)?,
+            None => 0.0,
+        };
         backbone_backward(
             be,
             &cfg,
@@ -333,6 +393,7 @@ impl<B: Backend> Engine<B> {
         let loss = be.download_f64(&loss)?[0];
         Ok(LossOut {
             loss,
+            koleo,
             student_out: head.logits,
             teacher_out: t_out,
         })

@@ -7,6 +7,7 @@ mod common;
 mod attention;
 mod dino_loss;
 mod gelu;
+mod koleo;
 mod l2norm;
 mod layernorm;
 mod matmul;

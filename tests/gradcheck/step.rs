@@ -28,6 +28,16 @@ pub fn tiny_cfg() -> ModelConfig {
 
 #[test]
 fn whole_step_gradient_matches_finite_differences() {
+    whole_step(0.0);
+}
+
+/// With the KoLeo term on the student's global CLS tokens: the objective is loss + koleo.
+#[test]
+fn whole_step_with_koleo_matches_finite_differences() {
+    whole_step(0.5);
+}
+
+fn whole_step(koleo_weight: f64) {
     let cfg = tiny_cfg();
     let mut st = HostState::init(&cfg, 7, TeacherInit::SeparateHead);
     // Move every parameter away from its init (LN weights 1, biases 0) so every path is exercised.
@@ -43,6 +53,7 @@ fn whole_step_gradient_matches_finite_differences() {
         .collect();
     let be = CpuBackend::<f64>::new();
     let mut eng = Engine::from_host(be, cfg.clone(), &st).expect("engine");
+    eng.koleo_weight = koleo_weight;
     let (s, n, nl) = (2, 2, 2);
     let r = s * n;
     let batch = StepBatch::<CpuBackend<f64>> {
@@ -53,7 +64,8 @@ fn whole_step_gradient_matches_finite_differences() {
         n_local: nl,
     };
     let drop = Some((11u64, 3u64));
-    eng.forward_backward(&batch, 0.1, 0.04, drop).expect("fb");
+    let out = eng.forward_backward(&batch, 0.1, 0.04, drop).expect("fb");
+    assert_eq!(out.koleo != 0.0, koleo_weight > 0.0, "koleo {}", out.koleo);
     let grads = eng.grads.clone();
     let x0 = eng.student.clone();
     let layout = eng.layout.clone();
@@ -66,9 +78,8 @@ fn whole_step_gradient_matches_finite_differences() {
             &grads[range.clone()],
             |v| {
                 eng.student[range.clone()].copy_from_slice(v);
-                eng.forward_backward(&batch, 0.1, 0.04, drop)
-                    .expect("fb")
-                    .loss
+                let out = eng.forward_backward(&batch, 0.1, 0.04, drop).expect("fb");
+                out.loss + out.koleo
             },
             24,
             crate::TOL,

@@ -11,6 +11,7 @@ mod augment;
 mod dino_loss;
 mod ema;
 mod gelu;
+mod koleo;
 mod l2norm;
 mod layernorm;
 mod matmul;

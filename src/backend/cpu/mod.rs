@@ -8,6 +8,7 @@ pub mod attention;
 pub mod augment;
 pub mod dino_loss;
 pub mod gelu;
+pub mod koleo;
 pub mod l2norm;
 pub mod layernorm;
 pub mod matmul;
@@ -685,6 +686,52 @@ impl<T: Real> Backend for CpuBackend<T> {
     ) -> Result<()> {
         let _p = profile::span("set_mean_backward");
         set_mean::set_mean_backward(dinp, dout, s, n, c);
+        Ok(())
+    }
+
+    fn koleo_forward(
+        &self,
+        nn: &mut Vec<T>,
+        dist: &mut Vec<T>,
+        y: &Vec<T>,
+        g: usize,
+        r: usize,
+        c: usize,
+    ) -> Result<()> {
+        ensure!(r >= 2, "koleo: a group needs at least 2 rows, got {r}");
+        let _p = profile::span("koleo_forward");
+        koleo::koleo_forward(nn, dist, y, g, r, c);
+        Ok(())
+    }
+    fn koleo_backward(
+        &self,
+        dinp: &mut Vec<T>,
+        loss: &mut Vec<T>,
+        nn: &Vec<T>,
+        dist: &Vec<T>,
+        y: &Vec<T>,
+        norm: &Vec<T>,
+        g: usize,
+        r: usize,
+        c: usize,
+        weight: f64,
+        eps: f64,
+    ) -> Result<()> {
+        ensure!(r >= 2, "koleo: a group needs at least 2 rows, got {r}");
+        let _p = profile::span("koleo_backward");
+        koleo::koleo_backward(
+            dinp,
+            loss,
+            nn,
+            dist,
+            y,
+            norm,
+            g,
+            r,
+            c,
+            cast(weight),
+            cast(eps),
+        );
         Ok(())
     }
 

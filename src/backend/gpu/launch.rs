@@ -853,6 +853,57 @@ impl<D: Device> Backend for GpuBackend<D> {
         )
     }
 
+    fn koleo_forward(
+        &self,
+        nn: &mut Buf<D>,
+        dist: &mut Buf<D>,
+        y: &Buf<D>,
+        g: usize,
+        r: usize,
+        c: usize,
+    ) -> Result<()> {
+        ensure!(r >= 2, "koleo: a group needs at least 2 rows, got {r}");
+        let args = [
+            self.at_mut(nn, 0, g * r, "koleo nn")?,
+            self.at_mut(dist, 0, g * r, "koleo dist")?,
+            self.at(y, 0, g * r * c, "koleo y")?,
+            i(g),
+            i(r),
+            i(c),
+        ];
+        self.go(K::koleo_forward_f32, LaunchCfg::warp_per_row(g * r), &args)
+    }
+    fn koleo_backward(
+        &self,
+        dinp: &mut Buf<D>,
+        loss: &mut Buf<D>,
+        nn: &Buf<D>,
+        dist: &Buf<D>,
+        y: &Buf<D>,
+        norm: &Buf<D>,
+        g: usize,
+        r: usize,
+        c: usize,
+        weight: f64,
+        eps: f64,
+    ) -> Result<()> {
+        ensure!(r >= 2, "koleo: a group needs at least 2 rows, got {r}");
+        let args = [
+            self.at_mut(dinp, 0, g * r * c, "koleo dinp")?,
+            self.at_mut(loss, 0, 1, "koleo loss")?,
+            self.at(nn, 0, g * r, "koleo nn")?,
+            self.at(dist, 0, g * r, "koleo dist")?,
+            self.at(y, 0, g * r * c, "koleo y")?,
+            self.at(norm, 0, g * r, "koleo norm")?,
+            i(g),
+            i(r),
+            i(c),
+            f(weight),
+            f(eps),
+        ];
+        self.go(K::koleo_backward_f32, LaunchCfg::warp_per_row(g * r), &args)
+    }
+
     fn l2norm_forward(
         &self,
         out: &mut Buf<D>,
