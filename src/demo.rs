@@ -24,6 +24,8 @@ pub struct DemoOptions {
     pub quick: bool,
     pub backend: String,
     pub seed: u64,
+    /// Figure files (PNG always; SVG too when asked).
+    pub figures: crate::plot::Formats,
 }
 
 fn say(t0: &Instant, msg: &str) {
@@ -130,6 +132,7 @@ pub fn run(o: &DemoOptions) -> Result<ExperimentSummary> {
         sweep: None,
         resamples: 2000,
         // Two runs side by side on one core each beat one run on two cores (small GEMMs scale poorly).
+        figures: o.figures,
         jobs: std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(2),

@@ -13,7 +13,8 @@
 //!   classical baseline.
 //! - [`data`]: the set sampler, multi-crop augmentation and normalisers (what the engine trains on).
 //! - [`eval`]: per-cell features → batch-level and consensus gene profiles → batch effect,
-//!   reproducibility and known-complex recall, with the report and plots (evaluation.md).
+//!   reproducibility and known-complex recall, with the report and its figures (evaluation.md).
+//! - [`plot`]: every figure (plotters, embedded font, PNG + SVG) with its TSV; `setdino report` redraws.
 //! - [`experiment`]: the ablation (DINO, Set-DINO, random-init over seeds, bootstrap intervals, curves)
 //!   that `demo` runs and users run on their own stores.
 //! - [`cli`]: one file per subcommand; argument handling only.
@@ -33,6 +34,7 @@ pub mod features;
 pub mod fuzzing;
 pub mod ingest;
 pub mod model;
+pub mod plot;
 pub mod store;
 pub mod synth;
 pub mod train;

@@ -12,6 +12,7 @@ fn quick_demo_runs_end_to_end() {
         quick: true,
         backend: "cpu".into(),
         seed: 7,
+        figures: Default::default(),
     })
     .expect("demo --quick");
     let names: Vec<&str> = s.rows.iter().map(|r| r.method.as_str()).collect();

@@ -731,6 +731,40 @@ fn cli_end_to_end_on_a_tiny_table() {
     }
     let png = std::fs::read(out.join("pr_curve.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+    // The figures' TSVs carry the numbers of metrics.json and run.json.
+    use setdino::plot::{adjacency, hist, pr, scatter};
+    use setdino::util::tsv;
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let prs: Vec<pr::PrRow> = tsv::read(&out.join("pr_curve.tsv")).unwrap();
+    assert_eq!(prs.len(), 20);
+    for (k, key) in [(5, "recall_top5"), (10, "recall_top10")] {
+        let r = prs.iter().find(|r| r.top_percent == k).unwrap();
+        assert_eq!(r.recall, m[key].as_f64().unwrap(), "{key}");
+        assert_eq!(r.related_pairs, 4);
+        assert_eq!(r.null_pairs as u64, run["null_pairs"].as_u64().unwrap());
+    }
+    let h: Vec<hist::HistRow> = tsv::read(&out.join("similarity_hist.tsv")).unwrap();
+    assert_eq!(h.iter().map(|r| r.related_count).sum::<u64>(), 4);
+    assert_eq!(
+        h.iter().map(|r| r.null_count).sum::<u64>(),
+        run["null_pairs"].as_u64().unwrap()
+    );
+    let area: f64 = h
+        .iter()
+        .map(|r| r.null_density * (r.bin_hi - r.bin_lo))
+        .sum();
+    assert!(
+        (area - 1.0).abs() < 1e-9,
+        "null density integrates to {area}"
+    );
+    let pca: Vec<scatter::PcaRow> = tsv::read(&out.join("pca.tsv")).unwrap();
+    assert_eq!(pca.len() as u64, m["genes"].as_u64().unwrap());
+    let genes: Vec<adjacency::GeneRow> = tsv::read(&out.join("adjacency_genes.tsv")).unwrap();
+    let pairs: Vec<adjacency::PairRow> = tsv::read(&out.join("adjacency.tsv")).unwrap();
+    // Every related pair with both genes profiled is in the picture (4 here, fewer than 400 genes).
+    assert_eq!(pairs.iter().filter(|p| p.related == 1).count(), 4);
+    assert!(pairs.iter().all(|p| p.i < p.j && p.j < genes.len()));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| batch KNN@5 ↓ |"));
     // The dumped batch profiles reproduce the mAP through the library.
@@ -802,6 +836,7 @@ fn scale_30k_profiles_5k_genes() {
         include_ntc: false,
         dump_profiles: None,
         verbose: true,
+        figures: Default::default(),
     };
     let m = setdino::eval::run(&opts).unwrap();
     eprintln!(

@@ -99,6 +99,7 @@ fn options(dir: &Path) -> ExperimentOptions {
         sweep: None,
         resamples: 200,
         jobs: 2,
+        figures: Default::default(),
         progress: false,
     }
 }

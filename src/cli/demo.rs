@@ -19,6 +19,9 @@ pub struct DemoArgs {
     pub backend: String,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Also write every figure as SVG (beside its PNG), for papers.
+    #[arg(long)]
+    pub svg: bool,
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
@@ -27,6 +30,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         quick: a.quick,
         backend: a.backend,
         seed: a.seed,
+        figures: crate::plot::Formats { svg: a.svg },
     })?;
     Ok(())
 }

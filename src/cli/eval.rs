@@ -19,7 +19,9 @@ Definitions: evaluation.md. Memory and time scale with profiles, not cells (the 
 memory-mapped): 30 000 profiles take about 20 s with 128 features and 100 s with 1536 on 2 cores.
 
 Writes into OUT: metrics.json (fractions), report.md (the Table 1 row in %), per_gene.tsv,
-pr_curve.tsv, pr_curve.png, similarity_hist.png, adjacency.png, run.json (settings).
+pairs.tsv, run.json (settings), and four figures, each as PNG (SVG too with --svg) with its data
+as TSV: pr_curve, similarity_hist, adjacency (+ adjacency_genes.tsv), pca. `setdino report OUT`
+redraws them from the TSVs.
 
 Examples:
   setdino eval --features run/embed --complexes allComplexes.txt --out run/eval
@@ -62,6 +64,9 @@ pub struct EvalArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Also write every figure as SVG (beside its PNG), for papers.
+    #[arg(long)]
+    pub svg: bool,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -93,6 +98,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         include_ntc: a.include_ntc,
         dump_profiles,
         verbose: !a.quiet,
+        figures: crate::plot::Formats { svg: a.svg },
     };
     let m = crate::eval::run(&opts)?;
     print!("{}", crate::eval::report::table1("this run", &m));

@@ -72,6 +72,9 @@ pub struct ExperimentArgs {
     /// Bootstrap resamples of the intervals.
     #[arg(long, default_value_t = 2000)]
     pub resamples: usize,
+    /// Also write every figure as SVG (beside its PNG), for papers.
+    #[arg(long)]
+    pub svg: bool,
 }
 
 fn list(s: &Option<String>) -> Option<Vec<String>> {
@@ -119,6 +122,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         sweep,
         resamples: a.resamples,
         jobs: a.jobs,
+        figures: crate::plot::Formats { svg: a.svg },
         progress: true,
     })?;
     if !s.rows.is_empty() {

@@ -12,6 +12,7 @@ pub mod experiment;
 pub mod features;
 pub mod import_crops;
 pub mod ingest;
+pub mod report;
 pub mod store;
 pub mod synth;
 pub mod train;
@@ -48,6 +49,9 @@ pub enum Command {
     /// The ablation on a store: DINO, Set-DINO and a random-init control over seeds, with intervals.
     #[command(long_about = experiment::LONG_ABOUT)]
     Experiment(experiment::ExperimentArgs),
+    /// Redraw the figures of an eval, experiment, demo or training-run directory from its saved TSVs.
+    #[command(long_about = report::LONG_ABOUT)]
+    Report(report::ReportArgs),
     /// First command on a new machine: backend, CUDA device, NVRTC kernel table, parity self-test.
     Check(check::CheckArgs),
     /// Throughput of the ViT forward+backward and the Set-DINO step (compare with torch_vit_bench.py).
@@ -84,5 +88,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Experiment(a) => experiment::run(a),
+        Command::Report(a) => report::run(a),
     }
 }

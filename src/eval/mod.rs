@@ -12,12 +12,12 @@
 //! the f32 profiles exactly as `--dump-profiles` writes them, in f64; memory is O(cells × 3 u32 +
 //! profiles × D + genes²/2 f64) and no profiles² matrix exists at once.
 pub mod complexes;
+pub mod figures;
 pub mod graph;
 pub mod io;
 pub mod knn;
 pub mod map;
 pub mod normalize;
-pub mod plots;
 pub mod profiles;
 pub mod recall;
 pub mod report;
@@ -47,6 +47,8 @@ pub struct EvalOptions {
     pub dump_profiles: Option<PathBuf>,
     /// Progress lines on stderr.
     pub verbose: bool,
+    /// Figure files (PNG always; SVG too when asked).
+    pub figures: crate::plot::Formats,
 }
 
 /// Stderr progress with elapsed time; silent when not verbose.
@@ -370,6 +372,7 @@ fn write_outputs(
     ];
     report::write_report(&out.join("report.md"), &label, m, &settings)?;
     let run = serde_json::json!({
+        "label": label,
         "features": opts.features.display().to_string(),
         "complexes": opts.complexes.display().to_string(),
         "complexes_format": format!("{:?}", cx.format),
@@ -436,7 +439,6 @@ fn write_outputs(
         })
         .collect();
     report::write_per_gene(&out.join("per_gene.tsv"), &rows)?;
-    report::write_pr_curve(&out.join("pr_curve.tsv"), &cm.recall.pr_curve)?;
     let names: Vec<&str> = cons
         .genes
         .iter()
@@ -449,79 +451,8 @@ fn write_outputs(
         &cm.query,
         &cm.null,
     )?;
-    // Figures.
-    let pts: Vec<(u32, f64, f64)> = cm
-        .recall
-        .pr_curve
-        .iter()
-        .map(|p| (p.top_percent, p.precision, p.recall))
-        .collect();
-    plots::pr_curve_png(&out.join("pr_curve.png"), &pts)?;
-    plots::histograms_png(
-        &out.join("similarity_hist.png"),
-        &recall::histogram(&cm.null, 100),
-        &recall::histogram(&cm.query, 100),
-    )?;
-    let (rmat, pmat, mm) = adjacency(cons, table, cx, cm);
-    plots::adjacency_png(&out.join("adjacency.png"), &rmat, &pmat, mm)?;
+    figures::write(out, &label, &names, cons, cx, cm, opts.figures)?;
     Ok(())
-}
-
-/// Most genes drawn in the adjacency picture.
-pub const ADJACENCY_MAX_GENES: usize = 400;
-
-/// The related and predicted (top 5 % of the null) matrices over profiled genes in complex order
-/// (first appearance in the complexes file), at most ADJACENCY_MAX_GENES genes. Returns (related,
-/// predicted, m), both (m, m) row-major.
-fn adjacency(
-    cons: &Consensus,
-    table: &io::CellTable,
-    cx: &complexes::Complexes,
-    cm: &ConsensusMetrics,
-) -> (Vec<bool>, Vec<bool>, usize) {
-    let slot: HashMap<&str, usize> = cons
-        .genes
-        .iter()
-        .enumerate()
-        .map(|(k, &g)| (table.genes.names[g as usize].as_str(), k))
-        .collect();
-    let mut order: Vec<usize> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    'outer: for (_, genes) in &cx.complexes {
-        for gname in genes {
-            if let Some(&k) = slot.get(gname.as_str()) {
-                if seen.insert(k) {
-                    order.push(k);
-                    if order.len() == ADJACENCY_MAX_GENES {
-                        break 'outer;
-                    }
-                }
-            }
-        }
-    }
-    let m = order.len();
-    let d = cons.d;
-    let mut rmat = vec![false; m * m];
-    let mut pmat = vec![false; m * m];
-    for (a, &i) in order.iter().enumerate() {
-        for (b, &j) in order.iter().enumerate() {
-            if a == b {
-                continue;
-            }
-            let (ni, nj) = (
-                &table.genes.names[cons.genes[i] as usize],
-                &table.genes.names[cons.genes[j] as usize],
-            );
-            rmat[a * m + b] = cx.pairs.contains(&complexes::pair_key(ni, nj));
-            let s: f64 = cm.unit[i * d..(i + 1) * d]
-                .iter()
-                .zip(&cm.unit[j * d..(j + 1) * d])
-                .map(|(x, y)| x * y)
-                .sum();
-            pmat[a * m + b] = !cm.null.is_empty() && recall::in_top(&cm.null, s, 0.95);
-        }
-    }
-    (rmat, pmat, m)
 }
 
 /// `--dump-profiles DIR`: batch_profiles.{npy,tsv}, consensus_profiles.{npy,tsv}, related_pairs.tsv

@@ -1,7 +1,6 @@
 //! Eval outputs (evaluation.md §4): `metrics.json` (flat, exactly the spec's keys, fractions; an
 //! undefined metric is `null`), `report.md` (the paper's Table 1 row in %), `per_gene.tsv`,
-//! `pr_curve.tsv`, and `run.json` (settings and extra counts, kept out of metrics.json).
-use super::recall::PrPoint;
+//! `pairs.tsv`, and `run.json` (settings and extra counts, kept out of metrics.json).
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -109,9 +108,7 @@ pub fn write_report(
         "\nDefinitions: `evaluation.md` (batch-level profiles for KNN, GC and mAP; consensus profiles for recall). \
          Values are percentages; `metrics.json` holds the same numbers as fractions.\n"
     )?;
-    writeln!(s, "![precision-recall](pr_curve.png)\n")?;
-    writeln!(s, "![similarities](similarity_hist.png)\n")?;
-    writeln!(s, "![adjacency](adjacency.png)")?;
+    s.push_str(&figures_md());
     crate::util::atomic::write_atomic(path, s.as_bytes())
 }
 
@@ -170,20 +167,36 @@ pub fn write_pairs(
     crate::util::atomic::write_atomic(path, s.as_bytes())
 }
 
-/// Writes pr_curve.tsv.
-pub fn write_pr_curve(path: &Path, pts: &[PrPoint]) -> Result<()> {
-    let mut s = String::from("top_percent\tthreshold\tn_above\trelated_above\tprecision\trecall\n");
-    for p in pts {
-        writeln!(
-            s,
-            "{}\t{}\t{}\t{}\t{}\t{}",
-            p.top_percent,
-            num(p.threshold),
-            p.n_above,
-            p.related_above,
-            num(p.precision),
-            num(p.recall)
-        )?;
+/// The figures section of an eval's report.md: each figure with a one-line caption and its data file.
+pub fn figures_md() -> String {
+    let mut s = String::from("## Figures\n\n");
+    for (file, alt, caption) in [
+        (
+            "pr_curve",
+            "precision-recall",
+            "Precision and recall of the known complex pairs when the top 1 … 20 % of all gene-pair \
+             similarities are called related; the dashed line is chance (the related fraction of all pairs).",
+        ),
+        (
+            "similarity_hist",
+            "similarity histograms",
+            "Cosine similarity of the known related pairs against all gene pairs (the null), as densities: \
+             the further right the related pairs sit, the better the profiles recall complexes.",
+        ),
+        (
+            "adjacency",
+            "adjacency",
+            "Genes in complex order: known related pairs (left) next to the pairs in the top 5 % of \
+             similarities (right); a good embedding repeats the left panel's squares on the right.",
+        ),
+        (
+            "pca",
+            "PCA of gene profiles",
+            "Consensus gene profiles on their first two principal components, coloured by complex (the \
+             eight largest); members of one complex should land together.",
+        ),
+    ] {
+        let _ = writeln!(s, "![{alt}]({file}.png)\n\n{caption} Data: `{file}.tsv`.\n");
     }
-    crate::util::atomic::write_atomic(path, s.as_bytes())
+    s
 }

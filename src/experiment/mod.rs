@@ -137,6 +137,8 @@ pub struct ExperimentOptions {
     pub resamples: usize,
     /// Runs at a time (each on cores / jobs threads); the results do not depend on it.
     pub jobs: usize,
+    /// Figure files (PNG always; SVG too with `--svg`).
+    pub figures: crate::plot::Formats,
     /// Training progress bars.
     pub progress: bool,
 }
@@ -363,7 +365,13 @@ fn run_config(
     TrainConfig::load(None, &sets)
 }
 
-fn eval_one(features: &Path, complexes: &Path, out: &Path, engineered: bool) -> Result<Metrics> {
+fn eval_one(
+    features: &Path,
+    complexes: &Path,
+    out: &Path,
+    engineered: bool,
+    figures: crate::plot::Formats,
+) -> Result<Metrics> {
     crate::eval::run(&EvalOptions {
         features: features.to_path_buf(),
         complexes: complexes.to_path_buf(),
@@ -378,6 +386,7 @@ fn eval_one(features: &Path, complexes: &Path, out: &Path, engineered: bool) -> 
         include_ntc: false,
         dump_profiles: None,
         verbose: false,
+        figures,
     })
 }
 
@@ -463,7 +472,7 @@ pub fn run(o: &ExperimentOptions) -> Result<ExperimentSummary> {
     let mut rows = Vec::new();
     if let Some(f) = &o.features {
         let dir = o.out.join("eval/engineered");
-        let metrics = eval_one(f, &o.complexes, &dir, true)?;
+        let metrics = eval_one(f, &o.complexes, &dir, true, o.figures)?;
         say(&t0, "eval: engineered features");
         rows.push(MethodResult {
             method: "Engineered features".into(),
@@ -625,7 +634,7 @@ fn run_seed(
         progress: false,
     })?;
     let eval_dir = o.out.join(format!("eval/{tag}"));
-    let metrics = eval_one(&emb, &o.complexes, &eval_dir, false)?;
+    let metrics = eval_one(&emb, &o.complexes, &eval_dir, false, o.figures)?;
     say(
         t0,
         &format!(
@@ -913,6 +922,12 @@ fn write_outputs(o: &ExperimentOptions, s: &ExperimentSummary) -> Result<()> {
         o.backend
     );
     let _ = writeln!(md, "{tbl}");
+    write_comparison(o, s)?;
+    let _ = writeln!(
+        md,
+        "![methods compared](comparison.png)\n\nEach Table 1 metric per method: bar = mean over seeds, \
+         whisker = ± s.d., dots = seeds, dashed = the recall ceiling. Data: `comparison.tsv`.\n"
+    );
     let _ = writeln!(
         md,
         "Mean ± sample s.d. over seeds. Recall ceiling (the best any method can reach: at most ⌈p·P⌉ of the \
@@ -953,21 +968,22 @@ fn write_outputs(o: &ExperimentOptions, s: &ExperimentSummary) -> Result<()> {
         })
         .collect();
     if !runs.is_empty() {
-        let notes = curves::write(&o.out, &runs)?;
+        let notes = curves::write(&o.out, &runs, o.figures)?;
         let _ = writeln!(
             md,
             "## Training\n\n![training curves](curves.png)\n\nLoss, teacher entropy (ln K = uniform: \
-             collapse), KL(teacher ‖ student) and validation gene KNN@5 (training plates' cells) over \
-             steps, one line per seed; data in `curves.tsv`.\n"
+             collapse), KL(teacher ‖ student) and the validation score (known-complex recall at 5 % of \
+             the training plates' validation cells) over steps, one line per seed. Data: `curves.tsv`.\n"
         );
         for n in notes {
             let _ = writeln!(md, "- {n}");
         }
         let _ = writeln!(md);
     }
+    per_method_figures(&mut md, o, s);
     let _ = writeln!(
         md,
-        "Per-run details: `eval/<method>/seed<k>/report.md` (PR curves, histograms, adjacency), \
+        "Per-run details: `eval/<method>/seed<k>/report.md` (PR curve, histograms, adjacency, PCA), \
          `runs/<method>/seed<k>/` (config, log.jsonl, val.jsonl). Total time: {:.0} s.",
         s.seconds
     );
@@ -976,6 +992,73 @@ fn write_outputs(o: &ExperimentOptions, s: &ExperimentSummary) -> Result<()> {
     write_atomic(
         &o.out.join("results.json"),
         (serde_json::to_string_pretty(s)? + "\n").as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// One seed per method: its PR curve and adjacency picture, side by side in the report.
+fn per_method_figures(md: &mut String, o: &ExperimentOptions, s: &ExperimentSummary) {
+    let mut lines = Vec::new();
+    for r in &s.rows {
+        let Some(x) = r.seeds.first() else { continue };
+        let Ok(rel) = x.eval_dir.strip_prefix(&o.out) else {
+            continue;
+        };
+        let rel = rel.display().to_string().replace('\\', "/");
+        lines.push(format!(
+            "**{}** (seed {}):\n\n![PR curve]({rel}/pr_curve.png)\n![adjacency]({rel}/adjacency.png)\n",
+            r.method, x.seed
+        ));
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Per-method figures\n\nThe first seed of each row: precision–recall of the known complex pairs \
+         (dashed: chance), and the known pairs (left) next to the top 5 % of similarities (right).\n"
+    );
+    for l in lines {
+        let _ = writeln!(md, "{l}");
+    }
+}
+
+/// comparison.tsv (every method × seed × Table 1 metric, and the recall ceilings) and its figure.
+fn write_comparison(o: &ExperimentOptions, s: &ExperimentSummary) -> Result<()> {
+    use crate::plot::bars::{ComparisonRow, CEILING, METRICS};
+    let mut rows = Vec::new();
+    for r in &s.rows {
+        for x in &r.seeds {
+            let m = serde_json::to_value(&x.metrics)?;
+            for (key, _, _) in METRICS {
+                rows.push(ComparisonRow {
+                    method: r.method.clone(),
+                    seed: Some(x.seed),
+                    metric: key.to_string(),
+                    value: m[key].as_f64().unwrap_or(f64::NAN),
+                });
+            }
+        }
+    }
+    for (key, v) in [
+        ("recall_top5", s.ceiling_top5),
+        ("recall_top10", s.ceiling_top10),
+    ] {
+        rows.push(ComparisonRow {
+            method: CEILING.into(),
+            seed: None,
+            metric: key.into(),
+            value: v,
+        });
+    }
+    crate::util::tsv::write(&o.out.join("comparison.tsv"), &rows)?;
+    crate::plot::save(
+        &crate::plot::bars::Comparison {
+            title: crate::plot::regen::bars_title(),
+            rows,
+        },
+        &o.out.join("comparison"),
+        o.figures,
     )?;
     Ok(())
 }

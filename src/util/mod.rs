@@ -3,3 +3,4 @@ pub mod atomic;
 pub mod check;
 pub mod progress;
 pub mod rng;
+pub mod tsv;
