@@ -246,7 +246,7 @@ where
 {
     m.label_style(font(TICK))
         .axis_desc_style(font(axis))
-        .light_line_style(WHITE)
+        .max_light_lines(0)
         .bold_line_style(RGBColor(225, 225, 225))
 }
 
