@@ -198,7 +198,7 @@ impl Figure for Curves {
                         .collect();
                     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                     chart
-                        .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                        .draw_series(super::segments(&pts, colour.stroke_width(2)))
                         .dr()?;
                     // Sparse series (validations) also get their points.
                     if pts.len() <= 30 {

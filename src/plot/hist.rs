@@ -121,7 +121,7 @@ impl Figure for SimilarityHist {
                 path.push((r.bin_hi, get(r)));
             }
             chart
-                .draw_series(LineSeries::new(path, colour.stroke_width(2)))
+                .draw_series(super::segments(&path, colour.stroke_width(2)))
                 .dr()?;
         }
         let (tn, tr) = (

@@ -250,6 +250,17 @@ where
         .bold_line_style(RGBColor(225, 225, 225))
 }
 
+/// A polyline as separate segments. plotters strokes a wide polyline as one polygon with mitred joins,
+/// and a sharp reversal (a noisy loss curve) then shoots a spike far outside the data; segments have
+/// no joins.
+pub fn segments(
+    pts: &[(f64, f64)],
+    style: ShapeStyle,
+) -> impl Iterator<Item = PathElement<(f64, f64)>> + '_ {
+    pts.windows(2)
+        .map(move |w| PathElement::new(vec![w[0], w[1]], style))
+}
+
 /// A tick label with `digits` decimals; never "-0.00".
 pub fn tick(v: f64, digits: usize) -> String {
     let s = format!("{v:.digits$}");

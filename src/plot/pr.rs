@@ -86,11 +86,9 @@ impl Figure for PrCurve {
                 ))
                 .dr()?;
         }
+        let line: Vec<(f64, f64)> = pts.iter().map(|r| (r.recall, r.precision)).collect();
         chart
-            .draw_series(LineSeries::new(
-                pts.iter().map(|r| (r.recall, r.precision)),
-                colour.stroke_width(2),
-            ))
+            .draw_series(super::segments(&line, colour.stroke_width(2)))
             .dr()?;
         chart
             .draw_series(
