@@ -60,20 +60,38 @@ impl<T, E: std::fmt::Display> DrawResult<T> for std::result::Result<T, E> {
     }
 }
 
-/// Renders `fig` as RGB pixels (row-major, 3 bytes per pixel).
+/// Supersampling factor of the bitmaps: drawn at 3× and box-filtered down.
+const SUPERSAMPLE: u32 = 3;
+
+/// Renders `fig` as RGB pixels (row-major, 3 bytes per pixel), anti-aliased by supersampling.
 pub fn render_rgb<F: Figure>(fig: &F) -> Result<image::RgbImage> {
     register_font()?;
     let (w, h) = fig.size();
-    let n = usize::try_from(u64::from(w) * u64::from(h) * 3).context("figure too large")?;
+    let s = SUPERSAMPLE;
+    let (bw, bh) = (w * s, h * s);
+    let n = usize::try_from(u64::from(bw) * u64::from(bh) * 3).context("figure too large")?;
     let mut buf = vec![0u8; n];
     {
         let root =
-            text::Crisp::new(BitMapBackend::with_buffer(&mut buf, (w, h))).into_drawing_area();
+            text::Crisp::new(BitMapBackend::with_buffer(&mut buf, (bw, bh)), s).into_drawing_area();
         root.fill(&WHITE).dr()?;
         fig.draw(&root)?;
         root.present().dr()?;
     }
-    image::RgbImage::from_raw(w, h, buf).context("figure buffer has the wrong size")
+    let big = image::RgbImage::from_raw(bw, bh, buf).context("figure buffer has the wrong size")?;
+    let area = f64::from(s * s);
+    Ok(image::RgbImage::from_fn(w, h, |x, y| {
+        let mut acc = [0u32; 3];
+        for dy in 0..s {
+            for dx in 0..s {
+                let p = big.get_pixel(x * s + dx, y * s + dy);
+                for c in 0..3 {
+                    acc[c] += u32::from(p[c]);
+                }
+            }
+        }
+        image::Rgb(acc.map(|v| (f64::from(v) / area).round() as u8))
+    }))
 }
 
 /// Renders `fig` as an SVG document.

@@ -1,5 +1,6 @@
-//! Text for the bitmap figures: a backend wrapper that lays out and rasterises text itself with
-//! `ab_glyph` from the embedded font, and hands everything else to the wrapped backend.
+//! The bitmap figures' backend: a wrapper that supersamples everything plotters draws (anti-aliased
+//! lines and markers after the box filter in `plot::render_rgb`), and lays out and rasterises text
+//! itself with `ab_glyph` from the embedded font.
 //!
 //! Why: plotters' own ab_glyph path rounds each glyph's pen position down to a pixel and drops the
 //! glyphs' side bearings, so letters sit unevenly ("T raining"). Here pen positions stay fractional,
@@ -51,17 +52,51 @@ fn layout(f: &FontRef<'static>, text: &str, size: f64) -> Line {
     }
 }
 
-/// A bitmap backend whose text is drawn by [`layout`] (see the module note).
+/// A style with its stroke scaled by the supersampling factor.
+struct Scaled {
+    color: BackendColor,
+    width: u32,
+}
+
+impl BackendStyle for Scaled {
+    fn color(&self) -> BackendColor {
+        self.color
+    }
+    fn stroke_width(&self) -> u32 {
+        self.width
+    }
+}
+
+/// A bitmap backend that supersamples: plotters draws on a logical canvas of `inner`'s size / `scale`,
+/// every coordinate and stroke is scaled up, and the caller box-filters the buffer back down, so lines,
+/// circles and polygons come out anti-aliased (plotters' bitmap rasteriser does not anti-alias them).
+/// Text is laid out by [`layout`] (see the module note) at the scaled size.
 pub struct Crisp<B> {
     pub inner: B,
+    scale: i32,
     font: Option<FontRef<'static>>,
 }
 
 impl<B: DrawingBackend> Crisp<B> {
-    pub fn new(inner: B) -> Self {
+    /// `inner` must be `scale` times the logical size in both directions.
+    pub fn new(inner: B, scale: u32) -> Self {
         Crisp {
             inner,
+            scale: i32::try_from(scale.max(1)).unwrap_or(1),
             font: font(),
+        }
+    }
+    /// A logical point → the centre of its block of inner pixels.
+    fn pt(&self, p: BackendCoord) -> BackendCoord {
+        (
+            p.0 * self.scale + self.scale / 2,
+            p.1 * self.scale + self.scale / 2,
+        )
+    }
+    fn style<S: BackendStyle>(&self, s: &S) -> Scaled {
+        Scaled {
+            color: s.color(),
+            width: s.stroke_width() * self.scale.unsigned_abs(),
         }
     }
 }
@@ -70,7 +105,9 @@ impl<B: DrawingBackend> DrawingBackend for Crisp<B> {
     type ErrorType = B::ErrorType;
 
     fn get_size(&self) -> (u32, u32) {
-        self.inner.get_size()
+        let (w, h) = self.inner.get_size();
+        let s = self.scale.unsigned_abs();
+        (w / s, h / s)
     }
     fn ensure_prepared(&mut self) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.inner.ensure_prepared()
@@ -83,7 +120,9 @@ impl<B: DrawingBackend> DrawingBackend for Crisp<B> {
         point: BackendCoord,
         color: BackendColor,
     ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
-        self.inner.draw_pixel(point, color)
+        let (x, y) = (point.0 * self.scale, point.1 * self.scale);
+        let e = self.scale - 1;
+        self.inner.draw_rect((x, y), (x + e, y + e), &color, true)
     }
     fn draw_line<S: BackendStyle>(
         &mut self,
@@ -91,7 +130,18 @@ impl<B: DrawingBackend> DrawingBackend for Crisp<B> {
         to: BackendCoord,
         style: &S,
     ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
-        self.inner.draw_line(from, to, style)
+        let st = self.style(style);
+        if from.0 == to.0 || from.1 == to.1 {
+            // Axis-aligned (grid lines, frames): a filled block keeps them crisp and exactly as wide.
+            let w = i32::try_from(st.width).unwrap_or(1);
+            let (a, b) = (self.pt(from), self.pt(to));
+            let (h0, h1) = (-(w / 2), (w - 1) - w / 2);
+            let ul = (a.0.min(b.0) + h0, a.1.min(b.1) + h0);
+            let br = (a.0.max(b.0) + h1, a.1.max(b.1) + h1);
+            return self.inner.draw_rect(ul, br, &st.color, true);
+        }
+        let (a, b) = (self.pt(from), self.pt(to));
+        self.inner.draw_line(a, b, &st)
     }
     fn draw_rect<S: BackendStyle>(
         &mut self,
@@ -100,14 +150,36 @@ impl<B: DrawingBackend> DrawingBackend for Crisp<B> {
         style: &S,
         fill: bool,
     ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
-        self.inner.draw_rect(upper_left, bottom_right, style, fill)
+        let s = self.scale;
+        let st = self.style(style);
+        if fill {
+            let ul = (upper_left.0 * s, upper_left.1 * s);
+            let br = (bottom_right.0 * s + s - 1, bottom_right.1 * s + s - 1);
+            return self.inner.draw_rect(ul, br, &st.color, true);
+        }
+        let (ul, br) = (upper_left, bottom_right);
+        for (p, q) in [
+            ((ul.0, ul.1), (br.0, ul.1)),
+            ((br.0, ul.1), (br.0, br.1)),
+            ((br.0, br.1), (ul.0, br.1)),
+            ((ul.0, br.1), (ul.0, ul.1)),
+        ] {
+            self.draw_line(p, q, style)?;
+        }
+        Ok(())
     }
     fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
         &mut self,
         path: I,
         style: &S,
     ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
-        self.inner.draw_path(path, style)
+        let pts: Vec<BackendCoord> = path.into_iter().collect();
+        if pts.len() == 2 {
+            return self.draw_line(pts[0], pts[1], style);
+        }
+        let st = self.style(style);
+        let pts: Vec<BackendCoord> = pts.into_iter().map(|p| self.pt(p)).collect();
+        self.inner.draw_path(pts, &st)
     }
     fn draw_circle<S: BackendStyle>(
         &mut self,
@@ -116,22 +188,45 @@ impl<B: DrawingBackend> DrawingBackend for Crisp<B> {
         style: &S,
         fill: bool,
     ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
-        self.inner.draw_circle(center, radius, style, fill)
+        let st = self.style(style);
+        let c = self.pt(center);
+        self.inner
+            .draw_circle(c, radius * self.scale.unsigned_abs(), &st, fill)
     }
     fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
         &mut self,
         vert: I,
         style: &S,
     ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
-        self.inner.fill_polygon(vert, style)
+        let st = self.style(style);
+        let v: Vec<BackendCoord> = vert.into_iter().map(|p| self.pt(p)).collect();
+        self.inner.fill_polygon(v, &st)
     }
     fn blit_bitmap(
         &mut self,
         pos: BackendCoord,
-        size: (u32, u32),
+        (iw, ih): (u32, u32),
         src: &[u8],
     ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
-        self.inner.blit_bitmap(pos, size, src)
+        // Not used by the figures; drawn pixel by pixel (RGB) for completeness.
+        for (k, px) in src.chunks_exact(3).enumerate() {
+            let (x, y) = (k as u32 % iw.max(1), k as u32 / iw.max(1));
+            if y >= ih {
+                break;
+            }
+            let p = (
+                pos.0 + i32::try_from(x).unwrap_or(0),
+                pos.1 + i32::try_from(y).unwrap_or(0),
+            );
+            self.draw_pixel(
+                p,
+                BackendColor {
+                    alpha: 1.0,
+                    rgb: (px[0], px[1], px[2]),
+                },
+            )?;
+        }
+        Ok(())
     }
 
     fn estimate_text_size<TStyle: BackendTextStyle>(
@@ -142,10 +237,11 @@ impl<B: DrawingBackend> DrawingBackend for Crisp<B> {
         let Some(f) = &self.font else {
             return self.inner.estimate_text_size(text, style);
         };
-        let l = layout(f, text, style.size());
+        let k = self.scale as f32;
+        let l = layout(f, text, style.size() * f64::from(self.scale));
         Ok((
-            l.width.ceil().max(0.0) as u32,
-            (l.ascent - l.descent).ceil().max(0.0) as u32,
+            (l.width / k).ceil().max(0.0) as u32,
+            ((l.ascent - l.descent) / k).ceil().max(0.0) as u32,
         ))
     }
 
@@ -162,8 +258,9 @@ impl<B: DrawingBackend> DrawingBackend for Crisp<B> {
         let Some(f) = self.font.clone() else {
             return self.inner.draw_text(text, style, pos);
         };
-        let l = layout(&f, text, style.size());
+        let l = layout(&f, text, style.size() * f64::from(self.scale));
         let height = l.ascent - l.descent;
+        let pos = (pos.0 * self.scale, pos.1 * self.scale);
         // The anchor moves the box's top-left corner, in the text's own (unrotated) frame.
         let dx = match style.anchor().h_pos {
             HPos::Left => 0.0,
@@ -176,7 +273,7 @@ impl<B: DrawingBackend> DrawingBackend for Crisp<B> {
             VPos::Bottom => -height,
         };
         let trans = style.transform();
-        let (w, h) = self.get_size();
+        let (w, h) = self.inner.get_size();
         let (w, h) = (i64::from(w), i64::from(h));
         for &(id, pen) in &l.glyphs {
             let g = id.with_scale_and_position(l.scale, point(dx + pen, dy + l.ascent));
