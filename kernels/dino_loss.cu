@@ -2,7 +2,8 @@
 // student logits, and the center EMA (algorithm.md §3):
 //   L = (1/T)·Σ_{iq∈{0,1}} Σ_{v≠iq} (1/S)·Σ_s −Σ_k q_iq[s,k]·log softmax(z_v[s]/τs)_k,
 //   q = softmax((t − center)/τt), T = 2V − 2;  dL/dz_v[s] = (1/(T·S·τs))·Σ_{iq≠v} (p_v[s] − q_iq[s]).
-// Reference: DINO main_dino.py DINOLoss.forward, update_center.
+// Reference: DINO main_dino.py DINOLoss.forward, update_center; DINOv2 loss/dino_clstoken_loss.py
+// sinkhorn_knopp_teacher.
 //
 // dino_loss_forward_backward_teacher_f32(tprobs, teacher, center, R, K, teacher_temp)
 //   tprobs: (R, K) = q; teacher: (R, K), R = 2S; center: (K)   launch: one block of 256 per row
@@ -13,6 +14,10 @@
 //   loss: (1) = scale·Σ row_loss, rows in order   launch: one thread
 // dino_loss_center_update_f32(center, teacher, R, K, momentum, one_minus_momentum)
 //   center: (K) = m·center + (1 − m)·mean over R rows of teacher   launch: one thread per prototype
+// dino_loss_sinkhorn_f32(tprobs, teacher, R, K, teacher_temp, iters)
+//   tprobs: (R, K) = the Sinkhorn–Knopp teacher targets (DINOv2's centering, in place of the center):
+//   Q = exp((t − max t)/τt) / Σ, then `iters` times: each prototype column to mass 1/K, each row to 1/R;
+//   finally ×R (rows sum to 1). A column or row of zero mass stays zero.   launch: one block of 256
 //
 // CPU twin: src/backend/cpu/dino_loss.rs   Tests: tests/parity/dino_loss.rs, tests/gradcheck/dino_loss.rs
 
@@ -90,4 +95,43 @@ extern "C" __global__ void dino_loss_center_update_f32(float* center, const floa
   float s = 0.f;
   for (int r = 0; r < R; ++r) s += teacher[(long long)r * K + j];
   center[j] = center[j] * momentum + s / (float)R * one_minus_momentum;
+}
+
+extern "C" __global__ void dino_loss_sinkhorn_f32(float* tprobs, const float* teacher, int R, int K,
+                                                  float teacher_temp, int iters) {
+  __shared__ float scratch[32];
+  if (blockIdx.x != 0) return;  // one block does the whole (R, K) matrix
+  const long long n = (long long)R * K;
+  float mx = F32_NEG_INF;
+  for (long long e = threadIdx.x; e < n; e += blockDim.x) mx = fmaxf(mx, teacher[e]);
+  mx = block_reduce_max(mx, scratch);
+  float s = 0.f;
+  for (long long e = threadIdx.x; e < n; e += blockDim.x) {
+    tprobs[e] = expf((teacher[e] - mx) / teacher_temp);
+    s += tprobs[e];
+  }
+  s = block_reduce_sum(s, scratch);
+  for (long long e = threadIdx.x; e < n; e += blockDim.x) tprobs[e] /= s;
+  __syncthreads();
+  for (int it = 0; it < iters; ++it) {
+    // Columns (prototypes): each thread owns whole columns, rows summed in order.
+    for (int k = threadIdx.x; k < K; k += blockDim.x) {
+      float c = 0.f;
+      for (int r = 0; r < R; ++r) c += tprobs[(long long)r * K + k];
+      const float scale = c > 0.f ? 1.f / (c * (float)K) : 0.f;
+      for (int r = 0; r < R; ++r) tprobs[(long long)r * K + k] *= scale;
+    }
+    __syncthreads();
+    // Rows (samples): a block reduction per row.
+    for (int r = 0; r < R; ++r) {
+      float* q = tprobs + (long long)r * K;
+      float t = 0.f;
+      for (int k = threadIdx.x; k < K; k += blockDim.x) t += q[k];
+      t = block_reduce_sum(t, scratch);
+      const float scale = t > 0.f ? 1.f / (t * (float)R) : 0.f;
+      for (int k = threadIdx.x; k < K; k += blockDim.x) q[k] *= scale;
+    }
+    __syncthreads();
+  }
+  for (long long e = threadIdx.x; e < n; e += blockDim.x) tprobs[e] *= (float)R;
 }

@@ -241,6 +241,13 @@ pub struct OptimConfig {
     /// objective). It spreads the cells of a step apart, which keeps small-batch runs from collapsing.
     #[serde(default)]
     pub koleo_weight: f64,
+    /// Sinkhorn–Knopp iterations for the teacher targets (DINOv2's centering: every prototype gets an
+    /// equal share of the step's rows, which rules out one prototype for every set); 0 = the reference's
+    /// center EMA. DINOv2 uses 3. It needs many teacher rows per step against K: with R = 2·sets rows
+    /// ≪ K each target spreads over ≥ K/R prototypes, and on the demo (R = 8 or 64, K = 256) the teacher
+    /// went uniform sooner than with the center (docs/experiment.md).
+    #[serde(default)]
+    pub sinkhorn_iters: usize,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
@@ -267,6 +274,7 @@ impl Default for OptimConfig {
             warmup_steps: None,
             freeze_last_layer_steps: None,
             koleo_weight: 0.0,
+            sinkhorn_iters: 0,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -301,6 +309,11 @@ impl OptimConfig {
         ] {
             check_f64(key, v, r)?;
         }
+        anyhow::ensure!(
+            self.sinkhorn_iters <= 100,
+            "optim.sinkhorn_iters = {} is out of range; HINT: 0 (the center EMA) or a few (DINOv2 uses 3), at most 100",
+            self.sinkhorn_iters
+        );
         Ok(())
     }
 }

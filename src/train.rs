@@ -604,6 +604,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
     };
     let mut eng = Engine::from_host(be, cfg.model.clone(), &state)?;
     eng.koleo_weight = cfg.optim.koleo_weight;
+    eng.sinkhorn_iters = cfg.optim.sinkhorn_iters;
     install_ctrlc();
     INTERRUPTED.store(false, Ordering::SeqCst);
     let bar = progress_bar(opts.progress, start, total);
@@ -665,7 +666,16 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
             }
             let t_rows = eng.be.download(&out.teacher_out)?;
             let center = eng.be.download(&eng.center)?;
-            let entropy = mean_entropy(&t_rows, &center, sched.teacher_temp);
+            let entropy = if cfg.optim.sinkhorn_iters > 0 {
+                sinkhorn_entropy(
+                    &t_rows,
+                    cfg.model.out_dim,
+                    sched.teacher_temp,
+                    cfg.optim.sinkhorn_iters,
+                )
+            } else {
+                mean_entropy(&t_rows, &center, sched.teacher_temp)
+            };
             let uniform = entropy > 0.99 * (cfg.model.out_dim as f64).ln();
             if uniform || is_collapsed(&t_rows, cfg.model.out_dim) {
                 collapsed_for += 1;
@@ -856,6 +866,16 @@ pub fn fit_model_to_store(cfg: &mut TrainConfig, store: &Store, note: bool) -> R
 }
 
 /// Mean entropy of softmax((t − center)/τ) over the teacher rows t: (2S, K) (what the student is taught).
+/// Mean entropy of the Sinkhorn–Knopp targets the student is taught (the kernel's CPU twin in f64).
+fn sinkhorn_entropy(rows: &[f32], k: usize, temp: f64, iters: usize) -> f64 {
+    let t: Vec<f64> = rows.iter().map(|&x| f64::from(x)).collect();
+    let r = t.len() / k.max(1);
+    let mut q = vec![0.0; r * k];
+    crate::backend::cpu::dino_loss::dino_loss_sinkhorn(&mut q, &t, r, k, temp, iters);
+    let h: f64 = q.iter().filter(|&&p| p > 0.0).map(|&p| -p * p.ln()).sum();
+    h / r.max(1) as f64
+}
+
 fn mean_entropy(rows: &[f32], center: &[f32], temp: f64) -> f64 {
     let k = center.len();
     let mut total = 0.0;

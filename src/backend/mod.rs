@@ -475,7 +475,8 @@ pub trait Backend: Sync {
     // ---- dino_loss.cu
     /// L = (1/T)·Σ_{iq<2} Σ_{v≠iq} mean_s −Σ_k q_iq·log softmax(student_v/τs), q = softmax((t − center)/τt),
     /// T = 2V − 2 terms. loss: (1); dstudent: (V·S, K) (=) dL/dlogits; tprobs: (2S, K) = q;
-    /// student: (V·S, K) view-major; teacher: (2S, K); center: (K).
+    /// student: (V·S, K) view-major; teacher: (2S, K); center: (K), or None when tprobs already holds
+    /// the teacher targets (from `dino_loss_sinkhorn`).
     fn dino_loss_forward_backward(
         &self,
         loss: &mut Self::Buf,
@@ -483,12 +484,23 @@ pub trait Backend: Sync {
         tprobs: &mut Self::Buf,
         student: &Self::Buf,
         teacher: &Self::Buf,
-        center: &Self::Buf,
+        center: Option<&Self::Buf>,
         v: usize,
         s: usize,
         k: usize,
         student_temp: f64,
         teacher_temp: f64,
+    ) -> Result<()>;
+    /// tprobs: (R, K) = Sinkhorn–Knopp teacher targets of teacher (R, K) at τt with `iters` iterations
+    /// (DINOv2's centering; every row sums to 1, every prototype gets ≈ 1/K of the batch's mass).
+    fn dino_loss_sinkhorn(
+        &self,
+        tprobs: &mut Self::Buf,
+        teacher: &Self::Buf,
+        r: usize,
+        k: usize,
+        teacher_temp: f64,
+        iters: usize,
     ) -> Result<()>;
     /// center = m·center + (1 − m)·mean over R rows of teacher (R, K).
     fn dino_loss_center_update(

@@ -102,6 +102,8 @@ pub struct Engine<B: Backend> {
     /// Weight of the KoLeo term on the student's global CLS tokens (`optim.koleo_weight`; 0 = off, the
     /// reference objective).
     pub koleo_weight: f64,
+    /// Sinkhorn–Knopp iterations of the teacher targets (`optim.sinkhorn_iters`; 0 = the center EMA).
+    pub sinkhorn_iters: usize,
     interp: HashMap<usize, B::Buf>,
     trainable_ranges: Vec<(usize, usize)>,
 }
@@ -198,6 +200,7 @@ impl<B: Backend> Engine<B> {
             adam_step: state.adam_step,
             adam_step_last: state.adam_step_last,
             koleo_weight: 0.0,
+            sinkhorn_iters: 0,
             be,
             cfg,
             layout,
@@ -334,13 +337,26 @@ impl<B: Backend> Engine<B> {
         let mut loss = be.zeros(1)?;
         let mut dlogits = be.zeros(v * s * k)?;
         let mut tprobs = be.zeros(2 * s * k)?;
+        let center = if self.sinkhorn_iters > 0 {
+            be.dino_loss_sinkhorn(
+                &mut tprobs,
+                &t_out,
+                2 * s,
+                k,
+                teacher_temp,
+                self.sinkhorn_iters,
+            )?;
+            None
+        } else {
+            Some(&self.center)
+        };
         be.dino_loss_forward_backward(
             &mut loss,
             &mut dlogits,
             &mut tprobs,
             &head.logits,
             &t_out,
-            &self.center,
+            center,
             v,
             s,
             k,

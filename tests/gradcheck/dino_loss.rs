@@ -12,7 +12,17 @@ fn dino_loss_gradient_matches_finite_differences() {
         let mut dz = vec![0.0; v * s * k];
         let mut q = vec![0.0; 2 * s * k];
         dino_loss_forward_backward(
-            &mut loss, &mut dz, &mut q, z, &t, &center, v, s, k, 0.1, 0.04,
+            &mut loss,
+            &mut dz,
+            &mut q,
+            z,
+            &t,
+            Some(&center),
+            v,
+            s,
+            k,
+            0.1,
+            0.04,
         );
         (loss[0], dz)
     };
@@ -38,7 +48,17 @@ fn dino_loss_equals_definition() {
     let mut dz = vec![0.0; v * s * k];
     let mut q = vec![0.0; 2 * s * k];
     dino_loss_forward_backward(
-        &mut loss, &mut dz, &mut q, &z, &t, &center, v, s, k, 0.1, 0.04,
+        &mut loss,
+        &mut dz,
+        &mut q,
+        &z,
+        &t,
+        Some(&center),
+        v,
+        s,
+        k,
+        0.1,
+        0.04,
     );
     let softmax = |x: Vec<f64>| {
         let m = x.iter().cloned().fold(f64::MIN, f64::max);
@@ -87,4 +107,53 @@ fn center_update_is_ema_of_teacher_row_mean() {
         let mean: f64 = (0..r).map(|i| t[i * k + j]).sum::<f64>() / r as f64;
         assert!((c[j] - (0.9 * c0[j] + 0.1 * mean)).abs() < 1e-14);
     }
+}
+
+/// Sinkhorn–Knopp targets: every row a distribution; with enough iterations every prototype holds 1/K
+/// of the batch (columns sum to R/K); the top prototype of a row stays on top (each iteration scales
+/// whole columns and rows, so a row's order changes only through the column scales).
+#[test]
+fn sinkhorn_targets_are_balanced_distributions() {
+    let (r, k) = (6, 5);
+    let t = rand_vec(r * k, 97, 1.0);
+    // The largest relative deviation of a column's mass from R/K shrinks with the iterations.
+    let mut last = f64::INFINITY;
+    for iters in [0, 1, 3, 200] {
+        let mut q = vec![0.0; r * k];
+        dino_loss_sinkhorn(&mut q, &t, r, k, 0.1, iters);
+        if iters > 0 {
+            for row in q.chunks_exact(k) {
+                let s: f64 = row.iter().sum();
+                assert!((s - 1.0).abs() < 1e-12, "row sum {s}");
+                assert!(row.iter().all(|&x| x >= 0.0));
+            }
+        }
+        let want = r as f64 / k as f64;
+        let dev = (0..k)
+            .map(|j| ((0..r).map(|i| q[i * k + j]).sum::<f64>() - want).abs() / want)
+            .fold(0.0, f64::max);
+        assert!(
+            dev < last,
+            "iters {iters}: column deviation {dev} not below {last}"
+        );
+        last = dev;
+    }
+    assert!(
+        last < 1e-9,
+        "200 iterations leave columns {last} off balance"
+    );
+    // Zero iterations: the joint softmax, rescaled so rows sum to R·(row mass) (not normalised).
+    let mut q = vec![0.0; r * k];
+    dino_loss_sinkhorn(&mut q, &t, r, k, 0.1, 0);
+    let total: f64 = q.iter().sum();
+    assert!((total - r as f64).abs() < 1e-9, "{total}");
+    // Identical rows (a collapsed teacher) give uniform targets: SK cannot undo a collapse of the
+    // representation, only a dominant prototype.
+    let one: Vec<f64> = (0..k).map(|j| j as f64 * 0.3).collect();
+    let same: Vec<f64> = (0..r).flat_map(|_| one.clone()).collect();
+    dino_loss_sinkhorn(&mut q, &same, r, k, 0.1, 3);
+    assert!(
+        q.iter().all(|&x| (x - 1.0 / k as f64).abs() < 1e-9),
+        "{q:?}"
+    );
 }

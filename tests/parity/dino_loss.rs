@@ -12,9 +12,41 @@ fn run<B: Backend>(be: &B) -> Outs {
         let mut dz = be.zeros(v * s * k).unwrap();
         let mut q = be.zeros(2 * s * k).unwrap();
         be.dino_loss_forward_backward(
-            &mut loss, &mut dz, &mut q, &z, &t, &center, v, s, k, 0.1, tt,
+            &mut loss,
+            &mut dz,
+            &mut q,
+            &z,
+            &t,
+            Some(&center),
+            v,
+            s,
+            k,
+            0.1,
+            tt,
         )
         .unwrap();
+        // Sinkhorn–Knopp targets, then the loss on them (no center).
+        let mut qs = be.zeros(2 * s * k).unwrap();
+        be.dino_loss_sinkhorn(&mut qs, &t, 2 * s, k, tt, 3).unwrap();
+        let mut loss_s = be.zeros(1).unwrap();
+        let mut dz_s = be.zeros(v * s * k).unwrap();
+        be.dino_loss_forward_backward(
+            &mut loss_s,
+            &mut dz_s,
+            &mut qs,
+            &z,
+            &t,
+            None,
+            v,
+            s,
+            k,
+            0.1,
+            tt,
+        )
+        .unwrap();
+        outs.push((format!("sinkhorn tprobs[V={v},K={k}]"), dl(be, &qs)));
+        outs.push((format!("sinkhorn loss[V={v},K={k}]"), dl(be, &loss_s)));
+        outs.push((format!("sinkhorn dstudent[V={v},K={k}]"), dl(be, &dz_s)));
         let mut c2 = up(be, &data(k, 93, 0.2));
         be.dino_loss_center_update(&mut c2, &t, 2 * s, k, 0.9)
             .unwrap();

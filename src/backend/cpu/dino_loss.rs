@@ -25,14 +25,15 @@ fn softmax_row<T: Real>(out: &mut [T], z: &[T], sub: Option<&[T]>, temp: T) {
     }
 }
 
-/// loss: (1); dstudent: (V·S, K) (=); tprobs: (2S, K); student: (V·S, K); teacher: (2S, K); center: (K).
+/// loss: (1); dstudent: (V·S, K) (=); tprobs: (2S, K); student: (V·S, K); teacher: (2S, K); center: (K),
+/// or None when tprobs already holds the teacher targets (`dino_loss_sinkhorn`).
 pub fn dino_loss_forward_backward<T: Real>(
     loss: &mut [T],
     dstudent: &mut [T],
     tprobs: &mut [T],
     student: &[T],
     teacher: &[T],
-    center: &[T],
+    center: Option<&[T]>,
     v: usize,
     s: usize,
     k: usize,
@@ -41,10 +42,12 @@ pub fn dino_loss_forward_backward<T: Real>(
 ) {
     let tt = T::c(teacher_temp);
     let ts = T::c(student_temp);
-    tprobs[..2 * s * k]
-        .par_chunks_mut(k)
-        .zip(teacher[..2 * s * k].par_chunks(k))
-        .for_each(|(q, t)| softmax_row(q, t, Some(&center[..k]), tt));
+    if let Some(center) = center {
+        tprobs[..2 * s * k]
+            .par_chunks_mut(k)
+            .zip(teacher[..2 * s * k].par_chunks(k))
+            .for_each(|(q, t)| softmax_row(q, t, Some(&center[..k]), tt));
+    }
     let terms = (2 * v - 2) as f64;
     let coef = T::c(1.0 / (terms * s as f64 * student_temp));
     let q: &[T] = tprobs;
@@ -87,6 +90,61 @@ pub fn dino_loss_forward_backward<T: Real>(
         .collect();
     let total: f64 = per_row.iter().sum();
     loss[0] = T::c(total / (s as f64 * terms));
+}
+
+/// tprobs: (R, K) = the Sinkhorn–Knopp teacher targets of teacher (R, K) (DINOv2's centering):
+/// Q = exp((t − max t)/τt) / ΣQ, then `iters` times each prototype column scaled to mass 1/K and each
+/// row to 1/R, finally ×R so every row sums to 1. Zero-mass columns or rows stay zero. Sums run in the
+/// kernel's order for columns (rows in order); the row sums are plain sums (the kernel reduces a row
+/// in a tree: the parity test allows for it).
+pub fn dino_loss_sinkhorn<T: Real>(
+    tprobs: &mut [T],
+    teacher: &[T],
+    r: usize,
+    k: usize,
+    teacher_temp: f64,
+    iters: usize,
+) {
+    let n = r * k;
+    let tt = T::c(teacher_temp);
+    let mx = teacher[..n].iter().copied().fold(T::neg_infinity(), T::max);
+    let mut total = T::zero();
+    for (q, &t) in tprobs[..n].iter_mut().zip(&teacher[..n]) {
+        *q = ((t - mx) / tt).exp();
+        total += *q;
+    }
+    for q in tprobs[..n].iter_mut() {
+        *q /= total;
+    }
+    let (kn, rn) = (T::c(k as f64), T::c(r as f64));
+    for _ in 0..iters {
+        for j in 0..k {
+            let mut c = T::zero();
+            for row in 0..r {
+                c += tprobs[row * k + j];
+            }
+            let scale = if c > T::zero() {
+                T::one() / (c * kn)
+            } else {
+                T::zero()
+            };
+            for row in 0..r {
+                tprobs[row * k + j] *= scale;
+            }
+        }
+        for q in tprobs[..n].chunks_exact_mut(k) {
+            let t: T = q.iter().copied().sum();
+            let scale = if t > T::zero() {
+                T::one() / (t * rn)
+            } else {
+                T::zero()
+            };
+            q.iter_mut().for_each(|x| *x *= scale);
+        }
+    }
+    for q in tprobs[..n].iter_mut() {
+        *q *= rn;
+    }
 }
 
 /// center: (K) = m·center + (1 − m)·mean over the R rows of teacher (R, K).

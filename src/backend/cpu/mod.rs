@@ -815,7 +815,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         tprobs: &mut Vec<T>,
         student: &Vec<T>,
         teacher: &Vec<T>,
-        center: &Vec<T>,
+        center: Option<&Vec<T>>,
         v: usize,
         s: usize,
         k: usize,
@@ -823,6 +823,7 @@ impl<T: Real> Backend for CpuBackend<T> {
         teacher_temp: f64,
     ) -> Result<()> {
         let _p = profile::span("dino_loss_forward_backward");
+        let center = center.map(|c| c.as_slice());
         ensure!(v >= 2, "the DINO loss needs at least the 2 global views");
         dino_loss::dino_loss_forward_backward(
             loss,
@@ -837,6 +838,23 @@ impl<T: Real> Backend for CpuBackend<T> {
             student_temp,
             teacher_temp,
         );
+        Ok(())
+    }
+    fn dino_loss_sinkhorn(
+        &self,
+        tprobs: &mut Vec<T>,
+        teacher: &Vec<T>,
+        r: usize,
+        k: usize,
+        teacher_temp: f64,
+        iters: usize,
+    ) -> Result<()> {
+        let _p = profile::span("dino_loss_sinkhorn");
+        ensure!(
+            tprobs.len() >= r * k && teacher.len() >= r * k,
+            "dino_loss_sinkhorn: buffers shorter than {r} × {k}"
+        );
+        dino_loss::dino_loss_sinkhorn(tprobs, teacher, r, k, teacher_temp, iters);
         Ok(())
     }
     fn dino_loss_center_update(

@@ -999,7 +999,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         tprobs: &mut Buf<D>,
         student: &Buf<D>,
         teacher: &Buf<D>,
-        center: &Buf<D>,
+        center: Option<&Buf<D>>,
         v: usize,
         s: usize,
         k: usize,
@@ -1007,20 +1007,22 @@ impl<D: Device> Backend for GpuBackend<D> {
         teacher_temp: f64,
     ) -> Result<()> {
         ensure!(v >= 2, "the DINO loss needs at least the 2 global views");
-        let args = [
-            self.at_mut(tprobs, 0, 2 * s * k, "tprobs")?,
-            self.at(teacher, 0, 2 * s * k, "teacher")?,
-            self.at(center, 0, k, "center")?,
-            i(2 * s),
-            i(k),
-            f(teacher_temp),
-        ];
-        // one block of 256 per teacher row
-        self.go(
-            K::dino_loss_forward_backward_teacher_f32,
-            LaunchCfg::block_per_row(2 * s, 256),
-            &args,
-        )?;
+        if let Some(center) = center {
+            let args = [
+                self.at_mut(tprobs, 0, 2 * s * k, "tprobs")?,
+                self.at(teacher, 0, 2 * s * k, "teacher")?,
+                self.at(center, 0, k, "center")?,
+                i(2 * s),
+                i(k),
+                f(teacher_temp),
+            ];
+            // one block of 256 per teacher row
+            self.go(
+                K::dino_loss_forward_backward_teacher_f32,
+                LaunchCfg::block_per_row(2 * s, 256),
+                &args,
+            )?;
+        }
         let mut row_loss = self.dev.alloc_zeros(v * s)?;
         let terms = (2 * v - 2) as f64;
         let args = [
@@ -1050,6 +1052,30 @@ impl<D: Device> Backend for GpuBackend<D> {
         self.go(
             K::dino_loss_forward_backward_sum_f32,
             LaunchCfg::linear(1),
+            &args,
+        )
+    }
+    fn dino_loss_sinkhorn(
+        &self,
+        tprobs: &mut Buf<D>,
+        teacher: &Buf<D>,
+        r: usize,
+        k: usize,
+        teacher_temp: f64,
+        iters: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(tprobs, 0, r * k, "tprobs")?,
+            self.at(teacher, 0, r * k, "teacher")?,
+            i(r),
+            i(k),
+            f(teacher_temp),
+            i(iters),
+        ];
+        // one block of 256 for the whole matrix
+        self.go(
+            K::dino_loss_sinkhorn_f32,
+            LaunchCfg::block_per_row(1, 256),
             &args,
         )
     }
