@@ -59,13 +59,12 @@ pub fn mean_sd(v: &[f64]) -> (f64, f64) {
 impl Comparison {
     /// Methods in first-appearance order (without the ceiling).
     pub fn methods(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for r in &self.rows {
-            if r.method != CEILING && !out.contains(&r.method) {
-                out.push(r.method.clone());
-            }
-        }
-        out
+        super::distinct(
+            self.rows
+                .iter()
+                .filter(|r| r.method != CEILING)
+                .map(|r| r.method.clone()),
+        )
     }
 
     /// Per-seed values (in percent) of `method` on `metric`.
@@ -214,15 +213,9 @@ impl Figure for Comparison {
             .iter()
             .zip(&colours)
             .map(|(m, c)| {
-                let mut seeds: Vec<Option<u64>> = self
-                    .rows
-                    .iter()
-                    .filter(|r| &r.method == m)
-                    .map(|r| r.seed)
-                    .collect();
-                seeds.sort_unstable();
-                seeds.dedup();
-                let seeds = seeds.len();
+                let seeds =
+                    super::distinct(self.rows.iter().filter(|r| &r.method == m).map(|r| r.seed))
+                        .len();
                 (
                     format!("{m} ({seeds} seed{})", if seeds == 1 { "" } else { "s" }),
                     *c,

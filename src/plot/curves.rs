@@ -108,13 +108,7 @@ type Get = fn(&CurveRow) -> Option<f64>;
 
 impl Curves {
     fn methods(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for r in &self.rows {
-            if !out.contains(&r.method) {
-                out.push(r.method.clone());
-            }
-        }
-        out
+        super::distinct(self.rows.iter().map(|r| r.method.clone()))
     }
 
     /// The four panels: title, y description, value.

@@ -268,6 +268,17 @@ where
         .bold_line_style(RGBColor(225, 225, 225))
 }
 
+/// The distinct values of `items` in first-appearance order (methods as the rows list them, seeds).
+pub fn distinct<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for x in items {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
 /// A polyline as separate segments. plotters strokes a wide polyline as one polygon with mitred joins,
 /// and a sharp reversal (a noisy loss curve) then shoots a spike far outside the data; segments have
 /// no joins.
