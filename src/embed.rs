@@ -1,7 +1,8 @@
 //! `setdino embed`: per-cell 4×C embeddings (CLS of the last 4 blocks after the final LayerNorm; the
 //! teacher by default, as the reference's inference) of a store's cells, streamed in batches to
-//! `STEM.npy` (float32, N × 4C) + `STEM.tsv` (the store export's columns), written under temporary names
-//! and renamed at the end so a crash never leaves a file that looks complete.
+//! `STEM.npy` (float32, N × 4C) + `STEM.tsv` (the store export's columns), or `STEM.parquet` (the same
+//! columns, then `emb0…`) or an AnnData store `STEM.zarr` (`--format`), written under temporary names and
+//! renamed at the end so a crash never leaves a file that looks complete.
 //!
 //! Key decision: the crops get only the normaliser (no augmentation), the full stored crop, as the
 //! reference's inference dataset; the normaliser is the one the checkpoint was trained with unless given.
@@ -11,11 +12,10 @@ use crate::config::ModelConfig;
 use crate::data::augment::plain_crop;
 use crate::data::normalize::{NormKind, Normalizer};
 use crate::engine::Engine;
+use crate::formats::{numbered, Format, MatrixWriter};
 use crate::model::checkpoint::{infer_config, load_state, stored_config, TensorFile};
-use crate::store::export::{stem_paths, write_cell_tsv};
-use crate::store::npy::NpyWriter;
+use crate::store::export::cell_frame;
 use crate::store::{CellFilter, Store};
-use crate::util::atomic::TempFile;
 use anyhow::{ensure, Context, Result};
 use std::path::PathBuf;
 
@@ -36,13 +36,15 @@ pub struct EmbedOptions {
     /// Heads, for checkpoints without setdino metadata (e.g. a converted reference checkpoint).
     pub num_heads: Option<usize>,
     pub progress: bool,
+    /// Output format of the embeddings and their cell table.
+    pub format: Format,
 }
 
 /// Paths and size of the written embeddings.
 #[derive(Clone, Debug)]
 pub struct EmbedSummary {
-    pub npy: PathBuf,
-    pub tsv: PathBuf,
+    /// The files (or AnnData store) written: STEM.npy + STEM.tsv, STEM.parquet or STEM.zarr.
+    pub paths: Vec<PathBuf>,
     pub cells: usize,
     pub dim: usize,
 }
@@ -135,13 +137,20 @@ fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
     );
     norm.check_batches(cells.iter().map(|&k| store.record(k as usize).batch))?;
     let mut eng = Engine::from_host(be, cfg.clone(), &state)?;
-    let (npy, tsv) = stem_paths(&o.out);
-    if let Some(d) = npy.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
     let dim = cfg.depth.min(4) * cfg.dim;
-    let (npy_t, tsv_t) = (TempFile::new(&npy)?, TempFile::new(&tsv)?);
-    let mut w = NpyWriter::create(npy_t.path(), &[cells.len(), dim])?;
+    let run = serde_json::json!({
+        "command": "embed", "setdino": env!("CARGO_PKG_VERSION"),
+        "checkpoint": o.checkpoint, "store": o.store, "backbone": if o.student { "student" } else { "teacher" },
+        "normalizer": norm_name, "cells": cells.len(), "dim": dim,
+        "layers": "CLS token of the last 4 blocks after the final LayerNorm, concatenated",
+    });
+    let mut w = MatrixWriter::create(
+        &o.out,
+        o.format,
+        cell_frame(&store, &cells)?,
+        &numbered("emb", dim),
+        run,
+    )?;
     let bar = if o.progress {
         crate::util::progress::bar(cells.len() as u64, "cells")
     } else {
@@ -171,14 +180,10 @@ fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
         w.write(&emb)?;
         bar.inc(chunk.len() as u64);
     }
-    w.finish()?;
     bar.finish_and_clear();
-    write_cell_tsv(&store, &cells, tsv_t.path())?;
-    tsv_t.commit()?;
-    npy_t.commit()?;
+    let paths = w.finish()?;
     Ok(EmbedSummary {
-        npy,
-        tsv,
+        paths,
         cells: cells.len(),
         dim,
     })

@@ -115,7 +115,7 @@ pub fn tables(data: &[u8]) {
         for r in &rows {
             assert!(r.first_path().is_file(), "listed TIFFs exist");
         }
-        check_cells(read_cells(&cp, &rows), &rows);
+        check_cells(read_cells(&cp, &rows, &Default::default()), &rows);
     }
     let fixed: Vec<TileRow> = (0..4)
         .map(|t| TileRow {
@@ -126,7 +126,7 @@ pub fn tables(data: &[u8]) {
             line: t as usize + 2,
         })
         .collect();
-    check_cells(read_cells(&cp, &fixed), &fixed);
+    check_cells(read_cells(&cp, &fixed, &Default::default()), &fixed);
 }
 
 fn check_cells(

@@ -14,6 +14,7 @@
 //! - [`data`]: the set sampler, multi-crop augmentation and normalisers (what the engine trains on).
 //! - [`eval`]: per-cell features → batch-level and consensus gene profiles → batch effect,
 //!   reproducibility and known-complex recall, with the report and its figures (evaluation.md).
+//! - [`gallery`]: cell galleries (PNG grids of crops per gene, well or k-means cluster; eval's galleries).
 //! - [`plot`]: every figure (plotters, embedded font, PNG + SVG) with its TSV; `setdino report` redraws.
 //! - [`experiment`]: the ablation (DINO, Set-DINO, random-init over seeds, bootstrap intervals, curves)
 //!   that `demo` runs and users run on their own stores.
@@ -31,7 +32,9 @@ pub mod engine;
 pub mod eval;
 pub mod experiment;
 pub mod features;
+pub mod formats;
 pub mod fuzzing;
+pub mod gallery;
 pub mod ingest;
 pub mod model;
 pub mod plot;

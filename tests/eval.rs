@@ -835,8 +835,10 @@ fn scale_30k_profiles_5k_genes() {
         level: Level::Gene,
         include_ntc: false,
         dump_profiles: None,
+        dump_format: Default::default(),
         verbose: true,
         figures: Default::default(),
+        store: None,
     };
     let m = setdino::eval::run(&opts).unwrap();
     eprintln!(

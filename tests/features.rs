@@ -398,7 +398,7 @@ fn deterministic_across_thread_counts_and_chunk_sizes() {
             .install(|| compute_features(&store, &cells, &stem, &opts))
             .unwrap();
         assert_eq!(r.dna_channel, "DAPI");
-        outs.push(std::fs::read(&r.npy).unwrap());
+        outs.push(std::fs::read(&r.paths[0]).unwrap());
     }
     assert!(outs.windows(2).all(|w| w[0] == w[1]));
 }

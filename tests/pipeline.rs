@@ -5,6 +5,7 @@
 mod inputs;
 
 use setdino::embed::{embed, EmbedOptions};
+use setdino::formats::Format;
 use setdino::store::{CellFilter, Store};
 use setdino::train::{read_log, train, TrainConfig, TrainOptions};
 use std::path::Path;
@@ -126,7 +127,7 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
     let mut cfg = config();
     cfg.train.max_steps = Some(3);
     let r = train(opts(&cfg, &s, &tmp.path().join("run"), false, None)).unwrap();
-    let run = |backend: &str, out: &str| {
+    let run_as = |backend: &str, out: &str, format: Format| {
         embed(EmbedOptions {
             checkpoint: r.checkpoint.clone(),
             store: s.clone(),
@@ -142,9 +143,11 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
             normalizer: None,
             num_heads: None,
             progress: false,
+            format,
         })
         .unwrap()
     };
+    let run = |backend: &str, out: &str| run_as(backend, out, Format::Npy);
     let a = run("cpu", "cpu");
     let b = run("simt", "simt");
     assert_eq!(
@@ -161,7 +164,7 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect()
     };
-    let (x, y) = (read(&a.npy), read(&b.npy));
+    let (x, y) = (read(&a.paths[0]), read(&b.paths[0]));
     let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let diff = x
         .iter()
@@ -171,13 +174,53 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
         diff <= 1e-4 * max,
         "simt vs cpu embeddings: max diff {diff} (scale {max})"
     );
-    let tsv = std::fs::read_to_string(&a.tsv).unwrap();
+    let tsv = std::fs::read_to_string(&a.paths[1]).unwrap();
     let lines: Vec<&str> = tsv.lines().collect();
     assert_eq!(lines.len(), 121);
     assert!(lines[0].starts_with("cell\tplate\twell\tbatch\ttile"));
     assert!(lines[1..]
         .iter()
         .all(|l| l.split('\t').nth(2) == Some("W2")));
+    // The same embeddings and cell table as Parquet and as an AnnData store (read back by our readers;
+    // tests/reference/formats_check.py opens them with pandas and anndata).
+    let rows: Vec<Vec<String>> = lines[1..]
+        .iter()
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect();
+    let header: Vec<String> = lines[0].split('\t').map(String::from).collect();
+    let p = run_as("cpu", "pq", Format::Parquet);
+    assert_eq!(p.paths, vec![tmp.path().join("pq.parquet")]);
+    let t = setdino::formats::parquet::read(&p.paths[0]).unwrap();
+    assert_eq!(
+        t.features, x,
+        "Parquet features equal the npy's bit for bit"
+    );
+    assert_eq!(
+        (t.header.clone(), t.rows.clone()),
+        (header.clone(), rows.clone())
+    );
+    assert_eq!(t.feature_names[0], "emb0");
+    let z = run_as("cpu", "ad", Format::Anndata);
+    assert_eq!(z.paths, vec![tmp.path().join("ad.zarr")]);
+    let ad = setdino::formats::anndata::read(&z.paths[0]).unwrap();
+    assert_eq!((ad.n, ad.d), (120, 64));
+    assert_eq!(ad.x, x, "AnnData X equals the npy bit for bit");
+    assert_eq!(
+        ad.obs_index,
+        rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>()
+    );
+    for (c, (name, vals)) in ad.obs.iter().enumerate() {
+        assert_eq!(name, &header[c + 1]);
+        let want: Vec<String> = rows.iter().map(|r| r[c + 1].clone()).collect();
+        assert_eq!(vals, &want, "obs column {name}");
+    }
+    assert_eq!(ad.uns["command"], "embed");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(left.is_empty(), "temps left behind: {left:?}");
 }
 
 #[test]

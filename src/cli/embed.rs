@@ -1,12 +1,14 @@
 //! `setdino embed`: argument handling for src/embed.rs.
 use crate::embed::{embed, EmbedOptions};
+use crate::formats::Format;
 use crate::store::index::parse_list;
 use crate::store::CellFilter;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
-/// Per-cell embeddings (teacher CLS tokens of the last 4 blocks, 4×C wide) → STEM.npy + STEM.tsv.
+/// Per-cell embeddings (teacher CLS tokens of the last 4 blocks, 4×C wide) → STEM.npy + STEM.tsv
+/// (or STEM.parquet, or an AnnData store STEM.zarr, with --format).
 #[derive(Args, Debug)]
 pub struct EmbedArgs {
     /// A setdino checkpoint, or a converted reference checkpoint (then also --num-heads).
@@ -14,9 +16,14 @@ pub struct EmbedArgs {
     pub checkpoint: PathBuf,
     #[arg(long)]
     pub store: PathBuf,
-    /// Output stem: writes STEM.npy and STEM.tsv.
+    /// Output stem: writes STEM.npy and STEM.tsv (or STEM.parquet / STEM.zarr, see --format).
     #[arg(long)]
     pub out: PathBuf,
+    /// npy: STEM.npy (float32) + STEM.tsv (numpy + pandas); parquet: one STEM.parquet with the cell columns
+    /// then emb0…embD-1 (`pd.read_parquet`); anndata: an AnnData Zarr store STEM.zarr (`anndata.read_zarr`;
+    /// X = embeddings, obs = cells).
+    #[arg(long, value_enum, default_value_t = Format::Npy)]
+    pub format: Format,
     /// Only these plates (comma-separated names).
     #[arg(long)]
     pub plates: Option<String>,
@@ -60,13 +67,14 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         normalizer: a.normalize,
         num_heads: a.num_heads,
         progress: true,
+        format: a.format,
     })?;
+    let paths: Vec<String> = s.paths.iter().map(|p| p.display().to_string()).collect();
     eprintln!(
-        "embedded {} cells × {} → {} + {}",
+        "embedded {} cells × {} → {}",
         s.cells,
         s.dim,
-        s.npy.display(),
-        s.tsv.display()
+        paths.join(" + ")
     );
     Ok(())
 }

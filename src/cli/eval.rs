@@ -21,10 +21,13 @@ memory-mapped): 30 000 profiles take about 20 s with 128 features and 100 s with
 Writes into OUT: metrics.json (fractions), report.md (the Table 1 row in %), per_gene.tsv,
 pairs.tsv, run.json (settings), and four figures, each as PNG (SVG too with --svg) with its data
 as TSV: pr_curve, similarity_hist, adjacency (+ adjacency_genes.tsv), pca. `setdino report OUT`
-redraws them from the TSVs.
+redraws them from the TSVs. With --store STORE (the crop store of the cells), report.md also shows
+cell galleries (OUT/galleries/*.png): the genes of up to 4 best-recalled complexes and the 3 nearest
+genes of 3 query genes, a row of cells per gene.
 
 Examples:
   setdino eval --features run/embed --complexes allComplexes.txt --out run/eval
+  setdino eval --features run/embed --complexes allComplexes.txt --store STORE --out run/eval  # + galleries
   setdino eval --features feats --complexes clusters.tsv --out eval_feats --normalize robust
   setdino eval --features run/embed --complexes pairs.csv --out e --dump-profiles   # then:
   python tests/reference/cross_check_eval.py e   # copairs, scib, EFAAR, sklearn, scipy agree?";
@@ -61,12 +64,20 @@ pub struct EvalArgs {
     /// every metric can be recomputed elsewhere (tests/reference/cross_check_eval.py).
     #[arg(long, value_name = "DIR")]
     pub dump_profiles: Option<Option<PathBuf>>,
+    /// Format of the dumped profiles: npy (NAME.npy + NAME.tsv), parquet (NAME.parquet: the profile's
+    /// columns, then f0…; `pd.read_parquet`) or anndata (NAME.zarr; `anndata.read_zarr`).
+    #[arg(long, value_enum, default_value_t = crate::formats::Format::Npy, requires = "dump_profiles")]
+    pub format: crate::formats::Format,
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
     /// Also write every figure as SVG (beside its PNG), for papers.
     #[arg(long)]
     pub svg: bool,
+    /// The crop store the cells come from: adds cell galleries of the best-recalled complexes and of
+    /// nearest-neighbour genes to report.md (OUT/galleries/*.png).
+    #[arg(long, value_name = "STORE")]
+    pub store: Option<PathBuf>,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -97,8 +108,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         level,
         include_ntc: a.include_ntc,
         dump_profiles,
+        dump_format: a.format,
         verbose: !a.quiet,
         figures: crate::plot::Formats { svg: a.svg },
+        store: a.store,
     };
     let m = crate::eval::run(&opts)?;
     print!("{}", crate::eval::report::table1("this run", &m));

@@ -1,5 +1,6 @@
 //! `setdino features`: argument handling only; the work is in `crate::features`.
 use crate::features::{compute_features, help_table, FeatureOptions};
+use crate::formats::Format;
 use crate::store::{index::parse_list, CellFilter, Store};
 use anyhow::{bail, Result};
 use clap::Args;
@@ -15,9 +16,14 @@ pub struct FeaturesArgs {
     /// The crop store.
     #[arg(long)]
     pub store: PathBuf,
-    /// Output stem: writes STEM.npy, STEM.tsv and STEM.features.tsv.
+    /// Output stem: writes STEM.npy, STEM.tsv and STEM.features.tsv (or STEM.parquet / STEM.zarr instead of
+    /// the first two, see --format).
     #[arg(long)]
     pub out: PathBuf,
+    /// npy: STEM.npy + STEM.tsv; parquet: one STEM.parquet (cell columns, then one column per feature);
+    /// anndata: an AnnData Zarr store STEM.zarr (X = features, obs = cells, var = feature names).
+    #[arg(long, value_enum, default_value_t = Format::Npy)]
+    pub format: Format,
     /// Comma-separated plates to keep.
     #[arg(long)]
     pub plates: Option<String>,
@@ -44,18 +50,22 @@ pub fn run(a: FeaturesArgs) -> Result<()> {
     let opts = FeatureOptions {
         dna_channel: a.dna_channel,
         progress: std::io::stderr().is_terminal(),
+        format: a.format,
         ..FeatureOptions::default()
     };
     let r = compute_features(&store, &cells, &a.out, &opts)?;
     println!(
-        "features: {} cells × {} features (DNA channel {:?}) in {:.1} s ({:.0} cells/s) → {}, {}, {}",
+        "features: {} cells × {} features (DNA channel {:?}) in {:.1} s ({:.0} cells/s) → {}, {}",
         r.cells,
         r.features,
         r.dna_channel,
         r.seconds,
         r.cells as f64 / r.seconds.max(1e-9),
-        r.npy.display(),
-        r.tsv.display(),
+        r.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         r.features_tsv.display()
     );
     let total: u64 = r.nonfinite.iter().sum();

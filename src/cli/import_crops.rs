@@ -1,4 +1,5 @@
 //! `setdino import-crops`: argument handling only; the work is in `crate::store::import`.
+use crate::formats::table::ColumnMap;
 use crate::store::import::{import_crops, ImportOptions};
 use crate::store::index::parse_names;
 use anyhow::Result;
@@ -11,10 +12,13 @@ pub struct ImportCropsArgs {
     /// Crops: float32 in [0,1] or uint16, shape N×C×H×W (C order), H = W.
     #[arg(long)]
     pub npy: PathBuf,
-    /// Metadata, one row per crop (TSV or CSV): plate, well, gene, sgRNA; optional tile, cell_id, i, j;
-    /// other columns are kept as metadata.
+    /// Metadata, one row per crop (TSV, CSV or Parquet): plate, well, gene, sgRNA; optional tile, cell_id,
+    /// i, j; other columns are kept as metadata.
     #[arg(long)]
     pub meta: PathBuf,
+    /// Read differently named columns of --meta: NAME=COLUMN,… (e.g. gene=gene_symbol_0,sgRNA=sgRNA_0).
+    #[arg(long, default_value = "")]
+    pub columns: ColumnMap,
     /// Output store directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -35,6 +39,7 @@ pub fn run(a: ImportCropsArgs) -> Result<()> {
         channels: parse_names("--channels", a.channels.as_deref())?,
         ntc_gene: a.ntc_gene,
         force: a.force,
+        columns: a.columns,
     };
     let m = import_crops(&a.npy, &a.meta, &a.out, &opts)?;
     println!(

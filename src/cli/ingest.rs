@@ -1,4 +1,5 @@
 //! `setdino ingest`: argument handling only; the work is in `crate::ingest`.
+use crate::formats::table::ColumnMap;
 use crate::ingest::{ingest, Illum, IngestOptions};
 use crate::store::index::parse_names;
 use anyhow::{Context, Result};
@@ -9,17 +10,24 @@ use std::path::PathBuf;
 /// TIFF tiles + cell table → crop store (flat-field, percentile clip, crops, NTC stats, report).
 #[derive(Args, Debug)]
 pub struct IngestArgs {
-    /// Tile table: plate,well,tile,path (one multi-page TIFF per tile, pages in channel order) or
-    /// plate,well,tile,path_<channel>… (one single-page TIFF per channel).
+    /// Tile table: plate,well,tile,path (one multi-page TIFF per tile, pages in channel order, or an
+    /// OME-Zarr image directory such as plate.zarr/A/1/0, read at level 0) or plate,well,tile,path_<channel>…
+    /// (one single-page TIFF per channel).
     #[arg(long)]
     pub tiles: PathBuf,
-    /// Cell table: plate,well,tile,cell_id,i,j,sgRNA,gene (+ extra columns kept as metadata).
+    /// Cell table, CSV, TSV or Parquet: plate,well,tile,cell_id,i,j,sgRNA,gene (+ extra columns kept as
+    /// metadata).
     #[arg(long)]
     pub cells: PathBuf,
+    /// Read differently named columns of --cells: NAME=COLUMN,… (e.g. for Brieflow/ops tables:
+    /// gene=gene_symbol_0,sgRNA=sgRNA_0,i=i_0,j=j_0,cell_id=label).
+    #[arg(long, default_value = "")]
+    pub columns: ColumnMap,
     /// Output store directory (new or empty, or an existing store with --force).
     #[arg(long)]
     pub out: PathBuf,
-    /// Channel names in page order, comma-separated (default: from path_<channel> columns, else ch0,ch1,…).
+    /// Channel names in page order, comma-separated (default: from path_<channel> columns, an OME-Zarr
+    /// image's omero labels, else ch0,ch1,…). For OME-Zarr images with labels, picks channels by label.
     #[arg(long)]
     pub channels: Option<String>,
     /// Crop side in pixels (even).
@@ -64,6 +72,7 @@ pub fn run(a: IngestArgs) -> Result<()> {
     );
     let mut o = IngestOptions::new(&a.tiles, &a.cells, &a.out);
     o.channels = parse_names("--channels", a.channels.as_deref())?;
+    o.columns = a.columns;
     o.crop = a.crop;
     o.illum = a.illum.parse::<Illum>()?;
     o.clip = (clip[0], clip[1]);

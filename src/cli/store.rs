@@ -25,12 +25,16 @@ pub enum StoreAction {
     },
     /// Check every file's size and checksum, every header and every crop's checksum.
     Verify { store: PathBuf },
-    /// Export chosen cells to STEM.npy (float32 N×C×H×W in [0,1]) and STEM.tsv (metadata).
+    /// Export chosen cells to STEM.npy (float32 N×C×H×W in [0,1]) and STEM.tsv (metadata; STEM.parquet
+    /// with --format parquet). `import-crops` reads either back.
     Export {
         store: PathBuf,
-        /// Output stem: writes STEM.npy and STEM.tsv.
+        /// Output stem: writes STEM.npy and STEM.tsv (or STEM.parquet).
         #[arg(long)]
         out: PathBuf,
+        /// Format of the metadata table: tsv, or parquet (typed columns; `pd.read_parquet`).
+        #[arg(long, value_enum, default_value_t = MetaFormat::Tsv)]
+        format: MetaFormat,
         /// Comma-separated plates to keep.
         #[arg(long)]
         plates: Option<String>,
@@ -50,6 +54,13 @@ pub enum StoreAction {
     /// Write one training step's tensors (sampler + augmentation + normaliser) as STEM_global.npy
     /// (2, R, C, G, G), STEM_local.npy (L, R, C, Lc, Lc) and STEM_cells.tsv (row → cell), R = sets × set size.
     Sample(SampleArgs),
+}
+
+/// The metadata table format of `store export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetaFormat {
+    Tsv,
+    Parquet,
 }
 
 /// Arguments of `store sample`.
@@ -253,6 +264,7 @@ pub fn run(args: StoreArgs) -> Result<()> {
             genes,
             cells,
             limit,
+            format,
         } => {
             let s = Store::open(&store)?;
             let filter = CellFilter {
@@ -288,7 +300,7 @@ pub fn run(args: StoreArgs) -> Result<()> {
             if sel.is_empty() {
                 bail!("no cells selected; HINT: check --plates/--wells/--genes/--cells against `setdino store info`");
             }
-            let (npy, tsv) = export::export(&s, &sel, &out)?;
+            let (npy, tsv) = export::export_with(&s, &sel, &out, format == MetaFormat::Parquet)?;
             println!(
                 "exported {} cells to {} and {}",
                 sel.len(),

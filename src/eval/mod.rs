@@ -45,10 +45,14 @@ pub struct EvalOptions {
     pub level: Level,
     pub include_ntc: bool,
     pub dump_profiles: Option<PathBuf>,
+    /// Format of the dumped profiles (npy + tsv, Parquet or AnnData).
+    pub dump_format: crate::formats::Format,
     /// Progress lines on stderr.
     pub verbose: bool,
     /// Figure files (PNG always; SVG too when asked).
     pub figures: crate::plot::Formats,
+    /// The crop store of the cells: adds the report's cell galleries (`crate::gallery::report`).
+    pub store: Option<PathBuf>,
 }
 
 /// Stderr progress with elapsed time; silent when not verbose.
@@ -370,7 +374,20 @@ fn write_outputs(
             opts.include_ntc.to_string(),
         ),
     ];
-    report::write_report(&out.join("report.md"), &label, m, &settings)?;
+    let names: Vec<&str> = cons
+        .genes
+        .iter()
+        .map(|&g| table.genes.names[g as usize].as_str())
+        .collect();
+    let galleries = crate::gallery::report::eval_section(
+        opts.store.as_deref(),
+        &opts.features,
+        out,
+        &names,
+        cx,
+        cm,
+    )?;
+    report::write_report(&out.join("report.md"), &label, m, &settings, &galleries)?;
     let run = serde_json::json!({
         "label": label,
         "features": opts.features.display().to_string(),
@@ -439,11 +456,6 @@ fn write_outputs(
         })
         .collect();
     report::write_per_gene(&out.join("per_gene.tsv"), &rows)?;
-    let names: Vec<&str> = cons
-        .genes
-        .iter()
-        .map(|&g| table.genes.names[g as usize].as_str())
-        .collect();
     report::write_pairs(
         &out.join("pairs.tsv"),
         &names,
@@ -455,8 +467,9 @@ fn write_outputs(
     Ok(())
 }
 
-/// `--dump-profiles DIR`: batch_profiles.{npy,tsv}, consensus_profiles.{npy,tsv}, related_pairs.tsv
-/// (the related pairs whose genes are both profiled) and dump.json (level, NTC handling).
+/// `--dump-profiles DIR`: batch_profiles and consensus_profiles (`.npy` + `.tsv`, `.parquet` or an
+/// AnnData `.zarr`, by `opts.dump_format`), related_pairs.tsv (the related pairs whose genes are both
+/// profiled) and dump.json (level, NTC handling).
 pub fn dump_profiles(
     dir: &std::path::Path,
     table: &io::CellTable,
@@ -465,41 +478,98 @@ pub fn dump_profiles(
     cx: &complexes::Complexes,
     opts: &EvalOptions,
 ) -> Result<()> {
+    use crate::formats::frame::{Frame, Values};
+    use crate::formats::{numbered, write_matrix};
     use std::fmt::Write as _;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    io::write_npy_f32(&dir.join("batch_profiles.npy"), &nodes.x, nodes.n, nodes.d)?;
-    let mut s = String::from("node\tgene\tsgRNA\tbatch\tis_ntc\tn_cells\n");
-    for i in 0..nodes.n {
-        let sg = if nodes.sgrna[i] == profiles::NONE {
-            "*".to_string()
-        } else {
-            table.sgrnas.names[nodes.sgrna[i] as usize].clone()
-        };
-        writeln!(
-            s,
-            "{i}\t{}\t{sg}\t{}\t{}\t{}",
-            table.genes.names[nodes.gene[i] as usize],
-            table.batches.names[nodes.batch[i] as usize],
-            nodes.is_ntc[i] as u8,
-            nodes.n_cells[i]
-        )?;
-    }
-    crate::util::atomic::write_atomic(&dir.join("batch_profiles.tsv"), s.as_bytes())?;
-    io::write_npy_f32(
-        &dir.join("consensus_profiles.npy"),
-        &cons.x,
-        cons.genes.len(),
-        cons.d,
+    let run = serde_json::json!({
+        "command": "eval --dump-profiles", "features": opts.features,
+        "level": format!("{:?}", opts.level).to_lowercase(), "normalize": opts.normalize.name(),
+    });
+    let name = |v: &[String], k: u32| v[k as usize].clone();
+    let mut fr = Frame::default();
+    fr.push(
+        "node",
+        Values::I64(
+            (0..nodes.n)
+                .map(|i| i64::try_from(i).unwrap_or(i64::MAX))
+                .collect(),
+        ),
+    );
+    fr.push(
+        "gene",
+        Values::Str(
+            nodes
+                .gene
+                .iter()
+                .map(|&g| name(&table.genes.names, g))
+                .collect(),
+        ),
+    );
+    fr.push(
+        "sgRNA",
+        Values::Str(
+            nodes
+                .sgrna
+                .iter()
+                .map(|&s| {
+                    if s == profiles::NONE {
+                        "*".to_string()
+                    } else {
+                        name(&table.sgrnas.names, s)
+                    }
+                })
+                .collect(),
+        ),
+    );
+    fr.push(
+        "batch",
+        Values::Str(
+            nodes
+                .batch
+                .iter()
+                .map(|&b| name(&table.batches.names, b))
+                .collect(),
+        ),
+    );
+    fr.push(
+        "is_ntc",
+        Values::I64(nodes.is_ntc.iter().map(|&b| i64::from(b)).collect()),
+    );
+    fr.push(
+        "n_cells",
+        Values::I64(nodes.n_cells.iter().map(|&c| i64::from(c)).collect()),
+    );
+    write_matrix(
+        &dir.join("batch_profiles"),
+        opts.dump_format,
+        fr,
+        &numbered("f", nodes.d),
+        run.clone(),
+        &nodes.x,
     )?;
-    let mut s = String::from("gene\tn_batches\n");
-    for (k, &g) in cons.genes.iter().enumerate() {
-        writeln!(
-            s,
-            "{}\t{}",
-            table.genes.names[g as usize], cons.n_batches[k]
-        )?;
-    }
-    crate::util::atomic::write_atomic(&dir.join("consensus_profiles.tsv"), s.as_bytes())?;
+    let mut fr = Frame::default();
+    fr.push(
+        "gene",
+        Values::Str(
+            cons.genes
+                .iter()
+                .map(|&g| name(&table.genes.names, g))
+                .collect(),
+        ),
+    );
+    fr.push(
+        "n_batches",
+        Values::I64(cons.n_batches.iter().map(|&c| i64::from(c)).collect()),
+    );
+    write_matrix(
+        &dir.join("consensus_profiles"),
+        opts.dump_format,
+        fr,
+        &numbered("f", cons.d),
+        run,
+        &cons.x,
+    )?;
     let profiled: std::collections::HashSet<&str> = cons
         .genes
         .iter()

@@ -387,8 +387,10 @@ fn eval_one(
         level: Level::Gene,
         include_ntc: false,
         dump_profiles: None,
+        dump_format: crate::formats::Format::Npy,
         verbose: false,
         figures,
+        store: None,
     })
 }
 
@@ -634,6 +636,7 @@ fn run_seed(
         normalizer: None,
         num_heads: None,
         progress: false,
+        format: crate::formats::Format::Npy,
     })?;
     let eval_dir = o.out.join(format!("eval/{tag}"));
     let metrics = eval_one(&emb, &o.complexes, &eval_dir, false, o.figures)?;

@@ -1,13 +1,14 @@
 //! The `setdino features` runner: stream the selected cells of a store through [`super::cell_features`] and
-//! write `STEM.npy` (float32, N×F, C order), `STEM.tsv` (cell metadata) and `STEM.features.tsv` (the columns).
+//! write `STEM.npy` (float32, N×F, C order) + `STEM.tsv` (cell metadata), or `STEM.parquet` / an AnnData
+//! `STEM.zarr` (`--format`), and `STEM.features.tsv` (the columns).
 //!
 //! Key decision: chunks of cells in store order, rayon inside a chunk, one sequential writer; memory is one
 //! chunk of rows, and every file is written to a temp name and renamed into place only when complete.
 use super::{cell_features, feature_specs, n_features, Scratch};
-use crate::store::export::{stem_paths, write_cell_tsv};
-use crate::store::npy::NpyWriter;
+use crate::formats::{bare_stem, Format, MatrixWriter};
+use crate::store::export::cell_frame;
 use crate::store::Store;
-use crate::util::atomic::{commit, temp_path};
+use crate::util::atomic::TempFile;
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use std::io::Write;
@@ -22,6 +23,8 @@ pub struct FeatureOptions {
     pub progress: bool,
     /// Cells per chunk (rows held in memory at once).
     pub chunk: usize,
+    /// Output format of the matrix and its cell table (STEM.features.tsv is written for every format).
+    pub format: Format,
 }
 
 impl Default for FeatureOptions {
@@ -30,6 +33,7 @@ impl Default for FeatureOptions {
             dna_channel: None,
             progress: false,
             chunk: 4096,
+            format: Format::Npy,
         }
     }
 }
@@ -44,8 +48,8 @@ pub struct FeatureSummary {
     pub nonfinite: Vec<u64>,
     /// Cells with at least one replaced value.
     pub cells_with_nonfinite: u64,
-    pub npy: PathBuf,
-    pub tsv: PathBuf,
+    /// The matrix output: STEM.npy + STEM.tsv, STEM.parquet or STEM.zarr.
+    pub paths: Vec<PathBuf>,
     pub features_tsv: PathBuf,
     pub seconds: f64,
 }
@@ -107,89 +111,76 @@ pub fn compute_features(
     let nf = n_features(c);
     let specs = feature_specs(names);
     debug_assert_eq!(specs.len(), nf);
-    let (npy, tsv) = stem_paths(stem);
-    let base = npy.to_string_lossy();
-    let features_tsv = PathBuf::from(format!("{}.features.tsv", &base[..base.len() - 4]));
-
-    let npy_tmp = temp_path(&npy)?;
-    let tsv_tmp = temp_path(&tsv)?;
-    let ft_tmp = temp_path(&features_tsv)?;
-    let result = (|| -> Result<(Vec<u64>, u64)> {
-        let mut w = NpyWriter::create(&npy_tmp, &[cells.len(), nf])?;
-        let bar = if opts.progress {
-            crate::util::progress::bar(cells.len() as u64, "cells")
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        let mut rows = vec![0f32; opts.chunk.max(1) * nf];
-        let mut nonfinite = vec![0u64; nf];
-        let mut bad_cells = 0u64;
-        for chunk in cells.chunks(opts.chunk.max(1)) {
-            let rows = &mut rows[..chunk.len() * nf];
-            rows.par_chunks_mut(nf)
-                .zip(chunk.par_iter())
-                .try_for_each_init(
-                    || (Scratch::default(), vec![0f32; store.crop_len()]),
-                    |(sc, buf), (row, &k)| -> Result<()> {
-                        store.crop_f32(k as usize, buf)?;
-                        cell_features(row, buf, c, s, dna, sc);
-                        Ok(())
-                    },
-                )?;
-            for row in rows.chunks_mut(nf) {
-                let mut bad = false;
-                for (v, n) in row.iter_mut().zip(nonfinite.iter_mut()) {
-                    if !v.is_finite() {
-                        *v = 0.0;
-                        *n += 1;
-                        bad = true;
-                    }
-                }
-                bad_cells += bad as u64;
-            }
-            w.write(rows)?;
-            bar.inc(chunk.len() as u64);
-        }
-        w.finish()?;
-        bar.finish_and_clear();
-
-        write_cell_tsv(store, cells, &tsv_tmp)?;
-
-        let f = std::fs::File::create(&ft_tmp)
-            .with_context(|| format!("creating {}", ft_tmp.display()))?;
-        let mut t = std::io::BufWriter::new(f);
-        writeln!(t, "index\tname\tunit\tnonfinite_replaced\tdescription")?;
-        for (k, sp) in specs.iter().enumerate() {
-            writeln!(
-                t,
-                "{k}\t{}\t{}\t{}\t{}",
-                sp.name, sp.unit, nonfinite[k], sp.description
-            )?;
-        }
-        t.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        Ok((nonfinite, bad_cells))
-    })();
-    let (nonfinite, cells_with_nonfinite) = match result {
-        Ok(x) => x,
-        Err(e) => {
-            for p in [&npy_tmp, &tsv_tmp, &ft_tmp] {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(e);
-        }
+    let features_tsv = PathBuf::from(format!("{}.features.tsv", bare_stem(stem)));
+    let ft = TempFile::new(&features_tsv)?;
+    let run = serde_json::json!({
+        "command": "features", "setdino": env!("CARGO_PKG_VERSION"), "store": store.dir(),
+        "dna_channel": names[dna], "cells": cells.len(), "features": nf,
+    });
+    let names_f: Vec<String> = specs.iter().map(|sp| sp.name.clone()).collect();
+    let mut w = MatrixWriter::create(stem, opts.format, cell_frame(store, cells)?, &names_f, run)?;
+    let bar = if opts.progress {
+        crate::util::progress::bar(cells.len() as u64, "cells")
+    } else {
+        indicatif::ProgressBar::hidden()
     };
-    commit(&ft_tmp, &features_tsv)?;
-    commit(&tsv_tmp, &tsv)?;
-    commit(&npy_tmp, &npy)?;
+    let mut rows = vec![0f32; opts.chunk.max(1) * nf];
+    let mut nonfinite = vec![0u64; nf];
+    let mut cells_with_nonfinite = 0u64;
+    for chunk in cells.chunks(opts.chunk.max(1)) {
+        let rows = &mut rows[..chunk.len() * nf];
+        rows.par_chunks_mut(nf)
+            .zip(chunk.par_iter())
+            .try_for_each_init(
+                || (Scratch::default(), vec![0f32; store.crop_len()]),
+                |(sc, buf), (row, &k)| -> Result<()> {
+                    store.crop_f32(k as usize, buf)?;
+                    cell_features(row, buf, c, s, dna, sc);
+                    Ok(())
+                },
+            )?;
+        for row in rows.chunks_mut(nf) {
+            let mut bad = false;
+            for (v, n) in row.iter_mut().zip(nonfinite.iter_mut()) {
+                if !v.is_finite() {
+                    *v = 0.0;
+                    *n += 1;
+                    bad = true;
+                }
+            }
+            cells_with_nonfinite += u64::from(bad);
+        }
+        w.write(rows)?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    write_feature_table(ft.path(), &specs, &nonfinite)?;
+    let paths = w.finish()?;
+    ft.commit()?;
     Ok(FeatureSummary {
         cells: cells.len(),
         features: nf,
         dna_channel: names[dna].clone(),
         nonfinite,
         cells_with_nonfinite,
-        npy,
-        tsv,
+        paths,
         features_tsv,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// `STEM.features.tsv`: each feature's index, name, unit, replaced non-finite count and definition.
+fn write_feature_table(path: &Path, specs: &[super::FeatureSpec], nonfinite: &[u64]) -> Result<()> {
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut t = std::io::BufWriter::new(f);
+    writeln!(t, "index\tname\tunit\tnonfinite_replaced\tdescription")?;
+    for (k, sp) in specs.iter().enumerate() {
+        writeln!(
+            t,
+            "{k}\t{}\t{}\t{}\t{}",
+            sp.name, sp.unit, nonfinite[k], sp.description
+        )?;
+    }
+    t.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
 }

@@ -50,6 +50,8 @@ pub struct IngestOptions {
     pub cells: PathBuf,
     pub out: PathBuf,
     pub channels: Option<Vec<String>>,
+    /// Renames of the cell table's columns (`--columns gene=gene_symbol_0,…`).
+    pub columns: crate::formats::table::ColumnMap,
     pub crop: u32,
     pub illum: Illum,
     /// Lower and upper percentiles (0.1, 99.9).
@@ -72,6 +74,7 @@ impl IngestOptions {
             cells: cells.into(),
             out: out.into(),
             channels: None,
+            columns: Default::default(),
             crop: 96,
             illum: Illum::Auto,
             clip: (0.1, 99.9),
@@ -117,6 +120,9 @@ fn read_tile(t: &TileRow, channels: &[String]) -> Result<Tile> {
             }
             pages
         }
+        TilePaths::OmeZarr(p) => crate::formats::ome_zarr::Image::open(p)
+            .and_then(|img| img.read(channels))
+            .with_context(|| format!("tiles.csv line {}", t.line))?,
         TilePaths::PerChannel(ps) => ps
             .iter()
             .map(|p| {
@@ -283,6 +289,8 @@ fn check_crop_fits(crop: usize, plate: &str, h: usize, w: usize, first: &TileRow
 #[derive(Clone, Debug)]
 struct Skipped {
     line: u32,
+    /// `line` (text cell table) or `row` (Parquet).
+    unit: &'static str,
     cell_id: u64,
     plate: String,
     well: String,
@@ -293,13 +301,18 @@ struct Skipped {
 
 impl Skipped {
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({"cells_csv_line": self.line, "cell_id": self.cell_id, "plate": self.plate,
+        let key = if self.unit == "row" {
+            "cells_table_row"
+        } else {
+            "cells_csv_line"
+        };
+        serde_json::json!({key: self.line, "cell_id": self.cell_id, "plate": self.plate,
             "well": self.well, "tile": self.tile, "i": self.i, "j": self.j})
     }
     fn describe(&self) -> String {
         format!(
-            "line {} (cell {}, plate {}, well {}, tile {}, centroid {}, {})",
-            self.line, self.cell_id, self.plate, self.well, self.tile, self.i, self.j
+            "{} {} (cell {}, plate {}, well {}, tile {}, centroid {}, {})",
+            self.unit, self.line, self.cell_id, self.plate, self.well, self.tile, self.i, self.j
         )
     }
 }
@@ -675,12 +688,16 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         Some(n) => n,
         None => {
             let p = tiles[0].first_path();
-            (0..tiff::read_pages(p)?.len())
-                .map(|k| format!("ch{k}"))
-                .collect()
+            if let TilePaths::OmeZarr(_) = tiles[0].paths {
+                crate::formats::ome_zarr::Image::open(p)?.channel_names()
+            } else {
+                (0..tiff::read_pages(p)?.len())
+                    .map(|k| format!("ch{k}"))
+                    .collect()
+            }
         }
     };
-    let cells = table::read_cells(&opts.cells, &tiles)?;
+    let cells = table::read_cells(&opts.cells, &tiles, &opts.columns)?;
     let crop = usize::try_from(opts.crop).context("--crop: too large")?;
     let mut wo = WriterOptions::new(opts.crop, channels.clone());
     wo.ntc_gene = opts.ntc_gene.clone();
@@ -793,6 +810,7 @@ fn crop_tile(
         else {
             edge.push(Skipped {
                 line: cell.line,
+                unit: table.unit(),
                 cell_id: cell.cell_id,
                 plate: row.plate.clone(),
                 well: row.well.clone(),

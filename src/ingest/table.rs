@@ -1,9 +1,11 @@
-//! Parsing of the two ingest tables: tiles.csv (`plate,well,tile,path` or `plate,well,tile,path_<channel>…`)
-//! and cells.csv (`plate,well,tile,cell_id,i,j,sgRNA,gene` plus any extra columns, kept as metadata).
+//! Parsing of the two ingest tables: tiles.csv (`plate,well,tile,path` or `plate,well,tile,path_<channel>…`;
+//! `path` names a multi-page TIFF or an OME-Zarr image directory) and the cell table, CSV/TSV or Parquet
+//! (`plate,well,tile,cell_id,i,j,sgRNA,gene` plus any extra columns, kept as metadata; `--columns` renames).
 //!
 //! Key decision: errors name the file, the 1-based line (header = line 1) and the column; relative TIFF
 //! paths are resolved against the directory of tiles.csv, so a screen directory can be moved as a whole
 //! (falling back to the working directory when only that resolves).
+use crate::formats::table::{ColumnMap, Numbering, Table};
 use crate::store::import::clean_header;
 use crate::store::CellMeta;
 use anyhow::{bail, Context, Result};
@@ -17,6 +19,8 @@ pub enum TilePaths {
     MultiPage(PathBuf),
     /// One single-page TIFF per channel, in channel order.
     PerChannel(Vec<PathBuf>),
+    /// An OME-Zarr image group (level 0; channels by omero label, else in order).
+    OmeZarr(PathBuf),
 }
 
 /// A row of tiles.csv.
@@ -34,7 +38,7 @@ impl TileRow {
     /// The first file of the tile (for messages).
     pub fn first_path(&self) -> &Path {
         match &self.paths {
-            TilePaths::MultiPage(p) => p,
+            TilePaths::MultiPage(p) | TilePaths::OmeZarr(p) => p,
             TilePaths::PerChannel(v) => &v[0],
         }
     }
@@ -87,9 +91,14 @@ fn header_pos(path: &Path, header: &[String], name: &str, expect: &str) -> Resul
 }
 
 fn parse_u32(path: &Path, line: usize, col: &str, v: &str) -> Result<u32> {
+    parse_u32_at(path, "line", line, col, v)
+}
+
+/// `unit` is `line` (text tables) or `row` (Parquet).
+fn parse_u32_at(path: &Path, unit: &str, line: usize, col: &str, v: &str) -> Result<u32> {
     v.trim().parse::<u32>().with_context(|| {
         format!(
-            "{}: line {line}, column {col}: {v:?} is not a non-negative integer",
+            "{}: {unit} {line}, column {col}: {v:?} is not a non-negative integer",
             path.display()
         )
     })
@@ -173,18 +182,25 @@ pub fn read_tiles(
             )
         };
         let paths = if single.is_some() {
-            TilePaths::MultiPage(resolve(layout[0])?)
+            let p = resolve(layout[0])?;
+            if crate::formats::ome_zarr::is_ome_zarr(&p) {
+                TilePaths::OmeZarr(p)
+            } else {
+                TilePaths::MultiPage(p)
+            }
         } else {
             TilePaths::PerChannel(layout.iter().map(|&c| resolve(c)).collect::<Result<_>>()?)
         };
         let files: Vec<&PathBuf> = match &paths {
             TilePaths::MultiPage(p) => vec![p],
             TilePaths::PerChannel(v) => v.iter().collect(),
+            TilePaths::OmeZarr(_) => Vec::new(),
         };
         for f in files {
             if !f.is_file() {
                 bail!(
-                    "{}: line {line}: TIFF {} does not exist; HINT: relative paths are taken from the directory of tiles.csv (or the working directory)",
+                    "{}: line {line}: TIFF {} does not exist (nor is it an OME-Zarr image directory); HINT: relative \
+                     paths are taken from the directory of tiles.csv (or the working directory)",
                     path.display(),
                     f.display()
                 );
@@ -227,7 +243,7 @@ pub struct CellRow {
     pub fj: i64,
     pub gene: u32,
     pub sgrna: u32,
-    /// Line in cells.csv.
+    /// Line in cells.csv (header = line 1), or 1-based row of a Parquet table.
     pub line: u32,
     pub extra: Vec<String>,
 }
@@ -240,6 +256,15 @@ pub struct CellTable {
     pub sgrnas: Vec<String>,
     pub extra_columns: Vec<String>,
     pub rows: usize,
+    /// How `CellRow::line` counts (text lines or Parquet rows); None for a table built in memory.
+    pub numbering: Option<Numbering>,
+}
+
+impl CellTable {
+    /// `line` or `row`: the unit of [`CellRow::line`].
+    pub fn unit(&self) -> &'static str {
+        self.numbering.unwrap_or(Numbering::Lines).unit()
+    }
 }
 
 impl CellTable {
@@ -280,18 +305,20 @@ fn floor_i64(x: f64) -> i64 {
     x.floor() as i64
 }
 
-/// Read cells.csv and group the cells by tile. A cell in a tile not in tiles.csv, or with a non-finite
-/// centroid, is an error naming the line.
-pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
+/// Read the cell table (CSV/TSV or Parquet, columns renamed by `map`) and group the cells by tile. A cell
+/// in a tile not in tiles.csv, or with a non-finite centroid, is an error naming the line (row for Parquet).
+pub fn read_cells(path: &Path, tiles: &[TileRow], map: &ColumnMap) -> Result<CellTable> {
     const EXPECT: &str = "plate,well,tile,cell_id,i,j,sgRNA,gene";
-    let mut r = reader(path)?;
-    let header = read_header(path, &mut r)?;
+    let src = Table::open(path, map)?;
+    let header = src.header.clone();
+    let numbering = src.numbering;
+    let unit = numbering.unit();
     let names = [
         "plate", "well", "tile", "cell_id", "i", "j", "sgRNA", "gene",
     ];
     let pos: Vec<usize> = names
         .iter()
-        .map(|n| header_pos(path, &header, n, EXPECT))
+        .map(|n| src.column(n, EXPECT))
         .collect::<Result<_>>()?;
     let extra: Vec<usize> = (0..header.len()).filter(|k| !pos.contains(k)).collect();
     let index: HashMap<(&str, &str, u32), usize> = tiles
@@ -301,27 +328,28 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
         .collect();
     let mut table = CellTable {
         by_tile: vec![Vec::new(); tiles.len()],
+        numbering: Some(numbering),
         ..Default::default()
     };
     let (mut gene_ids, mut sgrna_ids) = (HashMap::new(), HashMap::new());
     // (tile row, cell_id) → line of its first row.
     let mut seen: HashMap<(usize, u64), usize> = HashMap::new();
-    for (k, rec) in r.records().enumerate() {
-        let line = k + 2;
-        let rec = rec.with_context(|| format!("{}: line {line}", path.display()))?;
+    for rec in src.records() {
+        let (k, rec) = rec?;
+        let line = numbering.number(k);
         let get = |c: usize| rec.get(pos[c]).unwrap_or("").trim();
         let coord = |c: usize| -> Result<f64> {
             let v = get(c);
             let x: f64 = v.parse().with_context(|| {
                 format!(
-                    "{}: line {line}, column {}: {v:?} is not a number",
+                    "{}: {unit} {line}, column {}: {v:?} is not a number",
                     path.display(),
                     names[c]
                 )
             })?;
             if !x.is_finite() {
                 bail!(
-                    "{}: line {line}, column {}: centroid {v:?} is not finite; expected a pixel coordinate",
+                    "{}: {unit} {line}, column {}: centroid {v:?} is not finite; expected a pixel coordinate",
                     path.display(),
                     names[c]
                 );
@@ -330,7 +358,7 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
             // keeps ⌊x⌋ exact in i64 arithmetic and the value finite as the index's f32.
             if x.abs() >= MAX_CENTROID {
                 bail!(
-                    "{}: line {line}, column {}: centroid {v:?} is out of range; expected a pixel coordinate with \
+                    "{}: {unit} {line}, column {}: centroid {v:?} is out of range; expected a pixel coordinate with \
                      |value| < 2^32",
                     path.display(),
                     names[c]
@@ -338,17 +366,17 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
             }
             Ok(x)
         };
-        let tile = parse_u32(path, line, "tile", get(2))?;
+        let tile = parse_u32_at(path, unit, line, "tile", get(2))?;
         let cell_id = get(3).parse::<u64>().with_context(|| {
             format!(
-                "{}: line {line}, column cell_id: {:?} is not a non-negative integer",
+                "{}: {unit} {line}, column cell_id: {:?} is not a non-negative integer",
                 path.display(),
                 get(3)
             )
         })?;
         let Some(&t) = index.get(&(get(0), get(1), tile)) else {
             bail!(
-                "{}: line {line}: cell {cell_id} is in tile (plate {:?}, well {:?}, tile {tile}), which tiles.csv does not \
+                "{}: {unit} {line}: cell {cell_id} is in tile (plate {:?}, well {:?}, tile {tile}), which tiles.csv does not \
                  list; HINT: every cell's plate, well and tile must match a row of tiles.csv",
                 path.display(),
                 get(0),
@@ -358,8 +386,8 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
         let (i, j) = (coord(4)?, coord(5)?);
         if let Some(prev) = seen.insert((t, cell_id), line) {
             bail!(
-                "{}: line {line}: cell (plate {:?}, well {:?}, tile {tile}, cell_id {cell_id}) is already listed on \
-                 line {prev}; HINT: each cell must appear once (remove the repeated row, or give the cells distinct \
+                "{}: {unit} {line}: cell (plate {:?}, well {:?}, tile {tile}, cell_id {cell_id}) is already listed on \
+                 {unit} {prev}; HINT: each cell must appear once (remove the repeated row, or give the cells distinct \
                  cell_id values)",
                 path.display(),
                 get(0),
@@ -377,7 +405,7 @@ pub fn read_cells(path: &Path, tiles: &[TileRow]) -> Result<CellTable> {
             gene,
             sgrna,
             line: u32::try_from(line).with_context(|| {
-                format!("{}: line {line}: more than 2^32 lines", path.display())
+                format!("{}: {unit} {line}: more than 2^32 rows", path.display())
             })?,
             extra: extra
                 .iter()

@@ -1,5 +1,5 @@
 //! `import-crops`: crops a user already has (`.npy` float32 in [0, 1] or uint16, N×C×H×W) plus a metadata
-//! table (TSV or CSV, one row per crop) → crop store.
+//! table (TSV, CSV or Parquet, one row per crop) → crop store.
 //!
 //! Key decision: float crops outside [0, 1] or non-finite are an error naming the cell and row, not
 //! silently clipped, because a wrongly normalised stack would train on garbage. Columns `cell`, `batch` and
@@ -7,6 +7,7 @@
 use super::npy::{parse_header, NpyDtype};
 use super::writer::{to_unorm, CellMeta, StoreWriter, WriterOptions};
 use super::Manifest;
+use crate::formats::table::{ColumnMap, Table};
 use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 use rayon::prelude::*;
@@ -19,6 +20,8 @@ pub struct ImportOptions {
     pub channels: Option<Vec<String>>,
     pub ntc_gene: String,
     pub force: bool,
+    /// Renames of the metadata table's columns (`--columns gene=gene_symbol_0,…`).
+    pub columns: ColumnMap,
 }
 
 const REQUIRED: [&str; 4] = ["plate", "well", "gene", "sgRNA"];
@@ -35,7 +38,8 @@ fn meta_row(
     cols: &[Option<usize>; 8],
     extra: &[usize],
     path: &Path,
-    row: usize,
+    k: usize,
+    row: &str,
 ) -> Result<CellMeta> {
     let get = |k: usize| cols[k].map(|c| rec.get(c).unwrap_or("").trim());
     let num = |k: usize, name: &str| -> Result<Option<f64>> {
@@ -43,7 +47,7 @@ fn meta_row(
             None | Some("") => Ok(None),
             Some(v) => v.parse::<f64>().map(Some).with_context(|| {
                 format!(
-                    "{}: row {row}, column {name}: {v:?} is not a number",
+                    "{}: {row}, column {name}: {v:?} is not a number",
                     path.display()
                 )
             }),
@@ -54,7 +58,7 @@ fn meta_row(
             None | Some("") => Ok(default),
             Some(v) => v.parse::<u64>().with_context(|| {
                 format!(
-                    "{}: row {row}, column {name}: {v:?} is not a non-negative integer",
+                    "{}: {row}, column {name}: {v:?} is not a non-negative integer",
                     path.display()
                 )
             }),
@@ -66,7 +70,7 @@ fn meta_row(
             None => Ok(f32::NAN),
             Some(x) if x.is_finite() && x.abs() <= f64::from(f32::MAX) => Ok(x as f32),
             Some(x) => bail!(
-                "{}: row {row}, column {name}: {x} is not a finite coordinate (|value| ≤ 3.4e38)",
+                "{}: {row}, column {name}: {x} is not a finite coordinate (|value| ≤ 3.4e38)",
                 path.display()
             ),
         }
@@ -78,11 +82,11 @@ fn meta_row(
         sgrna: get(3).unwrap().to_string(),
         tile: u32::try_from(uint(4, "tile", 0)?).with_context(|| {
             format!(
-                "{}: row {row}, column tile: expected an integer < 2^32",
+                "{}: {row}, column tile: expected an integer < 2^32",
                 path.display()
             )
         })?,
-        cell_id: uint(5, "cell_id", u64::try_from(row - 2).unwrap_or(u64::MAX))?,
+        cell_id: uint(5, "cell_id", u64::try_from(k).unwrap_or(u64::MAX))?,
         i: centroid(num(6, "i")?, "i")?,
         j: centroid(num(7, "j")?, "j")?,
         extra: extra
@@ -114,25 +118,10 @@ pub fn import_crops(npy: &Path, meta: &Path, out: &Path, opts: &ImportOptions) -
             npy.display()
         );
     }
-    // Metadata table: tab-separated if the header line has a tab, else comma-separated.
-    let text_head = std::fs::read(meta).with_context(|| format!("reading {}", meta.display()))?;
-    let first = text_head.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let delim = if first.contains(&b'\t') { b'\t' } else { b',' };
-    let mut rdr = csv::ReaderBuilder::new()
-        .delimiter(delim)
-        .from_reader(&text_head[..]);
-    let header: Vec<String> = rdr.headers()?.iter().map(clean_header).collect();
-    for (k, h) in header.iter().enumerate() {
-        if let Some(prev) = header[..k].iter().position(|x| x == h) {
-            bail!(
-                "{}: line 1 (header): column {h:?} appears twice (columns {} and {}); HINT: each column name must be \
-                 distinct",
-                meta.display(),
-                prev + 1,
-                k + 1
-            );
-        }
-    }
+    // Metadata table: CSV/TSV or Parquet, columns renamed by --columns; duplicates are refused by `open`.
+    let table = Table::open(meta, &opts.columns)?;
+    let header = table.header.clone();
+    let numbering = table.numbering;
     let pos = |name: &str| header.iter().position(|h| h == name);
     for r in REQUIRED {
         if pos(r).is_none() {
@@ -151,9 +140,10 @@ pub fn import_crops(npy: &Path, meta: &Path, out: &Path, opts: &ImportOptions) -
         .filter(|&k| !names.contains(&header[k].as_str()) && !DERIVED.contains(&header[k].as_str()))
         .collect();
     let mut metas = Vec::with_capacity(n);
-    for (k, rec) in rdr.records().enumerate() {
-        let rec = rec.with_context(|| format!("{}: row {}", meta.display(), k + 2))?;
-        metas.push(meta_row(&rec, &cols, &extra, meta, k + 2)?);
+    for rec in table.records() {
+        let (k, rec) = rec?;
+        let at = format!("{} {}", numbering.unit(), numbering.number(k));
+        metas.push(meta_row(&rec, &cols, &extra, meta, k, &at)?);
     }
     if metas.len() != n {
         bail!(
@@ -194,10 +184,11 @@ pub fn import_crops(npy: &Path, meta: &Path, out: &Path, opts: &ImportOptions) -
                         if !(0.0..=1.0).contains(&x) {
                             let cell = start + q;
                             bail!(
-                                "{}: crop {cell} (metadata row {}), channel {}, pixel ({}, {}): value {x} is not in [0, 1]; \
+                                "{}: crop {cell} (metadata {} {}), channel {}, pixel ({}, {}): value {x} is not in [0, 1]; \
                                  HINT: float crops must be finite and normalised to [0, 1] (or pass uint16)",
                                 npy.display(),
-                                cell + 2,
+                                numbering.unit(),
+                                numbering.number(cell),
                                 p / (s * s),
                                 (p % (s * s)) / s,
                                 p % s

@@ -10,6 +10,7 @@ fn opts() -> ImportOptions {
         channels: Some(vec!["dna".into(), "actin".into()]),
         ntc_gene: "nontargeting".into(),
         force: false,
+        columns: Default::default(),
     }
 }
 
