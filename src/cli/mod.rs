@@ -10,6 +10,7 @@ pub mod embed;
 pub mod eval;
 pub mod experiment;
 pub mod features;
+pub mod gallery;
 pub mod import_crops;
 pub mod ingest;
 pub mod report;
@@ -43,6 +44,9 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Engineered per-cell features (the classical baseline) → STEM.npy + STEM.tsv + STEM.features.tsv.
     Features(features::FeaturesArgs),
+    /// Cell galleries: PNG grids of crops per gene, well or k-means cluster of features.
+    #[command(long_about = gallery::LONG_ABOUT)]
+    Gallery(gallery::GalleryArgs),
     /// Metrics of per-cell embeddings or features: batch effect, reproducibility, known-complex recall.
     #[command(long_about = eval::LONG_ABOUT)]
     Eval(eval::EvalArgs),
@@ -87,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(a) => ingest::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Gallery(a) => gallery::run(a),
         Command::Experiment(a) => experiment::run(a),
         Command::Report(a) => report::run(a),
     }

@@ -76,12 +76,14 @@ pub fn table1(label: &str, m: &Metrics) -> String {
     )
 }
 
-/// Writes report.md: the Table 1 row, the other recall numbers, counts, settings and the figures.
+/// Writes report.md: the Table 1 row, the other recall numbers, counts, settings, the figures and
+/// `galleries` (the "Galleries" section, `crate::gallery::report`).
 pub fn write_report(
     path: &Path,
     label: &str,
     m: &Metrics,
     settings: &[(String, String)],
+    galleries: &str,
 ) -> Result<()> {
     let mut s = String::new();
     writeln!(s, "# setdino eval: {label}\n")?;
@@ -109,6 +111,7 @@ pub fn write_report(
          Values are percentages; `metrics.json` holds the same numbers as fractions.\n"
     )?;
     s.push_str(&figures_md());
+    s.push_str(galleries);
     crate::util::atomic::write_atomic(path, s.as_bytes())
 }
 

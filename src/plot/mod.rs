@@ -25,7 +25,7 @@ use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// The embedded figure font (DejaVu Sans, Bitstream Vera licence: assets/fonts/LICENSE-DejaVu.txt).
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+pub(crate) static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 /// The family every figure asks for.
 pub const FAMILY: &str = "sans-serif";
 
