@@ -2,6 +2,7 @@
 mod augment;
 mod cli;
 mod common;
+mod formats;
 mod import;
 mod ingest;
 mod sampler;
