@@ -132,7 +132,7 @@ impl ModelConfig {
         pos(self.head_hidden, "head_hidden")?;
         pos(self.head_bottleneck, "head_bottleneck")?;
         pos(self.out_dim, "out_dim")?;
-        if self.dim % self.heads != 0 {
+        if !self.dim.is_multiple_of(self.heads) {
             bail!(
                 "model.dim ({}) must be divisible by model.heads ({})",
                 self.dim,
@@ -351,7 +351,7 @@ impl StepConfig {
         if self.sets_per_step == 0 || self.set_size == 0 {
             bail!("sets_per_step and set_size must be positive");
         }
-        if self.n_local % 2 != 0 {
+        if !self.n_local.is_multiple_of(2) {
             bail!(
                 "n_local must be even (half per global view), got {}",
                 self.n_local

@@ -233,7 +233,7 @@ impl TrainConfig {
             check_min(key, v, min)?;
         }
         ensure!(
-            d.n_local % 2 == 0,
+            d.n_local.is_multiple_of(2),
             "data.n_local = {}: must be even (half of the local crops per global view)",
             d.n_local
         );
@@ -804,7 +804,7 @@ impl Validation<'_> {
         if self
             .best
             .as_ref()
-            .map_or(true, |b| v.val_top5_gene > b.val_top5_gene)
+            .is_none_or(|b| v.val_top5_gene > b.val_top5_gene)
         {
             let meta = TrainMeta {
                 step,
@@ -857,7 +857,7 @@ pub fn fit_model_to_store(cfg: &mut TrainConfig, store: &Store, note: bool) -> R
     }
     cfg.validate()?;
     ensure!(
-        crop % cfg.model.patch == 0 && (crop / 2) % cfg.model.patch == 0,
+        crop.is_multiple_of(cfg.model.patch) && (crop / 2).is_multiple_of(cfg.model.patch),
         "store crops of {crop} px need a patch size dividing {crop} and {}; model.patch is {}",
         crop / 2,
         cfg.model.patch

@@ -214,7 +214,7 @@ pub trait Backend: Sync {
         n: usize,
     ) -> Result<()> {
         anyhow::ensure!(
-            n > 0 && r % n == 0,
+            n > 0 && r.is_multiple_of(n),
             "residual GEMM: {r} rows are not whole samples of {n}"
         );
         let mut branch = self.zeros(r * o)?;

@@ -342,7 +342,7 @@ pub fn make_step_into(
     {
         bail!("make_step: every set needs the same number of cells in both views");
     }
-    if cfg.n_local % 2 != 0 {
+    if !cfg.n_local.is_multiple_of(2) {
         bail!(
             "the number of local crops must be even (half per view), got {}",
             cfg.n_local

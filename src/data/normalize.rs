@@ -78,7 +78,7 @@ impl Normalizer {
     pub fn check_batches(&self, batches: impl IntoIterator<Item = u32>) -> Result<()> {
         if let NormKind::Ntc { .. } = self.kind {
             for b in batches {
-                if self.ntc.get(b as usize).map_or(true, |s| s.is_none()) {
+                if self.ntc.get(b as usize).is_none_or(|s| s.is_none()) {
                     bail!(
                         "batch {} has no NTC cells, so the `ntc` normaliser has no statistics for it; HINT: use the \
                          zscore normaliser or exclude that well",

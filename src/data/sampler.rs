@@ -211,7 +211,7 @@ impl Sampler {
             }
         }
         let mut v: Vec<u32> = (0..self.perts.len() as u32)
-            .flat_map(|p| std::iter::repeat(p).take(self.repeats))
+            .flat_map(|p| std::iter::repeat_n(p, self.repeats))
             .collect();
         v.shuffle(&mut stream(self.cfg.seed, DOMAIN_EPOCH, &[epoch]));
         let v = Arc::new(v);

@@ -130,7 +130,7 @@ pub fn backbone_forward<B: Backend>(
 ) -> Result<GroupActs<B>> {
     let (ch, pz, c) = (cfg.in_chans, cfg.patch, cfg.dim);
     ensure!(
-        side % pz == 0,
+        side.is_multiple_of(pz),
         "crop side {side} is not a multiple of the patch size {pz}"
     );
     ensure!(

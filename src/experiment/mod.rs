@@ -1234,7 +1234,7 @@ fn sweep_table(
             let cand = (coll > 0, g, b, v.clone());
             if best
                 .as_ref()
-                .map_or(true, |x| (cand.0, -cand.1, cand.2) < (x.0, -x.1, x.2))
+                .is_none_or(|x| (cand.0, -cand.1, cand.2) < (x.0, -x.1, x.2))
             {
                 best = Some(cand);
             }

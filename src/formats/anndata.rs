@@ -221,7 +221,7 @@ impl AnnDataWriter {
     /// Append whole rows of `X`.
     pub fn write(&mut self, rows: &[f32]) -> Result<()> {
         ensure!(
-            self.dim == 0 || rows.len() % self.dim == 0,
+            self.dim == 0 || rows.len().is_multiple_of(self.dim),
             "{} values are not whole rows of {}",
             rows.len(),
             self.dim
@@ -257,11 +257,7 @@ impl AnnDataWriter {
 
     /// Write the last rows and `uns`, then move the store into place (replacing an older one).
     pub fn finish(mut self) -> Result<PathBuf> {
-        let left = if self.dim == 0 {
-            0
-        } else {
-            self.pending.len() / self.dim
-        };
+        let left = self.pending.len().checked_div(self.dim).unwrap_or(0);
         self.flush(left)?;
         if self.dim == 0 {
             self.done = self.rows;

@@ -64,10 +64,10 @@ enum Inner {
         meta: Frame,
     },
     Parquet {
-        w: parquet::ParquetWriter,
+        w: Box<parquet::ParquetWriter>,
         file: crate::util::atomic::TempFile,
     },
-    AnnData(anndata::AnnDataWriter),
+    AnnData(Box<anndata::AnnDataWriter>),
 }
 
 /// Writes a rows × features float32 matrix and its row metadata in one of the [`Format`]s, streaming the
@@ -104,12 +104,17 @@ impl MatrixWriter {
             }
             Format::Parquet => {
                 let file = TempFile::new(&paths[0])?;
-                let w = parquet::ParquetWriter::create(file.path(), meta, features, &run)?;
+                let w = Box::new(parquet::ParquetWriter::create(
+                    file.path(),
+                    meta,
+                    features,
+                    &run,
+                )?);
                 Inner::Parquet { w, file }
             }
-            Format::Anndata => Inner::AnnData(anndata::AnnDataWriter::create(
+            Format::Anndata => Inner::AnnData(Box::new(anndata::AnnDataWriter::create(
                 &paths[0], &meta, features, run,
-            )?),
+            )?)),
         };
         Ok(MatrixWriter { inner, paths })
     }

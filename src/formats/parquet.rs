@@ -102,7 +102,7 @@ impl ParquetWriter {
     /// Append whole rows of features (a multiple of `dim` values).
     pub fn write(&mut self, rows: &[f32]) -> Result<()> {
         ensure!(
-            self.dim == 0 || rows.len() % self.dim == 0,
+            self.dim == 0 || rows.len().is_multiple_of(self.dim),
             "{}: {} values are not whole rows of {}",
             self.path,
             rows.len(),
@@ -151,11 +151,11 @@ impl ParquetWriter {
 
     /// Write the last row group and the footer; every metadata row must have had its features.
     pub fn finish(mut self) -> Result<()> {
-        let left = if self.dim == 0 {
-            self.meta.rows() - self.done
-        } else {
-            self.pending.len() / self.dim
-        };
+        let left = self
+            .pending
+            .len()
+            .checked_div(self.dim)
+            .unwrap_or(self.meta.rows() - self.done);
         self.flush(left)?;
         ensure!(
             self.done == self.meta.rows(),

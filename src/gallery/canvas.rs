@@ -62,8 +62,8 @@ impl Text {
             };
             let b = o.px_bounds();
             o.draw(|gx, gy, cov| {
-                let px = i64::from(gx) + b.min.x.floor().min(1e9).max(-1e9) as i64;
-                let py = i64::from(gy) + b.min.y.floor().min(1e9).max(-1e9) as i64;
+                let px = i64::from(gx) + b.min.x.floor().clamp(-1e9, 1e9) as i64;
+                let py = i64::from(gy) + b.min.y.floor().clamp(-1e9, 1e9) as i64;
                 blend(img, px, py, c, cov);
             });
         }

@@ -268,17 +268,11 @@ fn index_text(store: &crate::store::Store, sheets: &[Sheet], o: &GalleryOptions)
         contrast_note(o.contrast)
     )?;
     let style = Style::new(store, o.mode, o.zoom)?;
-    let colours: Vec<String> = style
-        .channels
-        .iter()
-        .zip(&style.colours)
-        .map(|(n, c)| format!("{n} = #{:02x}{:02x}{:02x}", c[0], c[1], c[2]))
-        .collect();
     writeln!(
         s,
         "Composite colours (additive): {}. Crops are {} px, drawn at {}×; the scale bar is in crop pixels. \
          `gallery.tsv` lists every cell shown (position = row-major place in the grid).\n",
-        colours.join(", "),
+        render::colour_legend(&style),
         style.s,
         style.zoom
     )?;

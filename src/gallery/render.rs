@@ -84,6 +84,30 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// The name of a composite colour (for captions): blue, green, red, magenta, cyan, yellow, white.
+pub fn colour_name(c: Colour) -> &'static str {
+    match c {
+        [0, 0, 255] => "blue",
+        [0, 255, 0] => "green",
+        [255, 0, 0] => "red",
+        [255, 0, 255] => "magenta",
+        [0, 255, 255] => "cyan",
+        [255, 255, 0] => "yellow",
+        _ => "white",
+    }
+}
+
+/// `dna blue, actin red, …`: the composite's channels and colours, for captions.
+pub fn colour_legend(style: &Style) -> String {
+    let parts: Vec<String> = style
+        .channels
+        .iter()
+        .zip(&style.colours)
+        .map(|(n, &c)| format!("{n} {}", colour_name(c)))
+        .collect();
+    parts.join(", ")
+}
+
 /// Whether a channel name is a DNA stain.
 pub fn is_dna(name: &str) -> bool {
     let l = name.to_ascii_lowercase();
@@ -574,5 +598,5 @@ pub fn fit_stretch(store: &Store, cells: &[u32]) -> Result<Stretch> {
 
 /// The footer's contrast note for a stretch fitted over `scope`.
 pub fn contrast_note(scope: &str) -> String {
-    format!("contrast: percentiles {LOW_PERCENTILE}–{HIGH_PERCENTILE} per channel, {scope}")
+    format!("contrast: percentiles {LOW_PERCENTILE}–{HIGH_PERCENTILE}, {scope}")
 }

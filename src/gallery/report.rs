@@ -156,7 +156,7 @@ fn pick_complexes(ctx: &Ctx, cx: &Complexes) -> Vec<ComplexPick> {
         }
     }
     // Stable: ties keep file order.
-    picked.sort_by(|p, q| q.hits.cmp(&p.hits));
+    picked.sort_by_key(|q| std::cmp::Reverse(q.hits));
     picked.truncate(MAX_COMPLEXES);
     picked
 }
@@ -256,18 +256,18 @@ pub fn eval_section(
     };
     let dir = out.join("galleries");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let which = if from_table {
+        "the evaluated cells"
+    } else {
+        "all the store's cells of each gene: the features table has no `cell` column"
+    };
     let mut s = String::from("## Galleries\n\n");
     writeln!(
         s,
-        "Cells of `{}` ({}), {CELLS_PER_ROW} per gene chosen with seed {SEED}; composite colours: {}.\n",
+        "Cells of `{}` ({which}), {CELLS_PER_ROW} per gene chosen with seed {SEED}; composite colours: \
+         {}.\n",
         store.dir().display(),
-        if from_table { "the evaluated cells" } else { "all the store's cells of each gene: the features table has no `cell` column" },
-        ctx.style
-            .channels
-            .iter()
-            .map(|n| n.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        render::colour_legend(&ctx.style)
     )?;
     s.push_str(&complex_sheets(&ctx, cx, &dir)?);
     s.push_str(&neighbour_sheets(&ctx, &cm.unit, &dir)?);

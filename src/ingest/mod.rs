@@ -237,7 +237,7 @@ fn corrected(v: f32, ff: Option<&Vec<f32>>, k: usize) -> f32 {
 /// The options that need no input file: checked before anything is read or written.
 fn check_options(opts: &IngestOptions) -> Result<()> {
     let crop = opts.crop;
-    if crop == 0 || crop % 2 != 0 {
+    if crop == 0 || !crop.is_multiple_of(2) {
         bail!("--crop {crop}: the crop side must be even and > 0");
     }
     let (plo, phi) = opts.clip;

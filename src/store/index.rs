@@ -43,7 +43,7 @@ impl CellFilter {
         let p = mask("plate", &m.plates, &self.plates)?;
         let w = mask("well", &m.wells, &self.wells)?;
         let g = mask("gene", &m.genes, &self.genes)?;
-        let ok = |mk: &Option<Vec<bool>>, id: u32| mk.as_ref().map_or(true, |v| v[id as usize]);
+        let ok = |mk: &Option<Vec<bool>>, id: u32| mk.as_ref().is_none_or(|v| v[id as usize]);
         Ok(store
             .records()
             .iter()

@@ -130,7 +130,7 @@ fn temp_owner(name: &str, entry: &str) -> Option<Option<i32>> {
         None => (rest, None),
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(pid) || !seq.map_or(true, digits) {
+    if !digits(pid) || !seq.is_none_or(digits) {
         return None;
     }
     pid.parse::<i32>().ok().map(Some)

@@ -489,7 +489,7 @@ impl<T: Real> Backend for CpuBackend<T> {
     ) -> Result<()> {
         let _p = profile::span("layernorm_forward_residual");
         ensure!(
-            n > 0 && r % n == 0,
+            n > 0 && r.is_multiple_of(n),
             "residual LayerNorm: {r} rows are not whole samples of {n}"
         );
         layernorm::layernorm_forward_residual(

@@ -124,7 +124,7 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn zeros_act(&self, rows: usize, cols: usize) -> Result<Buf<D>> {
         let n = rows * cols;
-        if self.precision != Precision::Bf16 || cols % 8 != 0 {
+        if self.precision != Precision::Bf16 || !cols.is_multiple_of(8) {
             return self.zeros(n);
         }
         Ok(GpuBuf {
@@ -412,7 +412,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         n: usize,
     ) -> Result<()> {
         ensure!(
-            n > 0 && r % n == 0,
+            n > 0 && r.is_multiple_of(n),
             "residual GEMM: {r} rows are not whole samples of {n}"
         );
         if self.precision != Precision::Bf16 {
@@ -485,7 +485,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         eps: f64,
     ) -> Result<()> {
         ensure!(
-            n > 0 && r % n == 0,
+            n > 0 && r.is_multiple_of(n),
             "residual LayerNorm: {r} rows are not whole samples of {n}"
         );
         let (o, k) = self.ln_out(out, r * c)?;
@@ -1517,13 +1517,13 @@ impl<D: Device> GpuBackend<D> {
     ) -> Result<(KArg, Option<D::Mem>)> {
         if src.dtype == DType::Bf16 {
             ensure!(
-                off == 0 && cols % 8 == 0,
+                off == 0 && cols.is_multiple_of(8),
                 "{what}: a bf16 operand must start at element 0 with whole 16-byte rows (cols {cols})"
             );
             return Ok((self.at_bf16(src, rows * cols, what)?, None));
         }
         if let Some(copy) = &src.bf16 {
-            if off % 8 == 0 && cols % 8 == 0 {
+            if off.is_multiple_of(8) && cols.is_multiple_of(8) {
                 check_extent(src.len, off, rows * cols, what)?;
                 return Ok((KArg::Ptr(self.dev.addr(copy) + 2 * off as u64), None));
             }
