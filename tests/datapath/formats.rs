@@ -53,8 +53,8 @@ fn ome_zarr_images_from_independent_writers_read_back_exactly() {
     let entries = index.as_array().unwrap();
     assert_eq!(
         entries.len(),
-        4,
-        "v0.4 blosc, v0.5 zstd, gzip uint8, raw float32"
+        5,
+        "v0.4 blosc, v0.5 zstd, gzip uint8, raw float32, v0.5 sharded"
     );
     for e in entries {
         let name = e["name"].as_str().unwrap();

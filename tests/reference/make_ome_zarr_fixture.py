@@ -7,6 +7,7 @@ the list of what the images cover is in index.json:
   * v05_zstd.zarr   NGFF 0.5 (Zarr V3), axes c,z,y,x (z = 1), uint16, zstd, omero labels
   * v04_gzip.zarr   NGFF 0.4 (Zarr V2), axes t,c,z,y,x, uint8 (read back as integers), gzip, no labels
   * v04_raw.zarr    NGFF 0.4 (Zarr V2), axes c,y,x, float32, uncompressed, omero labels
+  * v05_sharded.zarr NGFF 0.5 (Zarr V3), axes c,y,x, uint16, sharded (32 x 32 shards of 16 x 16 zstd chunks)
 and cells.parquet / cells.csv, one cell table written by pandas (pyarrow) both ways (see the end).
 
 Made with ome-zarr 0.18.0, zarr 3.1.6, numcodecs 0.16.6, numpy 2.4.6, Python 3.11.7:
@@ -65,6 +66,8 @@ index.append(write("v04_gzip", pixels(np.uint8, 2)[None, :, None], FormatV04(), 
                    {"chunks": (1, 1, 1, 16, 16), "compressor": GZip(level=6)}, False, 2))
 index.append(write("v04_raw", pixels(np.float32), FormatV04(), "cyx",
                    {"chunks": (3, 20, 20), "compressor": None}, True, 2))
+index.append(write("v05_sharded", pixels(np.uint16), FormatV05(), "cyx",
+                   {"chunks": (1, 16, 16), "shards": (1, 32, 32)}, True, 3))
 with open(os.path.join(out, "index.json"), "w") as f:
     json.dump(index, f, indent=1)
 
