@@ -11,7 +11,8 @@ Cell galleries: look at what a gene, a well or a cluster of cells looks like.
 
 Writes into DIR one PNG per group (a grid of crops from the store, titled with the group, its number
 of cells and how many are shown, the channels' colours and a scale bar in crop pixels), gallery.tsv
-(group, image, grid position, cell, plate, well, gene of every cell shown) and index.md (the images).
+(by, group, image, position in the grid, store cell index, plate, well, gene of every cell shown)
+and index.md (the images, the settings, each cluster's most frequent genes and wells).
 
 Groups (--by):
   gene      the genes of --genes, or by default the first 7 genes by name plus the NTC gene;

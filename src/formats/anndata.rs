@@ -65,22 +65,37 @@ fn array(
     Ok(a)
 }
 
-fn strings(store: &Store, path: &str, v: &[String]) -> Result<()> {
-    let n = v.len() as u64;
+/// A 1-D array of `v` in one chunk, with AnnData's `encoding-type` (`string-array` for `|O`, else `array`).
+fn one_dim<T: zarrs::array::Element>(
+    store: &Store,
+    path: &str,
+    dtype: &str,
+    v: &[T],
+) -> Result<()> {
+    let n = u64::try_from(v.len())?;
+    let kind = if dtype == "|O" {
+        "string-array"
+    } else {
+        "array"
+    };
     let a = array(
         store,
         path,
         vec![n],
         vec![n.max(1)],
-        "|O",
-        json!({"encoding-type": "string-array", "encoding-version": "0.2.0"}),
+        dtype,
+        json!({"encoding-type": kind, "encoding-version": "0.2.0"}),
     )?;
     if n > 0 {
-        let r: Vec<&str> = v.iter().map(String::as_str).collect();
-        a.store_chunk(&[0], &r)
+        a.store_chunk(&[0], v)
             .with_context(|| format!("writing {path}"))?;
     }
     Ok(())
+}
+
+fn strings(store: &Store, path: &str, v: &[String]) -> Result<()> {
+    let r: Vec<&str> = v.iter().map(String::as_str).collect();
+    one_dim(store, path, "|O", &r)
 }
 
 fn numeric<T: zarrs::array::Element>(
@@ -89,20 +104,7 @@ fn numeric<T: zarrs::array::Element>(
     dtype: &str,
     v: &[T],
 ) -> Result<()> {
-    let n = v.len() as u64;
-    let a = array(
-        store,
-        path,
-        vec![n],
-        vec![n.max(1)],
-        dtype,
-        json!({"encoding-type": "array", "encoding-version": "0.2.0"}),
-    )?;
-    if n > 0 {
-        a.store_chunk(&[0], v)
-            .with_context(|| format!("writing {path}"))?;
-    }
-    Ok(())
+    one_dim(store, path, dtype, v)
 }
 
 fn column(store: &Store, path: &str, v: &Values) -> Result<()> {

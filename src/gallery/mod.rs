@@ -101,9 +101,31 @@ pub struct Summary {
     pub index: PathBuf,
 }
 
-/// Largest allowed `--n` and `--zoom` (a sheet stays a sensible image).
+/// Largest allowed `--n`, `--zoom` and `--clusters` (a sheet stays a sensible image, a run a sensible
+/// number of files).
 pub const MAX_N: usize = 1024;
 pub const MAX_ZOOM: u32 = 16;
+pub const MAX_CLUSTERS: usize = 256;
+/// Most crop pixels (tiles × tile area) on one sheet: 64 M, about 200 MB as RGB.
+pub const MAX_SHEET_PIXELS: u64 = 1 << 26;
+
+/// Refuses sheets too large to hold in memory (`--n` × tiles per cell × tile²).
+fn check_size(style: &Style, n: usize) -> Result<()> {
+    let tile = u64::from(style.tile());
+    let px = u64::try_from(n)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(u64::from(style.tiles_per_cell()))
+        .saturating_mul(tile.saturating_mul(tile));
+    ensure!(
+        px <= MAX_SHEET_PIXELS,
+        "a sheet of {n} cells of {} × {} px tiles ({} per cell) has {px} pixels, more than {MAX_SHEET_PIXELS}; \
+         HINT: lower --n or --zoom",
+        style.tile(),
+        style.tile(),
+        style.tiles_per_cell()
+    );
+    Ok(())
+}
 
 fn validate(o: &GalleryOptions) -> Result<()> {
     ensure!(
@@ -120,6 +142,11 @@ fn validate(o: &GalleryOptions) -> Result<()> {
     if let Some(c) = o.cols {
         ensure!(c >= 1, "--cols must be at least 1");
     }
+    ensure!(
+        (1..=MAX_CLUSTERS).contains(&o.clusters),
+        "--clusters {}: expected 1 … {MAX_CLUSTERS}",
+        o.clusters
+    );
     ensure!(
         o.by == By::Cluster || o.features.is_none(),
         "--features is only used with --by cluster"
@@ -210,16 +237,16 @@ fn contrast_note(contrast: Contrast) -> String {
 /// Stage 3: draw and write every sheet.
 fn write_sheets(
     store: &crate::store::Store,
+    style: &Style,
     groups: Vec<Group>,
     stretches: &[Stretch],
     o: &GalleryOptions,
 ) -> Result<Vec<Sheet>> {
-    let style = Style::new(store, o.mode, o.zoom)?;
     let note = contrast_note(o.contrast);
     let files = file_names(&groups);
     let mut sheets = Vec::with_capacity(groups.len());
     for ((g, st), file) in groups.into_iter().zip(stretches).zip(files) {
-        let img = render::grid(store, &g.shown, &g.title(), &note, &style, st, o.cols)?;
+        let img = render::grid(store, &g.shown, &g.title(), &note, style, st, o.cols)?;
         save_png(&o.out.join(&file), &img)?;
         sheets.push(Sheet { group: g, file });
     }
@@ -250,7 +277,12 @@ pub fn tsv_text(store: &crate::store::Store, sheets: &[Sheet]) -> Result<String>
 }
 
 /// `index.md`: settings, the rendering rule, and each image with its counts.
-fn index_text(store: &crate::store::Store, sheets: &[Sheet], o: &GalleryOptions) -> Result<String> {
+fn index_text(
+    store: &crate::store::Store,
+    style: &Style,
+    sheets: &[Sheet],
+    o: &GalleryOptions,
+) -> Result<String> {
     let mut s = String::from("# Cell galleries\n\n");
     writeln!(
         s,
@@ -260,19 +292,18 @@ fn index_text(store: &crate::store::Store, sheets: &[Sheet], o: &GalleryOptions)
     )?;
     writeln!(
         s,
-        "Grouped by {:?}, up to {} cells per gallery, seed {}, mode {:?}; {}.",
-        o.by,
+        "Grouped by {}, up to {} cells per gallery, seed {}, mode {}; {}.",
+        format!("{:?}", o.by).to_lowercase(),
         o.n,
         o.seed,
-        o.mode,
+        format!("{:?}", o.mode).to_lowercase(),
         contrast_note(o.contrast)
     )?;
-    let style = Style::new(store, o.mode, o.zoom)?;
     writeln!(
         s,
         "Composite colours (additive): {}. Crops are {} px, drawn at {}×; the scale bar is in crop pixels. \
          `gallery.tsv` lists every cell shown (position = row-major place in the grid).\n",
-        render::colour_legend(&style),
+        render::colour_legend(style),
         style.s,
         style.zoom
     )?;
@@ -308,14 +339,17 @@ fn index_text(store: &crate::store::Store, sheets: &[Sheet], o: &GalleryOptions)
 pub fn run(o: &GalleryOptions) -> Result<Summary> {
     validate(o)?;
     let store = crate::store::Store::open(&o.store)?;
+    let style = Style::new(&store, o.mode, o.zoom)?;
+    check_size(&style, o.n)?;
     let groups = form_groups(&store, o)?;
     let stretches = fit_stretches(&store, &groups, o.contrast)?;
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
-    let sheets = write_sheets(&store, groups, &stretches, o)?;
+    let sheets = write_sheets(&store, &style, groups, &stretches, o)?;
     let tsv = o.out.join("gallery.tsv");
     crate::util::atomic::write_atomic(&tsv, tsv_text(&store, &sheets)?.as_bytes())?;
     let index = o.out.join("index.md");
-    crate::util::atomic::write_atomic(&index, index_text(&store, &sheets, o)?.as_bytes())?;
+    let text = index_text(&store, &style, &sheets, o)?;
+    crate::util::atomic::write_atomic(&index, text.as_bytes())?;
     Ok(Summary { sheets, tsv, index })
 }
 

@@ -6,7 +6,6 @@
 //! paths are resolved against the directory of tiles.csv, so a screen directory can be moved as a whole
 //! (falling back to the working directory when only that resolves).
 use crate::formats::table::{ColumnMap, Numbering, Table};
-use crate::store::import::clean_header;
 use crate::store::CellMeta;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -44,43 +43,6 @@ impl TileRow {
     }
 }
 
-fn reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
-    let first = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let delim = if first.contains('\t') { b'\t' } else { b',' };
-    csv::ReaderBuilder::new()
-        .delimiter(delim)
-        .from_path(path)
-        .with_context(|| format!("{}: cannot open", path.display()))
-}
-
-/// The cleaned header of a table; a column name given twice is an error naming both positions.
-fn read_header(path: &Path, r: &mut csv::Reader<std::fs::File>) -> Result<Vec<String>> {
-    let header: Vec<String> = r
-        .headers()
-        .with_context(|| format!("{}: line 1 (header)", path.display()))?
-        .iter()
-        .map(clean_header)
-        .collect();
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (k, h) in header.iter().enumerate() {
-        if let Some(prev) = seen.insert(h.as_str(), k) {
-            bail!(
-                "{}: line 1 (header): column {h:?} appears twice (columns {} and {}); HINT: each column name must \
-                 be distinct",
-                path.display(),
-                prev + 1,
-                k + 1
-            );
-        }
-    }
-    Ok(header)
-}
-
 fn header_pos(path: &Path, header: &[String], name: &str, expect: &str) -> Result<usize> {
     header.iter().position(|h| h == name).with_context(|| {
         format!(
@@ -88,10 +50,6 @@ fn header_pos(path: &Path, header: &[String], name: &str, expect: &str) -> Resul
             path.display()
         )
     })
-}
-
-fn parse_u32(path: &Path, line: usize, col: &str, v: &str) -> Result<u32> {
-    parse_u32_at(path, "line", line, col, v)
 }
 
 /// `unit` is `line` (text tables) or `row` (Parquet).
@@ -111,8 +69,10 @@ pub fn read_tiles(
     channels: Option<&[String]>,
 ) -> Result<(Vec<TileRow>, Option<Vec<String>>)> {
     const EXPECT: &str = "plate,well,tile,path or plate,well,tile,path_<channel>…";
-    let mut r = reader(path)?;
-    let header = read_header(path, &mut r)?;
+    let src = Table::open(path, &ColumnMap::default())?;
+    let header = src.header.clone();
+    let numbering = src.numbering;
+    let unit = numbering.unit();
     let (ip, iw, it) = (
         header_pos(path, &header, "plate", EXPECT)?,
         header_pos(path, &header, "well", EXPECT)?,
@@ -157,15 +117,15 @@ pub fn read_tiles(
     };
     let mut rows = Vec::new();
     let mut seen: HashMap<(String, String, u32), usize> = HashMap::new();
-    for (k, rec) in r.records().enumerate() {
-        let line = k + 2;
-        let rec = rec.with_context(|| format!("{}: line {line}", path.display()))?;
+    for rec in src.records() {
+        let (k, rec) = rec?;
+        let line = numbering.number(k);
         let get = |c: usize| rec.get(c).unwrap_or("").trim().to_string();
         let resolve = |c: usize| -> Result<PathBuf> {
             let v = get(c);
             if v.is_empty() {
                 bail!(
-                    "{}: line {line}, column {}: empty path",
+                    "{}: {unit} {line}, column {}: empty path",
                     path.display(),
                     header[c]
                 );
@@ -199,7 +159,7 @@ pub fn read_tiles(
         for f in files {
             if !f.is_file() {
                 bail!(
-                    "{}: line {line}: TIFF {} does not exist (nor is it an OME-Zarr image directory); HINT: relative \
+                    "{}: {unit} {line}: TIFF {} does not exist (nor is it an OME-Zarr image directory); HINT: relative \
                      paths are taken from the directory of tiles.csv (or the working directory)",
                     path.display(),
                     f.display()
@@ -209,13 +169,13 @@ pub fn read_tiles(
         let row = TileRow {
             plate: get(ip),
             well: get(iw),
-            tile: parse_u32(path, line, "tile", &get(it))?,
+            tile: parse_u32_at(path, unit, line, "tile", &get(it))?,
             paths,
             line,
         };
         if let Some(prev) = seen.insert((row.plate.clone(), row.well.clone(), row.tile), line) {
             bail!(
-                "{}: line {line}: tile ({}, {}, {}) already listed on line {prev}",
+                "{}: {unit} {line}: tile ({}, {}, {}) already listed on {unit} {prev}",
                 path.display(),
                 row.plate,
                 row.well,
