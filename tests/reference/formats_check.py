@@ -1,7 +1,7 @@
 """Independent check of setdino's formats with the libraries users load them with.
 
 1. A screen is written twice by independent writers: TIFF tiles (tifffile) + a CSV cell table (pandas), and
-   OME-Zarr images (ome-zarr-py, NGFF 0.4 with Blosc and 0.5 with zstd, channels named by omero labels
+   OME-Zarr HCS plates (ome-zarr-py, NGFF 0.4 with Blosc and 0.5 with zstd, channels named by omero labels
    and stored in another order than the TIFF pages) + a Parquet cell table (pandas/pyarrow, Brieflow-like
    column names mapped with --columns, a categorical column, NaNs, a pandas index).
    `setdino ingest` of both must give the same crops and metadata (`store export`, compared with numpy
@@ -27,7 +27,7 @@ import pandas as pd
 import tifffile
 import zarr
 from ome_zarr.format import FormatV04, FormatV05
-from ome_zarr.writer import write_image
+from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
 
 exe = os.path.abspath(sys.argv[1])
 work = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp()
@@ -54,11 +54,20 @@ def same(a, b, what):
         sys.exit(f"FAIL: {what}")
 
 
-# 1. The screen, written twice.
+# 1. The screen, written twice. The OME-Zarr copy is one HCS plate per plate (plate.zarr/ROW/COL/FIELD, the
+# layout of ome-zarr-py's write_plate_metadata / write_well_metadata), P1 in NGFF 0.4 (Zarr V2, Blosc) and
+# P2 in NGFF 0.5 (Zarr V3, zstd); a tile is a field.
 tiles_tiff, tiles_zarr, cells = [], [], []
 genes = ["nontargeting", "G1", "G2", "G3"]
+WELLS = {"A1": ("A", "1"), "B2": ("B", "2")}
 for plate in ["P1", "P2"]:
-    for well in ["A1", "B2"]:
+    v5 = plate == "P2"
+    fmt = FormatV05() if v5 else FormatV04()
+    proot = zarr.open_group(os.path.join(work, plate + ".zarr"), mode="w", zarr_format=3 if v5 else 2)
+    write_plate_metadata(proot, ["A", "B"], ["1", "2"], [f"{r}/{c}" for r, c in WELLS.values()], fmt=fmt, field_count=2)
+    for well, (row, col) in WELLS.items():
+        wgroup = proot.require_group(row).require_group(col)
+        write_well_metadata(wgroup, [str(t) for t in range(2)], fmt=fmt)
         for tile in range(2):
             img = rng.gamma(2.0, 200.0, size=(3, H, W))
             yy, xx = np.mgrid[0:H, 0:W]
@@ -69,19 +78,13 @@ for plate in ["P1", "P2"]:
             name = f"{plate}_{well}_{tile}"
             tifffile.imwrite(os.path.join(work, name + ".tif"), img, photometric="minisblack")
             tiles_tiff.append((plate, well, tile, name + ".tif"))
-            v5 = (tile == 1)
-            root = zarr.open_group(os.path.join(work, name + ".zarr"), mode="w", zarr_format=3 if v5 else 2)
+            field = wgroup.require_group(str(tile))
             data = img[ZARR_ORDER]
             omero = {"channels": [{"label": LABELS[k], "color": "FFFFFF",
                                    "window": {"start": 0, "end": 65535, "min": 0, "max": 65535}} for k in ZARR_ORDER]}
-            if v5:
-                write_image(data, root, fmt=FormatV05(), axes="cyx", scale_factors=[2],
-                            storage_options={"chunks": (1, 64, 64), "compressors": [zarr.codecs.ZstdCodec(level=3)]},
-                            omero=omero)
-            else:
-                write_image(data, root, fmt=FormatV04(), axes="cyx", scale_factors=[2],
-                            storage_options={"chunks": (1, 64, 64)}, omero=omero)
-            tiles_zarr.append((plate, well, tile, name + ".zarr"))
+            opts = {"chunks": (1, 64, 64), "compressors": [zarr.codecs.ZstdCodec(level=3)]} if v5 else {"chunks": (1, 64, 64)}
+            write_image(data, field, fmt=fmt, axes="cyx", scale_factors=[2], storage_options=opts, omero=omero)
+            tiles_zarr.append((plate, well, tile, f"{plate}.zarr/{row}/{col}/{tile}"))
             for cid in range(30):
                 g = int(rng.integers(0, len(genes)))
                 cells.append({"plate": plate, "well": well, "tile": tile, "cell_id": cid,
@@ -111,7 +114,7 @@ a, b = np.load(w("x_tiff.npy")), np.load(w("x_zarr.npy"))
 if a.shape[0] < 60:
     sys.exit(f"FAIL: only {a.shape[0]} cells written")
 same(a, b, "crops of OME-Zarr + Parquet ingest vs TIFF + CSV ingest")
-ok(f"ingest: OME-Zarr (NGFF 0.4 Blosc + 0.5 zstd, channels by label) + Parquet (--columns) == TIFF + CSV: {a.shape} crops equal")
+ok(f"ingest: OME-Zarr HCS plates (NGFF 0.4 Blosc + 0.5 zstd, channels by label) + Parquet (--columns) == TIFF + CSV: {a.shape} crops equal")
 ta = pd.read_csv(w("x_tiff.tsv"), sep="\t", keep_default_na=False)
 tb = pd.read_csv(w("x_zarr.tsv"), sep="\t", keep_default_na=False)
 pd.testing.assert_frame_equal(ta, tb)
