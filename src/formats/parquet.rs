@@ -2,8 +2,8 @@
 //! file that `pandas.read_parquet` loads as one data frame.
 //!
 //! Key decision: the low-level column writer of the `parquet` crate (no Arrow arrays): rows arrive in
-//! batches (an embedding run streams them) and are written in row groups of [`ROWS_PER_GROUP`], so memory
-//! stays at one row group whatever the table's length. Strings are dictionary-encoded, features are plain
+//! batches (an embedding run streams them) and are written in row groups of at most 64 MiB of features
+//! ([`group_rows`]), so memory stays at one row group whatever the table's length. Strings are dictionary-encoded, features are plain
 //! float32; Snappy-compressed (pandas' default). Two key-value entries let setdino (and a reader who cares)
 //! find the features again: `setdino.feature_columns` (the first feature column and the count) and
 //! `setdino.meta` (the run's JSON).
@@ -19,8 +19,15 @@ use parquet::schema::types::{ColumnPath, Type};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Rows per row group (bounded by memory: at most 64 MiB of features per group).
+/// Rows per row group at most (pandas/pyarrow's default is 1 Mi rows; fewer keep memory bounded).
 pub const ROWS_PER_GROUP: usize = 65_536;
+/// Feature bytes buffered per row group at most: a 1536-wide embedding gets 10 922-row groups.
+pub const GROUP_BYTES: usize = 64 << 20;
+
+/// Rows per row group for `dim` float32 features: [`GROUP_BYTES`] of features, 1 … [`ROWS_PER_GROUP`].
+pub fn group_rows(dim: usize) -> usize {
+    (GROUP_BYTES / (4 * dim.max(1))).clamp(1, ROWS_PER_GROUP)
+}
 
 fn column_type(name: &str, v: &Values) -> Result<Type> {
     let (phys, logical) = match v {
@@ -46,6 +53,8 @@ pub struct ParquetWriter {
     done: usize,
     pending: Vec<f32>,
     path: String,
+    /// Rows per row group ([`group_rows`] of the width unless set).
+    group: usize,
 }
 
 impl ParquetWriter {
@@ -96,7 +105,14 @@ impl ParquetWriter {
             done: 0,
             pending: Vec::new(),
             path: path.display().to_string(),
+            group: group_rows(features.len()),
         })
+    }
+
+    /// Rows per row group (at least 1), instead of [`group_rows`]'s choice.
+    pub fn with_group_rows(mut self, n: usize) -> ParquetWriter {
+        self.group = n.max(1);
+        self
     }
 
     /// Append whole rows of features (a multiple of `dim` values).
@@ -109,8 +125,9 @@ impl ParquetWriter {
             self.dim
         );
         self.pending.extend_from_slice(rows);
-        while self.dim > 0 && self.pending.len() >= ROWS_PER_GROUP * self.dim {
-            self.flush(ROWS_PER_GROUP)?;
+        let n = self.group;
+        while self.dim > 0 && self.pending.len() >= n * self.dim {
+            self.flush(n)?;
         }
         Ok(())
     }
@@ -278,4 +295,51 @@ pub fn read(path: &Path) -> Result<ParquetTable> {
         out.rows.push(meta);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_written_in_uneven_batches_over_several_groups_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut meta = Frame::default();
+        meta.push("cell", Values::I64((0..10).collect()));
+        meta.push(
+            "gene",
+            Values::Cat {
+                codes: (0..10).map(|k| k % 3).collect(),
+                levels: vec!["a".into(), "b".into(), "c".into()],
+            },
+        );
+        meta.push("ok", Values::Bool((0..10).map(|k| k % 2 == 0).collect()));
+        let x: Vec<f32> = (0..20).map(|k| k as f32 * 0.5 - 3.0).collect();
+        let names = vec!["f0".to_string(), "f1".to_string()];
+        let mut w = ParquetWriter::create(&path, meta, &names, &serde_json::json!({"k": 1}))
+            .unwrap()
+            .with_group_rows(3);
+        for part in [&x[..8], &x[8..18], &x[18..]] {
+            w.write(part).unwrap();
+        }
+        w.finish().unwrap();
+        assert_eq!(row_groups(&path), 4, "10 rows in groups of 3");
+        let t = read(&path).unwrap();
+        assert_eq!(t.features, x);
+        assert_eq!(t.header, vec!["cell", "gene", "ok"]);
+        assert_eq!(t.rows[4], vec!["4", "b", "True"]);
+        assert_eq!(t.feature_names, names);
+        // A wrong number of rows is an error, not a short file.
+        let mut meta = Frame::default();
+        meta.push("cell", Values::I64(vec![0, 1]));
+        let w = ParquetWriter::create(&path, meta, &names, &serde_json::json!({})).unwrap();
+        assert!(w.finish().is_err());
+    }
+
+    fn row_groups(path: &Path) -> usize {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let r = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+        r.metadata().num_row_groups()
+    }
 }
