@@ -850,3 +850,119 @@ fn scale_30k_profiles_5k_genes() {
     assert_eq!(m.profiles, 30000);
     assert_eq!(m.genes, 5000);
 }
+
+/// Runs `setdino eval` with `args`; panics with its stderr when it fails.
+fn eval_cli(args: &[&std::ffi::OsStr]) {
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_setdino"))
+        .arg("eval")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+#[test]
+fn eval_reads_parquet_and_anndata_features_and_dumps_them_alike() {
+    use setdino::formats::{frame::Frame, frame::Values, write_matrix, Format};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_tiny_screen(d, 9, 4, 3, 5);
+    // The same table and matrix as Parquet and as an AnnData store (as `embed --format` writes them).
+    let text = std::fs::read_to_string(d.join("cells.tsv")).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let col = |k: usize| rows.iter().map(|r| r[k].to_string()).collect::<Vec<_>>();
+    let mut fr = Frame::default();
+    fr.push(
+        "cell",
+        Values::I64((0..rows.len()).map(|k| k as i64).collect()),
+    );
+    for (k, name) in ["plate", "well", "tile", "gene", "sgRNA"]
+        .iter()
+        .enumerate()
+    {
+        fr.push(name, Values::Str(col(k)));
+    }
+    fr.push(
+        "is_ntc",
+        Values::Bool(col(5).iter().map(|v| v == "1").collect()),
+    );
+    let bytes = std::fs::read(d.join("cells.npy")).unwrap();
+    let h = setdino::store::npy::parse_header(&bytes, &d.join("cells.npy")).unwrap();
+    let x: Vec<f32> = bytes[h.data_offset..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let names = setdino::formats::numbered("f", 5);
+    for f in [Format::Parquet, Format::Anndata] {
+        write_matrix(
+            &d.join("cells"),
+            f,
+            fr.clone(),
+            &names,
+            serde_json::json!({}),
+            &x,
+        )
+        .unwrap();
+    }
+    let pairs = d.join("pairs.csv");
+    let mut metrics = Vec::new();
+    for (stem, fmt) in [
+        ("cells", "npy"),
+        ("cells.parquet", "parquet"),
+        ("cells.zarr", "anndata"),
+    ] {
+        let out = d.join(format!("eval_{fmt}"));
+        let features = d.join(stem);
+        let args = [
+            "--features".as_ref(),
+            features.as_os_str(),
+            "--complexes".as_ref(),
+            pairs.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--quiet".as_ref(),
+            "--dump-profiles".as_ref(),
+            "--format".as_ref(),
+            fmt.as_ref(),
+        ];
+        eval_cli(&args);
+        metrics.push(std::fs::read_to_string(out.join("metrics.json")).unwrap());
+    }
+    assert_eq!(
+        metrics[0], metrics[1],
+        "Parquet features: same metrics as npy"
+    );
+    assert_eq!(
+        metrics[0], metrics[2],
+        "AnnData features: same metrics as npy"
+    );
+    // The dumped consensus profiles agree across the three formats.
+    let npy = std::fs::read(d.join("eval_npy/profiles/consensus_profiles.npy")).unwrap();
+    let h = setdino::store::npy::parse_header(&npy, Path::new("c.npy")).unwrap();
+    let want: Vec<f32> = npy[h.data_offset..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let p = setdino::formats::parquet::read(
+        &d.join("eval_parquet/profiles/consensus_profiles.parquet"),
+    )
+    .unwrap();
+    assert_eq!(p.features, want);
+    assert_eq!(p.header, vec!["gene", "n_batches"]);
+    let a =
+        setdino::formats::anndata::read(&d.join("eval_anndata/profiles/consensus_profiles.zarr"))
+            .unwrap();
+    assert_eq!(a.x, want);
+    assert_eq!(
+        a.obs_index,
+        p.rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>()
+    );
+}

@@ -35,7 +35,8 @@ Examples:
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Stem of the per-cell table: STEM.npy (float32, cells × features, C order) and STEM.tsv (header
-    /// line; columns plate well tile gene sgRNA is_ntc, optional batch, default plate_well).
+    /// line; columns plate well tile gene sgRNA is_ntc, optional batch, default plate_well); or the
+    /// STEM.parquet / STEM.zarr (AnnData) that `embed` and `features` write with --format.
     #[arg(long, value_name = "STEM")]
     pub features: PathBuf,
     /// Known complexes: CORUM allComplexes.txt, a clusters TSV (name<TAB>gene gene …) or a pairs CSV

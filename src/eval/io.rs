@@ -172,6 +172,77 @@ pub fn parse_table(text: &str, path: &Path) -> Result<CellTable> {
     Ok(t)
 }
 
+/// The per-cell table and matrix of `--features`: `STEM.npy` + `STEM.tsv` (the matrix memory-mapped), or
+/// setdino's own `STEM.parquet` / AnnData `STEM.zarr` (`--format parquet|anndata` of embed and features;
+/// read into memory). A stem naming one of the files picks its format; a bare stem takes the npy pair when
+/// it exists, else the Parquet file, else the AnnData store. Returns the table, the matrix and the path to
+/// name in messages.
+pub fn open_features(stem: &Path) -> Result<(CellTable, Features, PathBuf)> {
+    let s = stem.to_string_lossy();
+    let b = crate::formats::bare_stem(stem);
+    let (npy, tsv) = stem_paths(Path::new(&b));
+    let (pq, zarr) = (
+        PathBuf::from(format!("{b}.parquet")),
+        PathBuf::from(format!("{b}.zarr")),
+    );
+    let pick_pq =
+        s.ends_with(".parquet") || (!s.ends_with(".zarr") && !npy.exists() && pq.exists());
+    let pick_zarr = s.ends_with(".zarr") || (!pick_pq && !npy.exists() && zarr.exists());
+    if pick_pq {
+        let t = crate::formats::parquet::read(&pq)?;
+        let n = t.rows.len();
+        let d = t.feature_names.len();
+        let text = table_text(&t.header, &t.rows);
+        return Ok((
+            parse_table(&text, &pq)?,
+            Features::from_vec(t.features, n, d),
+            pq,
+        ));
+    }
+    if pick_zarr {
+        let a = crate::formats::anndata::read(&zarr)?;
+        let mut header = vec!["cell".to_string()];
+        header.extend(a.obs.iter().map(|(c, _)| c.clone()));
+        let rows: Vec<Vec<String>> = (0..a.n)
+            .map(|k| {
+                let mut r = vec![a.obs_index[k].clone()];
+                r.extend(a.obs.iter().map(|(_, v)| v[k].clone()));
+                r
+            })
+            .collect();
+        let text = table_text(&header, &rows);
+        return Ok((
+            parse_table(&text, &zarr)?,
+            Features::from_vec(a.x, a.n, a.d),
+            zarr,
+        ));
+    }
+    let table = read_table(&tsv)?;
+    let feat = Features::open(&npy)?;
+    if feat.n != table.len() {
+        bail!(
+            "{} has {} rows but {} has {} cells; HINT: the .npy and .tsv of one stem must describe the same cells \
+             in the same order",
+            npy.display(),
+            feat.n,
+            tsv.display(),
+            table.len()
+        );
+    }
+    Ok((table, feat, npy))
+}
+
+/// A header and rows as the tab-separated text [`parse_table`] reads (messages then count rows from 2).
+fn table_text(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut s = header.join("\t");
+    s.push('\n');
+    for r in rows {
+        s.push_str(&r.join("\t"));
+        s.push('\n');
+    }
+    s
+}
+
 /// Reads `STEM.tsv`.
 pub fn read_table(path: &Path) -> Result<CellTable> {
     let text = std::fs::read_to_string(path).with_context(|| {

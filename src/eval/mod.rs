@@ -1,7 +1,8 @@
 //! `setdino eval`: per-cell features → batch-level and consensus gene profiles → batch effect,
 //! reproducibility and known-complex recall, exactly as `evaluation.md` defines them.
 //!
-//! Pipeline (one file per concern): [`io`] reads `STEM.npy` (memory-mapped) + `STEM.tsv`;
+//! Pipeline (one file per concern): [`io`] reads `STEM.npy` (memory-mapped) + `STEM.tsv` (or setdino's
+//! `STEM.parquet` / AnnData `STEM.zarr`);
 //! [`normalize`] fits per-batch NTC statistics (and the PCA after `robust`); [`profiles`] averages cells
 //! into nodes P[g, b] and consensus C[g]; [`knn`] streams blocked cosine similarities and keeps per-query
 //! top-5 lists, [`map`] the per-query AP from the same rows; [`graph`] gives GC@5; [`complexes`] and
@@ -228,18 +229,7 @@ fn fmt_opt(v: f64) -> String {
 /// Runs the whole evaluation and writes every output into `opts.out`.
 pub fn run(opts: &EvalOptions) -> Result<report::Metrics> {
     let log = Log::new(opts.verbose);
-    let (npy, tsv) = io::stem_paths(&opts.features);
-    let table = io::read_table(&tsv)?;
-    let feat = io::Features::open(&npy)?;
-    if feat.n != table.len() {
-        bail!(
-            "{} has {} rows but {} has {} cells; HINT: the .npy and .tsv of one stem must describe the same cells in the same order",
-            npy.display(),
-            feat.n,
-            tsv.display(),
-            table.len()
-        );
-    }
+    let (table, feat, npy) = io::open_features(&opts.features)?;
     if feat.d == 0 || feat.n == 0 {
         bail!(
             "{}: no cells or no features ({} × {})",
