@@ -76,6 +76,23 @@ fn gallery(args: &[&str]) -> anyhow::Result<()> {
     run(Cli::try_parse_from(v)?)
 }
 
+/// `gallery --by cluster --features STEM --clusters K` on store `st`, into `out`.
+fn cluster(st: &Path, stem: &Path, k: usize, out: &Path) -> anyhow::Result<()> {
+    let k = k.to_string();
+    gallery(&[
+        "--store",
+        &s(st),
+        "--by",
+        "cluster",
+        "--features",
+        &s(stem),
+        "--clusters",
+        &k,
+        "--out",
+        &s(out),
+    ])
+}
+
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -451,19 +468,7 @@ fn clusters_of_obviously_separate_features_become_separate_galleries() {
     let stem = dir.path().join("feat");
     write_features(&stem, &st, &cells, &x);
     let out = dir.path().join("g");
-    gallery(&[
-        "--store",
-        &s(&st),
-        "--by",
-        "cluster",
-        "--features",
-        &s(&stem),
-        "--clusters",
-        "2",
-        "--out",
-        &s(&out),
-    ])
-    .unwrap();
+    cluster(&st, &stem, 2, &out).unwrap();
     let rows = read_tsv(&out.join("gallery.tsv"));
     let mut per: BTreeMap<String, BTreeSet<bool>> = BTreeMap::new();
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
@@ -482,19 +487,7 @@ fn clusters_of_obviously_separate_features_become_separate_galleries() {
     assert!(count.values().all(|&c| c == 12), "{count:?}");
     // Deterministic: the same clustering twice.
     let out2 = dir.path().join("g2");
-    gallery(&[
-        "--store",
-        &s(&st),
-        "--by",
-        "cluster",
-        "--features",
-        &s(&stem),
-        "--clusters",
-        "2",
-        "--out",
-        &s(&out2),
-    ])
-    .unwrap();
+    cluster(&st, &stem, 2, &out2).unwrap();
     assert_eq!(
         std::fs::read(out.join("cluster-1.png")).unwrap(),
         std::fs::read(out2.join("cluster-1.png")).unwrap()
@@ -509,21 +502,7 @@ fn features_that_do_not_match_the_store_are_refused() {
     let out = dir.path().join("g");
     let stem = dir.path().join("feat");
     let x = vec![vec![1.0f32, 2.0]; 8];
-    let try_cluster = || {
-        gallery(&[
-            "--store",
-            &s(&st),
-            "--by",
-            "cluster",
-            "--features",
-            &s(&stem),
-            "--clusters",
-            "2",
-            "--out",
-            &s(&out),
-        ])
-        .map_err(|e| format!("{e:#}"))
-    };
+    let try_cluster = || cluster(&st, &stem, 2, &out).map_err(|e| format!("{e:#}"));
     // A cell index beyond the store.
     write_features(&stem, &st, &(0..8).collect::<Vec<_>>(), &x);
     let t = std::fs::read_to_string(stem.with_extension("tsv")).unwrap();
@@ -546,19 +525,7 @@ fn features_that_do_not_match_the_store_are_refused() {
     assert!(e.contains("6 rows") && e.contains("8 cells"), "{e}");
     // More clusters than cells.
     write_features(&stem, &st, &(0..8).collect::<Vec<_>>(), &x);
-    let e = gallery(&[
-        "--store",
-        &s(&st),
-        "--by",
-        "cluster",
-        "--features",
-        &s(&stem),
-        "--clusters",
-        "9",
-        "--out",
-        &s(&out),
-    ])
-    .unwrap_err();
+    let e = cluster(&st, &stem, 9, &out).unwrap_err();
     assert!(format!("{e:#}").contains("--clusters 9"), "{e:#}");
 }
 
