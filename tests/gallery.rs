@@ -492,6 +492,38 @@ fn clusters_of_obviously_separate_features_become_separate_galleries() {
         std::fs::read(out.join("cluster-1.png")).unwrap(),
         std::fs::read(out2.join("cluster-1.png")).unwrap()
     );
+    // The same features as setdino's Parquet and AnnData outputs give the same galleries.
+    use setdino::formats::{frame::Frame, frame::Values, write_matrix, Format};
+    let s_ = Store::open(&st).unwrap();
+    let m = s_.manifest();
+    let mut fr = Frame::default();
+    fr.push(
+        "cell",
+        Values::I64(cells.iter().map(|&k| i64::from(k)).collect()),
+    );
+    let name = |v: &[String], id: u32| v[id as usize].clone();
+    let recs: Vec<_> = cells.iter().map(|&k| s_.record(k as usize)).collect();
+    fr.push(
+        "plate",
+        Values::Str(recs.iter().map(|r| name(&m.plates, r.plate)).collect()),
+    );
+    fr.push(
+        "gene",
+        Values::Str(recs.iter().map(|r| name(&m.genes, r.gene)).collect()),
+    );
+    let flat: Vec<f32> = x.iter().flatten().copied().collect();
+    let names = setdino::formats::numbered("f", x[0].len());
+    for (f, ext) in [(Format::Parquet, "parquet"), (Format::Anndata, "zarr")] {
+        let other = dir.path().join("other");
+        write_matrix(&other, f, fr.clone(), &names, serde_json::json!({}), &flat).unwrap();
+        let o = dir.path().join(format!("g_{ext}"));
+        cluster(&st, &other.with_extension(ext), 2, &o).unwrap();
+        assert_eq!(
+            std::fs::read(out.join("gallery.tsv")).unwrap(),
+            std::fs::read(o.join("gallery.tsv")).unwrap(),
+            "{ext}"
+        );
+    }
 }
 
 #[test]

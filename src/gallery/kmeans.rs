@@ -1,4 +1,5 @@
-//! `--by cluster`: per-cell features (`STEM.npy` + `STEM.tsv` with its `cell` column) → a deterministic
+//! `--by cluster`: per-cell features (`STEM.npy` + `STEM.tsv` with its `cell` column, or setdino's
+//! `STEM.parquet` / AnnData `STEM.zarr`) → a deterministic
 //! k-means → one group per cluster, showing the cells nearest its centroid.
 //!
 //! Key decisions:
@@ -39,39 +40,50 @@ pub struct FeatureCells {
 /// Reads the `cell` column of `STEM.tsv` (None when the table has no such column) and checks each row's
 /// cell, plate, well and gene (the columns present) against `store`.
 pub fn read_cells(tsv: &Path, store: &Store) -> Result<Option<Vec<u32>>> {
-    let p = tsv.display();
     let text = std::fs::read_to_string(tsv).with_context(|| {
-        format!("reading {p}; HINT: --features STEM expects STEM.npy and STEM.tsv")
+        format!(
+            "reading {}; HINT: --features STEM expects STEM.npy and STEM.tsv (or STEM.parquet / STEM.zarr)",
+            tsv.display()
+        )
     })?;
     let mut lines = text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
-        bail!("{p}: empty table");
+        bail!("{}: empty table", tsv.display());
     };
-    let cols: Vec<&str> = header.split('\t').map(str::trim).collect();
-    let find = |n: &str| cols.iter().position(|c| *c == n);
+    let cols: Vec<String> = header.split('\t').map(|c| c.trim().to_string()).collect();
+    let rows = lines.map(|(k, l)| (k + 1, l.split('\t').map(|f| f.trim().to_string()).collect()));
+    match_cells(&tsv.display().to_string(), "line", &cols, rows, store)
+}
+
+/// The `cell` column of a table given as a header and (number, fields) rows (None when it has no such
+/// column), each row's cell, plate, well and gene (the columns present) checked against `store`; `unit`
+/// names the numbering in messages (`line`, `row`).
+fn match_cells(
+    p: &str,
+    unit: &str,
+    cols: &[String],
+    rows: impl Iterator<Item = (usize, Vec<String>)>,
+    store: &Store,
+) -> Result<Option<Vec<u32>>> {
+    let find = |n: &str| cols.iter().position(|c| c == n);
     let Some(ic) = find("cell") else {
         return Ok(None);
     };
     let m = store.manifest();
     let checks = [("plate", &m.plates), ("well", &m.wells), ("gene", &m.genes)];
     let mut cells = Vec::new();
-    for (lno, line) in lines {
-        let f: Vec<&str> = line.split('\t').map(str::trim).collect();
-        let raw = f.get(ic).copied().unwrap_or("");
+    for (lno, f) in rows {
+        let raw = f.get(ic).map_or("", String::as_str);
         let k: u32 = raw.parse().with_context(|| {
-            format!(
-                "{p}: line {}, column `cell`: {raw:?} is not a cell index",
-                lno + 1
-            )
+            format!("{p}: {unit} {lno}, column `cell`: {raw:?} is not a cell index")
         })?;
         ensure!(
             (k as usize) < store.len(),
-            "{p}: line {}: cell {k}, but the store {} has {} cells; HINT: the features were not computed \
+            "{p}: {unit} {lno}: cell {k}, but the store {} has {} cells; HINT: the features were not computed \
              from this store",
-            lno + 1,
             store.dir().display(),
             store.len()
         );
@@ -84,12 +96,11 @@ pub fn read_cells(tsv: &Path, store: &Store) -> Result<Option<Vec<u32>>> {
                 _ => r.gene,
             };
             let want = &dict[id as usize];
-            let got = f.get(i).copied().unwrap_or("");
+            let got = f.get(i).map_or("", String::as_str);
             ensure!(
                 got == want,
-                "{p}: line {}: cell {k} has {name} {got:?}, the store {} says {want:?}; HINT: the features \
+                "{p}: {unit} {lno}: cell {k} has {name} {got:?}, the store {} says {want:?}; HINT: the features \
                  rows do not match the store (computed from another store?)",
-                lno + 1,
                 store.dir().display()
             );
         }
@@ -98,9 +109,56 @@ pub fn read_cells(tsv: &Path, store: &Store) -> Result<Option<Vec<u32>>> {
     Ok(Some(cells))
 }
 
+/// A features table read whole: the matrix, its table's header and rows, and the path for messages.
+type Loaded = (Features, Vec<String>, Vec<Vec<String>>, String);
+
+/// setdino's `STEM.parquet` or AnnData `STEM.zarr` (`--format` of embed and features) as a matrix and its
+/// table's header and rows; None when `stem` names neither and the npy pair is to be read.
+fn read_other_format(stem: &Path) -> Result<Option<Loaded>> {
+    let s = stem.to_string_lossy();
+    let b = crate::formats::bare_stem(stem);
+    let (npy, _) = stem_paths(Path::new(&b));
+    let (pq, zarr) = (
+        std::path::PathBuf::from(format!("{b}.parquet")),
+        std::path::PathBuf::from(format!("{b}.zarr")),
+    );
+    let no_npy = !npy.exists() && !s.ends_with(".npy") && !s.ends_with(".tsv");
+    if s.ends_with(".parquet") || (no_npy && !s.ends_with(".zarr") && pq.exists()) {
+        let t = crate::formats::parquet::read(&pq)?;
+        let (n, d) = (t.rows.len(), t.feature_names.len());
+        let f = Features::from_vec(t.features, n, d);
+        return Ok(Some((f, t.header, t.rows, pq.display().to_string())));
+    }
+    if s.ends_with(".zarr") || (no_npy && zarr.exists()) {
+        let a = crate::formats::anndata::read(&zarr)?;
+        let mut header = vec!["cell".to_string()];
+        header.extend(a.obs.iter().map(|(c, _)| c.clone()));
+        let rows = (0..a.n)
+            .map(|k| {
+                let mut r = vec![a.obs_index[k].clone()];
+                r.extend(a.obs.iter().map(|(_, v)| v[k].clone()));
+                r
+            })
+            .collect();
+        let f = Features::from_vec(a.x, a.n, a.d);
+        return Ok(Some((f, header, rows, zarr.display().to_string())));
+    }
+    Ok(None)
+}
+
 impl FeatureCells {
-    /// Opens `STEM.npy` and `STEM.tsv` and matches them to `store`.
+    /// Opens `STEM.npy` and `STEM.tsv` (or setdino's STEM.parquet / STEM.zarr) and matches them to `store`.
     pub fn open(stem: &Path, store: &Store) -> Result<FeatureCells> {
+        if let Some((features, header, rows, p)) = read_other_format(stem)? {
+            let numbered = rows.into_iter().enumerate().map(|(k, r)| (k + 1, r));
+            let cells = match_cells(&p, "row", &header, numbered, store)?
+                .with_context(|| format!("{p}: no `cell` column (AnnData: obs index)"))?;
+            ensure!(
+                features.n > 0 && features.d > 0,
+                "{p}: no cells or no features"
+            );
+            return Ok(FeatureCells { features, cells });
+        }
         let (npy, tsv) = stem_paths(stem);
         let features = Features::open(&npy)?;
         let cells = read_cells(&tsv, store)?.with_context(|| {
