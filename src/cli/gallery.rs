@@ -19,9 +19,9 @@ Groups (--by):
             n cells of each, drawn at random with --seed (the same command gives the same cells)
   well      every plate_well of the store, n random cells each
   cluster   k-means (--clusters K, k-means++ from --seed, standardised columns) of the per-cell
-            features or embeddings --features STEM (STEM.npy + STEM.tsv with a `cell` column, or STEM.parquet / STEM.zarr, as
-            `setdino features` and `setdino embed` write them); each cluster shows its n cells
-            nearest the centroid, nearest first
+            features or embeddings --features STEM (STEM.npy + STEM.tsv with a `cell` column, or
+            STEM.parquet / STEM.zarr, as `setdino features` and `setdino embed` write them); each
+            cluster shows its n cells nearest the centroid, nearest first
 Rendering (--mode):
   composite one false-colour tile per cell: the DNA channel (dna/dapi/hoechst) blue, the others
             green, red, magenta, cyan, yellow, white in store order, added up
