@@ -178,45 +178,11 @@ pub fn parse_table(text: &str, path: &Path) -> Result<CellTable> {
 /// it exists, else the Parquet file, else the AnnData store. Returns the table, the matrix and the path to
 /// name in messages.
 pub fn open_features(stem: &Path) -> Result<(CellTable, Features, PathBuf)> {
-    let s = stem.to_string_lossy();
-    let b = crate::formats::bare_stem(stem);
-    let (npy, tsv) = stem_paths(Path::new(&b));
-    let (pq, zarr) = (
-        PathBuf::from(format!("{b}.parquet")),
-        PathBuf::from(format!("{b}.zarr")),
-    );
-    let pick_pq =
-        s.ends_with(".parquet") || (!s.ends_with(".zarr") && !npy.exists() && pq.exists());
-    let pick_zarr = s.ends_with(".zarr") || (!pick_pq && !npy.exists() && zarr.exists());
-    if pick_pq {
-        let t = crate::formats::parquet::read(&pq)?;
-        let n = t.rows.len();
-        let d = t.feature_names.len();
-        let text = table_text(&t.header, &t.rows);
-        return Ok((
-            parse_table(&text, &pq)?,
-            Features::from_vec(t.features, n, d),
-            pq,
-        ));
+    if let Some(m) = crate::formats::read_matrix(stem)? {
+        let table = parse_table(&table_text(&m.header, &m.rows), &m.path)?;
+        return Ok((table, Features::from_vec(m.x, m.n, m.d), m.path));
     }
-    if pick_zarr {
-        let a = crate::formats::anndata::read(&zarr)?;
-        let mut header = vec!["cell".to_string()];
-        header.extend(a.obs.iter().map(|(c, _)| c.clone()));
-        let rows: Vec<Vec<String>> = (0..a.n)
-            .map(|k| {
-                let mut r = vec![a.obs_index[k].clone()];
-                r.extend(a.obs.iter().map(|(_, v)| v[k].clone()));
-                r
-            })
-            .collect();
-        let text = table_text(&header, &rows);
-        return Ok((
-            parse_table(&text, &zarr)?,
-            Features::from_vec(a.x, a.n, a.d),
-            zarr,
-        ));
-    }
+    let (npy, tsv) = stem_paths(stem);
     let table = read_table(&tsv)?;
     let feat = Features::open(&npy)?;
     if feat.n != table.len() {

@@ -172,3 +172,64 @@ pub fn write_matrix(
 pub fn numbered(prefix: &str, d: usize) -> Vec<String> {
     (0..d).map(|k| format!("{prefix}{k}")).collect()
 }
+
+/// A matrix output of setdino read back whole: the metadata header and rows as text (AnnData: `cell` =
+/// the obs index, then the obs columns), the row-major matrix and the file it came from.
+pub struct LoadedMatrix {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub x: Vec<f32>,
+    pub n: usize,
+    pub d: usize,
+    pub path: PathBuf,
+}
+
+/// `STEM.parquet` or the AnnData `STEM.zarr` that `--format` wrote, or None when the npy pair is meant:
+/// a stem naming a file picks its format; a bare stem takes the npy pair when `STEM.npy` exists, else the
+/// Parquet file, else the AnnData store.
+pub fn read_matrix(stem: &Path) -> Result<Option<LoadedMatrix>> {
+    let s = stem.to_string_lossy();
+    let b = bare_stem(stem);
+    let (pq, zarr) = (
+        PathBuf::from(format!("{b}.parquet")),
+        PathBuf::from(format!("{b}.zarr")),
+    );
+    let bare = !(s.ends_with(".npy")
+        || s.ends_with(".tsv")
+        || s.ends_with(".parquet")
+        || s.ends_with(".zarr"));
+    let no_npy = bare && !Path::new(&format!("{b}.npy")).exists();
+    if s.ends_with(".parquet") || (no_npy && pq.exists()) {
+        let t = parquet::read(&pq)?;
+        let (n, d) = (t.rows.len(), t.feature_names.len());
+        return Ok(Some(LoadedMatrix {
+            header: t.header,
+            rows: t.rows,
+            x: t.features,
+            n,
+            d,
+            path: pq,
+        }));
+    }
+    if s.ends_with(".zarr") || (no_npy && zarr.exists()) {
+        let a = anndata::read(&zarr)?;
+        let mut header = vec!["cell".to_string()];
+        header.extend(a.obs.iter().map(|(c, _)| c.clone()));
+        let rows = (0..a.n)
+            .map(|k| {
+                let mut r = vec![a.obs_index[k].clone()];
+                r.extend(a.obs.iter().map(|(_, v)| v[k].clone()));
+                r
+            })
+            .collect();
+        return Ok(Some(LoadedMatrix {
+            header,
+            rows,
+            x: a.x,
+            n: a.n,
+            d: a.d,
+            path: zarr,
+        }));
+    }
+    Ok(None)
+}

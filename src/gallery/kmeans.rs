@@ -109,49 +109,14 @@ fn match_cells(
     Ok(Some(cells))
 }
 
-/// A features table read whole: the matrix, its table's header and rows, and the path for messages.
-type Loaded = (Features, Vec<String>, Vec<Vec<String>>, String);
-
-/// setdino's `STEM.parquet` or AnnData `STEM.zarr` (`--format` of embed and features) as a matrix and its
-/// table's header and rows; None when `stem` names neither and the npy pair is to be read.
-fn read_other_format(stem: &Path) -> Result<Option<Loaded>> {
-    let s = stem.to_string_lossy();
-    let b = crate::formats::bare_stem(stem);
-    let (npy, _) = stem_paths(Path::new(&b));
-    let (pq, zarr) = (
-        std::path::PathBuf::from(format!("{b}.parquet")),
-        std::path::PathBuf::from(format!("{b}.zarr")),
-    );
-    let no_npy = !npy.exists() && !s.ends_with(".npy") && !s.ends_with(".tsv");
-    if s.ends_with(".parquet") || (no_npy && !s.ends_with(".zarr") && pq.exists()) {
-        let t = crate::formats::parquet::read(&pq)?;
-        let (n, d) = (t.rows.len(), t.feature_names.len());
-        let f = Features::from_vec(t.features, n, d);
-        return Ok(Some((f, t.header, t.rows, pq.display().to_string())));
-    }
-    if s.ends_with(".zarr") || (no_npy && zarr.exists()) {
-        let a = crate::formats::anndata::read(&zarr)?;
-        let mut header = vec!["cell".to_string()];
-        header.extend(a.obs.iter().map(|(c, _)| c.clone()));
-        let rows = (0..a.n)
-            .map(|k| {
-                let mut r = vec![a.obs_index[k].clone()];
-                r.extend(a.obs.iter().map(|(_, v)| v[k].clone()));
-                r
-            })
-            .collect();
-        let f = Features::from_vec(a.x, a.n, a.d);
-        return Ok(Some((f, header, rows, zarr.display().to_string())));
-    }
-    Ok(None)
-}
-
 impl FeatureCells {
     /// Opens `STEM.npy` and `STEM.tsv` (or setdino's STEM.parquet / STEM.zarr) and matches them to `store`.
     pub fn open(stem: &Path, store: &Store) -> Result<FeatureCells> {
-        if let Some((features, header, rows, p)) = read_other_format(stem)? {
-            let numbered = rows.into_iter().enumerate().map(|(k, r)| (k + 1, r));
-            let cells = match_cells(&p, "row", &header, numbered, store)?
+        if let Some(m) = crate::formats::read_matrix(stem)? {
+            let p = m.path.display().to_string();
+            let features = Features::from_vec(m.x, m.n, m.d);
+            let numbered = m.rows.into_iter().enumerate().map(|(k, r)| (k + 1, r));
+            let cells = match_cells(&p, "row", &m.header, numbered, store)?
                 .with_context(|| format!("{p}: no `cell` column (AnnData: obs index)"))?;
             ensure!(
                 features.n > 0 && features.d > 0,
