@@ -3,7 +3,7 @@
 //! `setdino bench` and `../shared/tools/torch_vit_bench.py` (vit, dino sections).
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use setdino::backend::cpu::CpuBackend;
-use setdino::bench::{setdino_step, vit_fwd_bwd};
+use setdino::bench::{setdino_step, vit_fwd_bwd, Timing};
 use setdino::config::ModelConfig;
 
 fn vit(c: &mut Criterion) {
@@ -15,7 +15,8 @@ fn vit(c: &mut Criterion) {
         g.throughput(Throughput::Elements(32));
         g.bench_function(format!("{side}px_batch32"), |b| {
             b.iter_custom(|iters| {
-                let r = vit_fwd_bwd(&be, &cfg, 32, side, 0, iters as usize).expect("bench");
+                let r =
+                    vit_fwd_bwd(&be, &cfg, 32, side, Timing::cold(iters as usize)).expect("bench");
                 std::time::Duration::from_secs_f64(r.times.iter().sum())
             })
         });
@@ -33,8 +34,15 @@ fn step(c: &mut Criterion) {
         g.throughput(Throughput::Elements(16));
         g.bench_function(format!("{name}_1set_x16cells"), |b| {
             b.iter_custom(|iters| {
-                let r = setdino_step(CpuBackend::<f32>::new(), &cfg, 1, 16, 8, 0, iters as usize)
-                    .expect("bench");
+                let r = setdino_step(
+                    CpuBackend::<f32>::new(),
+                    &cfg,
+                    1,
+                    16,
+                    8,
+                    Timing::cold(iters as usize),
+                )
+                .expect("bench");
                 std::time::Duration::from_secs_f64(r.times.iter().sum())
             })
         });

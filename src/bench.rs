@@ -56,6 +56,44 @@ fn summarise(
     }
 }
 
+/// How a workload is timed: warm-up runs until both `warmup` runs and `warmup_secs` seconds are done
+/// (on a VM the cores reach their steady clock only after a few seconds of load: measured here, a
+/// tiny step takes ~240 ms for its first 2 s and ~145 ms from then on), then `repeats` timed runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub warmup: usize,
+    pub warmup_secs: f64,
+    pub repeats: usize,
+}
+
+impl Timing {
+    /// `repeats` timed runs with no warm-up (the profiler's passes, `cargo bench`).
+    pub fn cold(repeats: usize) -> Self {
+        Timing {
+            warmup: 0,
+            warmup_secs: 0.0,
+            repeats,
+        }
+    }
+
+    /// Runs `f` through the warm-up, then `repeats` times; the seconds of each timed run.
+    fn run(&self, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+        let t_warm = Instant::now();
+        let mut done = 0;
+        while done < self.warmup || t_warm.elapsed().as_secs_f64() < self.warmup_secs {
+            f()?;
+            done += 1;
+        }
+        let mut times = Vec::with_capacity(self.repeats);
+        for _ in 0..self.repeats {
+            let t0 = Instant::now();
+            f()?;
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        Ok(times)
+    }
+}
+
 /// Forward FLOP of one image of side `side` through the backbone (2·MACs of every matmul + attention).
 pub fn vit_forward_flop(cfg: &ModelConfig, side: usize) -> f64 {
     let p = (side / cfg.patch).pow(2) as f64;
@@ -82,8 +120,7 @@ pub fn vit_fwd_bwd<B: Backend>(
     cfg: &ModelConfig,
     batch: usize,
     side: usize,
-    warmup: usize,
-    repeats: usize,
+    timing: Timing,
 ) -> Result<BenchResult> {
     let layout = ParamLayout::new(cfg);
     let offs = BackboneOffs::new(cfg, &layout);
@@ -98,9 +135,7 @@ pub fn vit_fwd_bwd<B: Backend>(
         .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 1000.0)
         .collect();
     let imgs = be.upload(&imgs)?;
-    let mut times = Vec::new();
-    for it in 0..warmup + repeats {
-        let t0 = Instant::now();
+    let times = timing.run(|| {
         let acts = backbone_forward(be, cfg, &offs, &params, &interp, &imgs, batch, side, &None)?;
         // d(mean(out²))/d out = 2·out/numel
         let out = be.download(&acts.out)?;
@@ -109,10 +144,8 @@ pub fn vit_fwd_bwd<B: Backend>(
         be.fill(&mut grads, 0, layout.n, 0.0)?;
         backbone_backward(be, cfg, &offs, &params, &mut grads, &interp, &acts, &dout)?;
         let _ = be.download(&grads)?; // synchronise
-        if it >= warmup {
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    }
+        Ok(())
+    })?;
     let flop = 3.0 * vit_forward_flop(cfg, side) * batch as f64;
     Ok(summarise(
         format!("vit_fwd_bwd {}px batch {batch}", side),
@@ -131,22 +164,19 @@ pub fn setdino_step<B: Backend>(
     sets: usize,
     n: usize,
     n_local: usize,
-    warmup: usize,
-    repeats: usize,
+    timing: Timing,
 ) -> Result<BenchResult> {
     let (mut eng, batch) = step_engine(be, cfg, sets, n, n_local)?;
     let (optim, sched) = step_hyper();
     let r = sets * n;
     let (g, l) = (cfg.global_size, cfg.local_size);
-    let mut times = Vec::new();
-    for it in 0..warmup + repeats {
-        let t0 = Instant::now();
-        eng.train_step(&batch, &optim, &sched, 1, it as u64)?;
+    let mut it = 0u64;
+    let times = timing.run(|| {
+        eng.train_step(&batch, &optim, &sched, 1, it)?;
+        it += 1;
         let _ = eng.be.download(&eng.center)?; // synchronise
-        if it >= warmup {
-            times.push(t0.elapsed().as_secs_f64());
-        }
-    }
+        Ok(())
+    })?;
     let student = 3.0 * (2 * r) as f64 * vit_forward_flop(cfg, g)
         + 3.0 * (n_local * r) as f64 * vit_forward_flop(cfg, l)
         + 3.0 * ((2 + n_local) * sets) as f64 * head_forward_flop(cfg);

@@ -2,7 +2,7 @@
 //! printed as a table (and JSON with every timing), for side-by-side runs with torch_vit_bench.py.
 use crate::backend::select::{run_on_at, OnBackend};
 use crate::backend::Backend;
-use crate::bench::{setdino_step, vit_fwd_bwd, BenchResult};
+use crate::bench::{setdino_step, vit_fwd_bwd, BenchResult, Timing};
 use crate::config::ModelConfig;
 use anyhow::{bail, Result};
 use clap::Args;
@@ -31,11 +31,22 @@ pub struct BenchArgs {
     /// Local crops per set.
     #[arg(long, default_value_t = 8)]
     pub n_local: usize,
+    /// Global crop side in pixels (default: the preset's; the demo trains the tiny model at 48).
+    #[arg(long)]
+    pub global_px: Option<usize>,
+    /// Local crop side in pixels (default: the preset's; the demo trains the tiny model at 24).
+    #[arg(long)]
+    pub local_px: Option<usize>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Warm-up runs before the timed ones (at least this many, and for at least --warmup-secs).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// Keep warming up for at least this many seconds: a VM's cores reach their steady clock only after
+    /// a few seconds of load, so short warm-ups time the ramp (0 turns it off).
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup_secs: f64,
     #[arg(long, default_value_t = 7)]
     pub repeats: usize,
     /// Backend: cpu, simt (slow: the emulator), cuda, or auto.
@@ -82,8 +93,35 @@ impl OnBackend for Job<'_> {
     }
 }
 
+fn timing(a: &BenchArgs) -> Timing {
+    Timing {
+        warmup: a.warmup,
+        warmup_secs: a.warmup_secs,
+        repeats: a.repeats,
+    }
+}
+
+/// The preset named by --config with the crop sides of --global-px / --local-px.
+fn bench_config(a: &BenchArgs) -> Result<ModelConfig> {
+    let mut cfg = ModelConfig::preset(&a.config)?;
+    cfg.global_size = a.global_px.unwrap_or(cfg.global_size);
+    cfg.local_size = a.local_px.unwrap_or(cfg.local_size);
+    for (flag, side) in [
+        ("--global-px", cfg.global_size),
+        ("--local-px", cfg.local_size),
+    ] {
+        if side == 0 || side % cfg.patch != 0 {
+            bail!(
+                "{flag} {side}: a crop side must be a positive multiple of the patch size {}",
+                cfg.patch
+            );
+        }
+    }
+    Ok(cfg)
+}
+
 fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
-    let cfg = ModelConfig::preset(&a.config)?;
+    let cfg = bench_config(a)?;
     let mut results: Vec<BenchResult> = Vec::new();
     let print = |r: &BenchResult| {
         println!(
@@ -98,13 +136,13 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
     };
     if a.what == "vit" || a.what == "all" {
         for side in [cfg.global_size, cfg.local_size] {
-            let r = vit_fwd_bwd(&be, &cfg, a.batch, side, a.warmup, a.repeats)?;
+            let r = vit_fwd_bwd(&be, &cfg, a.batch, side, timing(a))?;
             print(&r);
             results.push(r);
         }
     }
     if a.what == "step" || a.what == "all" {
-        let r = setdino_step(be, &cfg, a.sets, a.set_size, a.n_local, a.warmup, a.repeats)?;
+        let r = setdino_step(be, &cfg, a.sets, a.set_size, a.n_local, timing(a))?;
         print(&r);
         results.push(r);
     }
@@ -135,16 +173,23 @@ fn profile_cpu(a: &BenchArgs, cfg: &ModelConfig) -> Result<Vec<serde_json::Value
     let mut out = Vec::new();
     if a.what == "vit" || a.what == "all" {
         for side in [cfg.global_size, cfg.local_size] {
-            vit_fwd_bwd(&be, cfg, a.batch, side, 0, 1)?;
+            vit_fwd_bwd(&be, cfg, a.batch, side, Timing::cold(1))?;
             profile::start();
-            let r = vit_fwd_bwd(&be, cfg, a.batch, side, 0, a.repeats)?;
+            let r = vit_fwd_bwd(&be, cfg, a.batch, side, Timing::cold(a.repeats))?;
             out.push(print_profile(&r, a.repeats));
         }
     }
     if a.what == "step" || a.what == "all" {
-        setdino_step(be, cfg, a.sets, a.set_size, a.n_local, 0, 1)?;
+        setdino_step(be, cfg, a.sets, a.set_size, a.n_local, Timing::cold(1))?;
         profile::start();
-        let r = setdino_step(be, cfg, a.sets, a.set_size, a.n_local, 0, a.repeats)?;
+        let r = setdino_step(
+            be,
+            cfg,
+            a.sets,
+            a.set_size,
+            a.n_local,
+            Timing::cold(a.repeats),
+        )?;
         out.push(print_profile(&r, a.repeats));
     }
     Ok(out)
@@ -223,7 +268,7 @@ fn recording_simt(
             a.backend
         );
     }
-    let cfg = ModelConfig::preset(&a.config)?;
+    let cfg = bench_config(a)?;
     let prec = match a.precision.as_str() {
         "auto" => crate::backend::Precision::Bf16,
         p => precision_for(&Choice::Simt, p)?,

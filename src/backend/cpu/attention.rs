@@ -1,9 +1,12 @@
 //! CPU twin of `kernels/attention.cu`: multi-head self-attention core (no causal mask, no dropout),
 //! `softmax(q·kᵀ·HS^-0.5)·v` with the reference's qkv feature layout [3][NH][HS]. Rayon over images.
-use super::{axpy, dot, dot4, Real};
+use super::small_gemm::{gemm_nn, transpose};
+use super::{dot, sum8_by, Real};
 use rayon::prelude::*;
 
-/// out: (B, N, C); att: (B, NH, N, N); qkv: (B, N, 3C), C = NH·HS.
+/// out: (B, N, C); att: (B, NH, N, N); qkv: (B, N, 3C), C = NH·HS. Per image and head, the scores
+/// S = q·kᵀ and the output P·v are small register-blocked products (`small_gemm`) reading q and v in
+/// place (rows of stride 3C) and kᵀ from a transposed copy.
 pub fn attention_forward<T: Real>(
     out: &mut [T],
     att: &mut [T],
@@ -19,54 +22,44 @@ pub fn attention_forward<T: Real>(
         .par_chunks_mut(n * c)
         .zip(att[..b * nh * n * n].par_chunks_mut(nh * n * n))
         .zip(qkv[..b * n * 3 * c].par_chunks(n * 3 * c))
-        .for_each(|((o, a), x)| {
-            for h in 0..nh {
-                let a = &mut a[h * n * n..(h + 1) * n * n];
-                let q = |i: usize| &x[i * 3 * c + h * hs..i * 3 * c + h * hs + hs];
-                let k = |j: usize| &x[j * 3 * c + c + h * hs..j * 3 * c + c + h * hs + hs];
-                // scores, four query rows at a time (each key row loaded once for the four)
-                let blocked = n - n % 4;
-                for i0 in (0..blocked).step_by(4) {
-                    let qs = [q(i0), q(i0 + 1), q(i0 + 2), q(i0 + 3)];
-                    for j in 0..n {
-                        let s4 = dot4(qs, k(j));
-                        for (r, &sv) in s4.iter().enumerate() {
-                            a[(i0 + r) * n + j] = sv;
-                        }
+        .for_each_init(
+            || vec![T::zero(); hs * n],
+            |kt, ((o, a), x)| {
+                for h in 0..nh {
+                    let a = &mut a[h * n * n..(h + 1) * n * n];
+                    let (qo, ko, vo) = (h * hs, c + h * hs, 2 * c + h * hs);
+                    transpose(kt, n, &x[ko..], 3 * c, n, hs);
+                    gemm_nn(a, n, &x[qo..], 3 * c, kt, n, n, n, hs, false);
+                    for row in a.chunks_exact_mut(n) {
+                        softmax_scaled(row, scale);
                     }
+                    gemm_nn(&mut o[h * hs..], c, a, n, &x[vo..], 3 * c, n, hs, n, false);
                 }
-                for i in blocked..n {
-                    for j in 0..n {
-                        a[i * n + j] = dot(q(i), k(j));
-                    }
-                }
-                for i in 0..n {
-                    let row = &mut a[i * n..(i + 1) * n];
-                    let mut mx = T::neg_infinity();
-                    for rj in row.iter_mut() {
-                        *rj *= scale;
-                        mx = mx.max(*rj);
-                    }
-                    let mut sum = T::zero();
-                    for rj in row.iter_mut() {
-                        *rj = (*rj - mx).exp_fast();
-                        sum += *rj;
-                    }
-                    for rj in row.iter_mut() {
-                        *rj /= sum;
-                    }
-                    let od = &mut o[i * c + h * hs..i * c + h * hs + hs];
-                    od.fill(T::zero());
-                    for (j, &p) in row.iter().enumerate() {
-                        let v = &x[j * 3 * c + 2 * c + h * hs..j * 3 * c + 2 * c + h * hs + hs];
-                        axpy(od, p, v);
-                    }
-                }
-            }
-        });
+            },
+        );
 }
 
-/// dqkv: (B, N, 3C) (=); datt: (B, NH, N, N) scratch; dout: (B, N, C).
+/// row ← softmax(row · scale), max-subtracted; the exponentials in their own (vectorized) pass and
+/// their sum with 8 fixed-order partial sums.
+fn softmax_scaled<T: Real>(row: &mut [T], scale: T) {
+    let mut mx = T::neg_infinity();
+    for rj in row.iter_mut() {
+        *rj *= scale;
+        mx = mx.max(*rj);
+    }
+    for rj in row.iter_mut() {
+        *rj = (*rj - mx).exp_fast();
+    }
+    let sum = sum8_by(row, |v| v);
+    for rj in row.iter_mut() {
+        *rj /= sum;
+    }
+}
+
+/// dqkv: (B, N, 3C) (=); datt: (B, NH, N, N) scratch; dout: (B, N, C). Per image and head:
+/// dP = dy·vᵀ, dv = Pᵀ·dy, dS = P ⊙ (dP − rowsum(P ⊙ dP))·scale, dq = dS·k, dk = dSᵀ·q, each a small
+/// register-blocked product written once into its slice of dqkv.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_backward<T: Real>(
     dqkv: &mut [T],
     datt: &mut [T],
@@ -86,59 +79,55 @@ pub fn attention_backward<T: Real>(
         .zip(dout[..b * n * c].par_chunks(n * c))
         .zip(qkv[..b * n * 3 * c].par_chunks(n * 3 * c))
         .zip(att[..b * nh * n * n].par_chunks(nh * n * n))
-        .for_each(|((((dx, da), dy), x), a)| {
-            dx.fill(T::zero());
-            let mut tmp = vec![T::zero(); hs];
-            for h in 0..nh {
-                let a = &a[h * n * n..(h + 1) * n * n];
-                let da = &mut da[h * n * n..(h + 1) * n * n];
-                let qo = h * hs;
-                let ko = c + h * hs;
-                let vo = 2 * c + h * hs;
-                // datt = dout · vᵀ ; dv = attᵀ · dout
-                for i in 0..n {
-                    let dyi = &dy[i * c + h * hs..i * c + h * hs + hs];
-                    for j in 0..n {
-                        let v = &x[j * 3 * c + vo..j * 3 * c + vo + hs];
-                        da[i * n + j] = dot(dyi, v);
-                        let p = a[i * n + j];
-                        axpy(&mut dx[j * 3 * c + vo..j * 3 * c + vo + hs], p, dyi);
+        .for_each_init(
+            || (vec![T::zero(); hs * n], vec![T::zero(); n * n]),
+            |(vt, tr), ((((dx, da), dy), x), a)| {
+                for h in 0..nh {
+                    let a = &a[h * n * n..(h + 1) * n * n];
+                    let da = &mut da[h * n * n..(h + 1) * n * n];
+                    let (qo, ko, vo) = (h * hs, c + h * hs, 2 * c + h * hs);
+                    let dyh = &dy[h * hs..];
+                    // dP = dy · vᵀ ; dv = Pᵀ · dy
+                    transpose(vt, n, &x[vo..], 3 * c, n, hs);
+                    gemm_nn(da, n, dyh, c, vt, n, n, n, hs, false);
+                    transpose(tr, n, a, n, n, n);
+                    gemm_nn(&mut dx[vo..], 3 * c, tr, n, dyh, c, n, hs, n, false);
+                    // softmax backward, then the score scale
+                    for (row_d, row_a) in da.chunks_exact_mut(n).zip(a.chunks_exact(n)) {
+                        let pd = dot(row_a, row_d);
+                        for (g, &p) in row_d.iter_mut().zip(row_a) {
+                            *g = p * (*g - pd) * scale;
+                        }
                     }
+                    // dq = dS · k ; dk = dSᵀ · q
+                    gemm_nn(
+                        &mut dx[qo..],
+                        3 * c,
+                        da,
+                        n,
+                        &x[ko..],
+                        3 * c,
+                        n,
+                        hs,
+                        n,
+                        false,
+                    );
+                    transpose(tr, n, da, n, n, n);
+                    gemm_nn(
+                        &mut dx[ko..],
+                        3 * c,
+                        tr,
+                        n,
+                        &x[qo..],
+                        3 * c,
+                        n,
+                        hs,
+                        n,
+                        false,
+                    );
                 }
-                // softmax backward: dpre = att ⊙ (datt − rowsum(att ⊙ datt)), then scaled.
-                for i in 0..n {
-                    let row_a = &a[i * n..(i + 1) * n];
-                    let row_d = &mut da[i * n..(i + 1) * n];
-                    let pd = dot(row_a, row_d);
-                    for (g, &p) in row_d.iter_mut().zip(row_a) {
-                        *g = p * (*g - pd) * scale;
-                    }
-                }
-                // dq_i = Σ_j dpre_ij·k_j ; dk_j = Σ_i dpre_ij·q_i (each row summed in order, then added)
-                for i in 0..n {
-                    tmp.fill(T::zero());
-                    for j in 0..n {
-                        axpy(
-                            &mut tmp,
-                            da[i * n + j],
-                            &x[j * 3 * c + ko..j * 3 * c + ko + hs],
-                        );
-                    }
-                    axpy(&mut dx[i * 3 * c + qo..i * 3 * c + qo + hs], T::one(), &tmp);
-                }
-                for j in 0..n {
-                    tmp.fill(T::zero());
-                    for i in 0..n {
-                        axpy(
-                            &mut tmp,
-                            da[i * n + j],
-                            &x[i * 3 * c + qo..i * 3 * c + qo + hs],
-                        );
-                    }
-                    axpy(&mut dx[j * 3 * c + ko..j * 3 * c + ko + hs], T::one(), &tmp);
-                }
-            }
-        });
+            },
+        );
 }
 
 /// Twin of `attention_forward_bf16`: q, k, v rounded to bf16; scores, softmax and the row log-sum-exp in

@@ -17,6 +17,7 @@ pub mod patch_embed;
 pub mod profile;
 pub mod residual;
 pub mod set_mean;
+pub mod small_gemm;
 pub mod weightnorm;
 
 use super::{AdamWHyper, Backend, Precision};
