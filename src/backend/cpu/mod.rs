@@ -168,6 +168,9 @@ pub fn axpy<T: Real>(y: &mut [T], g: T, x: &[T]) {
     }
 }
 
+/// Elements from which `zeros` clears a new buffer in parallel (256 KiB of f32).
+const ZERO_PAR_MIN: usize = 1 << 16;
+
 /// Rows per chunk in chunked reductions (fixed so results never depend on the thread count).
 pub const REDUCE_CHUNK: usize = 64;
 
@@ -245,7 +248,12 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn zeros(&self, n: usize) -> Result<Vec<T>> {
         let _p = profile::span("zeros");
-        Ok(vec![T::zero(); n])
+        // In a step's steady state the allocator hands back memory it has used before, which calloc
+        // clears with one thread; large buffers are cleared by every thread instead.
+        if n < ZERO_PAR_MIN {
+            return Ok(vec![T::zero(); n]);
+        }
+        Ok(rayon::iter::repeat_n(T::zero(), n).collect())
     }
     fn upload(&self, host: &[f32]) -> Result<Vec<T>> {
         Ok(host.iter().map(|&x| T::c(x as f64)).collect())
