@@ -34,18 +34,35 @@ pub fn gemm_nn<T: Real>(
             && (kk == 0 || b.len() >= (kk - 1) * ldb + n),
         "gemm_nn: operand too short for {m}×{n}×{kk}"
     );
+    // The last n % 8 columns run as an 8-wide tile over a zero-padded copy of them (the padding's sums
+    // are discarded), so they too run 8 lanes wide.
+    let tail = n % 8;
+    let pad = if tail > 0 {
+        pad_cols(b, ldb, n - tail, tail, kk)
+    } else {
+        Vec::new()
+    };
     let mut i0 = 0;
     while i0 + R <= m {
-        cols::<T, R>(c, ldc, a, lda, b, ldb, i0, n, kk, accumulate);
+        cols::<T, R>(c, ldc, a, lda, b, ldb, &pad, i0, n, kk, accumulate);
         i0 += R;
     }
     while i0 < m {
-        cols::<T, 1>(c, ldc, a, lda, b, ldb, i0, n, kk, accumulate);
+        cols::<T, 1>(c, ldc, a, lda, b, ldb, &pad, i0, n, kk, accumulate);
         i0 += 1;
     }
 }
 
-/// Rows i0..i0+RR of the product, every column: 16-wide tiles, then one 8-wide, then single columns.
+/// Columns j0..j0+rem of b, zero-padded to 8 per row k: (kk, 8).
+fn pad_cols<T: Real>(b: &[T], ldb: usize, j0: usize, rem: usize, kk: usize) -> Vec<T> {
+    let mut pad = vec![T::zero(); kk * 8];
+    for (k, row) in pad.chunks_exact_mut(8).enumerate() {
+        row[..rem].copy_from_slice(&b[k * ldb + j0..][..rem]);
+    }
+    pad
+}
+
+/// Rows i0..i0+RR of the product, every column: 16-wide tiles, then one 8-wide, then the padded tail.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn cols<T: Real, const RR: usize>(
@@ -55,6 +72,7 @@ fn cols<T: Real, const RR: usize>(
     lda: usize,
     b: &[T],
     ldb: usize,
+    pad: &[T],
     i0: usize,
     n: usize,
     kk: usize,
@@ -63,35 +81,32 @@ fn cols<T: Real, const RR: usize>(
     let rows: [&[T]; RR] = std::array::from_fn(|r| &a[(i0 + r) * lda..][..kk]);
     let mut j0 = 0;
     while j0 + 16 <= n {
-        tile::<T, RR, 16>(c, ldc, &rows, b, ldb, i0, j0, kk, accumulate);
+        let acc = tile::<T, RR, 16>(&rows, &b[j0..], ldb, kk);
+        store(c, ldc, i0, j0, &acc, 16, accumulate);
         j0 += 16;
     }
     if j0 + 8 <= n {
-        tile::<T, RR, 8>(c, ldc, &rows, b, ldb, i0, j0, kk, accumulate);
+        let acc = tile::<T, RR, 8>(&rows, &b[j0..], ldb, kk);
+        store(c, ldc, i0, j0, &acc, 8, accumulate);
         j0 += 8;
     }
-    while j0 < n {
-        tile::<T, RR, 1>(c, ldc, &rows, b, ldb, i0, j0, kk, accumulate);
-        j0 += 1;
+    if j0 < n {
+        let acc = tile::<T, RR, 8>(&rows, pad, 8, kk);
+        store(c, ldc, i0, j0, &acc, n - j0, accumulate);
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The RR×W sums Σ_k rows[r][k]·b[k·ldb + w], each one fused multiply-add chain in k order.
 #[inline(always)]
 fn tile<T: Real, const RR: usize, const W: usize>(
-    c: &mut [T],
-    ldc: usize,
     rows: &[&[T]; RR],
     b: &[T],
     ldb: usize,
-    i0: usize,
-    j0: usize,
     kk: usize,
-    accumulate: bool,
-) {
+) -> [[T; W]; RR] {
     let mut acc = [[T::zero(); W]; RR];
     for k in 0..kk {
-        let bk: &[T; W] = b[k * ldb + j0..][..W].try_into().expect("a W-wide slice");
+        let bk: &[T; W] = b[k * ldb..][..W].try_into().expect("a W-wide slice");
         for r in 0..RR {
             let x = rows[r][k];
             for w in 0..W {
@@ -99,14 +114,28 @@ fn tile<T: Real, const RR: usize, const W: usize>(
             }
         }
     }
+    acc
+}
+
+/// The first `width` columns of each tile row into c at (i0 + r, j0 ..), stored or added.
+#[inline(always)]
+fn store<T: Real, const W: usize>(
+    c: &mut [T],
+    ldc: usize,
+    i0: usize,
+    j0: usize,
+    acc: &[[T; W]],
+    width: usize,
+    accumulate: bool,
+) {
     for (r, acc) in acc.iter().enumerate() {
-        let out = &mut c[(i0 + r) * ldc + j0..][..W];
+        let out = &mut c[(i0 + r) * ldc + j0..][..width];
         if accumulate {
             for (o, &s) in out.iter_mut().zip(acc) {
                 *o += s;
             }
         } else {
-            out.copy_from_slice(acc);
+            out.copy_from_slice(&acc[..width]);
         }
     }
 }
