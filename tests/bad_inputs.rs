@@ -596,3 +596,32 @@ fn stale_checkpoint_and_feature_temps_are_removed() {
     assert!(!fstale.exists());
     assert!(temps_in(t.path()).is_empty(), "{:?}", temps_in(t.path()));
 }
+
+/// `bench --global-px/--local-px`: a crop side that the patch does not divide is an error naming the flag,
+/// the value and the patch size, before any work.
+#[test]
+fn bench_crop_sides_must_be_multiples_of_the_patch() {
+    for (flag, value, what) in [("--global-px", "50", "step"), ("--local-px", "0", "vit")] {
+        let e = err(&s(&[
+            "bench",
+            "--backend",
+            "cpu",
+            "--config",
+            "tiny",
+            "--what",
+            what,
+            flag,
+            value,
+            "--warmup",
+            "0",
+            "--warmup-secs",
+            "0",
+            "--repeats",
+            "1",
+        ]));
+        assert!(
+            e.contains(&format!("{flag} {value}")) && e.contains("patch size 8"),
+            "{flag} {value}: {e}"
+        );
+    }
+}
