@@ -39,6 +39,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TORCH_BENCH = os.path.join(ROOT, "..", "shared", "tools", "torch_vit_bench.py")
 
+# The timing loop both torch workers end with (after defining step() and cfg): warm-up for at least
+# cfg["warmup"] runs and cfg["warmup_secs"] seconds, as `setdino bench` does, then the timed runs.
+TIME_STEP = r"""
+t_warm, done = time.perf_counter(), 0
+while done < cfg["warmup"] or time.perf_counter() - t_warm < cfg["warmup_secs"]:
+    step(); done += 1
+times = []
+for it in range(cfg["repeats"]):
+    t0 = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t0)
+"""
+
 VIT = {
     "vit-s96": dict(img=96, patch=16, dim=384, depth=12, heads=6, mlp=4.0, setdino=("vits16", "vit", 0)),
     "vit-s48": dict(img=48, patch=16, dim=384, depth=12, heads=6, mlp=4.0, setdino=("vits16", "vit", 1)),
@@ -57,14 +70,7 @@ def step():
     m.zero_grad(set_to_none=True)
     m(x).sum().backward()
 
-t_warm, done = time.perf_counter(), 0
-while done < cfg["warmup"] or time.perf_counter() - t_warm < cfg["warmup_secs"]:
-    step(); done += 1
-times = []
-for it in range(cfg["repeats"]):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
+""" + TIME_STEP + r"""
 print(json.dumps({"items_per_s": cfg["batch"] / statistics.median(times)}))
 """
 
@@ -132,14 +138,7 @@ def step():
         for ps, pt in zip(student.parameters(), teacher.parameters()):
             pt.mul_(0.996).add_(ps.detach(), alpha=0.004)
 
-t_warm, done = time.perf_counter(), 0
-while done < cfg["warmup"] or time.perf_counter() - t_warm < cfg["warmup_secs"]:
-    step(); done += 1
-times = []
-for it in range(cfg["repeats"]):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
+""" + TIME_STEP + r"""
 print(json.dumps({"items_per_s": B / statistics.median(times)}))
 """
 

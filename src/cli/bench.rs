@@ -4,7 +4,7 @@ use crate::backend::select::{run_on_at, OnBackend};
 use crate::backend::Backend;
 use crate::bench::{setdino_step, vit_fwd_bwd, BenchResult, Timing};
 use crate::config::ModelConfig;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -101,22 +101,18 @@ fn timing(a: &BenchArgs) -> Timing {
     }
 }
 
-/// The preset named by --config with the crop sides of --global-px / --local-px.
+/// The preset named by --config with the crop sides of --global-px / --local-px, checked by the model
+/// config's own validation.
 fn bench_config(a: &BenchArgs) -> Result<ModelConfig> {
     let mut cfg = ModelConfig::preset(&a.config)?;
     cfg.global_size = a.global_px.unwrap_or(cfg.global_size);
     cfg.local_size = a.local_px.unwrap_or(cfg.local_size);
-    for (flag, side) in [
-        ("--global-px", cfg.global_size),
-        ("--local-px", cfg.local_size),
-    ] {
-        if side == 0 || side % cfg.patch != 0 {
-            bail!(
-                "{flag} {side}: a crop side must be a positive multiple of the patch size {}",
-                cfg.patch
-            );
-        }
-    }
+    cfg.validate().with_context(|| {
+        format!(
+            "--global-px {} --local-px {} with the {} preset (patch size {})",
+            cfg.global_size, cfg.local_size, a.config, cfg.patch
+        )
+    })?;
     Ok(cfg)
 }
 

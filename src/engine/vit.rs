@@ -231,17 +231,8 @@ pub fn backbone_forward<B: Backend>(
         } else {
             mlp_forward(be, cfg, o, params, x_in, &branch, &scale1, &scale2, r, n)?
         };
-        let MlpActs {
-            x_mid,
-            ln2,
-            ln2_mean,
-            ln2_rstd,
-            fc1,
-            gelu,
-            x_out,
-        } = m;
-        xs.push(x_mid);
-        xs.push(x_out);
+        xs.push(m.x_mid);
+        xs.push(m.x_out);
         blocks.push(BlockActs {
             ln1,
             ln1_mean,
@@ -249,11 +240,11 @@ pub fn backbone_forward<B: Backend>(
             qkv,
             att,
             attn_o,
-            ln2,
-            ln2_mean,
-            ln2_rstd,
-            fc1,
-            gelu,
+            ln2: m.ln2,
+            ln2_mean: m.ln2_mean,
+            ln2_rstd: m.ln2_rstd,
+            fc1: m.fc1,
+            gelu: m.gelu,
             scale1,
             scale2,
         });
