@@ -18,12 +18,15 @@
 //! - [`plot`]: every figure (plotters, embedded font, PNG + SVG) with its TSV; `setdino report` redraws.
 //! - [`experiment`]: the ablation (DINO, Set-DINO, random-init over seeds, bootstrap intervals, curves)
 //!   that `demo` runs and users run on their own stores.
+//! - [`comm`]: data-parallel collectives (the `Communicator` trait; in-process ranks; the launcher's
+//!   variables and the NCCL id rendezvous); NCCL itself is `backend::gpu::nccl`.
 //! - [`cli`]: one file per subcommand; argument handling only.
 //! - [`fuzzing`]: one entry point per parser on raw bytes, for the fuzz targets and the corpus replay test.
 pub mod backend;
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod comm;
 pub mod config;
 pub mod data;
 pub mod demo;

@@ -8,8 +8,12 @@
 //! Key decision: every random stream is keyed by (seed, step, …) — sampler, augmentation, drop path — and
 //! the checkpoint holds the whole optimizer state, so `--resume` continues exactly; on the CPU backend the
 //! losses after a resume are bit-identical to an uninterrupted run.
-use crate::backend::select::{run_on_at, OnBackend};
+use crate::backend::gpu::cuda::Cuda;
+use crate::backend::gpu::nccl::NcclComm;
+use crate::backend::gpu::GpuBackend;
+use crate::backend::select::{decide, precision_for, run_on_at, Choice, OnBackend};
 use crate::backend::Backend;
+use crate::comm::{local_group, Communicator, Launch, LocalComm, Solo};
 use crate::config::{ModelConfig, OptimConfig, StepConfig};
 use crate::data::augment::{AugmentCompat, AugmentConfig, StepCrops};
 use crate::data::normalize::NormKind;
@@ -84,6 +88,12 @@ pub struct LoopSection {
     /// recall at 5 % of the validation cells' gene profiles (`val_recall5`).
     #[serde(default)]
     pub val_complexes: Option<PathBuf>,
+    /// Data-parallel ranks: each computes S/W of the step's S sets, the gradients are averaged and the
+    /// teacher rows gathered, so the run computes the one-process step for any W. Absent: the launcher
+    /// decides (torchrun's or Slurm's variables, one process per GPU, NCCL), else 1. Set without a
+    /// launcher: W ranks as threads of this process (cpu and simt backends). Must divide sets_per_step.
+    #[serde(default)]
+    pub data_parallel: Option<usize>,
 }
 
 fn auto_precision() -> String {
@@ -131,6 +141,7 @@ impl TrainConfig {
             val_every_epochs: 5,
             val_max_cells: 20000,
             val_complexes: None,
+            data_parallel: None,
         };
         match name {
             "tiny" => Ok(TrainConfig {
@@ -229,6 +240,11 @@ impl TrainConfig {
             ("train.keep_last", t.keep_last as u64, 1),
             ("train.collapse_patience", t.collapse_patience, 1),
             ("train.val_max_cells", t.val_max_cells as u64, 1),
+            (
+                "train.data_parallel",
+                t.data_parallel.unwrap_or(1) as u64,
+                1,
+            ),
         ] {
             check_min(key, v, min)?;
         }
@@ -409,6 +425,7 @@ pub struct RunRecord {
 }
 
 /// Options of one invocation.
+#[derive(Clone, Debug)]
 pub struct TrainOptions {
     pub config: TrainConfig,
     pub store: PathBuf,
@@ -452,33 +469,148 @@ fn install_ctrlc() {
     });
 }
 
-/// Trains (or resumes) a run.
+/// Trains (or resumes) a run: one process, a data-parallel job started by torchrun or Slurm (one process
+/// per GPU, NCCL), or `train.data_parallel = W` ranks as threads of this process (CPU and SIMT backends).
 pub fn train(opts: TrainOptions) -> Result<TrainSummary> {
-    let backend = opts.config.train.backend.clone();
-    let precision = opts.config.train.precision.clone();
-    run_on_at(&backend, &precision, Job(opts))
+    let launch = Launch::from_env()?;
+    let want = opts.config.train.data_parallel;
+    match launch {
+        Some(l) => {
+            if let Some(w) = want.filter(|&w| w != l.world) {
+                bail!(
+                    "train.data_parallel = {w} but {} started {} ranks; HINT: drop the key (the launcher decides) or make them equal",
+                    l.source,
+                    l.world
+                );
+            }
+            train_nccl(opts, &l)
+        }
+        None if want.unwrap_or(1) > 1 => train_local_group(opts, want.unwrap_or(1)),
+        None => {
+            let backend = opts.config.train.backend.clone();
+            let precision = opts.config.train.precision.clone();
+            run_on_at(&backend, &precision, Job { opts, comm: None })
+        }
+    }
 }
 
-struct Job(TrainOptions);
+struct Job {
+    opts: TrainOptions,
+    comm: Option<LocalComm>,
+}
 
 impl OnBackend for Job {
     type Out = TrainSummary;
     fn run<B: Backend>(self, be: B) -> Result<TrainSummary> {
-        train_on(be, self.0)
+        let comm: Box<dyn Communicator<B>> = match self.comm {
+            Some(c) => Box::new(c),
+            None => Box::new(Solo),
+        };
+        train_on(be, self.opts, comm)
     }
 }
 
-fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
+/// `train.data_parallel = W` without a launcher: W ranks as threads, each with its own backend, averaging
+/// gradients through host copies. Returns rank 0's summary; the first real failure wins over the
+/// "a rank left" errors it causes in the others.
+fn train_local_group(opts: TrainOptions, world: usize) -> Result<TrainSummary> {
+    let (choice, _) = decide(&opts.config.train.backend)?;
+    ensure!(
+        choice != Choice::Cuda,
+        "train.data_parallel = {world} on CUDA runs one process per GPU; HINT: torchrun --standalone --nproc_per_node {world} --no-python setdino train … (or srun), which sets RANK and WORLD_SIZE"
+    );
+    let comms = local_group(world)?;
+    let results: Vec<Result<TrainSummary>> = std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                let mut o = opts.clone();
+                if c.rank() > 0 {
+                    o.progress = false;
+                }
+                let (b, p) = (
+                    o.config.train.backend.clone(),
+                    o.config.train.precision.clone(),
+                );
+                s.spawn(move || {
+                    run_on_at(
+                        &b,
+                        &p,
+                        Job {
+                            opts: o,
+                            comm: Some(c),
+                        },
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a data-parallel rank panicked")))
+            })
+            .collect()
+    });
+    let mut first = None;
+    let mut rank0 = None;
+    for (rank, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(sum) if rank == 0 => rank0 = Some(sum),
+            Ok(_) => {}
+            Err(e) => {
+                let secondary = format!("{e:#}").contains("left the data-parallel group");
+                if first.as_ref().is_none_or(|(sec, _)| *sec && !secondary) {
+                    first = Some((secondary, e.context(format!("data-parallel rank {rank}"))));
+                }
+            }
+        }
+    }
+    match (first, rank0) {
+        (Some((_, e)), _) => Err(e),
+        (None, Some(sum)) => Ok(sum),
+        (None, None) => bail!("rank 0 returned no summary"),
+    }
+}
+
+/// One process of a launcher-started job: the GPU `LOCAL_RANK`, NCCL between the processes.
+fn train_nccl(opts: TrainOptions, launch: &Launch) -> Result<TrainSummary> {
+    let (choice, _) = decide(&opts.config.train.backend)?;
+    ensure!(
+        choice == Choice::Cuda,
+        "{} started {} ranks, but multi-process data-parallel training needs the cuda backend (NCCL); HINT: --set train.backend=cuda on GPU nodes, or run one process with train.data_parallel = W for in-process CPU ranks",
+        launch.source,
+        launch.world
+    );
+    let prec = precision_for(&choice, &opts.config.train.precision)?;
+    let dev = Cuda::new(launch.local_rank).with_context(|| {
+        format!(
+            "rank {} of {}: opening GPU {} (its local rank)",
+            launch.rank, launch.world, launch.local_rank
+        )
+    })?;
+    let comm = NcclComm::init(&dev, launch)?;
+    let mut opts = opts;
+    opts.progress &= launch.rank == 0;
+    train_on(GpuBackend::with_precision(dev, prec), opts, Box::new(comm))
+}
+
+/// The run's inputs, resolved: configuration fitted to the store, this rank's data pipeline, the step
+/// budget and the schedules' epoch length.
+struct Prepared {
+    cfg: TrainConfig,
+    store: Arc<Store>,
+    pipe: Arc<Pipeline>,
+    total: u64,
+    sched_spe: u64,
+    steps: StepConfig,
+}
+
+fn prepare(opts: &TrainOptions, rank: usize, world: usize) -> Result<Prepared> {
     opts.config.validate()?;
-    let run = RunDir {
-        dir: opts.out.clone(),
-    };
-    std::fs::create_dir_all(run.checkpoints())
-        .with_context(|| format!("creating {}", run.dir.display()))?;
-    run.remove_stale_temps()?;
     let store = Arc::new(Store::open(&opts.store)?);
     let mut cfg = opts.config.clone();
-    fit_model_to_store(&mut cfg, &store, true)?;
+    fit_model_to_store(&mut cfg, &store, rank == 0)?;
     let crop = store.crop();
     let d = &cfg.data;
     let sampler_cfg = SamplerConfig {
@@ -501,12 +633,8 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
     aug.n_local = d.n_local;
     aug.compat = d.augment_compat.parse()?;
     aug.seed = cfg.train.seed;
-    let pipe = Arc::new(Pipeline::new(
-        store.clone(),
-        sampler_cfg,
-        aug,
-        d.normalizer.parse()?,
-    )?);
+    let mut pipe = Pipeline::new(store.clone(), sampler_cfg, aug, d.normalizer.parse()?)?;
+    pipe.set_part(rank, world)?;
     let spe = pipe.sampler.steps_per_epoch();
     ensure!(spe > 0, "the training split yields no complete step; HINT: fewer sets per step or more perturbations");
     // With a step budget shorter than the epochs, the schedules (warm-up, cosine) span the budget: an
@@ -518,9 +646,26 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         spe
     };
     let steps = cfg.steps(sched_spe);
+    Ok(Prepared {
+        cfg,
+        store,
+        pipe: Arc::new(pipe),
+        total,
+        sched_spe,
+        steps,
+    })
+}
 
-    // State: fresh or from the run's latest checkpoint.
-    let (state, start) = if opts.resume {
+/// Fresh state, or the run's latest checkpoint with `--resume` (every rank reads it; the step and the
+/// data order do not depend on the number of ranks, so a run may resume on another number of them).
+/// Only the writer (rank 0) refuses a run directory that already holds checkpoints.
+fn initial_state(
+    run: &RunDir,
+    cfg: &TrainConfig,
+    resume: bool,
+    writer: bool,
+) -> Result<(HostState, u64)> {
+    if resume {
         let (step, path) = run.latest()?.with_context(|| {
             format!("--resume: no checkpoint in {}", run.checkpoints().display())
         })?;
@@ -532,60 +677,134 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
             path.display(),
             meta.step
         );
-        eprintln!("resuming {} at step {step}", run.dir.display());
-        (st, step)
-    } else {
+        if writer {
+            eprintln!("resuming {} at step {step}", run.dir.display());
+        }
+        return Ok((st, step));
+    }
+    if writer {
         ensure!(
             run.latest()?.is_none(),
             "{} already holds checkpoints; HINT: use --resume {} or a new --out",
             run.dir.display(),
             run.dir.display()
         );
-        (
-            HostState::init(&cfg.model, cfg.train.seed, cfg.optim.teacher_init),
-            0,
-        )
-    };
+    }
+    Ok((
+        HostState::init(&cfg.model, cfg.train.seed, cfg.optim.teacher_init),
+        0,
+    ))
+}
+
+/// The writer's run directory: config.json, log.jsonl opened for appending (lines after a resumed
+/// checkpoint dropped).
+fn open_run_files(
+    run: &RunDir,
+    cfg: &TrainConfig,
+    store: &Path,
+    start: u64,
+) -> Result<std::fs::File> {
+    std::fs::create_dir_all(run.checkpoints())
+        .with_context(|| format!("creating {}", run.dir.display()))?;
+    run.remove_stale_temps()?;
     let record = RunRecord {
         config: cfg.clone(),
-        store: std::fs::canonicalize(&opts.store).unwrap_or(opts.store.clone()),
+        store: std::fs::canonicalize(store).unwrap_or(store.to_path_buf()),
     };
     write_atomic(
         &run.config(),
         serde_json::to_string_pretty(&record)?.as_bytes(),
     )?;
     truncate_jsonl(&run.log(), |s| s < start)?;
-    let mut log = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(run.log())
-        .with_context(|| format!("opening {}", run.log().display()))?;
+        .with_context(|| format!("opening {}", run.log().display()))
+}
 
-    let val_cells: Vec<u32> = if d.val_plates.is_some() || d.val_wells.is_some() {
-        let all = CellFilter {
-            plates: d.val_plates.clone(),
-            wells: d.val_wells.clone(),
-            genes: None,
-            ntc_only: false,
-        }
-        .select(&store)?;
-        let keep = cfg.train.val_max_cells.max(1);
-        if all.len() > keep {
-            (0..keep).map(|i| all[i * all.len() / keep]).collect()
-        } else {
-            all
-        }
+/// The validation cells (evenly spaced, at most `val_max_cells`), none when no validation split is set.
+fn validation_cells(cfg: &TrainConfig, store: &Store) -> Result<Vec<u32>> {
+    let d = &cfg.data;
+    if d.val_plates.is_none() && d.val_wells.is_none() {
+        return Ok(Vec::new());
+    }
+    let all = CellFilter {
+        plates: d.val_plates.clone(),
+        wells: d.val_wells.clone(),
+        genes: None,
+        ntc_only: false,
+    }
+    .select(store)?;
+    let keep = cfg.train.val_max_cells.max(1);
+    Ok(if all.len() > keep {
+        (0..keep).map(|i| all[i * all.len() / keep]).collect()
     } else {
-        Vec::new()
+        all
+    })
+}
+
+/// The teacher's health at one step: the entropy the log reports, and whether it looks collapsed.
+struct Health {
+    entropy: f64,
+    uniform: bool,
+    collapsed: bool,
+}
+
+fn teacher_health<B: Backend>(
+    eng: &Engine<B>,
+    cfg: &TrainConfig,
+    teacher_out: &B::Buf,
+    teacher_temp: f64,
+) -> Result<Health> {
+    let t_rows = eng.be.download(teacher_out)?;
+    let k = cfg.model.out_dim;
+    let entropy = if cfg.optim.sinkhorn_iters > 0 {
+        sinkhorn_entropy(&t_rows, k, teacher_temp, cfg.optim.sinkhorn_iters)
+    } else {
+        mean_entropy(&t_rows, &eng.be.download(&eng.center)?, teacher_temp)
     };
+    let uniform = entropy > 0.99 * (k as f64).ln();
+    Ok(Health {
+        entropy,
+        uniform,
+        collapsed: uniform || is_collapsed(&t_rows, k),
+    })
+}
+
+fn train_on<B: Backend>(
+    be: B,
+    opts: TrainOptions,
+    comm: Box<dyn Communicator<B>>,
+) -> Result<TrainSummary> {
+    // Rank 0 writes the run directory; the other ranks of a data-parallel job never write into it.
+    let writer = comm.rank() == 0;
+    let run = RunDir {
+        dir: opts.out.clone(),
+    };
+    let Prepared {
+        cfg,
+        store,
+        pipe,
+        total,
+        sched_spe,
+        steps,
+    } = prepare(&opts, comm.rank(), comm.world())?;
+    let d = &cfg.data;
+    let (state, start) = initial_state(&run, &cfg, opts.resume, writer)?;
+    let mut log = if writer {
+        Some(open_run_files(&run, &cfg, &opts.store, start)?)
+    } else {
+        None
+    };
+    let val_cells = validation_cells(&cfg, &store)?;
     let val_every = cfg.train.val_every_epochs as u64;
     let val_complexes = match &cfg.train.val_complexes {
         Some(p) => Some(crate::eval::complexes::read(p).context("train.val_complexes")?),
         None => None,
     };
-    let mut val_log = if val_cells.is_empty() || val_every == 0 {
-        None
-    } else {
+    let validating = !val_cells.is_empty() && val_every > 0;
+    let mut val_log = if validating && writer {
         truncate_jsonl(&run.dir.join("val.jsonl"), |s| s <= start)?;
         Some(
             std::fs::OpenOptions::new()
@@ -594,6 +813,8 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                 .open(run.dir.join("val.jsonl"))
                 .with_context(|| format!("opening {}", run.dir.join("val.jsonl").display()))?,
         )
+    } else {
+        None
     };
     let best_json = run.dir.join("best.json");
     let mut best: Option<BestRecord> = match std::fs::read_to_string(&best_json) {
@@ -605,6 +826,7 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
     let mut eng = Engine::from_host(be, cfg.model.clone(), &state)?;
     eng.koleo_weight = cfg.optim.koleo_weight;
     eng.sinkhorn_iters = cfg.optim.sinkhorn_iters;
+    eng.comm = comm;
     install_ctrlc();
     INTERRUPTED.store(false, Ordering::SeqCst);
     let bar = progress_bar(opts.progress, start, total);
@@ -615,11 +837,13 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
     let mut collapsed_for = 0u64;
     let mut step = start;
     let mut interrupted = false;
-    let mut val = val_log.as_mut().map(|vl| Validation {
+    // Every rank validates (the replicas are identical, so they agree on a collapse and stop together);
+    // only the writer records the results and keeps best.safetensors.
+    let mut val = validating.then(|| Validation {
         store: &store,
         normalizer: &pipe.normalizer,
         cells: &val_cells,
-        log: vl,
+        log: val_log.as_mut(),
         best: &mut best,
         run: &run,
         cfg: &cfg,
@@ -664,30 +888,24 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                     last_finite(&run)
                 );
             }
-            let t_rows = eng.be.download(&out.teacher_out)?;
-            let center = eng.be.download(&eng.center)?;
-            let entropy = if cfg.optim.sinkhorn_iters > 0 {
-                sinkhorn_entropy(
-                    &t_rows,
-                    cfg.model.out_dim,
-                    sched.teacher_temp,
-                    cfg.optim.sinkhorn_iters,
-                )
-            } else {
-                mean_entropy(&t_rows, &center, sched.teacher_temp)
-            };
-            let uniform = entropy > 0.99 * (cfg.model.out_dim as f64).ln();
-            if uniform || is_collapsed(&t_rows, cfg.model.out_dim) {
+            // The teacher rows are the whole step's on every rank, so every rank reaches the same verdict.
+            let health = teacher_health(&eng, &cfg, &out.teacher_out, sched.teacher_temp)?;
+            if health.collapsed {
                 collapsed_for += 1;
                 if collapsed_for >= cfg.train.collapse_patience {
                     bar.abandon();
-                    let ck = checkpoint(&run, &cfg, &eng, step, sched_spe)?;
+                    let ck = if writer {
+                        checkpoint(&run, &cfg, &eng, step, sched_spe)?
+                            .display()
+                            .to_string()
+                    } else {
+                        "written by rank 0".into()
+                    };
                     bail!(
-                        "training collapsed at step {step}: {} for {collapsed_for} steps (loss {:.4}, ln K = {:.4}); checkpoint {}; HINT: lower optim.teacher_temp or optim.lr, or raise optim.momentum_teacher",
-                        if uniform { "the teacher's distribution is uniform (entropy > 0.99 ln K)" } else { "the teacher gave the same output for every set" },
+                        "training collapsed at step {step}: {} for {collapsed_for} steps (loss {:.4}, ln K = {:.4}); checkpoint {ck}; HINT: lower optim.teacher_temp or optim.lr, or raise optim.momentum_teacher",
+                        if health.uniform { "the teacher's distribution is uniform (entropy > 0.99 ln K)" } else { "the teacher gave the same output for every set" },
                         out.loss,
                         (cfg.model.out_dim as f64).ln(),
-                        ck.display()
                     );
                 }
             } else {
@@ -704,11 +922,13 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                 momentum: sched.momentum,
                 teacher_temp: sched.teacher_temp,
                 cells_per_s: cells_per_step / dt.max(1e-9),
-                teacher_entropy: entropy,
-                kl: out.loss - entropy,
+                teacher_entropy: health.entropy,
+                kl: out.loss - health.entropy,
                 koleo: out.koleo,
             };
-            writeln!(log, "{}", serde_json::to_string(&line)?).context("writing log.jsonl")?;
+            if let Some(log) = log.as_mut() {
+                writeln!(log, "{}", serde_json::to_string(&line)?).context("writing log.jsonl")?;
+            }
             losses.push(out.loss);
             step += 1;
             bar.set_position(step);
@@ -729,9 +949,11 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
                     bar.suspend(|| v.run(&mut eng, step))?;
                 }
             }
-            interrupted = INTERRUPTED.load(Ordering::SeqCst);
+            // Ctrl-C may reach the ranks of a job at different steps: they stop where any of them asks.
+            interrupted = eng.comm.any(&eng.be, INTERRUPTED.load(Ordering::SeqCst))?;
             let stop_here = opts.stop_at.is_some_and(|s| step >= s);
-            if step % cfg.train.checkpoint_every == 0 || step == total || interrupted || stop_here {
+            let due = step % cfg.train.checkpoint_every == 0 || step == total;
+            if writer && (due || interrupted || stop_here) {
                 last_ckpt = Some(checkpoint(&run, &cfg, &eng, step, sched_spe)?);
             }
             prefetch.recycle(crops);
@@ -741,15 +963,18 @@ fn train_on<B: Backend>(be: B, opts: TrainOptions) -> Result<TrainSummary> {
         }
     }
     bar.finish_and_clear();
-    log.flush().ok();
+    if let Some(log) = log.as_mut() {
+        log.flush().ok();
+    }
     let ck = match last_ckpt {
         Some(p) => p,
+        None if !writer => run.checkpoint(step),
         None => match run.latest()? {
             Some((_, p)) => p,
             None => checkpoint(&run, &cfg, &eng, step, sched_spe)?,
         },
     };
-    if interrupted {
+    if interrupted && writer {
         eprintln!(
             "interrupted: checkpoint written at step {step} ({}); continue with --resume {}",
             ck.display(),
@@ -772,7 +997,8 @@ struct Validation<'a> {
     store: &'a Store,
     normalizer: &'a crate::data::normalize::Normalizer,
     cells: &'a [u32],
-    log: &'a mut std::fs::File,
+    /// val.jsonl, on the writer (rank 0) only; the other ranks validate without recording.
+    log: Option<&'a mut std::fs::File>,
     best: &'a mut Option<BestRecord>,
     run: &'a RunDir,
     cfg: &'a TrainConfig,
@@ -792,7 +1018,10 @@ impl Validation<'_> {
             step,
             epoch,
         )?;
-        writeln!(self.log, "{}", serde_json::to_string(&v)?).context("writing val.jsonl")?;
+        let Some(log) = self.log.as_mut() else {
+            return stop_if_collapsed(&v, step);
+        };
+        writeln!(log, "{}", serde_json::to_string(&v)?).context("writing val.jsonl")?;
         let recall = v
             .val_recall5
             .map(|r| format!(", complex recall@5% {:.1}", 100.0 * r))
@@ -828,13 +1057,17 @@ impl Validation<'_> {
             )?;
             *self.best = Some(b);
         }
-        if v.ratio_svg == 0.0 {
-            bail!(
-                "training collapsed at step {step}: every singular value of the validation profiles' covariance is ≤ 1e-4; HINT: lower optim.lr or optim.teacher_temp"
-            );
-        }
-        Ok(())
+        stop_if_collapsed(&v, step)
     }
+}
+
+fn stop_if_collapsed(v: &crate::validate::ValMetrics, step: u64) -> Result<()> {
+    if v.ratio_svg == 0.0 {
+        bail!(
+            "training collapsed at step {step}: every singular value of the validation profiles' covariance is ≤ 1e-4; HINT: lower optim.lr or optim.teacher_temp"
+        );
+    }
+    Ok(())
 }
 
 /// The crops decide the model's input: channels and sizes follow the store (global crops are the

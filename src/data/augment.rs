@@ -335,6 +335,21 @@ pub fn make_step_into(
     step: u64,
     out: &mut StepCrops,
 ) -> Result<()> {
+    make_step_part_into(store, draws, 0, cfg, norm, step, out)
+}
+
+/// [`make_step_into`] for a part of a step: `draws` are the step's sets `first_set …`, and each crop's
+/// random stream is keyed by its set's index in the whole step, so a data-parallel rank renders exactly
+/// the crops one process would for those sets.
+pub fn make_step_part_into(
+    store: &Store,
+    draws: &[SetDraw],
+    first_set: usize,
+    cfg: &AugmentConfig,
+    norm: &Normalizer,
+    step: u64,
+    out: &mut StepCrops,
+) -> Result<()> {
     let n = draws.first().map_or(0, |d| d.cells[0].len());
     if draws
         .iter()
@@ -368,7 +383,7 @@ pub fn make_step_into(
         |view: usize, row: usize, crop_index: u64, size: usize, o: &mut [f32]| -> Result<()> {
             let (s, k) = (row / n, row % n);
             let cell = draws[s].cells[view][k] as usize;
-            let p = crop_params(cfg, crop, c, step, s, k, crop_index);
+            let p = crop_params(cfg, crop, c, step, first_set + s, k, crop_index);
             p.render(store.crop_u16_unchecked(cell), crop, size, o);
             norm.apply(store.record(cell).batch, o, c)
         };

@@ -4,7 +4,7 @@
 //! Key decision: the prefetcher is a plain thread and a bounded channel (depth = steps in flight) whose
 //! work runs on rayon's global pool; buffers handed back with `recycle` are reused, so a long run does not
 //! allocate (and page-fault) 300 MB per step.
-use super::augment::{make_step_into, AugmentConfig, StepCrops};
+use super::augment::{make_step_part_into, AugmentConfig, StepCrops};
 use super::normalize::{NormKind, Normalizer};
 use super::sampler::{Sampler, SamplerConfig};
 use crate::store::Store;
@@ -18,6 +18,9 @@ pub struct Pipeline {
     pub sampler: Sampler,
     pub augment: AugmentConfig,
     pub normalizer: Normalizer,
+    /// (rank, ranks): the part of each step this pipeline prepares — sets rank·S/W … (rank+1)·S/W − 1
+    /// of the step's S (data-parallel training); (0, 1) prepares whole steps.
+    pub part: (usize, usize),
 }
 
 impl Pipeline {
@@ -52,14 +55,30 @@ impl Pipeline {
             sampler,
             augment,
             normalizer,
+            part: (0, 1),
         })
     }
 
-    /// The tensors of step `step` into `out` (reusing its buffers).
+    /// Prepare only part `rank` of `ranks` of every step (data-parallel training). The step's sets are
+    /// still drawn once from (seed, step), so the parts of all ranks make up the one-process step.
+    pub fn set_part(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        let s = self.sampler.config().sets_per_step;
+        if ranks == 0 || rank >= ranks || !s.is_multiple_of(ranks) {
+            bail!("data.sets_per_step = {s} cannot be split into {ranks} equal parts (rank {rank}); HINT: make it a multiple of the number of ranks");
+        }
+        self.part = (rank, ranks);
+        Ok(())
+    }
+
+    /// The tensors of step `step` (this pipeline's part of it) into `out` (reusing its buffers).
     pub fn step_into(&self, step: u64, out: &mut StepCrops) -> Result<()> {
-        make_step_into(
+        let all = self.sampler.sample_step(step);
+        let (rank, ranks) = self.part;
+        let per = all.len() / ranks.max(1);
+        make_step_part_into(
             &self.store,
-            &self.sampler.sample_step(step),
+            &all[rank * per..(rank + 1) * per],
+            rank * per,
             &self.augment,
             &self.normalizer,
             step,

@@ -7,6 +7,7 @@ use super::head::{head_backward, head_forward, HeadOffs};
 use super::schedule::StepSchedule;
 use super::vit::{backbone_backward, backbone_forward, embedding, BackboneOffs, DropScales};
 use crate::backend::{AdamWHyper, Backend};
+use crate::comm::{Communicator, Solo};
 use crate::config::{ModelConfig, OptimConfig, TeacherInit};
 use crate::model::params::ParamLayout;
 use crate::model::pos::interp_matrix;
@@ -104,6 +105,10 @@ pub struct Engine<B: Backend> {
     pub koleo_weight: f64,
     /// Sinkhorn–Knopp iterations of the teacher targets (`optim.sinkhorn_iters`; 0 = the center EMA).
     pub sinkhorn_iters: usize,
+    /// The data-parallel group this replica belongs to ([`Solo`] = one process, the default). With W
+    /// ranks, a batch holds this rank's S/W sets of the step's S: the gradients are averaged over the
+    /// ranks and the teacher rows gathered, so every replica applies the same update.
+    pub comm: Box<dyn Communicator<B>>,
     interp: HashMap<usize, B::Buf>,
     trainable_ranges: Vec<(usize, usize)>,
 }
@@ -201,6 +206,7 @@ impl<B: Backend> Engine<B> {
             adam_step_last: state.adam_step_last,
             koleo_weight: 0.0,
             sinkhorn_iters: 0,
+            comm: Box::new(Solo),
             be,
             cfg,
             layout,
@@ -287,9 +293,12 @@ impl<B: Backend> Engine<B> {
             be.set_mean_forward(&mut mean, &acts.out, 2 * s, n, c)?;
             head_forward(be, &cfg, &self.hd, &self.teacher, mean, 2 * s)?.logits
         };
+        // Every rank's teacher rows, in the one-process order (the center, the Sinkhorn targets and the
+        // collapse checks see the global batch).
+        let t_all = self.gather_views(&t_out, 2, s)?;
 
         // Student: global group, then local group.
-        let dg = drop.and_then(|(seed, step)| drop_scales(&cfg, seed, step, 0, 2 * r));
+        let dg = drop.and_then(|(seed, step)| self.part_drop_scales(seed, step, 0, 2, r));
         let sg = backbone_forward(
             be,
             &cfg,
@@ -309,7 +318,7 @@ impl<B: Backend> Engine<B> {
         };
         let sl = match (&batch.local, nl) {
             (Some(local), nl) if nl > 0 => {
-                let dl = drop.and_then(|(seed, step)| drop_scales(&cfg, seed, step, 1, nl * r));
+                let dl = drop.and_then(|(seed, step)| self.part_drop_scales(seed, step, 1, nl, r));
                 let il = &self.interp[&ls];
                 Some(backbone_forward(
                     be,
@@ -338,14 +347,39 @@ impl<B: Backend> Engine<B> {
         let mut dlogits = be.zeros(v * s * k)?;
         let mut tprobs = be.zeros(2 * s * k)?;
         let center = if self.sinkhorn_iters > 0 {
-            be.dino_loss_sinkhorn(
-                &mut tprobs,
-                &t_out,
-                2 * s,
-                k,
-                teacher_temp,
-                self.sinkhorn_iters,
-            )?;
+            match &t_all {
+                None => be.dino_loss_sinkhorn(
+                    &mut tprobs,
+                    &t_out,
+                    2 * s,
+                    k,
+                    teacher_temp,
+                    self.sinkhorn_iters,
+                )?,
+                Some(all) => {
+                    // Sinkhorn–Knopp normalises over the global batch; this rank keeps its rows.
+                    let world = self.comm.world();
+                    let mut probs = be.zeros(2 * s * world * k)?;
+                    be.dino_loss_sinkhorn(
+                        &mut probs,
+                        all,
+                        2 * s * world,
+                        k,
+                        teacher_temp,
+                        self.sinkhorn_iters,
+                    )?;
+                    let first = self.comm.rank() * s;
+                    for v in 0..2 {
+                        be.copy(
+                            &mut tprobs,
+                            v * s * k,
+                            &probs,
+                            (v * s * world + first) * k,
+                            s * k,
+                        )?;
+                    }
+                }
+            }
             None
         } else {
             Some(&self.center)
@@ -407,12 +441,73 @@ impl<B: Backend> Engine<B> {
             )?;
         }
         let loss = be.download_f64(&loss)?[0];
+        let (loss, koleo) = if self.comm.world() > 1 {
+            // The mean over ranks of their means over S/W sets is the mean over the S sets.
+            self.comm.all_reduce_mean(&self.be, &mut self.grads)?;
+            let m = self.comm.mean_of(&self.be, &[loss, koleo])?;
+            (m[0], m[1])
+        } else {
+            (loss, koleo)
+        };
         Ok(LossOut {
             loss,
             koleo,
             student_out: head.logits,
-            teacher_out: t_out,
+            teacher_out: t_all.unwrap_or(t_out),
         })
+    }
+
+    /// Drop-path scales of this rank's rows of a forward group of `views` × R (R = `r`, this rank's rows
+    /// per view): drawn for the global group (`views` × W·R rows) and sliced, so a sample's draw does not
+    /// depend on how many ranks share the step.
+    fn part_drop_scales(
+        &self,
+        seed: u64,
+        step: u64,
+        group: u64,
+        views: usize,
+        r: usize,
+    ) -> DropScales {
+        let (rank, world) = (self.comm.rank(), self.comm.world());
+        let all = drop_scales(&self.cfg, seed, step, group, views * r * world);
+        if world == 1 {
+            return all;
+        }
+        let part = |v: Vec<f32>| -> Vec<f32> {
+            (0..views)
+                .flat_map(|vi| v[(vi * world + rank) * r..(vi * world + rank + 1) * r].to_vec())
+                .collect()
+        };
+        all.map(|blocks| {
+            blocks
+                .into_iter()
+                .map(|(a, b)| (part(a), part(b)))
+                .collect()
+        })
+    }
+
+    /// With W > 1 ranks: every rank's (`views`, `s`, K) rows gathered into (`views`, W·s, K), rank r's
+    /// rows at W·… offset r·s of each view (the one-process row order); `None` for one rank.
+    fn gather_views(&self, rows: &B::Buf, views: usize, s: usize) -> Result<Option<B::Buf>> {
+        let (world, k, be) = (self.comm.world(), self.cfg.out_dim, &self.be);
+        if world == 1 {
+            return Ok(None);
+        }
+        let mut gathered = be.zeros(world * views * s * k)?;
+        self.comm.all_gather(be, rows, &mut gathered)?;
+        let mut out = be.zeros(world * views * s * k)?;
+        for q in 0..world {
+            for v in 0..views {
+                be.copy(
+                    &mut out,
+                    (v * world + q) * s * k,
+                    &gathered,
+                    (q * views + v) * s * k,
+                    s * k,
+                )?;
+            }
+        }
+        Ok(Some(out))
     }
 
     /// After the loss: center update from all teacher rows, clipping, freeze, AdamW, EMA.

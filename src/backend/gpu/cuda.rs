@@ -97,6 +97,11 @@ impl Cuda {
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
     }
+
+    /// The one stream every launch, copy and collective of this device is ordered on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
 }
 
 /// Kernels that may launch with more than the default 48 KiB of dynamic shared memory, and how much they

@@ -9,6 +9,7 @@
 #![allow(clippy::too_many_arguments)]
 pub mod cuda;
 pub mod launch;
+pub mod nccl;
 pub mod nvrtc;
 pub mod registry;
 pub mod simt;
