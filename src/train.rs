@@ -583,9 +583,17 @@ fn train_nccl(opts: TrainOptions, launch: &Launch) -> Result<TrainSummary> {
         launch.world
     );
     let prec = precision_for(&choice, &opts.config.train.precision)?;
-    let dev = Cuda::new(launch.local_rank).with_context(|| {
+    let visible = crate::backend::gpu::cuda::probe(0)
+        .map_err(|e| anyhow::anyhow!(e))
+        .and_then(|_| {
+            cudarc::driver::CudaContext::device_count()
+                .map_err(|e| anyhow::anyhow!("counting CUDA devices: {e:?}"))
+        })
+        .with_context(|| format!("rank {} of {}", launch.rank, launch.world))?;
+    let ordinal = launch.device(usize::try_from(visible).unwrap_or(0))?;
+    let dev = Cuda::new(ordinal).with_context(|| {
         format!(
-            "rank {} of {}: opening GPU {} (its local rank)",
+            "rank {} of {}: opening GPU {ordinal} (local rank {})",
             launch.rank, launch.world, launch.local_rank
         )
     })?;

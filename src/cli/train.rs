@@ -11,6 +11,9 @@ use std::path::PathBuf;
 ///   setdino train --config cfg.toml --set data.set_size=16 --store STORE --out RUN
 ///   setdino train --set data.strategy=same-cells --set data.set_size=1 --store STORE --out runs/dino
 ///   setdino train --resume RUN                                           (continue exactly)
+///   setdino train --set train.data_parallel=2 --store STORE --out RUN     (2 CPU ranks, one process)
+///   torchrun --standalone --nproc_per_node 4 --no-python setdino train --set train.backend=cuda \
+///       --store STORE --out RUN                                          (4 GPUs, NCCL; README)
 ///
 /// The TOML file has an optional `preset = "tiny" | "vits16"` and the sections [model], [optim], [data],
 /// [train] (see README); every key can also be set with --set section.key=value.

@@ -80,6 +80,24 @@ impl Launch {
     }
 }
 
+impl Launch {
+    /// The GPU ordinal this rank drives among the `visible` ones: `LOCAL_RANK` when the process sees the
+    /// node's GPUs; 0 when it sees exactly one (Slurm's `--gpus-per-task=1` or `--gpu-bind` hide the
+    /// others, so every task's GPU is its device 0).
+    pub fn device(&self, visible: usize) -> Result<usize> {
+        match visible {
+            0 => bail!("rank {}: no CUDA device is visible", self.rank),
+            1 => Ok(0),
+            n if self.local_rank < n => Ok(self.local_rank),
+            n => bail!(
+                "rank {}: local rank {} but only {n} GPUs are visible; HINT: one task per GPU (--ntasks-per-node = GPUs per node)",
+                self.rank,
+                self.local_rank
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +143,18 @@ mod tests {
             None
         );
         assert_eq!(launch(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_rank_drives_its_local_gpu_or_the_only_one_it_sees() {
+        let l = launch(&[("RANK", "5"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "1")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.device(4).unwrap(), 1);
+        assert_eq!(l.device(1).unwrap(), 0);
+        assert!(format!("{:#}", l.device(0).unwrap_err()).contains("no CUDA device"));
+        let l3 = Launch { local_rank: 3, ..l };
+        assert!(format!("{:#}", l3.device(2).unwrap_err()).contains("only 2 GPUs"));
     }
 
     #[test]
