@@ -6,17 +6,25 @@
 //!
 //! Key decision: the crops get only the normaliser (no augmentation), the full stored crop, as the
 //! reference's inference dataset; the normaliser is the one the checkpoint was trained with unless given.
+//!
+//! Job parts (`--shard I/N`, [`embed_part`]): part I embeds a contiguous slice of the selected cells (in
+//! cell order), made of whole batches of the one-process run, to `STEM.part-I-of-N.{npy,tsv}` plus
+//! `STEM.part-I-of-N.json` (what was embedded, for the checks of `embed merge`, [`merge`]). Every cell is
+//! embedded in the same batch as in one process, so the parts concatenate to its bytes on one backend.
+pub mod merge;
+
 use crate::backend::select::{run_on_at, OnBackend};
 use crate::backend::Backend;
 use crate::config::ModelConfig;
 use crate::data::augment::plain_crop;
 use crate::data::normalize::{NormKind, Normalizer};
 use crate::engine::Engine;
-use crate::formats::{numbered, Format, MatrixWriter};
+use crate::formats::{bare_stem, numbered, Format, MatrixWriter};
 use crate::model::checkpoint::{infer_config, load_state, stored_config, TensorFile};
 use crate::store::export::cell_frame;
 use crate::store::{CellFilter, Store};
-use anyhow::{ensure, Context, Result};
+use crate::util::part::JobPart;
+use anyhow::{bail, ensure, Context, Result};
 use std::path::PathBuf;
 
 /// What to embed and how.
@@ -88,20 +96,47 @@ pub fn checkpoint_config(
 }
 
 pub fn embed(opts: EmbedOptions) -> Result<EmbedSummary> {
-    let backend = opts.backend.clone();
-    let precision = opts.precision.clone();
-    run_on_at(&backend, &precision, Job(opts))
+    embed_part(opts, None)
 }
 
-struct Job(EmbedOptions);
+/// [`embed`], or with `part` only that job part of the selected cells (see the module docs); a part is
+/// written as `STEM.part-I-of-N.{npy,tsv,json}` (npy format only).
+pub fn embed_part(opts: EmbedOptions, part: Option<JobPart>) -> Result<EmbedSummary> {
+    let backend = opts.backend.clone();
+    let precision = opts.precision.clone();
+    run_on_at(&backend, &precision, Job(opts, part))
+}
+
+struct Job(EmbedOptions, Option<JobPart>);
 impl OnBackend for Job {
     type Out = EmbedSummary;
     fn run<B: Backend>(self, be: B) -> Result<EmbedSummary> {
-        embed_on(be, &self.0)
+        embed_on(be, &self.0, self.1)
     }
 }
 
-fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
+/// The cells of job part `p` of `cells`: whole batches of `batch` cells, a contiguous range of them.
+fn part_cells(cells: &[u32], batch: usize, p: JobPart) -> Result<&[u32]> {
+    let batches = cells.len().div_ceil(batch);
+    if p.count > batches {
+        bail!(
+            "--shard {}/{}: {} parts, but the {} selected cells make only {batches} batch(es) of --batch {batch};              HINT: use at most {batches} parts, or a smaller --batch",
+            p.index,
+            p.count,
+            p.count,
+            cells.len()
+        );
+    }
+    let r = p.range(batches);
+    Ok(&cells[r.start * batch..(r.end * batch).min(cells.len())])
+}
+
+/// Where part `p` of an output stem goes: `STEM.part-I-of-N` (the format's suffixes follow).
+pub fn part_stem(out: &std::path::Path, p: JobPart) -> PathBuf {
+    PathBuf::from(format!("{}.{}", bare_stem(out), p.tag()))
+}
+
+fn embed_on<B: Backend>(be: B, o: &EmbedOptions, part: Option<JobPart>) -> Result<EmbedSummary> {
     ensure!(o.batch >= 1, "--batch {}: must be ≥ 1", o.batch);
     let file = TensorFile::open(&o.checkpoint)?;
     let (mut cfg, trained_norm) = checkpoint_config(&file, o.num_heads)?;
@@ -129,27 +164,43 @@ fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
         .or(trained_norm)
         .unwrap_or_else(|| "zscore".into());
     let norm = Normalizer::new(norm_name.parse::<NormKind>()?, &store);
-    let cells = o.filter.select(&store)?;
+    let selected = o.filter.select(&store)?;
     ensure!(
-        !cells.is_empty(),
+        !selected.is_empty(),
         "no cells selected in {}",
         o.store.display()
     );
+    let (cells, out) = match part {
+        None => (&selected[..], o.out.clone()),
+        Some(p) => {
+            ensure!(
+                o.format == Format::Npy,
+                "--shard with --format {}: job parts are written as npy + tsv; HINT: drop --format (`embed merge` \
+                 joins the parts)",
+                o.format.name()
+            );
+            (part_cells(&selected, o.batch, p)?, part_stem(&o.out, p))
+        }
+    };
     norm.check_batches(cells.iter().map(|&k| store.record(k as usize).batch))?;
     let mut eng = Engine::from_host(be, cfg.clone(), &state)?;
     let dim = cfg.depth.min(4) * cfg.dim;
-    let run = serde_json::json!({
+    let mut run = serde_json::json!({
         "command": "embed", "setdino": env!("CARGO_PKG_VERSION"),
         "checkpoint": o.checkpoint, "store": o.store, "backbone": if o.student { "student" } else { "teacher" },
         "normalizer": norm_name, "cells": cells.len(), "dim": dim,
         "layers": "CLS token of the last 4 blocks after the final LayerNorm, concatenated",
     });
+    if let Some(p) = part {
+        run["part"] = serde_json::json!({"index": p.index, "count": p.count, "selected": selected.len(),
+            "batch": o.batch, "filter": o.filter});
+    }
     let mut w = MatrixWriter::create(
-        &o.out,
+        &out,
         o.format,
-        cell_frame(&store, &cells)?,
+        cell_frame(&store, cells)?,
         &numbered("emb", dim),
-        run,
+        run.clone(),
     )?;
     let bar = if o.progress {
         crate::util::progress::bar(cells.len() as u64, "cells")
@@ -181,7 +232,12 @@ fn embed_on<B: Backend>(be: B, o: &EmbedOptions) -> Result<EmbedSummary> {
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    let paths = w.finish()?;
+    let mut paths = w.finish()?;
+    if part.is_some() {
+        let json = PathBuf::from(format!("{}.json", bare_stem(&out)));
+        crate::util::atomic::write_atomic(&json, &serde_json::to_vec_pretty(&run)?)?;
+        paths.push(json);
+    }
     Ok(EmbedSummary {
         paths,
         cells: cells.len(),

@@ -1,11 +1,37 @@
-//! `setdino embed`: argument handling for src/embed.rs.
-use crate::embed::{embed, EmbedOptions};
+//! `setdino embed` and `setdino embed merge`: argument handling for src/embed.rs and src/embed/merge.rs.
+use crate::embed::{embed_part, EmbedOptions, EmbedSummary};
 use crate::formats::Format;
 use crate::store::index::parse_list;
 use crate::store::CellFilter;
+use crate::util::part::JobPart;
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, Subcommand};
 use std::path::PathBuf;
+
+/// `setdino embed …` (embed cells) or `setdino embed merge …` (join job parts).
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EmbedCmd {
+    #[command(subcommand)]
+    pub action: Option<EmbedAction>,
+    #[command(flatten)]
+    pub args: Option<EmbedArgs>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EmbedAction {
+    /// Join the job parts of `embed --shard I/N` (STEM.part-I-of-N.{npy,tsv,json}, given in any order) into
+    /// OUT.npy + OUT.tsv, the files one embed writes: every part 0…N−1 once, from the same checkpoint, store,
+    /// selection and --batch, rows in cell order.
+    Merge {
+        /// The parts: their stems (STEM.part-I-of-N) or any of their files.
+        #[arg(required = true, value_name = "PART")]
+        parts: Vec<PathBuf>,
+        /// Output stem: writes OUT.npy and OUT.tsv.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
 
 /// Per-cell embeddings (teacher CLS tokens of the last 4 blocks, 4×C wide) → STEM.npy + STEM.tsv
 /// (or STEM.parquet, or an AnnData store STEM.zarr, with --format).
@@ -47,28 +73,23 @@ pub struct EmbedArgs {
     /// Attention heads, for checkpoints without setdino metadata.
     #[arg(long)]
     pub num_heads: Option<usize>,
+    /// Embed only job part I of N (0-based) for a cluster: `--shard I/N`, or `--shard N` to take I from
+    /// $SLURM_ARRAY_TASK_ID (a Slurm array, sbatch --array=0-(N-1)). A part is a contiguous slice of the
+    /// selected cells in cell order (whole --batch batches), written to STEM.part-I-of-N.{npy,tsv,json};
+    /// `setdino embed merge PART… --out STEM` joins them into the files one embed writes.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
-pub fn run(a: EmbedArgs) -> Result<()> {
-    let s = embed(EmbedOptions {
-        checkpoint: a.checkpoint,
-        store: a.store,
-        out: a.out,
-        filter: CellFilter {
-            plates: parse_list(a.plates.as_deref()),
-            wells: parse_list(a.wells.as_deref()),
-            genes: None,
-            ntc_only: false,
-        },
-        student: a.student,
-        batch: a.batch,
-        backend: a.backend,
-        precision: a.precision,
-        normalizer: a.normalize,
-        num_heads: a.num_heads,
-        progress: true,
-        format: a.format,
-    })?;
+pub fn run(c: EmbedCmd) -> Result<()> {
+    let s = match (c.action, c.args) {
+        (Some(EmbedAction::Merge { parts, out }), _) => crate::embed::merge::merge(&parts, &out)?,
+        (None, Some(a)) => embed_cells(a)?,
+        (None, None) => anyhow::bail!(
+            "embed: expected --checkpoint, --store and --out (or `embed merge PART… --out STEM`); see `setdino \
+             embed --help`"
+        ),
+    };
     let paths: Vec<String> = s.paths.iter().map(|p| p.display().to_string()).collect();
     eprintln!(
         "embedded {} cells × {} → {}",
@@ -77,4 +98,34 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         paths.join(" + ")
     );
     Ok(())
+}
+
+fn embed_cells(a: EmbedArgs) -> Result<EmbedSummary> {
+    let part = a
+        .shard
+        .as_deref()
+        .map(|s| JobPart::parse("--shard", s))
+        .transpose()?;
+    embed_part(
+        EmbedOptions {
+            checkpoint: a.checkpoint,
+            store: a.store,
+            out: a.out,
+            filter: CellFilter {
+                plates: parse_list(a.plates.as_deref()),
+                wells: parse_list(a.wells.as_deref()),
+                genes: None,
+                ntc_only: false,
+            },
+            student: a.student,
+            batch: a.batch,
+            backend: a.backend,
+            precision: a.precision,
+            normalizer: a.normalize,
+            num_heads: a.num_heads,
+            progress: true,
+            format: a.format,
+        },
+        part,
+    )
 }

@@ -2,6 +2,7 @@
 use crate::formats::table::ColumnMap;
 use crate::ingest::{ingest, Illum, IngestOptions};
 use crate::store::index::parse_names;
+use crate::util::part::JobPart;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
@@ -53,6 +54,13 @@ pub struct IngestArgs {
     /// complete; a directory that is not a store is never written into).
     #[arg(long)]
     pub force: bool,
+    /// Run job part I of N (0-based) for a cluster: `--shard I/N`, or `--shard N` to take I from
+    /// $SLURM_ARRAY_TASK_ID (a Slurm array, sbatch --array=0-(N-1)). Each part crops a contiguous range of
+    /// the tiles (plates in tiles.csv order) into its own partial store at --out; `setdino store merge
+    /// PART… --out STORE` joins them into the store a single ingest writes. A "part" here is a slice of
+    /// the job, not one of a store's shard-NNNNN.bin data files (those are --cells-per-shard).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
 pub fn run(a: IngestArgs) -> Result<()> {
@@ -86,7 +94,15 @@ pub fn run(a: IngestArgs) -> Result<()> {
         )
     })?;
     o.progress = std::io::stderr().is_terminal();
+    o.part = a
+        .shard
+        .as_deref()
+        .map(|s| JobPart::parse("--shard", s))
+        .transpose()?;
     let r = ingest(&o)?;
+    if let Some(p) = o.part {
+        print!("part {} of {}: ", p.index, p.count);
+    }
     println!(
         "ingested {} tiles: {} of {} cells written, {} skipped (box leaves tile), {:.1} tiles/s → {}",
         r["tiles"], r["cells_written"], r["cells_in_table"], r["skipped"]["box_leaves_tile"], r["tiles_per_second"].as_f64().unwrap_or(0.0),

@@ -36,12 +36,12 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Make a crop store from an existing .npy crop stack and a metadata table.
     ImportCrops(import_crops::ImportCropsArgs),
-    /// Inspect, verify, export or sample a crop store.
+    /// Inspect, verify, merge (job parts), export or sample a crop store.
     Store(store::StoreArgs),
     /// Train Set-DINO / DINO on a crop store (TOML config + --set overrides; --resume).
     Train(train::TrainArgs),
     /// Per-cell embeddings of a store's cells with a trained checkpoint → STEM.npy + STEM.tsv.
-    Embed(embed::EmbedArgs),
+    Embed(embed::EmbedCmd),
     /// Engineered per-cell features (the classical baseline) → STEM.npy + STEM.tsv + STEM.features.tsv.
     Features(features::FeaturesArgs),
     /// Cell galleries: PNG grids of crops per gene, well or k-means cluster of features.

@@ -1,10 +1,10 @@
-//! `setdino store info | verify | export | sample`: argument handling only; the work is in `crate::store`.
-use crate::store::{export, index::parse_list, verify, CellFilter, Store};
+//! `setdino store info | verify | merge | export | sample`: argument handling only; the work is in `crate::store`.
+use crate::store::{export, index::parse_list, merge, verify, CellFilter, Store};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
-/// Inspect, verify, export or sample a crop store.
+/// Inspect, verify, merge (job parts), export or sample a crop store.
 #[derive(Args, Debug)]
 pub struct StoreArgs {
     #[command(subcommand)]
@@ -25,6 +25,22 @@ pub enum StoreAction {
     },
     /// Check every file's size and checksum, every header and every crop's checksum.
     Verify { store: PathBuf },
+    /// Join the partial stores of a sharded ingest (`setdino ingest --shard I/N`, one per job part, given
+    /// in any order) into the store one ingest writes: cells in the one-process order, dictionaries and
+    /// NTC statistics recomputed from the crops. Every part 0…N−1 must be given once, and the parts must
+    /// agree on channels, crop size and ingest settings. (Job parts are not the store's shard-NNNNN.bin
+    /// data files.)
+    Merge {
+        /// The partial stores (the --out directories of the ingest parts).
+        #[arg(required = true, value_name = "PART")]
+        parts: Vec<PathBuf>,
+        /// The merged store (a new or empty directory, or an existing store with --force).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing store at --out (swapped in only when the merged one is complete).
+        #[arg(long)]
+        force: bool,
+    },
     /// Export chosen cells to STEM.npy (float32 N×C×H×W in [0,1]) and STEM.tsv (metadata; STEM.parquet
     /// with --format parquet). `import-crops` reads either back.
     Export {
@@ -243,6 +259,17 @@ pub fn run(args: StoreArgs) -> Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        StoreAction::Merge { parts, out, force } => {
+            let m = merge::merge(&parts, &out, force)?;
+            println!(
+                "merged {} parts: {} cells in {} shard file(s) → {} (check it with `setdino store verify`)",
+                parts.len(),
+                m.cells,
+                m.shards.len(),
+                out.display()
+            );
             Ok(())
         }
         StoreAction::Verify { store } => {

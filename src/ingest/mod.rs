@@ -15,6 +15,7 @@ pub mod tiff;
 
 use crate::store::writer::{StoreWriter, WriterOptions};
 use crate::store::CellMeta;
+use crate::util::part::JobPart;
 use anyhow::{bail, Context, Result};
 use clip::{clip_unorm, Hist};
 use rayon::prelude::*;
@@ -65,6 +66,8 @@ pub struct IngestOptions {
     /// A plate whose decoded tiles (2 bytes per pixel and channel for 8/16-bit data, 4 for float) fit in this many bytes is decoded once
     /// and kept for all passes; a larger plate is streamed and re-read per pass.
     pub cache_bytes: usize,
+    /// Run only this job part (`--shard I/N`) and write a partial store (see [`Plan`]).
+    pub part: Option<JobPart>,
 }
 
 impl IngestOptions {
@@ -83,6 +86,7 @@ impl IngestOptions {
             cells_per_shard: None,
             progress: false,
             cache_bytes: 4 << 30,
+            part: None,
         }
     }
 }
@@ -331,16 +335,12 @@ fn name_skipped(skipped: &[Skipped], total: u64) -> String {
     }
 }
 
-/// After the crops: no cell written is an error, skipped cells a warning; both name the first few.
-fn check_skipped(
-    opts: &IngestOptions,
-    written: u64,
-    skipped_edge: u64,
-    skipped: &[Skipped],
-    warnings: &mut Vec<String>,
-) -> Result<()> {
+/// After the crops: no cell written is an error (except in a job part, which may hold none; the merge
+/// checks the whole), skipped cells a warning; both name the first few.
+fn check_skipped(opts: &IngestOptions, t: &mut Totals) -> Result<()> {
     let crop = opts.crop;
-    if written == 0 && skipped_edge > 0 {
+    let (written, skipped_edge, skipped) = (t.written, t.skipped_edge, &t.skipped);
+    if written == 0 && skipped_edge > 0 && opts.part.is_none() {
         bail!(
             "{}: no cell could be cropped: all {skipped_edge} cells' {crop}×{crop} boxes leave their tile, e.g. {}; \
              nothing was written to {}; HINT: check the centroid columns i (row) and j (column) and --crop",
@@ -357,7 +357,7 @@ fn check_skipped(
             name_skipped(skipped, skipped_edge)
         );
         eprintln!("warning: {msg}");
-        warnings.push(msg);
+        t.warnings.push(msg);
     }
     Ok(())
 }
@@ -369,6 +369,8 @@ struct Plate<'a> {
     tiles: &'a [TileRow],
     channels: &'a [String],
     idx: Vec<usize>,
+    /// The tiles pass C crops (all of `idx` unless this is a job part).
+    crop_idx: Vec<usize>,
     h: usize,
     w: usize,
     /// The first tile has 8/16-bit samples.
@@ -400,6 +402,7 @@ impl<'a> Plate<'a> {
             name,
             tiles,
             channels,
+            crop_idx: idx.clone(),
             idx,
             h,
             w,
@@ -621,7 +624,7 @@ fn pass_c(
     let chunk = rayon::current_num_threads().max(1) * 2;
     let (mut written, mut edge_total) = (0u64, 0u64);
     let pr: &Plate = p;
-    for group in pr.idx.chunks(chunk) {
+    for group in pr.crop_idx.chunks(chunk) {
         let results: Vec<(Vec<CellMeta>, Vec<u16>, Vec<Skipped>)> = group
             .par_iter()
             .map(|&k| {
@@ -661,7 +664,7 @@ fn plate_json(
     fields: Option<&[Vec<f32>]>,
 ) -> serde_json::Value {
     serde_json::json!({
-        "plate": p.name, "tiles": p.idx.len(), "tile_size": [p.h, p.w], "cells_written": written,
+        "plate": p.name, "tiles": p.crop_idx.len(), "tile_size": [p.h, p.w], "cells_written": written,
         "skipped": {"box_leaves_tile": edge},
         "channels": p.channels.iter().enumerate().map(|(ch, name)| serde_json::json!({
             "channel": name,
@@ -677,12 +680,16 @@ fn plate_json(
     })
 }
 
-/// Run the ingest; returns the report (also written into the store). Stages: options, tables, the store
-/// writer, then per plate (tiles.csv order) passes A (flat-field, range), B (percentiles) and C (crops),
-/// then the report and the store's atomic move into place.
-pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
-    let t0 = std::time::Instant::now();
-    check_options(opts)?;
+/// Everything read before the first tile: the tile table, the channel names and the cell table.
+struct Inputs {
+    tiles: Vec<TileRow>,
+    channels: Vec<String>,
+    cells: CellTable,
+}
+
+/// Read tiles.csv, name the channels (from `--channels`, the tile table's columns, an OME-Zarr image's
+/// labels, else `ch0…`) and read the cell table.
+fn read_inputs(opts: &IngestOptions) -> Result<Inputs> {
     let (tiles, names) = table::read_tiles(&opts.tiles, opts.channels.as_deref())?;
     let channels: Vec<String> = match names {
         Some(n) => n,
@@ -698,90 +705,253 @@ pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
         }
     };
     let cells = table::read_cells(&opts.cells, &tiles, &opts.columns)?;
-    let crop = usize::try_from(opts.crop).context("--crop: too large")?;
-    let mut wo = WriterOptions::new(opts.crop, channels.clone());
+    Ok(Inputs {
+        tiles,
+        channels,
+        cells,
+    })
+}
+
+/// Which plates this run visits (first-seen order of tiles.csv) and which tiles it crops.
+///
+/// Job parts (`--shard I/N`, [`JobPart`]): the units are the tiles in the order a one-process ingest crops
+/// them (plates in first-seen order of tiles.csv, a plate's tiles in tiles.csv order). Part I crops the
+/// contiguous range [`JobPart::range`] of that list (balanced by tiles, ±1), so `store merge`, which
+/// concatenates the parts in part order, restores the one-process cell order exactly. The flat field and
+/// the clip percentiles are per plate and need every tile of the plate, so each part computes them
+/// (passes A and B) over all tiles of every plate it crops from: it reads those tiles again, which is cheap
+/// next to cropping and writing, and a part overlaps at most two plates' boundaries. The numbers are
+/// then the one-process ones (integer data sum exactly; histograms are counts). Everything global over
+/// cells (dictionaries, batch ids, NTC statistics) is rebuilt by the merge from the concatenated cells
+/// ([`crate::store::merge`]).
+struct Plan {
+    plates: Vec<String>,
+    /// Per tile of tiles.csv: cropped by this run.
+    crop: Vec<bool>,
+    /// What the part is and the settings every part must share (report.json `part`), for a job part.
+    part: Option<serde_json::Value>,
+}
+
+/// The tiles of tiles.csv in the order a one-process ingest crops them (see [`Plan`]).
+fn tile_order(tiles: &[TileRow]) -> Vec<usize> {
+    let mut plates: Vec<&str> = Vec::new();
+    for t in tiles {
+        if !plates.contains(&t.plate.as_str()) {
+            plates.push(&t.plate);
+        }
+    }
+    plates
+        .iter()
+        .flat_map(|p| (0..tiles.len()).filter(move |&k| tiles[k].plate == *p))
+        .collect()
+}
+
+fn plan(opts: &IngestOptions, inputs: &Inputs, cells_per_shard: usize) -> Result<Plan> {
+    let tiles = &inputs.tiles;
+    let order = tile_order(tiles);
+    let mut crop = vec![opts.part.is_none(); tiles.len()];
+    let part = match opts.part {
+        None => None,
+        Some(part) => {
+            if part.count > order.len() {
+                bail!(
+                    "--shard {}/{}: {} parts, but {} lists only {} tiles; HINT: use at most {} parts",
+                    part.index,
+                    part.count,
+                    part.count,
+                    opts.tiles.display(),
+                    order.len(),
+                    order.len()
+                );
+            }
+            let range = part.range(order.len());
+            for &k in &order[range.clone()] {
+                crop[k] = true;
+            }
+            let mut crc = crc32fast::Hasher::new();
+            for &k in &order {
+                let t = &tiles[k];
+                crc.update(format!("{}\t{}\t{}\n", t.plate, t.well, t.tile).as_bytes());
+            }
+            Some(serde_json::json!({
+                "index": part.index, "count": part.count, "tiles": [range.start, range.end],
+                "settings": {
+                    "channels": inputs.channels, "crop": opts.crop, "illum": illum_name(&opts.illum),
+                    "clip_percentiles": [opts.clip.0, opts.clip.1], "ntc_gene": opts.ntc_gene,
+                    "cells_per_shard": cells_per_shard, "tiles": order.len(),
+                    "tiles_crc32": format!("{:08x}", crc.finalize()), "cells_in_table": inputs.cells.rows,
+                },
+            }))
+        }
+    };
+    let mut plates: Vec<String> = Vec::new();
+    for &k in order.iter().filter(|&&k| crop[k]) {
+        if !plates.contains(&tiles[k].plate) {
+            plates.push(tiles[k].plate.clone());
+        }
+    }
+    Ok(Plan { plates, crop, part })
+}
+
+fn illum_name(illum: &Illum) -> String {
+    match illum {
+        Illum::Auto => "auto".to_string(),
+        Illum::None => "none".to_string(),
+        Illum::Dir(d) => d.display().to_string(),
+    }
+}
+
+/// The store writer's options: channels, crop, metadata columns, crops per shard file.
+fn writer_options(opts: &IngestOptions, inputs: &Inputs) -> WriterOptions {
+    let mut wo = WriterOptions::new(opts.crop, inputs.channels.clone());
     wo.ntc_gene = opts.ntc_gene.clone();
-    wo.meta_columns = cells.extra_columns.clone();
+    wo.meta_columns = inputs.cells.extra_columns.clone();
     wo.force = opts.force;
-    wo.created_by = format!("setdino {} ingest", env!("CARGO_PKG_VERSION"));
+    wo.created_by = match opts.part {
+        None => format!("setdino {} ingest", env!("CARGO_PKG_VERSION")),
+        Some(p) => format!(
+            "setdino {} ingest --shard {}/{} (a part: join with `setdino store merge`)",
+            env!("CARGO_PKG_VERSION"),
+            p.index,
+            p.count
+        ),
+    };
+    wo.allow_empty = opts.part.is_some();
     if let Some(n) = opts.cells_per_shard {
         wo.cells_per_shard = n;
     }
-    let mut writer = StoreWriter::create(&opts.out, wo)?;
+    wo
+}
 
-    // Plates in first-seen order of tiles.csv.
-    let mut plates: Vec<String> = Vec::new();
-    for t in &tiles {
-        if !plates.contains(&t.plate) {
-            plates.push(t.plate.clone());
-        }
+/// What the plates added up to.
+#[derive(Default)]
+struct Totals {
+    written: u64,
+    skipped_edge: u64,
+    tile_reads: u64,
+    tiles_cropped: u64,
+    warnings: Vec<String>,
+    skipped: Vec<Skipped>,
+    plates: Vec<serde_json::Value>,
+}
+
+/// One plate: passes A (flat-field, range) and B (percentiles) over all its tiles, C (crops) over the
+/// tiles the plan crops.
+fn ingest_plate(
+    plate: &str,
+    inputs: &Inputs,
+    plan: &Plan,
+    opts: &IngestOptions,
+    writer: &mut StoreWriter,
+    bar: &indicatif::ProgressBar,
+    t: &mut Totals,
+) -> Result<()> {
+    let crop = usize::try_from(opts.crop).context("--crop: too large")?;
+    let mut p = Plate::open(plate, &inputs.tiles, &inputs.channels, opts, crop, bar)?;
+    p.crop_idx.retain(|&k| plan.crop[k]);
+    let a = pass_a(&mut p, opts, bar)?;
+    let fields = flat_fields(&p, opts, a.as_ref())?;
+    let (hists, bounds) = pass_b(
+        &mut p,
+        opts,
+        a.as_ref(),
+        fields.as_deref(),
+        bar,
+        &mut t.warnings,
+    )?;
+    let (written, edge) = pass_c(
+        &mut p,
+        &inputs.cells,
+        crop,
+        fields.as_deref(),
+        &bounds,
+        writer,
+        bar,
+        &mut t.skipped,
+    )?;
+    t.tile_reads += p.reads;
+    t.tiles_cropped += p.crop_idx.len() as u64;
+    t.written += written;
+    t.skipped_edge += edge;
+    if bar.is_hidden() && opts.progress {
+        eprintln!(
+            "plate {plate}: {} tiles, {written} cells written, {edge} skipped (box leaves tile)",
+            p.crop_idx.len()
+        );
     }
-    let bar = progress_bar(opts.progress, tiles.len() as u64 * 3);
-    let mut plate_reports = Vec::new();
-    let (mut written, mut skipped_edge, mut tile_reads) = (0u64, 0u64, 0u64);
-    let mut warnings: Vec<String> = Vec::new();
-    let mut skipped: Vec<Skipped> = Vec::new();
-    for plate in &plates {
-        let mut p = Plate::open(plate, &tiles, &channels, opts, crop, &bar)?;
-        let a = pass_a(&mut p, opts, &bar)?;
-        let fields = flat_fields(&p, opts, a.as_ref())?;
-        let (hists, bounds) = pass_b(
-            &mut p,
-            opts,
-            a.as_ref(),
-            fields.as_deref(),
-            &bar,
-            &mut warnings,
-        )?;
-        let (p_written, p_edge) = pass_c(
-            &mut p,
-            &cells,
-            crop,
-            fields.as_deref(),
-            &bounds,
-            &mut writer,
-            &bar,
-            &mut skipped,
-        )?;
-        tile_reads += p.reads;
-        written += p_written;
-        skipped_edge += p_edge;
-        if bar.is_hidden() && opts.progress {
-            eprintln!(
-                "plate {plate}: {} tiles, {p_written} cells written, {p_edge} skipped (box leaves tile)",
-                p.idx.len()
-            );
-        }
-        plate_reports.push(plate_json(
-            &p,
-            p_written,
-            p_edge,
-            &hists,
-            &bounds,
-            fields.as_deref(),
-        ));
-    }
-    bar.finish_and_clear();
-    check_skipped(opts, written, skipped_edge, &skipped, &mut warnings)?;
-    let secs = t0.elapsed().as_secs_f64();
-    let report = serde_json::json!({
+    t.plates.push(plate_json(
+        &p,
+        written,
+        edge,
+        &hists,
+        &bounds,
+        fields.as_deref(),
+    ));
+    Ok(())
+}
+
+/// report.json of an ingest (or of one job part).
+fn report_json(
+    opts: &IngestOptions,
+    inputs: &Inputs,
+    plan: Plan,
+    t: Totals,
+    secs: f64,
+) -> serde_json::Value {
+    let mut report = serde_json::json!({
         "command": "ingest",
         "tiles_csv": opts.tiles, "cells_csv": opts.cells,
-        "channels": channels, "crop": crop,
-        "illum": match &opts.illum { Illum::Auto => "auto".to_string(), Illum::None => "none".to_string(), Illum::Dir(d) => d.display().to_string() },
+        "channels": inputs.channels, "crop": opts.crop,
+        "illum": illum_name(&opts.illum),
         "illum_estimator": "auto: pixel-wise mean of the plate's tiles, 3× box filter of radius min(H,W)/16 (clamped edges), normalised to mean 1, floored at 1e-3",
         "clip_percentiles": [opts.clip.0, opts.clip.1],
-        "tiles": tiles.len(), "tile_reads": tile_reads,
-        "cells_in_table": cells.rows, "cells_written": written,
-        "skipped": {"box_leaves_tile": skipped_edge},
-        "skipped_cells": skipped.iter().map(Skipped::json).collect::<Vec<_>>(),
-        "skipped_cells_truncated": skipped_edge > skipped.len() as u64,
-        "plates": plate_reports,
-        "warnings": warnings,
-        "seconds": secs, "tiles_per_second": tiles.len() as f64 / secs.max(1e-9),
+        "tiles": t.tiles_cropped, "tile_reads": t.tile_reads,
+        "cells_in_table": inputs.cells.rows, "cells_written": t.written,
+        "skipped": {"box_leaves_tile": t.skipped_edge},
+        "skipped_cells": t.skipped.iter().map(Skipped::json).collect::<Vec<_>>(),
+        "skipped_cells_truncated": t.skipped_edge > t.skipped.len() as u64,
+        "plates": t.plates,
+        "warnings": t.warnings,
+        "seconds": secs, "tiles_per_second": t.tiles_cropped as f64 / secs.max(1e-9),
     });
+    if let Some(part) = plan.part {
+        report["part"] = part;
+    }
+    report
+}
+
+/// Run the ingest (or one job part of it, `opts.part`); returns the report (also written into the
+/// store). Stages: options, input tables, the plan (plates, tiles to crop: [`Plan`]), the store writer,
+/// then per plate passes A, B and C ([`ingest_plate`]), then the report and the store's atomic move into
+/// place.
+pub fn ingest(opts: &IngestOptions) -> Result<serde_json::Value> {
+    let t0 = std::time::Instant::now();
+    check_options(opts)?;
+    let inputs = read_inputs(opts)?;
+    let wo = writer_options(opts, &inputs);
+    let plan = plan(opts, &inputs, wo.cells_per_shard)?;
+    let mut writer = StoreWriter::create(&opts.out, wo)?;
+    let bar = progress_bar(opts.progress, plan_reads(&inputs.tiles, &plan));
+    let mut totals = Totals::default();
+    for plate in &plan.plates {
+        ingest_plate(plate, &inputs, &plan, opts, &mut writer, &bar, &mut totals)?;
+    }
+    bar.finish_and_clear();
+    check_skipped(opts, &mut totals)?;
+    let report = report_json(opts, &inputs, plan, totals, t0.elapsed().as_secs_f64());
     writer.finish(report.clone())?;
     Ok(report)
+}
+
+/// Tile reads the progress bar counts: passes A and B over every tile of a visited plate, C over the
+/// cropped ones.
+fn plan_reads(tiles: &[TileRow], plan: &Plan) -> u64 {
+    let visited = tiles
+        .iter()
+        .filter(|t| plan.plates.contains(&t.plate))
+        .count();
+    let cropped = plan.crop.iter().filter(|&&c| c).count();
+    (2 * visited + cropped) as u64
 }
 
 /// The first row (column) of a crop box of side `crop` centred at ⌊x⌋ = `f`, when the box lies within

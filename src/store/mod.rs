@@ -6,6 +6,7 @@ pub mod export;
 pub mod format;
 pub mod import;
 pub mod index;
+pub mod merge;
 pub mod npy;
 pub mod ntc;
 pub mod reader;

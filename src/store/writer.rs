@@ -43,6 +43,9 @@ pub struct WriterOptions {
     pub created_by: String,
     /// Replace an existing store in the directory (swapped in when the new one is complete).
     pub force: bool,
+    /// Finish even with no cells (a job part of a sharded ingest may crop none; `store merge` checks the
+    /// whole).
+    pub allow_empty: bool,
 }
 
 impl WriterOptions {
@@ -57,6 +60,7 @@ impl WriterOptions {
             meta_columns: Vec::new(),
             created_by: format!("setdino {}", env!("CARGO_PKG_VERSION")),
             force: false,
+            allow_empty: false,
         }
     }
 }
@@ -495,7 +499,7 @@ impl StoreWriter {
     /// Close every file, write the NTC statistics and `report`, then the manifest (atomically). Only now is
     /// the directory a store.
     pub fn finish(mut self, report: serde_json::Value) -> Result<Manifest> {
-        if self.cells == 0 {
+        if self.cells == 0 && !self.opts.allow_empty {
             bail!(
                 "no cells were written to {}; HINT: check the cell table, the crop size and the plate/well filters \
                  (the report lists skipped cells)",

@@ -1,4 +1,4 @@
-//! Data-path tests in one binary (link time): store, import, sampler, augmentation, ingest.
+//! Data-path tests in one binary (link time): store, import, sampler, augmentation, ingest, job parts.
 mod augment;
 mod cli;
 mod common;
@@ -6,5 +6,6 @@ mod formats;
 mod import;
 mod ingest;
 mod sampler;
+mod shard;
 mod store;
 mod synth;

@@ -9,7 +9,8 @@ use setdino::synth::{synth, SynthConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn tiny(seed: u64) -> SynthConfig {
+/// A small screen: 2 plates × 2 wells, 2 complexes of 3 genes + 1 null gene, 160 px tiles.
+pub(crate) fn tiny(seed: u64) -> SynthConfig {
     SynthConfig {
         plates: 2,
         wells: 2,
