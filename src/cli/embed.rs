@@ -20,9 +20,10 @@ pub struct EmbedCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum EmbedAction {
-    /// Join the job parts of `embed --shard I/N` (STEM.part-I-of-N.{npy,tsv,json}, given in any order) into
-    /// OUT.npy + OUT.tsv, the files one embed writes: every part 0…N−1 once, from the same checkpoint, store,
-    /// selection and --batch, rows in cell order.
+    /// Join the job parts of `embed --shard I/N` into the OUT.npy + OUT.tsv one embed writes.
+    ///
+    /// The parts (STEM.part-I-of-N.{npy,tsv,json}, given in any order) must hold every part 0…N−1 once,
+    /// from the same checkpoint, store, selection and --batch, rows in cell order.
     Merge {
         /// The parts: their stems (STEM.part-I-of-N) or any of their files.
         #[arg(required = true, value_name = "PART")]

@@ -25,11 +25,12 @@ pub enum StoreAction {
     },
     /// Check every file's size and checksum, every header and every crop's checksum.
     Verify { store: PathBuf },
-    /// Join the partial stores of a sharded ingest (`setdino ingest --shard I/N`, one per job part, given
-    /// in any order) into the store one ingest writes: cells in the one-process order, dictionaries and
-    /// NTC statistics recomputed from the crops. Every part 0…N−1 must be given once, and the parts must
-    /// agree on channels, crop size and ingest settings. (Job parts are not the store's shard-NNNNN.bin
-    /// data files.)
+    /// Join the partial stores of `ingest --shard I/N` into the store one ingest writes.
+    ///
+    /// The parts (one per job part, given in any order) are joined in part order: cells in the
+    /// one-process order, dictionaries and NTC statistics recomputed from the crops. Every part 0…N−1 must
+    /// be given once, and the parts must agree on channels, crop size and ingest settings. (Job parts are
+    /// not the store's shard-NNNNN.bin data files.)
     Merge {
         /// The partial stores (the --out directories of the ingest parts).
         #[arg(required = true, value_name = "PART")]

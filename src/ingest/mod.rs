@@ -7,7 +7,8 @@
 //! `--illum none`, whose histogram is exact over 0…65535); pass B histograms the corrected pixels for the percentiles; pass C crops. Tiles are decoded
 //! in parallel chunks and the crops appended in table order, so the store does not depend on thread count.
 //! A crop covers rows ⌊i⌋ − crop/2 … ⌊i⌋ + crop/2 − 1 (columns likewise); cells whose box leaves the tile
-//! are skipped and counted in the report.
+//! are skipped and counted in the report. With `--shard I/N` the run is one job part: it crops a
+//! contiguous slice of the tiles into a partial store for `store merge` (see [`Plan`]).
 pub mod clip;
 pub mod illum;
 pub mod table;

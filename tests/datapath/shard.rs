@@ -286,6 +286,28 @@ fn bad_shard_values_and_bad_parts_are_refused() {
     );
 }
 
+#[test]
+fn an_empty_part_is_a_valid_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut o = WriterOptions::new(8, vec!["dna".into()]);
+    o.allow_empty = true;
+    StoreWriter::create(&d.join("empty"), o)
+        .unwrap()
+        .finish(serde_json::json!({}))
+        .unwrap();
+    let st = Store::open(&d.join("empty")).unwrap();
+    assert!(st.is_empty() && st.manifest().shards.is_empty());
+    verify(&d.join("empty")).unwrap();
+    // A store without cells is still refused by default.
+    let o = WriterOptions::new(8, vec!["dna".into()]);
+    let e = StoreWriter::create(&d.join("none"), o)
+        .unwrap()
+        .finish(serde_json::json!({}))
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("no cells were written"), "{e:#}");
+}
+
 /// A 3-channel store of 16 px crops (what the tiny fixture checkpoint embeds), 2 plates × 2 wells.
 fn embed_store(dir: &Path, n: usize) {
     let mut o = WriterOptions::new(16, vec!["a".into(), "b".into(), "c".into()]);
