@@ -13,7 +13,10 @@
 //! embedded in the same batch as in one process, so the parts concatenate to its bytes on one backend.
 pub mod merge;
 
-use crate::backend::select::{run_on_at, OnBackend};
+use crate::backend::gpu::cuda::Cuda;
+use crate::backend::gpu::simt::Simt;
+use crate::backend::gpu::GpuBackend;
+use crate::backend::select::{decide, precision_for, run_on_at, Choice, OnBackend};
 use crate::backend::Backend;
 use crate::config::ModelConfig;
 use crate::data::augment::plain_crop;
@@ -46,6 +49,9 @@ pub struct EmbedOptions {
     pub progress: bool,
     /// Output format of the embeddings and their cell table.
     pub format: Format,
+    /// Devices to embed on, batches in turn: CUDA ordinals (default: every visible GPU), or that many
+    /// emulated devices on simt; `None` elsewhere (one engine).
+    pub devices: Option<Vec<usize>>,
 }
 
 /// Paths and size of the written embeddings.
@@ -100,18 +106,61 @@ pub fn embed(opts: EmbedOptions) -> Result<EmbedSummary> {
 }
 
 /// [`embed`], or with `part` only that job part of the selected cells (see the module docs); a part is
-/// written as `STEM.part-I-of-N.{npy,tsv,json}` (npy format only).
+/// written as `STEM.part-I-of-N.{npy,tsv,json}` (npy format only). On CUDA every visible GPU (or
+/// `devices`) embeds whole batches in turn; the files are the same whatever the number of devices.
 pub fn embed_part(opts: EmbedOptions, part: Option<JobPart>) -> Result<EmbedSummary> {
-    let backend = opts.backend.clone();
-    let precision = opts.precision.clone();
-    run_on_at(&backend, &precision, Job(opts, part))
+    let (choice, _) = decide(&opts.backend)?;
+    let prec = precision_for(&choice, &opts.precision)?;
+    match (choice, opts.devices.clone()) {
+        (Choice::Cuda, devices) => {
+            let devices = match devices {
+                Some(d) => d,
+                None => (0..visible_gpus()?).collect(),
+            };
+            let make = |d: usize| -> Result<GpuBackend<Cuda>> {
+                Ok(GpuBackend::with_precision(
+                    Cuda::new(d).with_context(|| format!("--devices: GPU {d}"))?,
+                    prec,
+                ))
+            };
+            embed_devices(&make, &devices, &opts, part)
+        }
+        (Choice::Simt, Some(devices)) => {
+            // Emulated devices: how the multi-device path is tested without GPUs.
+            let make = |_: usize| Ok(GpuBackend::with_precision(Simt::new(), prec));
+            embed_devices(&make, &devices, &opts, part)
+        }
+        (Choice::Cpu, Some(d)) if d.len() > 1 => bail!(
+            "--devices {d:?} with the cpu backend: the CPU reference already uses every core in one engine; HINT: drop --devices (it is for --backend cuda, or simt to test)"
+        ),
+        _ => {
+            let backend = opts.backend.clone();
+            let precision = opts.precision.clone();
+            run_on_at(&backend, &precision, Job(opts, part))
+        }
+    }
+}
+
+/// How many CUDA devices this process sees (`CUDA_VISIBLE_DEVICES` applies).
+fn visible_gpus() -> Result<usize> {
+    crate::backend::gpu::cuda::probe(0).map_err(|e| anyhow::anyhow!(e))?;
+    let n = cudarc::driver::CudaContext::device_count()
+        .map_err(|e| anyhow::anyhow!("counting CUDA devices: {e:?}"))?;
+    Ok(usize::try_from(n).unwrap_or(0).max(1))
 }
 
 struct Job(EmbedOptions, Option<JobPart>);
 impl OnBackend for Job {
     type Out = EmbedSummary;
     fn run<B: Backend>(self, be: B) -> Result<EmbedSummary> {
-        embed_on(be, &self.0, self.1)
+        let plan = Plan::new(&self.0)?;
+        let mut eng = Engine::from_host(be, plan.cfg.clone(), &plan.state)?;
+        plan.write(&self.0, self.1, |cells, sink| {
+            for chunk in cells.chunks(self.0.batch) {
+                sink(chunk, plan.embed_batch(&mut eng, chunk, &self.0)?)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -120,7 +169,7 @@ fn part_cells(cells: &[u32], batch: usize, p: JobPart) -> Result<&[u32]> {
     let batches = cells.len().div_ceil(batch);
     if p.count > batches {
         bail!(
-            "--shard {}/{}: {} parts, but the {} selected cells make only {batches} batch(es) of --batch {batch};              HINT: use at most {batches} parts, or a smaller --batch",
+            "--shard {}/{}: {} parts, but the {} selected cells make only {batches} batch(es) of --batch {batch}; HINT: use at most {batches} parts, or a smaller --batch",
             p.index,
             p.count,
             p.count,
@@ -136,91 +185,88 @@ pub fn part_stem(out: &std::path::Path, p: JobPart) -> PathBuf {
     PathBuf::from(format!("{}.{}", bare_stem(out), p.tag()))
 }
 
-fn embed_on<B: Backend>(be: B, o: &EmbedOptions, part: Option<JobPart>) -> Result<EmbedSummary> {
-    ensure!(o.batch >= 1, "--batch {}: must be ≥ 1", o.batch);
-    let file = TensorFile::open(&o.checkpoint)?;
-    let (mut cfg, trained_norm) = checkpoint_config(&file, o.num_heads)?;
-    let store = Store::open(&o.store)?;
-    ensure!(
-        store.channels() == cfg.in_chans,
-        "{} has {} channels but the model was trained on {}",
-        o.store.display(),
-        store.channels(),
-        cfg.in_chans
-    );
-    let side = store.crop();
-    ensure!(
-        side % cfg.patch == 0,
-        "store crops of {side} px are not a multiple of the patch size {}",
-        cfg.patch
-    );
-    cfg.global_size = side;
-    cfg.local_size = (side / 2).max(cfg.patch) / cfg.patch * cfg.patch;
-    cfg.drop_path = 0.0;
-    let (state, _) = load_state(&file, &cfg)?;
-    let norm_name = o
-        .normalizer
-        .clone()
-        .or(trained_norm)
-        .unwrap_or_else(|| "zscore".into());
-    let norm = Normalizer::new(norm_name.parse::<NormKind>()?, &store);
-    let selected = o.filter.select(&store)?;
-    ensure!(
-        !selected.is_empty(),
-        "no cells selected in {}",
-        o.store.display()
-    );
-    let (cells, out) = match part {
-        None => (&selected[..], o.out.clone()),
-        Some(p) => {
-            ensure!(
-                o.format == Format::Npy,
-                "--shard with --format {}: job parts are written as npy + tsv; HINT: drop --format (`embed merge` \
-                 joins the parts)",
-                o.format.name()
-            );
-            (part_cells(&selected, o.batch, p)?, part_stem(&o.out, p))
-        }
-    };
-    norm.check_batches(cells.iter().map(|&k| store.record(k as usize).batch))?;
-    let mut eng = Engine::from_host(be, cfg.clone(), &state)?;
-    let dim = cfg.depth.min(4) * cfg.dim;
-    let mut run = serde_json::json!({
-        "command": "embed", "setdino": env!("CARGO_PKG_VERSION"),
-        "checkpoint": o.checkpoint, "store": o.store, "backbone": if o.student { "student" } else { "teacher" },
-        "normalizer": norm_name, "cells": cells.len(), "dim": dim,
-        "layers": "CLS token of the last 4 blocks after the final LayerNorm, concatenated",
-    });
-    if let Some(p) = part {
-        run["part"] = serde_json::json!({"index": p.index, "count": p.count, "selected": selected.len(),
-            "batch": o.batch, "filter": o.filter});
+/// What an embed computes, resolved before any backend exists: the model fitted to the store's crops,
+/// the weights, the normaliser and the selected cells.
+struct Plan {
+    cfg: ModelConfig,
+    state: crate::engine::step::HostState,
+    store: Store,
+    norm: Normalizer,
+    norm_name: String,
+    selected: Vec<u32>,
+    dim: usize,
+}
+
+/// Receives each batch's cells and embeddings, in cell order.
+type Sink<'a> = &'a mut dyn FnMut(&[u32], Vec<f32>) -> Result<()>;
+
+impl Plan {
+    fn new(o: &EmbedOptions) -> Result<Plan> {
+        ensure!(o.batch >= 1, "--batch {}: must be ≥ 1", o.batch);
+        let file = TensorFile::open(&o.checkpoint)?;
+        let (mut cfg, trained_norm) = checkpoint_config(&file, o.num_heads)?;
+        let store = Store::open(&o.store)?;
+        ensure!(
+            store.channels() == cfg.in_chans,
+            "{} has {} channels but the model was trained on {}",
+            o.store.display(),
+            store.channels(),
+            cfg.in_chans
+        );
+        let side = store.crop();
+        ensure!(
+            side % cfg.patch == 0,
+            "store crops of {side} px are not a multiple of the patch size {}",
+            cfg.patch
+        );
+        cfg.global_size = side;
+        cfg.local_size = (side / 2).max(cfg.patch) / cfg.patch * cfg.patch;
+        cfg.drop_path = 0.0;
+        let (state, _) = load_state(&file, &cfg)?;
+        let norm_name = o
+            .normalizer
+            .clone()
+            .or(trained_norm)
+            .unwrap_or_else(|| "zscore".into());
+        let norm = Normalizer::new(norm_name.parse::<NormKind>()?, &store);
+        let selected = o.filter.select(&store)?;
+        ensure!(
+            !selected.is_empty(),
+            "no cells selected in {}",
+            o.store.display()
+        );
+        let dim = cfg.depth.min(4) * cfg.dim;
+        Ok(Plan {
+            cfg,
+            state,
+            store,
+            norm,
+            norm_name,
+            selected,
+            dim,
+        })
     }
-    let mut w = MatrixWriter::create(
-        &out,
-        o.format,
-        cell_frame(&store, cells)?,
-        &numbered("emb", dim),
-        run.clone(),
-    )?;
-    let bar = if o.progress {
-        crate::util::progress::bar(cells.len() as u64, "cells")
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let cl = store.crop_len();
-    let bs = o.batch;
-    for chunk in cells.chunks(bs) {
+
+    /// The embeddings of one batch of cells (normalised full crops, no augmentation).
+    fn embed_batch<B: Backend>(
+        &self,
+        eng: &mut Engine<B>,
+        chunk: &[u32],
+        o: &EmbedOptions,
+    ) -> Result<Vec<f32>> {
+        let cl = self.store.crop_len();
         let mut host = vec![0f32; chunk.len() * cl];
         use rayon::prelude::*;
         host.par_chunks_mut(cl)
             .zip(chunk.par_iter())
-            .try_for_each(|(buf, &k)| plain_crop(&store, k as usize, &norm, buf))?;
+            .try_for_each(|(buf, &k)| plain_crop(&self.store, k as usize, &self.norm, buf))?;
         let imgs = eng.be.upload(&host)?;
-        let (emb, width) = eng.embed(&imgs, chunk.len(), side, !o.student)?;
+        let (emb, width) = eng.embed(&imgs, chunk.len(), self.store.crop(), !o.student)?;
+        let dim = self.dim;
         ensure!(width == dim, "embedding width {width} != {dim}");
         if let Some(q) = emb.iter().position(|x| !x.is_finite()) {
             let bad = emb.iter().filter(|x| !x.is_finite()).count();
-            anyhow::bail!(
+            bail!(
                 "{}: the embedding of cell {} is non-finite ({bad} non-finite values in this batch of {} cells); \
                  nothing was written; HINT: check the checkpoint and the store (`setdino store verify`)",
                 o.checkpoint.display(),
@@ -228,19 +274,138 @@ fn embed_on<B: Backend>(be: B, o: &EmbedOptions, part: Option<JobPart>) -> Resul
                 chunk.len()
             );
         }
-        w.write(&emb)?;
-        bar.inc(chunk.len() as u64);
+        Ok(emb)
     }
-    bar.finish_and_clear();
-    let mut paths = w.finish()?;
-    if part.is_some() {
-        let json = PathBuf::from(format!("{}.json", bare_stem(&out)));
-        crate::util::atomic::write_atomic(&json, &serde_json::to_vec_pretty(&run)?)?;
-        paths.push(json);
+
+    /// Opens the output (the whole selection or job part `part`), lets `compute` feed it every batch
+    /// in cell order, and finishes the files.
+    fn write(
+        &self,
+        o: &EmbedOptions,
+        part: Option<JobPart>,
+        compute: impl FnOnce(&[u32], Sink) -> Result<()>,
+    ) -> Result<EmbedSummary> {
+        let (cells, out) = match part {
+            None => (&self.selected[..], o.out.clone()),
+            Some(p) => {
+                ensure!(
+                    o.format == Format::Npy,
+                    "--shard with --format {}: job parts are written as npy + tsv; HINT: drop --format (`embed merge` \
+                     joins the parts)",
+                    o.format.name()
+                );
+                (
+                    part_cells(&self.selected, o.batch, p)?,
+                    part_stem(&o.out, p),
+                )
+            }
+        };
+        let store = &self.store;
+        self.norm
+            .check_batches(cells.iter().map(|&k| store.record(k as usize).batch))?;
+        let dim = self.dim;
+        let mut run = serde_json::json!({
+            "command": "embed", "setdino": env!("CARGO_PKG_VERSION"),
+            "checkpoint": o.checkpoint, "store": o.store, "backbone": if o.student { "student" } else { "teacher" },
+            "normalizer": self.norm_name, "cells": cells.len(), "dim": dim,
+            "layers": "CLS token of the last 4 blocks after the final LayerNorm, concatenated",
+        });
+        if let Some(p) = part {
+            run["part"] = serde_json::json!({"index": p.index, "count": p.count, "selected": self.selected.len(),
+                "batch": o.batch, "filter": o.filter});
+        }
+        let mut w = MatrixWriter::create(
+            &out,
+            o.format,
+            cell_frame(store, cells)?,
+            &numbered("emb", dim),
+            run.clone(),
+        )?;
+        let bar = if o.progress {
+            crate::util::progress::bar(cells.len() as u64, "cells")
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        compute(cells, &mut |chunk: &[u32], emb: Vec<f32>| {
+            w.write(&emb)?;
+            bar.inc(chunk.len() as u64);
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        let mut paths = w.finish()?;
+        if part.is_some() {
+            let json = PathBuf::from(format!("{}.json", bare_stem(&out)));
+            crate::util::atomic::write_atomic(&json, &serde_json::to_vec_pretty(&run)?)?;
+            paths.push(json);
+        }
+        Ok(EmbedSummary {
+            paths,
+            cells: cells.len(),
+            dim,
+        })
     }
-    Ok(EmbedSummary {
-        paths,
-        cells: cells.len(),
-        dim,
+}
+
+/// Embeds on several devices: device `devices[d]` embeds batches d, d + D, d + 2D, … on its own thread
+/// (its own context, stream and copy of the weights) and hands them over through a queue of two; the
+/// writer takes batch k from device k mod D, so the files are in cell order and equal a one-device run's
+/// (every batch holds the same cells either way). `make` opens a device; it runs on that device's thread.
+fn embed_devices<B, F>(
+    make: &F,
+    devices: &[usize],
+    o: &EmbedOptions,
+    part: Option<JobPart>,
+) -> Result<EmbedSummary>
+where
+    B: Backend,
+    F: Fn(usize) -> Result<B> + Sync,
+{
+    ensure!(!devices.is_empty(), "--devices: no device given");
+    let mut seen = devices.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    ensure!(
+        seen.len() == devices.len(),
+        "--devices {devices:?}: a device is listed twice"
+    );
+    let plan = Plan::new(o)?;
+    let plan = &plan;
+    plan.write(o, part, |cells, sink| {
+        let batches: Vec<&[u32]> = cells.chunks(o.batch).collect();
+        let n = devices.len();
+        std::thread::scope(|s| -> Result<()> {
+            let mut queues = Vec::with_capacity(n);
+            for (d, &dev) in devices.iter().enumerate() {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<f32>>>(2);
+                queues.push(rx);
+                let mine: Vec<&[u32]> = batches.iter().skip(d).step_by(n).copied().collect();
+                s.spawn(move || {
+                    let eng = make(dev)
+                        .and_then(|be| Engine::from_host(be, plan.cfg.clone(), &plan.state));
+                    let mut eng = match eng {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.context(format!("opening device {dev}"))));
+                            return;
+                        }
+                    };
+                    for chunk in mine {
+                        let r = plan.embed_batch(&mut eng, chunk, o);
+                        let failed = r.is_err();
+                        if tx.send(r).is_err() || failed {
+                            return;
+                        }
+                    }
+                });
+            }
+            // The receivers go out of scope on an error, so the other devices stop at their next batch.
+            for (k, chunk) in batches.iter().enumerate() {
+                let emb = queues[k % n]
+                    .recv()
+                    .map_err(|_| anyhow::anyhow!("device {} stopped early", devices[k % n]))??;
+                sink(chunk, emb)?;
+            }
+            Ok(())
+        })
     })
 }

@@ -127,7 +127,7 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
     let mut cfg = config();
     cfg.train.max_steps = Some(3);
     let r = train(opts(&cfg, &s, &tmp.path().join("run"), false, None)).unwrap();
-    let run_as = |backend: &str, out: &str, format: Format| {
+    let run_with = |backend: &str, out: &str, format: Format, devices: Option<Vec<usize>>| {
         embed(EmbedOptions {
             checkpoint: r.checkpoint.clone(),
             store: s.clone(),
@@ -144,9 +144,12 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
             num_heads: None,
             progress: false,
             format,
+            devices,
         })
-        .unwrap()
     };
+    let run_as =
+        |backend: &str, out: &str, format: Format| run_with(backend, out, format, None).unwrap();
+
     let run = |backend: &str, out: &str| run_as(backend, out, Format::Npy);
     let a = run("cpu", "cpu");
     let b = run("simt", "simt");
@@ -174,6 +177,23 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
         diff <= 1e-4 * max,
         "simt vs cpu embeddings: max diff {diff} (scale {max})"
     );
+    // Three emulated devices taking the 8 batches of 17 cells in turn write the one-device files.
+    let c = run_with("simt", "simt3", Format::Npy, Some(vec![0, 1, 2])).unwrap();
+    for (p, q) in b.paths.iter().zip(&c.paths) {
+        assert_eq!(
+            std::fs::read(p).unwrap(),
+            std::fs::read(q).unwrap(),
+            "{}",
+            q.display()
+        );
+    }
+    let e = run_with("cpu", "cpu2", Format::Npy, Some(vec![0, 1])).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("--devices [0, 1] with the cpu backend"),
+        "{e:#}"
+    );
+    let e = run_with("simt", "simt2", Format::Npy, Some(vec![1, 1])).unwrap_err();
+    assert!(format!("{e:#}").contains("listed twice"), "{e:#}");
     let tsv = std::fs::read_to_string(&a.paths[1]).unwrap();
     let lines: Vec<&str> = tsv.lines().collect();
     assert_eq!(lines.len(), 121);

@@ -80,6 +80,11 @@ pub struct EmbedArgs {
     /// `setdino embed merge PART… --out STEM` joins them into the files one embed writes.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Devices to embed on, comma-separated (e.g. 0,1,2,3), each taking whole batches in turn; the files
+    /// are the same as with one device. Default with --backend cuda: every visible GPU
+    /// (CUDA_VISIBLE_DEVICES applies). With --backend simt: 0,1 runs two emulated devices.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub devices: Option<Vec<usize>>,
 }
 
 pub fn run(c: EmbedCmd) -> Result<()> {
@@ -126,6 +131,7 @@ fn embed_cells(a: EmbedArgs) -> Result<EmbedSummary> {
             num_heads: a.num_heads,
             progress: true,
             format: a.format,
+            devices: a.devices,
         },
         part,
     )

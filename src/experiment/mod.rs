@@ -637,6 +637,7 @@ fn run_seed(
         num_heads: None,
         progress: false,
         format: crate::formats::Format::Npy,
+        devices: None,
     })?;
     let eval_dir = o.out.join(format!("eval/{tag}"));
     let metrics = eval_one(&emb, &o.complexes, &eval_dir, false, o.figures)?;
