@@ -6,7 +6,13 @@
 //!   `MASTER_PORT` are exported by the batch script (see the README's recipe).
 //!
 //! torchrun's variables win when both are present (torchrun inside an allocation).
+//!
+//! The NCCL id is served by rank 0 on `MASTER_ADDR` at port `MASTER_PORT + 1`, or `$SETDINO_RDZV_PORT`
+//! when set: torchrun's own agent already listens on `MASTER_PORT` (its TCPStore).
 use anyhow::{bail, Context, Result};
+
+/// Overrides the port rank 0 serves the NCCL id on (default `MASTER_PORT + 1`).
+pub const RDZV_PORT: &str = "SETDINO_RDZV_PORT";
 
 /// A process's place in a data-parallel job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,7 +21,8 @@ pub struct Launch {
     pub world: usize,
     /// The GPU this process drives (its ordinal on its node).
     pub local_rank: usize,
-    /// Where rank 0 publishes the NCCL id (`MASTER_ADDR`, `MASTER_PORT`), when set.
+    /// Where rank 0 serves the NCCL id: `MASTER_ADDR` and `MASTER_PORT + 1` (or `$SETDINO_RDZV_PORT`),
+    /// when set.
     pub master: Option<(String, u16)>,
     /// Which launcher's variables these came from (for messages).
     pub source: &'static str,
@@ -60,11 +67,19 @@ impl Launch {
         let local_rank = num(local_k)?.unwrap_or(0);
         let master = match (var("MASTER_ADDR"), var("MASTER_PORT")) {
             (Some(a), Some(p)) => {
-                let port = p
-                    .trim()
-                    .parse::<u16>()
-                    .with_context(|| format!("$MASTER_PORT = '{p}' is not a port number"))?;
-                Some((a.trim().to_string(), port))
+                let port = |k: &str, v: &str| {
+                    v.trim()
+                        .parse::<u16>()
+                        .with_context(|| format!("${k} = '{v}' is not a port number"))
+                };
+                let master = port("MASTER_PORT", &p)?;
+                let rdzv = match var(RDZV_PORT) {
+                    Some(v) => port(RDZV_PORT, &v)?,
+                    None => master.checked_add(1).with_context(|| {
+                        format!("$MASTER_PORT = {master}: the NCCL id is served on the next port; HINT: set ${RDZV_PORT}")
+                    })?,
+                };
+                Some((a.trim().to_string(), rdzv))
             }
             (None, None) => None,
             (Some(_), None) => bail!("$MASTER_ADDR is set but $MASTER_PORT is not"),
@@ -128,7 +143,18 @@ mod tests {
             (t.rank, t.world, t.local_rank, t.source),
             (3, 4, 1, "torchrun")
         );
-        assert_eq!(t.master, Some(("node7".into(), 29500)));
+        // torchrun's agent owns MASTER_PORT; the id is served on the next one unless told otherwise.
+        assert_eq!(t.master, Some(("node7".into(), 29501)));
+        let o = launch(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "n"),
+            ("MASTER_PORT", "29500"),
+            ("SETDINO_RDZV_PORT", "40000"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.master, Some(("n".into(), 40000)));
         let s = launch(&[
             ("SLURM_PROCID", "5"),
             ("SLURM_NTASKS", "8"),

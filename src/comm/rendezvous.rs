@@ -1,9 +1,9 @@
 //! How the ranks of a job agree on NCCL's unique id before `ncclCommInitRank`.
 //!
-//! Rank 0 creates the id (`ncclGetUniqueId`) and serves it over TCP on `MASTER_ADDR:MASTER_PORT` (the
-//! address torchrun and the README's Slurm recipe export): it listens on the port, accepts W − 1
-//! connections and writes to each the message below. Every other rank connects to
-//! `MASTER_ADDR:MASTER_PORT`, retrying until rank 0 listens, and reads it. The message is
+//! Rank 0 creates the id (`ncclGetUniqueId`) and serves it over TCP on `MASTER_ADDR` (which torchrun and
+//! the README's Slurm recipe export) at port `MASTER_PORT + 1` (torchrun's agent holds `MASTER_PORT`
+//! itself; `$SETDINO_RDZV_PORT` overrides): it listens on the port, accepts W − 1 connections and writes
+//! to each the message below. Every other rank connects, retrying until rank 0 listens, and reads it. The message is
 //! `b"SETDINO-NCCL-ID\0"` (16 bytes), the world size (u32, little-endian) and the 128-byte id; a rank
 //! whose world size differs refuses it, so two jobs that share a port cannot join each other.
 //! Both sides give up after `timeout` with an error that names the address.
@@ -27,7 +27,7 @@ fn message(world: usize, id: &[u8; ID_BYTES]) -> Result<Vec<u8>> {
 /// Rank 0: serve `id` to the other `world − 1` ranks on `port` (all interfaces).
 pub fn serve(port: u16, world: usize, id: &[u8; ID_BYTES], timeout: Duration) -> Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| {
-        format!("rank 0: listening on port {port} ($MASTER_PORT) for the other ranks; HINT: pick a free port")
+        format!("rank 0: listening on port {port} ($MASTER_PORT + 1, or $SETDINO_RDZV_PORT) for the other ranks; HINT: pick a free port")
     })?;
     serve_on(listener, world, id, timeout)
 }
@@ -75,7 +75,7 @@ pub fn fetch(addr: &str, port: u16, world: usize, timeout: Duration) -> Result<[
     let mut stream = loop {
         let tried = target
             .to_socket_addrs()
-            .with_context(|| format!("resolving $MASTER_ADDR:$MASTER_PORT = {target}"))
+            .with_context(|| format!("resolving $MASTER_ADDR and the rendezvous port: {target}"))
             .and_then(|mut it| {
                 it.next()
                     .with_context(|| format!("{target} resolves to no address"))

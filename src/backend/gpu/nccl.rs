@@ -2,7 +2,7 @@
 //!
 //! NCCL is loaded at run time through cudarc (`dynamic-loading`), like the driver and NVRTC, so a build
 //! needs no NCCL and a single-GPU run never touches it. The ranks agree on the unique id through
-//! `comm::rendezvous` (rank 0 serves it on `MASTER_ADDR:MASTER_PORT`), then `ncclCommInitRank` builds the
+//! `comm::rendezvous` (rank 0 serves it on `MASTER_ADDR`, port `MASTER_PORT + 1`), then `ncclCommInitRank` builds the
 //! communicator on the device's one stream: collectives are ordered with the step's kernels on that stream,
 //! so no extra synchronisation is needed (NCCL docs, "CUDA stream semantics").
 //!
