@@ -30,6 +30,10 @@ pub struct BenchResult {
     /// Model FLOP per iteration (matmuls and attention, fwd + bwd where trained).
     pub flop: f64,
     pub gflops: f64,
+    /// One iteration's launches, allocations, memsets, copies, host syncs and bytes moved, counted after
+    /// the timed runs, where the backend counts (the GPU backends; `Backend::counts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_iteration: Option<crate::backend::counters::Counts>,
 }
 
 fn summarise(
@@ -53,6 +57,7 @@ fn summarise(
         flop,
         gflops: flop / median / 1e9,
         times,
+        per_iteration: None,
     }
 }
 
@@ -184,13 +189,30 @@ pub fn setdino_step<B: Backend>(
         + 3.0 * ((2 + n_local) * sets) as f64 * head_forward_flop(cfg);
     let teacher =
         (2 * r) as f64 * vit_forward_flop(cfg, g) + (2 * sets) as f64 * head_forward_flop(cfg);
-    Ok(summarise(
+    let mut res = summarise(
         format!("setdino_step {sets} set(s) × {n} cells, 2×{g}px + {n_local}×{l}px"),
         eng.be.name(),
         r,
         student + teacher,
         times,
-    ))
+    );
+    res.per_iteration = step_counts(&mut eng, &batch, it)?;
+    Ok(res)
+}
+
+/// What one more training step (at iteration `it`, after warm-up) asks of the device, where the backend
+/// counts: the step alone, without the bench's synchronising download.
+pub fn step_counts<B: Backend>(
+    eng: &mut Engine<B>,
+    batch: &StepBatch<B>,
+    it: u64,
+) -> Result<Option<crate::backend::counters::Counts>> {
+    let (optim, sched) = step_hyper();
+    let Some(before) = eng.be.counts() else {
+        return Ok(None);
+    };
+    eng.train_step(batch, &optim, &sched, 1, it)?;
+    Ok(eng.be.counts().map(|after| after.since(before)))
 }
 
 /// The optimiser settings and schedule point of the benchmark step.

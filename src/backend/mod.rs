@@ -7,6 +7,7 @@
 //! offset), so the same call works on the student, the teacher or a scratch weight buffer. Scalars are
 //! passed as f64 and rounded to the backend's precision.
 #![allow(clippy::too_many_arguments)]
+pub mod counters;
 pub mod cpu;
 pub mod gpu;
 pub mod precision;
@@ -60,6 +61,11 @@ pub trait Backend: Sync {
     /// them per call. A no-op where GEMMs are f32, and on the CPU twin (its GEMMs round at use).
     fn keep_bf16_copy(&self, _params: &mut Self::Buf) -> Result<()> {
         Ok(())
+    }
+    /// What this backend has done so far (launches, allocations, syncs, bytes moved), where it counts:
+    /// the GPU backends (SIMT and CUDA alike); `None` on the CPU reference.
+    fn counts(&self) -> Option<counters::Counts> {
+        None
     }
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;

@@ -129,6 +129,12 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
             r.gflops,
             r.backend
         );
+        if let Some(c) = &r.per_iteration {
+            println!(
+                "    per step: {} launches, {} allocations, {} memsets, {} d2d copies, {} host syncs, {} B up, {} B down",
+                c.launches, c.allocs, c.memsets, c.copies, c.host_syncs, c.h2d_bytes, c.d2h_bytes
+            );
+        }
     };
     if a.what == "vit" || a.what == "all" {
         for side in [cfg.global_size, cfg.local_size] {

@@ -52,6 +52,17 @@ fn batch<B: Backend>(be: &B, step: u64) -> StepBatch<B> {
     }
 }
 
+/// The schedule point of the compared steps (the last layer frozen or not).
+fn sched(freeze_last_layer: bool) -> StepSchedule {
+    StepSchedule {
+        lr: 1e-3,
+        weight_decay: 0.04,
+        momentum: 0.99,
+        teacher_temp: 0.04,
+        freeze_last_layer,
+    }
+}
+
 /// Runs 3 steps and returns (name, values) of everything to compare.
 fn run<B: Backend>(be: B) -> Vec<(String, Vec<f32>)> {
     let c = cfg();
@@ -66,13 +77,7 @@ fn run<B: Backend>(be: B) -> Vec<(String, Vec<f32>)> {
     };
     let mut out = Vec::new();
     for step in 0..3u64 {
-        let sched = StepSchedule {
-            lr: 1e-3,
-            weight_decay: 0.04,
-            momentum: 0.99,
-            teacher_temp: 0.04,
-            freeze_last_layer: step == 0,
-        };
+        let sched = sched(step == 0);
         let b = batch(&eng.be, step);
         let lo = eng
             .forward_backward(&b, 0.1, sched.teacher_temp, Some((9, step)))
@@ -284,4 +289,37 @@ fn bf16_backbone_forward_launches_no_conversion_pass_per_block() {
             }
         }
     }
+}
+
+/// `Backend::counts` on the emulator, which counts what the CUDA device would be asked to do: after the
+/// first step (which uploads the interpolation matrices and the clipping table once) every step asks for
+/// the same work; the counted launches are the emulator's recorded ones; the step waits for the device
+/// once (the loss, 4 bytes); and it uploads only the per-sample drop-path scales (and a ones vector) of
+/// each forward group: 2R (teacher) + (1 + 2·depth)·(2 + L)·R floats. Allocations and memsets are the
+/// step's activations today (no arena yet): bounded here so an added per-op allocation shows.
+#[test]
+fn the_step_asks_the_device_for_the_same_work_every_step_and_syncs_once() {
+    let c = cfg();
+    let st = HostState::init(&c, 42, TeacherInit::Copy);
+    let mut eng = Engine::from_host(GpuBackend::new(Simt::recording()), c.clone(), &st).unwrap();
+    let optim = OptimConfig::default();
+    let mut per = Vec::new();
+    for step in 0..3u64 {
+        let sched = sched(false);
+        let b = batch(&eng.be, step);
+        eng.be.dev.take_launches();
+        let before = eng.be.counts().expect("the GPU backend counts");
+        eng.train_step(&b, &optim, &sched, 1, step).unwrap();
+        let d = eng.be.counts().unwrap().since(before);
+        assert_eq!(d.launches as usize, eng.be.dev.take_launches().len());
+        per.push(d);
+    }
+    assert_eq!(per[1], per[2], "steady state");
+    let s = per[1];
+    assert_eq!((s.host_syncs, s.d2h_bytes), (1, 4));
+    let r = (S * N) as u64;
+    let floats = 2 * r + (1 + 2 * c.depth as u64) * (2 + L as u64) * r;
+    assert_eq!(s.h2d_bytes, 4 * floats);
+    assert!(s.memsets <= s.allocs && s.allocs < s.launches, "{s:?}");
+    assert!(CpuBackend::<f32>::new().counts().is_none());
 }

@@ -81,6 +81,7 @@ impl<D: Device> GpuBackend<D> {
         }
     }
     fn go(&self, k: K, cfg: LaunchCfg, args: &[KArg]) -> Result<()> {
+        self.counters.launch();
         self.dev.launch(k, cfg, args)
     }
     /// Device table of (offset, len) pairs as i32 bit patterns in an f32 buffer (uploaded once per table).
@@ -101,7 +102,7 @@ impl<D: Device> GpuBackend<D> {
             host.push(f32::from_bits(o as u32));
             host.push(f32::from_bits(l as u32));
         }
-        let m = Arc::new(self.dev.htod(&host)?);
+        let m = Arc::new(self.htod(&host)?);
         cache.push((ranges.to_vec(), m.clone()));
         Ok(m)
     }
@@ -120,7 +121,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         self.precision
     }
     fn zeros(&self, n: usize) -> Result<Buf<D>> {
-        Ok(self.f32_buf(self.dev.alloc_zeros(n)?))
+        Ok(self.f32_buf(self.alloc(n)?))
     }
     fn zeros_act(&self, rows: usize, cols: usize) -> Result<Buf<D>> {
         let n = rows * cols;
@@ -128,7 +129,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             return self.zeros(n);
         }
         Ok(GpuBuf {
-            mem: self.dev.alloc_zeros(n.div_ceil(2).max(1))?,
+            mem: self.alloc(n.div_ceil(2).max(1))?,
             dtype: DType::Bf16,
             len: n,
             bf16: None,
@@ -142,15 +143,17 @@ impl<D: Device> Backend for GpuBackend<D> {
             return Ok(());
         }
         self.f32_only(params, "bf16 weight copy")?;
-        params.bf16 = Some(self.dev.alloc_zeros(params.len.div_ceil(2).max(1))?);
+        params.bf16 = Some(self.alloc(params.len.div_ceil(2).max(1))?);
         self.refresh_bf16_copy(params, 0, params.len)
     }
+    fn counts(&self) -> Option<crate::backend::counters::Counts> {
+        Some(self.counters.snapshot())
+    }
     fn upload(&self, host: &[f32]) -> Result<Buf<D>> {
-        Ok(self.f32_buf(self.dev.htod(host)?))
+        Ok(self.f32_buf(self.htod(host)?))
     }
     fn download(&self, buf: &Buf<D>) -> Result<Vec<f32>> {
-        self.dev.synchronize()?;
-        let words = self.dev.dtoh(&buf.mem)?;
+        let words = self.dtoh_synced(&buf.mem)?;
         Ok(match buf.dtype {
             DType::F32 => words,
             DType::Bf16 => unpack_bf16(&words, buf.len),
@@ -181,6 +184,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         self.f32_only(src, "copy source")?;
         check_extent(dst.len, dst_off, n, "copy destination")?;
         check_extent(src.len, src_off, n, "copy source")?;
+        self.counters.copy();
         self.dev
             .copy_d2d(&mut dst.mem, dst_off, &src.mem, src_off, n)?;
         self.refresh_bf16_copy(dst, dst_off, n)
@@ -260,7 +264,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             LaunchCfg::linear(b * p * c),
             &[dpa, dxa, i(b), i(p), i(c)],
         )?;
-        let mut sum = self.dev.alloc_zeros(n * c)?;
+        let mut sum = self.alloc(n * c)?;
         let sa = self.raw_at_mut(&mut sum, 0, n * c, "tokens sum")?;
         // one thread per (token, channel): sum over images in order
         self.go(
@@ -1023,7 +1027,7 @@ impl<D: Device> Backend for GpuBackend<D> {
                 &args,
             )?;
         }
-        let mut row_loss = self.dev.alloc_zeros(v * s)?;
+        let mut row_loss = self.alloc(v * s)?;
         let terms = (2 * v - 2) as f64;
         let args = [
             self.at_mut(dstudent, 0, v * s * k, "dstudent")?,
@@ -1186,7 +1190,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         }
         let table = self.range_table(ranges)?;
         let t = ranges.len();
-        let mut norms = self.dev.alloc_zeros(t)?;
+        let mut norms = self.alloc(t)?;
         let g = self.at(grads, 0, len, "grads")?;
         let tab = self.raw_at(&table, 0, 2 * t, "range table")?;
         // one block of 256 per tensor
@@ -1291,8 +1295,7 @@ impl<D: Device> GpuBackend<D> {
         let Some(copy) = &buf.bf16 else {
             return Ok(None);
         };
-        self.dev.synchronize()?;
-        Ok(Some(unpack_bf16(&self.dev.dtoh(copy)?, buf.len)))
+        Ok(Some(unpack_bf16(&self.dtoh_synced(copy)?, buf.len)))
     }
 }
 

@@ -159,6 +159,8 @@ pub struct GpuBackend<D: Device> {
     /// Scratch buffers (bf16 operand copies, split-K partial sums), reused across ops. Reuse is safe:
     /// the one stream orders every launch that reads a scratch buffer before the next one writes it.
     pub(crate) scratch: std::sync::Mutex<Vec<D::Mem>>,
+    /// Launches, allocations, syncs and bytes moved (`Backend::counts`).
+    pub(crate) counters: crate::backend::counters::OpCounters,
 }
 
 impl<D: Device> GpuBackend<D> {
@@ -172,6 +174,7 @@ impl<D: Device> GpuBackend<D> {
             gemm_tile: None,
             range_cache: std::sync::Mutex::new(Vec::new()),
             scratch: std::sync::Mutex::new(Vec::new()),
+            counters: Default::default(),
         }
     }
     /// Fixes the rows of the forward and data-gradient bf16 GEMM tiles (128 or 64), or lets the launch
@@ -200,9 +203,26 @@ impl<D: Device> GpuBackend<D> {
             Some(k) => Ok(pool.swap_remove(k)),
             None => {
                 drop(pool);
-                self.dev.alloc_zeros(words)
+                self.alloc(words)
             }
         }
+    }
+    /// A zeroed device allocation of `n` words (counted).
+    pub(crate) fn alloc(&self, n: usize) -> Result<D::Mem> {
+        self.counters.alloc_zeroed();
+        self.dev.alloc_zeros(n)
+    }
+    /// A new device buffer holding `host` (counted).
+    pub(crate) fn htod(&self, host: &[f32]) -> Result<D::Mem> {
+        self.counters.upload(host.len());
+        self.dev.htod(host)
+    }
+    /// Waits for the stream, then copies `m` to the host (counted as one host sync).
+    pub(crate) fn dtoh_synced(&self, m: &D::Mem) -> Result<Vec<f32>> {
+        self.dev.synchronize()?;
+        let words = self.dev.dtoh(m)?;
+        self.counters.download(words.len());
+        Ok(words)
     }
     pub(crate) fn give(&self, m: D::Mem) {
         if let Ok(mut pool) = self.scratch.lock() {

@@ -1,0 +1,89 @@
+//! What a backend did, counted: kernel launches, device allocations and the memsets that zero them,
+//! device-to-device copies, host synchronisations and the bytes moved each way. The GPU backend counts
+//! at the one place each happens (`GpuBackend::go`, `alloc`, `htod`, `dtoh`), so the SIMT emulator reports
+//! exactly what the CUDA device would be asked to do; `setdino bench --what step` prints them per step.
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Running totals (shared, lock-free).
+#[derive(Debug, Default)]
+pub struct OpCounters {
+    launches: AtomicU64,
+    allocs: AtomicU64,
+    memsets: AtomicU64,
+    copies: AtomicU64,
+    host_syncs: AtomicU64,
+    h2d_bytes: AtomicU64,
+    d2h_bytes: AtomicU64,
+}
+
+/// A snapshot of the totals, or the difference of two.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Kernel launches.
+    pub launches: u64,
+    /// Device allocations (`cuMemAllocAsync`).
+    pub allocs: u64,
+    /// Memsets (every allocation is zeroed: `alloc_zeros`).
+    pub memsets: u64,
+    /// Device-to-device copies (`cuMemcpyDtoDAsync`).
+    pub copies: u64,
+    /// Host waits for the device (each download synchronises the stream).
+    pub host_syncs: u64,
+    pub h2d_bytes: u64,
+    pub d2h_bytes: u64,
+}
+
+fn bytes(words: usize) -> u64 {
+    u64::try_from(words).unwrap_or(u64::MAX).saturating_mul(4)
+}
+
+impl OpCounters {
+    pub fn launch(&self) {
+        self.launches.fetch_add(1, Relaxed);
+    }
+    /// An allocation of `words` 32-bit words, zeroed.
+    pub fn alloc_zeroed(&self) {
+        self.allocs.fetch_add(1, Relaxed);
+        self.memsets.fetch_add(1, Relaxed);
+    }
+    pub fn copy(&self) {
+        self.copies.fetch_add(1, Relaxed);
+    }
+    /// An upload of `words` 32-bit words (a fresh allocation).
+    pub fn upload(&self, words: usize) {
+        self.allocs.fetch_add(1, Relaxed);
+        self.h2d_bytes.fetch_add(bytes(words), Relaxed);
+    }
+    /// A synchronising download of `words` 32-bit words.
+    pub fn download(&self, words: usize) {
+        self.host_syncs.fetch_add(1, Relaxed);
+        self.d2h_bytes.fetch_add(bytes(words), Relaxed);
+    }
+    pub fn snapshot(&self) -> Counts {
+        Counts {
+            launches: self.launches.load(Relaxed),
+            allocs: self.allocs.load(Relaxed),
+            memsets: self.memsets.load(Relaxed),
+            copies: self.copies.load(Relaxed),
+            host_syncs: self.host_syncs.load(Relaxed),
+            h2d_bytes: self.h2d_bytes.load(Relaxed),
+            d2h_bytes: self.d2h_bytes.load(Relaxed),
+        }
+    }
+}
+
+impl Counts {
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: Counts) -> Counts {
+        Counts {
+            launches: self.launches.saturating_sub(earlier.launches),
+            allocs: self.allocs.saturating_sub(earlier.allocs),
+            memsets: self.memsets.saturating_sub(earlier.memsets),
+            copies: self.copies.saturating_sub(earlier.copies),
+            host_syncs: self.host_syncs.saturating_sub(earlier.host_syncs),
+            h2d_bytes: self.h2d_bytes.saturating_sub(earlier.h2d_bytes),
+            d2h_bytes: self.d2h_bytes.saturating_sub(earlier.d2h_bytes),
+        }
+    }
+}
