@@ -251,6 +251,9 @@ impl<B: Backend> Engine<B> {
 
     /// Set-DINO loss and gradients (into `self.grads`, zeroed first) for one batch. `drop` = Some((seed,
     /// step)) enables the student's stochastic depth. Does not touch the center or the parameters.
+    /// In a data-parallel group (`comm`, W > 1) the batch is this rank's S/W sets: the gradients and the
+    /// loss returned are the means over the ranks (the one-process values up to summation order), and
+    /// `teacher_out` holds every rank's teacher rows in the one-process order.
     pub fn forward_backward(
         &mut self,
         batch: &StepBatch<B>,
