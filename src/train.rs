@@ -1025,7 +1025,10 @@ impl Validation<'_> {
             self.complexes,
             step,
             epoch,
-        )?;
+        );
+        // The validation batches' buffers are not the step's sizes: free them rather than keep them.
+        eng.be.release_pooled();
+        let v = v?;
         let Some(log) = self.log.as_mut() else {
             return stop_if_collapsed(&v, step);
         };

@@ -42,10 +42,18 @@ impl OpCounters {
     pub fn launch(&self) {
         self.launches.fetch_add(1, Relaxed);
     }
-    /// An allocation of `words` 32-bit words, zeroed.
+    /// A new allocation, zeroed.
     pub fn alloc_zeroed(&self) {
         self.allocs.fetch_add(1, Relaxed);
         self.memsets.fetch_add(1, Relaxed);
+    }
+    /// A pooled block zeroed for reuse.
+    pub fn memset(&self) {
+        self.memsets.fetch_add(1, Relaxed);
+    }
+    /// An upload of `words` 32-bit words into a pooled block.
+    pub fn upload_into(&self, words: usize) {
+        self.h2d_bytes.fetch_add(bytes(words), Relaxed);
     }
     pub fn copy(&self) {
         self.copies.fetch_add(1, Relaxed);

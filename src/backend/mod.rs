@@ -62,6 +62,9 @@ pub trait Backend: Sync {
     fn keep_bf16_copy(&self, _params: &mut Self::Buf) -> Result<()> {
         Ok(())
     }
+    /// Frees the device memory kept for reuse by dropped buffers (the GPU backend's pool), e.g. after a
+    /// validation pass whose buffer sizes the training step never asks for again. A no-op elsewhere.
+    fn release_pooled(&self) {}
     /// What this backend has done so far (launches, allocations, syncs, bytes moved), where it counts:
     /// the GPU backends (SIMT and CUDA alike); `None` on the CPU reference.
     fn counts(&self) -> Option<counters::Counts> {

@@ -294,17 +294,18 @@ fn bf16_backbone_forward_launches_no_conversion_pass_per_block() {
 /// `Backend::counts` on the emulator, which counts what the CUDA device would be asked to do: after the
 /// first step (which uploads the interpolation matrices and the clipping table once) every step asks for
 /// the same work; the counted launches are the emulator's recorded ones; the step waits for the device
-/// once (the loss, 4 bytes); and it uploads only the per-sample drop-path scales (and a ones vector) of
-/// each forward group: 2R (teacher) + (1 + 2·depth)·(2 + L)·R floats. Allocations and memsets are the
-/// step's activations today (no arena yet): bounded here so an added per-op allocation shows.
+/// once (the loss, 4 bytes); it uploads only the per-sample drop-path scales (and a ones vector) of each
+/// forward group: 2R (teacher) + (1 + 2·depth)·(2 + L)·R floats; and it allocates nothing: dropped
+/// buffers go back to the backend's pool and the next step takes them (zeroed by a memset), while the
+/// pool itself stays the same size.
 #[test]
 fn the_step_asks_the_device_for_the_same_work_every_step_and_syncs_once() {
     let c = cfg();
     let st = HostState::init(&c, 42, TeacherInit::Copy);
     let mut eng = Engine::from_host(GpuBackend::new(Simt::recording()), c.clone(), &st).unwrap();
     let optim = OptimConfig::default();
-    let mut per = Vec::new();
-    for step in 0..3u64 {
+    let (mut per, mut held) = (Vec::new(), Vec::new());
+    for step in 0..5u64 {
         let sched = sched(false);
         let b = batch(&eng.be, step);
         eng.be.dev.take_launches();
@@ -313,13 +314,21 @@ fn the_step_asks_the_device_for_the_same_work_every_step_and_syncs_once() {
         let d = eng.be.counts().unwrap().since(before);
         assert_eq!(d.launches as usize, eng.be.dev.take_launches().len());
         per.push(d);
+        held.push(eng.be.pooled_words());
     }
-    assert_eq!(per[1], per[2], "steady state");
+    assert!(per[1..].iter().all(|d| *d == per[1]), "steady state");
+    assert!(
+        held[1..].iter().all(|&h| h == held[1]),
+        "the pool does not grow: {held:?}"
+    );
+    assert!(per[0].allocs > 0);
     let s = per[1];
     assert_eq!((s.host_syncs, s.d2h_bytes), (1, 4));
     let r = (S * N) as u64;
     let floats = 2 * r + (1 + 2 * c.depth as u64) * (2 + L as u64) * r;
     assert_eq!(s.h2d_bytes, 4 * floats);
-    assert!(s.memsets <= s.allocs && s.allocs < s.launches, "{s:?}");
+    // From the second step on, every buffer comes from the pool of the first (zeroed by a memset).
+    assert_eq!(s.allocs, 0, "{s:?}");
+    assert!(s.memsets > 0 && s.memsets < s.launches, "{s:?}");
     assert!(CpuBackend::<f32>::new().counts().is_none());
 }

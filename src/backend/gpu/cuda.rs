@@ -145,6 +145,19 @@ impl Device for Cuda {
     fn mem_len(&self, m: &Self::Mem) -> usize {
         m.len()
     }
+    fn memset_zero(&self, m: &mut Self::Mem) -> Result<()> {
+        self.stream
+            .memset_zeros(m)
+            .map_err(|e| anyhow!("cuda memset: {e:?}"))
+    }
+    fn htod_into(&self, host: &[f32], m: &mut Self::Mem) -> Result<()> {
+        if host.len() != m.len() {
+            bail!("cuda htod_into: {} floats into {}", host.len(), m.len());
+        }
+        self.stream
+            .memcpy_htod(host, m)
+            .map_err(|e| anyhow!("cuda htod: {e:?}"))
+    }
     fn copy_d2d(
         &self,
         dst: &mut Self::Mem,

@@ -30,12 +30,12 @@ impl<D: Device> GpuBackend<D> {
     fn at(&self, m: &Buf<D>, off: usize, n: usize, what: &str) -> Result<KArg> {
         self.f32_only(m, what)?;
         check_extent(m.len, off, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr(&m.mem) + 4 * off as u64))
+        Ok(KArg::Ptr(self.dev.addr(m.mem()) + 4 * off as u64))
     }
     fn at_mut(&self, m: &mut Buf<D>, off: usize, n: usize, what: &str) -> Result<KArg> {
         self.f32_only(m, what)?;
         check_extent(m.len, off, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr_mut(&mut m.mem) + 4 * off as u64))
+        Ok(KArg::Ptr(self.dev.addr_mut(m.mem_mut()) + 4 * off as u64))
     }
     fn f32_only(&self, m: &Buf<D>, what: &str) -> Result<()> {
         ensure!(
@@ -55,12 +55,12 @@ impl<D: Device> GpuBackend<D> {
     fn at_bf16(&self, m: &Buf<D>, n: usize, what: &str) -> Result<KArg> {
         ensure!(m.dtype == DType::Bf16, "{what}: expected a bf16 buffer");
         check_extent(m.len, 0, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr(&m.mem)))
+        Ok(KArg::Ptr(self.dev.addr(m.mem())))
     }
     fn at_bf16_mut(&self, m: &mut Buf<D>, n: usize, what: &str) -> Result<KArg> {
         ensure!(m.dtype == DType::Bf16, "{what}: expected a bf16 buffer");
         check_extent(m.len, 0, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr_mut(&mut m.mem)))
+        Ok(KArg::Ptr(self.dev.addr_mut(m.mem_mut())))
     }
     /// Address of element `off` of a scratch (raw f32 word) buffer.
     fn raw_at(&self, m: &D::Mem, off: usize, n: usize, what: &str) -> Result<KArg> {
@@ -74,10 +74,11 @@ impl<D: Device> GpuBackend<D> {
     fn f32_buf(&self, mem: D::Mem) -> Buf<D> {
         let len = self.dev.mem_len(&mem);
         GpuBuf {
-            mem,
+            mem: Some(mem),
             dtype: DType::F32,
             len,
             bf16: None,
+            home: std::sync::Arc::downgrade(&self.pool),
         }
     }
     fn go(&self, k: K, cfg: LaunchCfg, args: &[KArg]) -> Result<()> {
@@ -129,10 +130,11 @@ impl<D: Device> Backend for GpuBackend<D> {
             return self.zeros(n);
         }
         Ok(GpuBuf {
-            mem: self.alloc(n.div_ceil(2).max(1))?,
+            mem: Some(self.alloc(n.div_ceil(2).max(1))?),
             dtype: DType::Bf16,
             len: n,
             bf16: None,
+            home: std::sync::Arc::downgrade(&self.pool),
         })
     }
     fn dtype(&self, buf: &Buf<D>) -> DType {
@@ -146,6 +148,9 @@ impl<D: Device> Backend for GpuBackend<D> {
         params.bf16 = Some(self.alloc(params.len.div_ceil(2).max(1))?);
         self.refresh_bf16_copy(params, 0, params.len)
     }
+    fn release_pooled(&self) {
+        self.pool.clear();
+    }
     fn counts(&self) -> Option<crate::backend::counters::Counts> {
         Some(self.counters.snapshot())
     }
@@ -153,7 +158,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         Ok(self.f32_buf(self.htod(host)?))
     }
     fn download(&self, buf: &Buf<D>) -> Result<Vec<f32>> {
-        let words = self.dtoh_synced(&buf.mem)?;
+        let words = self.dtoh_synced(buf.mem())?;
         Ok(match buf.dtype {
             DType::F32 => words,
             DType::Bf16 => unpack_bf16(&words, buf.len),
@@ -186,7 +191,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         check_extent(src.len, src_off, n, "copy source")?;
         self.counters.copy();
         self.dev
-            .copy_d2d(&mut dst.mem, dst_off, &src.mem, src_off, n)?;
+            .copy_d2d(dst.mem_mut(), dst_off, src.mem(), src_off, n)?;
         self.refresh_bf16_copy(dst, dst_off, n)
     }
 
@@ -264,8 +269,8 @@ impl<D: Device> Backend for GpuBackend<D> {
             LaunchCfg::linear(b * p * c),
             &[dpa, dxa, i(b), i(p), i(c)],
         )?;
-        let mut sum = self.alloc(n * c)?;
-        let sa = self.raw_at_mut(&mut sum, 0, n * c, "tokens sum")?;
+        let mut sum = self.f32_buf(self.alloc(n * c)?); // back to the pool when dropped
+        let sa = self.raw_at_mut(sum.mem_mut(), 0, n * c, "tokens sum")?;
         // one thread per (token, channel): sum over images in order
         self.go(
             K::patch_embed_tokens_backward_sum_f32,
@@ -275,7 +280,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         let args = [
             self.at_mut(dparams, cls_off, c, "dcls")?,
             self.at_mut(dparams, pos_off, (1 + g2) * c, "dpos")?,
-            self.raw_at(&sum, 0, n * c, "tokens sum")?,
+            self.raw_at(sum.mem(), 0, n * c, "tokens sum")?,
             self.at(interp, 0, p * g2, "interp")?,
             i(p),
             i(g2),
@@ -1027,11 +1032,11 @@ impl<D: Device> Backend for GpuBackend<D> {
                 &args,
             )?;
         }
-        let mut row_loss = self.alloc(v * s)?;
+        let mut row_loss = self.f32_buf(self.alloc(v * s)?);
         let terms = (2 * v - 2) as f64;
         let args = [
             self.at_mut(dstudent, 0, v * s * k, "dstudent")?,
-            self.raw_at_mut(&mut row_loss, 0, v * s, "row loss")?,
+            self.raw_at_mut(row_loss.mem_mut(), 0, v * s, "row loss")?,
             self.at(student, 0, v * s * k, "student")?,
             self.at(tprobs, 0, 2 * s * k, "tprobs")?,
             i(v),
@@ -1048,7 +1053,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         )?;
         let args = [
             self.at_mut(loss, 0, 1, "loss")?,
-            self.raw_at(&row_loss, 0, v * s, "row loss")?,
+            self.raw_at(row_loss.mem(), 0, v * s, "row loss")?,
             i(v * s),
             f(1.0 / (s as f64 * terms)),
         ];
@@ -1190,14 +1195,19 @@ impl<D: Device> Backend for GpuBackend<D> {
         }
         let table = self.range_table(ranges)?;
         let t = ranges.len();
-        let mut norms = self.alloc(t)?;
+        let mut norms = self.f32_buf(self.alloc(t)?);
         let g = self.at(grads, 0, len, "grads")?;
         let tab = self.raw_at(&table, 0, 2 * t, "range table")?;
         // one block of 256 per tensor
         self.go(
             K::reduce_clip_per_tensor_sumsq_f32,
             LaunchCfg::block_per_row(t, 256),
-            &[self.raw_at_mut(&mut norms, 0, t, "norms")?, g, tab, i(t)],
+            &[
+                self.raw_at_mut(norms.mem_mut(), 0, t, "norms")?,
+                g,
+                tab,
+                i(t),
+            ],
         )?;
         let g = self.at_mut(grads, 0, len, "grads")?;
         // one block of 256 per tensor
@@ -1206,7 +1216,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             LaunchCfg::block_per_row(t, 256),
             &[
                 g,
-                self.raw_at(&norms, 0, t, "norms")?,
+                self.raw_at(norms.mem(), 0, t, "norms")?,
                 tab,
                 i(t),
                 f(max_norm),

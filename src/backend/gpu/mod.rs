@@ -97,6 +97,10 @@ pub trait Device: Send + Sync {
     fn htod(&self, host: &[f32]) -> Result<Self::Mem>;
     fn dtoh(&self, m: &Self::Mem) -> Result<Vec<f32>>;
     fn mem_len(&self, m: &Self::Mem) -> usize;
+    /// Zeroes all of `m` (`cuMemsetD32Async`).
+    fn memset_zero(&self, m: &mut Self::Mem) -> Result<()>;
+    /// Copies `host` into `m` (same length).
+    fn htod_into(&self, host: &[f32], m: &mut Self::Mem) -> Result<()>;
     /// dst[dst_off..+n] = src[src_off..+n] (bounds checked by the caller).
     fn copy_d2d(
         &self,
@@ -120,14 +124,87 @@ pub trait Device: Send + Sync {
 /// (16-byte aligned, as cp.async needs). An f32 parameter buffer may carry `bf16`, a copy with the same
 /// element offsets that every op writing the buffer keeps equal to round_bf16 of it
 /// (`Backend::keep_bf16_copy`).
+///
+/// Dropping a buffer hands its memory (and its bf16 copy) back to the backend's [`Pool`], where the next
+/// request for the same number of words takes it: from the second training step on, the step allocates
+/// nothing on the device (the counters of `Backend::counts` show it).
 pub struct GpuBuf<M> {
-    pub(crate) mem: M,
+    /// `None` only while being dropped.
+    pub(crate) mem: Option<M>,
     pub(crate) dtype: crate::backend::DType,
     pub(crate) len: usize,
     pub(crate) bf16: Option<M>,
+    /// Where the memory goes when the buffer is dropped.
+    pub(crate) home: std::sync::Weak<Pool<M>>,
+}
+
+/// Device memory given back by dropped buffers, reused by requests of exactly its size (a step asks for
+/// the same sizes every time, so exact reuse reaches a steady state with no allocation, and no buffer is
+/// ever handed out larger than asked).
+pub struct Pool<M> {
+    free: std::sync::Mutex<Vec<M>>,
+}
+
+impl<M> Default for Pool<M> {
+    fn default() -> Self {
+        Pool {
+            free: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<M> Pool<M> {
+    fn put(&self, m: M) {
+        if let Ok(mut f) = self.free.lock() {
+            f.push(m);
+        }
+    }
+    /// A free block of exactly `words` words (as `len` measures them), if any.
+    pub(crate) fn take_exact(&self, words: usize, len: impl Fn(&M) -> usize) -> Option<M> {
+        let mut f = self.free.lock().ok()?;
+        let k = f.iter().rposition(|m| len(m) == words)?;
+        Some(f.swap_remove(k))
+    }
+    /// Frees every block held for reuse.
+    pub(crate) fn clear(&self) {
+        if let Ok(mut f) = self.free.lock() {
+            f.clear();
+        }
+    }
+    /// Words held for reuse.
+    pub fn held(&self, len: impl Fn(&M) -> usize) -> usize {
+        self.free
+            .lock()
+            .map(|f| f.iter().map(len).sum())
+            .unwrap_or(0)
+    }
+}
+
+impl<M> Drop for GpuBuf<M> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.home.upgrade() {
+            if let Some(m) = self.mem.take() {
+                pool.put(m);
+            }
+            if let Some(m) = self.bf16.take() {
+                pool.put(m);
+            }
+        }
+    }
 }
 
 impl<M> GpuBuf<M> {
+    /// The device memory.
+    pub(crate) fn mem(&self) -> &M {
+        self.mem
+            .as_ref()
+            .expect("a GpuBuf's memory is only taken when it is dropped")
+    }
+    pub(crate) fn mem_mut(&mut self) -> &mut M {
+        self.mem
+            .as_mut()
+            .expect("a GpuBuf's memory is only taken when it is dropped")
+    }
     pub fn dtype(&self) -> crate::backend::DType {
         self.dtype
     }
@@ -161,6 +238,8 @@ pub struct GpuBackend<D: Device> {
     pub(crate) scratch: std::sync::Mutex<Vec<D::Mem>>,
     /// Launches, allocations, syncs and bytes moved (`Backend::counts`).
     pub(crate) counters: crate::backend::counters::OpCounters,
+    /// Memory of dropped buffers, for reuse (see [`GpuBuf`]).
+    pub(crate) pool: std::sync::Arc<Pool<D::Mem>>,
 }
 
 impl<D: Device> GpuBackend<D> {
@@ -175,6 +254,7 @@ impl<D: Device> GpuBackend<D> {
             range_cache: std::sync::Mutex::new(Vec::new()),
             scratch: std::sync::Mutex::new(Vec::new()),
             counters: Default::default(),
+            pool: Default::default(),
         }
     }
     /// Fixes the rows of the forward and data-gradient bf16 GEMM tiles (128 or 64), or lets the launch
@@ -207,15 +287,33 @@ impl<D: Device> GpuBackend<D> {
             }
         }
     }
-    /// A zeroed device allocation of `n` words (counted).
+    /// `n` zeroed words: a pooled block of that size zeroed with a memset, else a new allocation (counted).
     pub(crate) fn alloc(&self, n: usize) -> Result<D::Mem> {
+        let words = n.max(1);
+        if let Some(mut m) = self.pool.take_exact(words, |m| self.dev.mem_len(m)) {
+            self.counters.memset();
+            self.dev.memset_zero(&mut m)?;
+            return Ok(m);
+        }
         self.counters.alloc_zeroed();
         self.dev.alloc_zeros(n)
     }
-    /// A new device buffer holding `host` (counted).
+    /// Device memory holding `host`: a pooled block of that size written by a copy, else a new
+    /// allocation (counted).
     pub(crate) fn htod(&self, host: &[f32]) -> Result<D::Mem> {
+        if !host.is_empty() {
+            if let Some(mut m) = self.pool.take_exact(host.len(), |m| self.dev.mem_len(m)) {
+                self.counters.upload_into(host.len());
+                self.dev.htod_into(host, &mut m)?;
+                return Ok(m);
+            }
+        }
         self.counters.upload(host.len());
         self.dev.htod(host)
+    }
+    /// Device words held in the pool for reuse.
+    pub fn pooled_words(&self) -> usize {
+        self.pool.held(|m| self.dev.mem_len(m))
     }
     /// Waits for the stream, then copies `m` to the host (counted as one host sync).
     pub(crate) fn dtoh_synced(&self, m: &D::Mem) -> Result<Vec<f32>> {

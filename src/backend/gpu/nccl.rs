@@ -99,7 +99,7 @@ fn f32_mem<'a>(b: &'a GpuBuf<CudaSlice<f32>>, what: &str) -> Result<&'a CudaSlic
         "NCCL {what}: an f32 buffer is expected, got {:?}",
         b.dtype
     );
-    Ok(&b.mem)
+    Ok(b.mem())
 }
 
 impl Communicator<GpuBackend<Cuda>> for NcclComm {
@@ -116,7 +116,7 @@ impl Communicator<GpuBackend<Cuda>> for NcclComm {
     ) -> Result<()> {
         f32_mem(buf, "all-reduce")?;
         let n = buf.len;
-        let mut view = buf.mem.slice_mut(0..n);
+        let mut view = buf.mem_mut().slice_mut(0..n);
         self.comm
             .all_reduce_in_place(&mut view, &ReduceOp::Avg)
             .map_err(|e| anyhow!("ncclAllReduce of {n} floats: {e:?}"))?;
@@ -137,8 +137,8 @@ impl Communicator<GpuBackend<Cuda>> for NcclComm {
             "NCCL all-gather: recv holds {} floats, {world} ranks × {n} expected",
             recv.len
         );
-        let src = send.mem.slice(0..n);
-        let mut dst = recv.mem.slice_mut(0..n * world);
+        let src = send.mem().slice(0..n);
+        let mut dst = recv.mem_mut().slice_mut(0..n * world);
         self.comm
             .all_gather(&src, &mut dst)
             .map_err(|e| anyhow!("ncclAllGather of {n} floats per rank: {e:?}"))

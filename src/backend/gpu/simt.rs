@@ -231,6 +231,20 @@ impl Device for Simt {
     fn mem_len(&self, m: &SimtMem) -> usize {
         m.len
     }
+    fn memset_zero(&self, m: &mut SimtMem) -> Result<()> {
+        m.as_mut_slice().fill(0.0);
+        Ok(())
+    }
+    fn htod_into(&self, host: &[f32], m: &mut SimtMem) -> Result<()> {
+        anyhow::ensure!(
+            m.len == host.len(),
+            "htod_into: {} words into {}",
+            host.len(),
+            m.len
+        );
+        m.as_mut_slice().copy_from_slice(host);
+        Ok(())
+    }
     fn copy_d2d(
         &self,
         dst: &mut SimtMem,
