@@ -30,10 +30,14 @@ pub struct BenchResult {
     /// Model FLOP per iteration (matmuls and attention, fwd + bwd where trained).
     pub flop: f64,
     pub gflops: f64,
-    /// One iteration's launches, allocations, memsets, copies, host syncs and bytes moved, counted after
-    /// the timed runs, where the backend counts (the GPU backends; `Backend::counts`).
+    /// One step's launches, allocations, memsets, copies, host syncs and bytes moved, counted after the
+    /// timed runs, where the backend counts (the GPU backends; `Backend::counts`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub per_iteration: Option<crate::backend::counters::Counts>,
+    pub per_step: Option<crate::backend::counters::Counts>,
+    /// Device memory the backend had allocated after that step (buffers in use and the pool): the
+    /// arena the step runs in, since nothing is allocated or freed per step once warm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arena_bytes: Option<u64>,
 }
 
 fn summarise(
@@ -57,7 +61,8 @@ fn summarise(
         flop,
         gflops: flop / median / 1e9,
         times,
-        per_iteration: None,
+        per_step: None,
+        arena_bytes: None,
     }
 }
 
@@ -196,7 +201,8 @@ pub fn setdino_step<B: Backend>(
         student + teacher,
         times,
     );
-    res.per_iteration = step_counts(&mut eng, &batch, it)?;
+    res.per_step = step_counts(&mut eng, &batch, it)?;
+    res.arena_bytes = eng.be.counts().map(|c| c.alloc_bytes);
     Ok(res)
 }
 

@@ -144,6 +144,8 @@ fn every_backend_method_has_a_kernel_or_is_host_side() {
         // bookkeeping of the GPU backend (the pool, the counters)
         "release_pooled",
         "counts",
+        "uninit",
+        "uninit_act",
     ];
     for m in backend_methods() {
         if host_side.contains(&m.as_str()) || m == "fill" {

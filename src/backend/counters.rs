@@ -15,23 +15,36 @@ pub struct OpCounters {
     host_syncs: AtomicU64,
     h2d_bytes: AtomicU64,
     d2h_bytes: AtomicU64,
+    alloc_bytes: AtomicU64,
 }
 
-/// A snapshot of the totals, or the difference of two.
+/// A snapshot of the totals, or the difference of two. In JSON (`setdino bench --json`) the fields of a
+/// step's counts carry the `_per_step` names of issue 14's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     /// Kernel launches.
+    #[serde(rename = "launches_per_step")]
     pub launches: u64,
     /// Device allocations (`cuMemAllocAsync`).
+    #[serde(rename = "device_allocs_per_step")]
     pub allocs: u64,
-    /// Memsets (every allocation is zeroed: `alloc_zeros`).
+    /// Memsets (a new allocation is zeroed: `alloc_zeros`; a pooled block handed out by `zeros`).
+    #[serde(rename = "memsets_per_step")]
     pub memsets: u64,
     /// Device-to-device copies (`cuMemcpyDtoDAsync`).
+    #[serde(rename = "d2d_copies_per_step")]
     pub copies: u64,
     /// Host waits for the device (each download synchronises the stream).
+    #[serde(rename = "host_syncs_per_step")]
     pub host_syncs: u64,
+    #[serde(rename = "h2d_bytes_per_step")]
     pub h2d_bytes: u64,
+    #[serde(rename = "d2h_bytes_per_step")]
     pub d2h_bytes: u64,
+    /// Bytes of device memory allocated (never freed while a step runs: dropped buffers go to the pool).
+    /// Of a snapshot taken in steady state: the whole arena the step works in.
+    #[serde(rename = "device_bytes_allocated_per_step")]
+    pub alloc_bytes: u64,
 }
 
 fn bytes(words: usize) -> u64 {
@@ -42,9 +55,10 @@ impl OpCounters {
     pub fn launch(&self) {
         self.launches.fetch_add(1, Relaxed);
     }
-    /// A new allocation, zeroed.
-    pub fn alloc_zeroed(&self) {
+    /// A new allocation of `words` 32-bit words, zeroed.
+    pub fn alloc_zeroed(&self, words: usize) {
         self.allocs.fetch_add(1, Relaxed);
+        self.alloc_bytes.fetch_add(bytes(words), Relaxed);
         self.memsets.fetch_add(1, Relaxed);
     }
     /// A pooled block zeroed for reuse.
@@ -61,6 +75,7 @@ impl OpCounters {
     /// An upload of `words` 32-bit words (a fresh allocation).
     pub fn upload(&self, words: usize) {
         self.allocs.fetch_add(1, Relaxed);
+        self.alloc_bytes.fetch_add(bytes(words), Relaxed);
         self.h2d_bytes.fetch_add(bytes(words), Relaxed);
     }
     /// A synchronising download of `words` 32-bit words.
@@ -77,6 +92,7 @@ impl OpCounters {
             host_syncs: self.host_syncs.load(Relaxed),
             h2d_bytes: self.h2d_bytes.load(Relaxed),
             d2h_bytes: self.d2h_bytes.load(Relaxed),
+            alloc_bytes: self.alloc_bytes.load(Relaxed),
         }
     }
 }
@@ -92,6 +108,7 @@ impl Counts {
             host_syncs: self.host_syncs.saturating_sub(earlier.host_syncs),
             h2d_bytes: self.h2d_bytes.saturating_sub(earlier.h2d_bytes),
             d2h_bytes: self.d2h_bytes.saturating_sub(earlier.d2h_bytes),
+            alloc_bytes: self.alloc_bytes.saturating_sub(earlier.alloc_bytes),
         }
     }
 }

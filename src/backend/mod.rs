@@ -51,6 +51,17 @@ pub trait Backend: Sync {
     fn zeros_act(&self, rows: usize, cols: usize) -> Result<Self::Buf> {
         self.zeros(rows * cols)
     }
+    /// A buffer for an output the next op writes whole (=) before anything reads it: the GPU backend
+    /// hands out a pooled block without zeroing it (no memset); elsewhere, and on a fresh allocation, it
+    /// is zeroed like [`Backend::zeros`]. Never for an accumulator (+=).
+    fn uninit(&self, n: usize) -> Result<Self::Buf> {
+        self.zeros(n)
+    }
+    /// [`Backend::zeros_act`] for an activation its producer writes whole, without zeroing a pooled
+    /// block (see [`Backend::uninit`]).
+    fn uninit_act(&self, rows: usize, cols: usize) -> Result<Self::Buf> {
+        self.zeros_act(rows, cols)
+    }
     /// Element type of `buf` (f32 unless it came from `zeros_act` on a bf16 backend).
     fn dtype(&self, _buf: &Self::Buf) -> DType {
         DType::F32

@@ -129,10 +129,16 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
             r.gflops,
             r.backend
         );
-        if let Some(c) = &r.per_iteration {
+        if let Some(c) = &r.per_step {
             println!(
                 "    per step: {} launches, {} allocations, {} memsets, {} d2d copies, {} host syncs, {} B up, {} B down",
                 c.launches, c.allocs, c.memsets, c.copies, c.host_syncs, c.h2d_bytes, c.d2h_bytes
+            );
+        }
+        if let Some(b) = r.arena_bytes {
+            println!(
+                "    device memory (the step's arena: buffers and pool): {:.1} MiB",
+                b as f64 / (1u64 << 20) as f64
             );
         }
     };

@@ -151,9 +151,10 @@ pub fn backbone_forward<B: Backend>(
     let (nh, hs) = (cfg.heads, cfg.head_dim());
     let r = b * n;
 
-    let mut patches = be.zeros(b * p * ch * pz * pz)?;
+    // Outputs their producer writes whole (=) need no zeroing (`Backend::uninit`); accumulators do.
+    let mut patches = be.uninit(b * p * ch * pz * pz)?;
     be.patch_embed_im2col(&mut patches, imgs, b, ch, side, side, pz)?;
-    let mut patch_out = be.zeros(b * p * c)?;
+    let mut patch_out = be.uninit(b * p * c)?;
     be.matmul_forward(
         &mut patch_out,
         &patches,
@@ -164,7 +165,7 @@ pub fn backbone_forward<B: Backend>(
         ch * pz * pz,
         c,
     )?;
-    let mut x0 = be.zeros(r * c)?;
+    let mut x0 = be.uninit(r * c)?;
     be.patch_embed_tokens_forward(
         &mut x0, &patch_out, params, offs.cls, offs.pos, interp, b, p, g2, c,
     )?;
@@ -181,9 +182,9 @@ pub fn backbone_forward<B: Backend>(
         };
         let x_in = xs.last().expect("xs starts non-empty");
         // Attention branch: LN1 → qkv → attention → proj.
-        let mut ln1 = be.zeros_act(r, c)?;
-        let mut ln1_mean = be.zeros(r)?;
-        let mut ln1_rstd = be.zeros(r)?;
+        let mut ln1 = be.uninit_act(r, c)?;
+        let mut ln1_mean = be.uninit(r)?;
+        let mut ln1_rstd = be.uninit(r)?;
         be.layernorm_forward(
             &mut ln1,
             &mut ln1_mean,
@@ -196,10 +197,10 @@ pub fn backbone_forward<B: Backend>(
             c,
             cfg.ln_eps,
         )?;
-        let mut qkv = be.zeros(r * 3 * c)?;
+        let mut qkv = be.uninit(r * 3 * c)?;
         be.matmul_forward(&mut qkv, &ln1, params, o.qkv_w, Some(o.qkv_b), r, c, 3 * c)?;
         let mut att = be.zeros(b * nh * n * n)?;
-        let mut attn_o = be.zeros_act(r, c)?;
+        let mut attn_o = be.uninit_act(r, c)?;
         be.attention_forward(&mut attn_o, &mut att, &qkv, b, n, nh, hs)?;
         be.matmul_forward(
             &mut branch,
@@ -213,7 +214,7 @@ pub fn backbone_forward<B: Backend>(
         )?;
         let m = if l + 1 == cfg.depth {
             // The last block: only the CLS rows go on (see the module notes).
-            let (mut x_cls, mut branch_cls) = (be.zeros(b * c)?, be.zeros(b * c)?);
+            let (mut x_cls, mut branch_cls) = (be.uninit(b * c)?, be.uninit(b * c)?);
             be.residual_cls_gather(&mut x_cls, x_in, b, n, c)?;
             be.residual_cls_gather(&mut branch_cls, &branch, b, n, c)?;
             mlp_forward(
@@ -250,7 +251,7 @@ pub fn backbone_forward<B: Backend>(
         });
     }
     // The last block's output holds only the CLS rows (a depth-0 model's is the token stream).
-    let mut cls = be.zeros(b * c)?;
+    let mut cls = be.uninit(b * c)?;
     let rows_per_image = if cfg.depth > 0 { 1 } else { n };
     be.residual_cls_gather(
         &mut cls,
@@ -259,9 +260,9 @@ pub fn backbone_forward<B: Backend>(
         rows_per_image,
         c,
     )?;
-    let mut out = be.zeros(b * c)?;
-    let mut norm_mean = be.zeros(b)?;
-    let mut norm_rstd = be.zeros(b)?;
+    let mut out = be.uninit(b * c)?;
+    let mut norm_mean = be.uninit(b)?;
+    let mut norm_rstd = be.uninit(b)?;
     be.layernorm_forward(
         &mut out,
         &mut norm_mean,
@@ -317,10 +318,10 @@ fn mlp_forward<B: Backend>(
     n: usize,
 ) -> Result<MlpActs<B>> {
     let (c, f) = (cfg.dim, cfg.mlp_hidden);
-    let mut x_mid = be.zeros(rows * c)?;
-    let mut ln2 = be.zeros_act(rows, c)?;
-    let mut ln2_mean = be.zeros(rows)?;
-    let mut ln2_rstd = be.zeros(rows)?;
+    let mut x_mid = be.uninit(rows * c)?;
+    let mut ln2 = be.uninit_act(rows, c)?;
+    let mut ln2_mean = be.uninit(rows)?;
+    let mut ln2_rstd = be.uninit(rows)?;
     be.layernorm_forward_residual(
         &mut x_mid,
         &mut ln2,
@@ -337,12 +338,12 @@ fn mlp_forward<B: Backend>(
         n,
         cfg.ln_eps,
     )?;
-    let mut fc1 = be.zeros(rows * f)?;
-    let mut gelu = be.zeros_act(rows, f)?;
+    let mut fc1 = be.uninit(rows * f)?;
+    let mut gelu = be.uninit_act(rows, f)?;
     be.matmul_forward_gelu(
         &mut fc1, &mut gelu, &ln2, params, o.fc1_w, o.fc1_b, rows, c, f,
     )?;
-    let mut x_out = be.zeros(rows * c)?;
+    let mut x_out = be.uninit(rows * c)?;
     be.matmul_forward_residual(
         &mut x_out, &gelu, params, o.fc2_w, o.fc2_b, &x_mid, scale2, rows, f, c, n,
     )?;

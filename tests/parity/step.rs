@@ -327,8 +327,10 @@ fn the_step_asks_the_device_for_the_same_work_every_step_and_syncs_once() {
     let r = (S * N) as u64;
     let floats = 2 * r + (1 + 2 * c.depth as u64) * (2 + L as u64) * r;
     assert_eq!(s.h2d_bytes, 4 * floats);
-    // From the second step on, every buffer comes from the pool of the first (zeroed by a memset).
+    // From the second step on, every buffer comes from the pool of the first: zeroed by a memset only
+    // where an op accumulates into it (`zeros`), not where its producer writes it whole (`uninit`).
     assert_eq!(s.allocs, 0, "{s:?}");
+    assert_eq!(s.alloc_bytes, 0, "{s:?}");
     assert!(s.memsets > 0 && s.memsets < s.launches, "{s:?}");
     assert!(CpuBackend::<f32>::new().counts().is_none());
 }

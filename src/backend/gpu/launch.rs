@@ -71,6 +71,20 @@ impl<D: Device> GpuBackend<D> {
         check_extent(self.dev.mem_len(m), off, n, what)?;
         Ok(KArg::Ptr(self.dev.addr_mut(m) + 4 * off as u64))
     }
+    /// A (rows, cols) activation buffer (`zeros_act`), zeroed or not (`uninit_act`).
+    fn act_buf(&self, rows: usize, cols: usize, zero: bool) -> Result<Buf<D>> {
+        let n = rows * cols;
+        if self.precision != Precision::Bf16 || !cols.is_multiple_of(8) {
+            return Ok(self.f32_buf(self.alloc_for(n, zero)?));
+        }
+        Ok(GpuBuf {
+            mem: Some(self.alloc_for(n.div_ceil(2).max(1), zero)?),
+            dtype: DType::Bf16,
+            len: n,
+            bf16: None,
+            home: std::sync::Arc::downgrade(&self.pool),
+        })
+    }
     fn f32_buf(&self, mem: D::Mem) -> Buf<D> {
         let len = self.dev.mem_len(&mem);
         GpuBuf {
@@ -124,18 +138,14 @@ impl<D: Device> Backend for GpuBackend<D> {
     fn zeros(&self, n: usize) -> Result<Buf<D>> {
         Ok(self.f32_buf(self.alloc(n)?))
     }
+    fn uninit(&self, n: usize) -> Result<Buf<D>> {
+        Ok(self.f32_buf(self.alloc_for(n, false)?))
+    }
     fn zeros_act(&self, rows: usize, cols: usize) -> Result<Buf<D>> {
-        let n = rows * cols;
-        if self.precision != Precision::Bf16 || !cols.is_multiple_of(8) {
-            return self.zeros(n);
-        }
-        Ok(GpuBuf {
-            mem: Some(self.alloc(n.div_ceil(2).max(1))?),
-            dtype: DType::Bf16,
-            len: n,
-            bf16: None,
-            home: std::sync::Arc::downgrade(&self.pool),
-        })
+        self.act_buf(rows, cols, true)
+    }
+    fn uninit_act(&self, rows: usize, cols: usize) -> Result<Buf<D>> {
+        self.act_buf(rows, cols, false)
     }
     fn dtype(&self, buf: &Buf<D>) -> DType {
         buf.dtype

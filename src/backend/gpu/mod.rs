@@ -289,13 +289,20 @@ impl<D: Device> GpuBackend<D> {
     }
     /// `n` zeroed words: a pooled block of that size zeroed with a memset, else a new allocation (counted).
     pub(crate) fn alloc(&self, n: usize) -> Result<D::Mem> {
+        self.alloc_for(n, true)
+    }
+    /// `n` words: a pooled block of that size (zeroed with a memset when `zero`), else a new, zeroed
+    /// allocation (counted).
+    pub(crate) fn alloc_for(&self, n: usize, zero: bool) -> Result<D::Mem> {
         let words = n.max(1);
         if let Some(mut m) = self.pool.take_exact(words, |m| self.dev.mem_len(m)) {
-            self.counters.memset();
-            self.dev.memset_zero(&mut m)?;
+            if zero {
+                self.counters.memset();
+                self.dev.memset_zero(&mut m)?;
+            }
             return Ok(m);
         }
-        self.counters.alloc_zeroed();
+        self.counters.alloc_zeroed(words);
         self.dev.alloc_zeros(n)
     }
     /// Device memory holding `host`: a pooled block of that size written by a copy, else a new
