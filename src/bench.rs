@@ -109,7 +109,7 @@ pub fn vit_forward_flop(cfg: &ModelConfig, side: usize) -> f64 {
     let p = (side / cfg.patch).pow(2) as f64;
     let n = p + 1.0;
     let (c, f) = (cfg.dim as f64, cfg.mlp_hidden as f64);
-    let patch = 2.0 * p * (cfg.in_chans * cfg.patch * cfg.patch) as f64 * c;
+    let patch = patch_embed_flop(cfg, side);
     let per_block = 2.0 * n * (3.0 * c * c + c * c + 2.0 * c * f) + 4.0 * n * n * c;
     patch + cfg.depth as f64 * per_block
 }
@@ -121,6 +121,29 @@ pub fn head_forward_flop(cfg: &ModelConfig) -> f64 {
         fl += 2.0 * (i * o) as f64;
     }
     fl + 2.0 * (cfg.head_bottleneck * cfg.out_dim) as f64
+}
+
+/// Model FLOPs of one Set-DINO step (`../shared/spec/performance.md` §1.3): the student's forward +
+/// backward (3 × forward) on 2 global and `n_local` local crops of each of the sets·n cells, with the
+/// head on the (2 + n_local)·sets set means, and the teacher's forward on the global crops and 2·sets
+/// means. The reference step (32 × 16, 8 locals, 96/48 px, K = 2048) is 11.94 TFLOP.
+pub fn step_flop(cfg: &ModelConfig, sets: usize, n: usize, n_local: usize) -> f64 {
+    let r = sets * n;
+    let (g, l) = (cfg.global_size, cfg.local_size);
+    // backward = 2 × forward, but the patch embedding needs no input gradient (the image has none)
+    let fwd_bwd = |side: usize| 3.0 * vit_forward_flop(cfg, side) - patch_embed_flop(cfg, side);
+    let student = (2 * r) as f64 * fwd_bwd(g)
+        + (n_local * r) as f64 * fwd_bwd(l)
+        + 3.0 * ((2 + n_local) * sets) as f64 * head_forward_flop(cfg);
+    let teacher =
+        (2 * r) as f64 * vit_forward_flop(cfg, g) + (2 * sets) as f64 * head_forward_flop(cfg);
+    student + teacher
+}
+
+/// Forward FLOP of the patch embedding of one image: 2·patches·(P²·channels)·D.
+pub fn patch_embed_flop(cfg: &ModelConfig, side: usize) -> f64 {
+    let p = (side / cfg.patch).pow(2) as f64;
+    2.0 * p * (cfg.in_chans * cfg.patch * cfg.patch * cfg.dim) as f64
 }
 
 /// ViT forward + backward on `batch` images of `side` pixels, loss = mean of squares of the final CLS
@@ -189,16 +212,11 @@ pub fn setdino_step<B: Backend>(
         let _ = eng.be.download(&eng.center)?; // synchronise
         Ok(())
     })?;
-    let student = 3.0 * (2 * r) as f64 * vit_forward_flop(cfg, g)
-        + 3.0 * (n_local * r) as f64 * vit_forward_flop(cfg, l)
-        + 3.0 * ((2 + n_local) * sets) as f64 * head_forward_flop(cfg);
-    let teacher =
-        (2 * r) as f64 * vit_forward_flop(cfg, g) + (2 * sets) as f64 * head_forward_flop(cfg);
     let mut res = summarise(
         format!("setdino_step {sets} set(s) × {n} cells, 2×{g}px + {n_local}×{l}px"),
         eng.be.name(),
         r,
-        student + teacher,
+        step_flop(cfg, sets, n, n_local),
         times,
     );
     res.per_step = step_counts(&mut eng, &batch, it)?;
@@ -265,4 +283,24 @@ pub fn step_engine<B: Backend>(
         n_local,
     };
     Ok((eng, batch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_step_costs_what_the_performance_spec_says() {
+        // ../shared/spec/performance.md §1: ViT-S/16 forward at 96 px 1.6248 GFLOP, at 48 px 0.4336;
+        // the reference step (32 sets × 16 cells, 8 locals, 96/48 px, K = 2048) 11.938 TFLOP.
+        let cfg = ModelConfig::preset("vits16").unwrap();
+        assert_eq!(
+            (cfg.global_size, cfg.local_size, cfg.out_dim),
+            (96, 48, 2048)
+        );
+        assert!((vit_forward_flop(&cfg, 96) / 1e9 - 1.6248).abs() < 5e-4);
+        assert!((vit_forward_flop(&cfg, 48) / 1e9 - 0.4336).abs() < 5e-4);
+        let step = step_flop(&cfg, 32, 16, 8) / 1e12;
+        assert!((step - 11.938).abs() < 2e-3, "{step}");
+    }
 }

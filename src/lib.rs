@@ -41,6 +41,7 @@ pub mod gallery;
 pub mod ingest;
 pub mod model;
 pub mod plot;
+pub mod roofline;
 pub mod store;
 pub mod synth;
 pub mod train;

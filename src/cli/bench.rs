@@ -11,10 +11,14 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// What to measure: vit (fwd+bwd at the global and local crop sizes), step (Set-DINO step), all;
-    /// or kernels (with --backend simt): the emulator's counters of every GEMM launch of one Linear
-    /// forward+backward per ViT shape (--batch rows): mma instructions against FLOPs/4096, cp.async bytes
-    /// and 32-byte sectors, ldmatrix phases and bank-conflict replays; or launches (with --backend simt):
-    /// the kernel launches of one Set-DINO step (--sets, --set-size, --n-local), per kernel.
+    /// kernels: every kernel of one Set-DINO step (--sets, --set-size, --n-local) with its FLOPs,
+    /// compulsory bytes, bound, time and share of the GPU's peak, then the step's ms, samples/s, cells/s
+    /// and MFU: measured with CUDA events on --backend cuda, modelled for --gpu on --backend simt (the
+    /// reference step: --sets 32 --set-size 16 --n-local 8); gemm-counters (with --backend simt): the
+    /// emulator's counters of every GEMM launch of one Linear forward+backward per ViT shape (--batch
+    /// rows): mma instructions against FLOPs/4096, cp.async bytes and 32-byte sectors, ldmatrix phases and
+    /// bank-conflict replays; launches (with --backend simt): the kernel launches of one Set-DINO step,
+    /// per kernel.
     #[arg(long, default_value = "all")]
     pub what: String,
     /// Model preset: vits16 (the reference run) or tiny.
@@ -63,6 +67,10 @@ pub struct BenchArgs {
     /// GEMMs), per GEMM shape, and the time outside the GEMMs (--backend cpu only).
     #[arg(long)]
     pub profile: bool,
+    /// The GPU whose peaks `--what kernels` models on the emulator (h100, h200, a100; default h100), or
+    /// takes for the %-of-peak columns on CUDA (default: the device's name).
+    #[arg(long)]
+    pub gpu: Option<String>,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -73,6 +81,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     if a.what == "kernels" {
+        return super::bench_kernels::run(&a, &bench_config(&a)?);
+    }
+    if a.what == "gemm-counters" {
         return kernel_counters(&a);
     }
     if a.what == "launches" {
@@ -257,7 +268,7 @@ fn print_profile(r: &BenchResult, runs: usize) -> serde_json::Value {
     })
 }
 
-/// The recording emulator and the model preset of `--what kernels|launches` (which need `--backend simt`).
+/// The recording emulator and the model preset of `--what gemm-counters|launches` (which need `--backend simt`).
 /// Both are about the tensor-core kernels: `--precision auto` means bf16 here.
 fn recording_simt(
     a: &BenchArgs,
@@ -319,7 +330,7 @@ fn step_launches(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--what kernels`: the SIMT emulator's per-launch counters for the Linear layers of the model.
+/// `--what gemm-counters`: the SIMT emulator's per-launch counters for the Linear layers of the model.
 fn kernel_counters(a: &BenchArgs) -> Result<()> {
     let (be, cfg) = recording_simt(a, "counts instructions")?;
     let prec = be.precision;

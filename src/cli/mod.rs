@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod bench;
+pub mod bench_kernels;
 pub mod check;
 pub mod debug;
 pub mod demo;

@@ -334,3 +334,50 @@ fn the_step_asks_the_device_for_the_same_work_every_step_and_syncs_once() {
     assert!(s.memsets > 0 && s.memsets < s.launches, "{s:?}");
     assert!(CpuBackend::<f32>::new().counts().is_none());
 }
+
+/// The profile of `bench --what kernels` (src/backend/gpu/profile.rs) against the emulator's own
+/// counters: every launch that runs tensor-core instructions states model FLOPs, never more than its
+/// `mma.sync` instructions do (4096 FLOPs each for m16n8k16; more where tiles are padded or attention
+/// recomputes its scores), every launch states the bytes of its buffers, and the CTAs are the grid's.
+#[test]
+fn the_kernel_profile_states_flops_that_the_tensor_core_instructions_cover() {
+    use setdino::backend::Precision;
+    let cfg = ModelConfig::preset("tiny").unwrap();
+    let be = GpuBackend::with_precision(Simt::recording(), Precision::Bf16);
+    let (mut eng, batch) = setdino::bench::step_engine(be, &cfg, 1, 2, 2).unwrap();
+    let (optim, sched) = setdino::bench::step_hyper();
+    eng.train_step(&batch, &optim, &sched, 1, 0).unwrap();
+    eng.be.dev.take_launches();
+    eng.be.start_profile();
+    eng.train_step(&batch, &optim, &sched, 1, 1).unwrap();
+    let profile = eng.be.take_profile().unwrap();
+    let record = eng.be.dev.take_launches();
+    assert_eq!(profile.len(), record.len());
+    let (mut stated, mut done) = (0.0, 0.0);
+    for (p, r) in profile.iter().zip(&record) {
+        let name = r.kernel.name();
+        assert_eq!(p.kernel.name(), name);
+        assert_eq!(
+            p.ctas,
+            r.grid.iter().map(|&g| u64::from(g)).product::<u64>()
+        );
+        assert!(p.bytes > 0, "{name} states no bytes");
+        assert!(p.ms.is_none(), "the emulator has no timer");
+        let mma_flop = 4096.0 * r.counters.mma as f64;
+        if r.counters.mma > 0 {
+            assert!(
+                p.flop > 0.0 && p.flop <= mma_flop,
+                "{name}: states {} FLOPs, its mma instructions do {mma_flop}",
+                p.flop
+            );
+            stated += p.flop;
+            done += mma_flop;
+        } else if name.ends_with("_bf16") {
+            assert_eq!(p.flop, 0.0, "{name} runs no mma but states FLOPs");
+        }
+    }
+    assert!(stated > 0.0);
+    // the tiny model at 32/16 px has 5- and 2-token images: padding to 16-row tiles is most of the work
+    eprintln!("tensor-core FLOPs executed / stated: {:.2}", done / stated);
+    assert!(done / stated < 8.0, "{}", done / stated);
+}

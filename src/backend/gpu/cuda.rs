@@ -217,4 +217,18 @@ impl Device for Cuda {
             .synchronize()
             .map_err(|e| anyhow!("cuda synchronize: {e:?}"))
     }
+    /// A timing event recorded on the stream.
+    type Mark = cudarc::driver::CudaEvent;
+    fn mark(&self) -> Result<Option<Self::Mark>> {
+        self.stream
+            .record_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map(Some)
+            .map_err(|e| anyhow!("cuda event: {e:?}"))
+    }
+    fn elapsed_ms(&self, start: &Self::Mark, end: &Self::Mark) -> Result<f64> {
+        start
+            .elapsed_ms(end)
+            .map(f64::from)
+            .map_err(|e| anyhow!("cuda event time: {e:?}"))
+    }
 }

@@ -30,12 +30,17 @@ impl<D: Device> GpuBackend<D> {
     fn at(&self, m: &Buf<D>, off: usize, n: usize, what: &str) -> Result<KArg> {
         self.f32_only(m, what)?;
         check_extent(m.len, off, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr(m.mem()) + 4 * off as u64))
+        Ok(self.ptr(self.dev.addr(m.mem()) + 4 * off as u64, 4 * n))
     }
     fn at_mut(&self, m: &mut Buf<D>, off: usize, n: usize, what: &str) -> Result<KArg> {
         self.f32_only(m, what)?;
         check_extent(m.len, off, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr_mut(m.mem_mut()) + 4 * off as u64))
+        Ok(self.ptr(self.dev.addr_mut(m.mem_mut()) + 4 * off as u64, 4 * n))
+    }
+    /// The kernel argument for device address `addr`, spanning `bytes` (noted for the profile).
+    fn ptr(&self, addr: u64, bytes: usize) -> KArg {
+        self.note_extent(addr, bytes as u64);
+        KArg::Ptr(addr)
     }
     fn f32_only(&self, m: &Buf<D>, what: &str) -> Result<()> {
         ensure!(
@@ -55,21 +60,21 @@ impl<D: Device> GpuBackend<D> {
     fn at_bf16(&self, m: &Buf<D>, n: usize, what: &str) -> Result<KArg> {
         ensure!(m.dtype == DType::Bf16, "{what}: expected a bf16 buffer");
         check_extent(m.len, 0, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr(m.mem())))
+        Ok(self.ptr(self.dev.addr(m.mem()), 2 * n))
     }
     fn at_bf16_mut(&self, m: &mut Buf<D>, n: usize, what: &str) -> Result<KArg> {
         ensure!(m.dtype == DType::Bf16, "{what}: expected a bf16 buffer");
         check_extent(m.len, 0, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr_mut(m.mem_mut())))
+        Ok(self.ptr(self.dev.addr_mut(m.mem_mut()), 2 * n))
     }
     /// Address of element `off` of a scratch (raw f32 word) buffer.
     fn raw_at(&self, m: &D::Mem, off: usize, n: usize, what: &str) -> Result<KArg> {
         check_extent(self.dev.mem_len(m), off, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr(m) + 4 * off as u64))
+        Ok(self.ptr(self.dev.addr(m) + 4 * off as u64, 4 * n))
     }
     fn raw_at_mut(&self, m: &mut D::Mem, off: usize, n: usize, what: &str) -> Result<KArg> {
         check_extent(self.dev.mem_len(m), off, n, what)?;
-        Ok(KArg::Ptr(self.dev.addr_mut(m) + 4 * off as u64))
+        Ok(self.ptr(self.dev.addr_mut(m) + 4 * off as u64, 4 * n))
     }
     /// A (rows, cols) activation buffer (`zeros_act`), zeroed or not (`uninit_act`).
     fn act_buf(&self, rows: usize, cols: usize, zero: bool) -> Result<Buf<D>> {
@@ -97,7 +102,26 @@ impl<D: Device> GpuBackend<D> {
     }
     fn go(&self, k: K, cfg: LaunchCfg, args: &[KArg]) -> Result<()> {
         self.counters.launch();
-        self.dev.launch(k, cfg, args)
+        if !self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.dev.launch(k, cfg, args);
+        }
+        let start = self.dev.mark()?;
+        self.dev.launch(k, cfg, args)?;
+        let end = self.dev.mark()?;
+        let ctas = cfg.grid.iter().map(|&g| u64::from(g)).product();
+        let ptrs = args.iter().filter_map(|a| match *a {
+            KArg::Ptr(p) => Some(p),
+            _ => None,
+        });
+        let mut p = self
+            .profiler
+            .lock()
+            .map_err(|_| anyhow::anyhow!("profiler poisoned"))?;
+        if let Some(p) = p.as_mut() {
+            let rec = p.record(k, ctas, ptrs);
+            p.launches.push((rec, start.zip(end)));
+        }
+        Ok(())
     }
     /// Device table of (offset, len) pairs as i32 bit patterns in an f32 buffer (uploaded once per table).
     fn range_table(&self, ranges: &[(usize, usize)]) -> Result<Arc<D::Mem>> {
@@ -413,6 +437,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
             // grid (CEIL_DIV(O,64), CEIL_DIV(R,BM)), block 2·BM (gemm_tile_rows); bias + GELU in the epilogue
             let args = [y, g, g16, x, w, bias, i(r), i(ii), i(o)];
+            self.note_flop(gemm_flop(r, ii, o));
             self.go(K::matmul_forward_gelu_bf16, self.gemm_tiles(o, r), &args)
         })
     }
@@ -446,6 +471,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
             // grid (CEIL_DIV(O,64), CEIL_DIV(R,BM)), block 2·BM (gemm_tile_rows); bias, scale and residual in the epilogue
             let args = [y, x, w, bias, res, sc, i(r), i(ii), i(o), i(n)];
+            self.note_flop(gemm_flop(r, ii, o));
             self.go(
                 K::matmul_forward_residual_bf16,
                 self.gemm_tiles(o, r),
@@ -624,6 +650,7 @@ impl<D: Device> Backend for GpuBackend<D> {
                 i(hs),
             ];
             // one CTA of 4 warps per image, all heads; dynamic smem 3·NP·(HP+8)·2 B
+            self.note_flop(4.0 * (b * n * n * c) as f64);
             return self.go(K::attention_forward_bf16, attention_cfg(b, smem), &args);
         }
         if out.dtype == DType::Bf16 {
@@ -642,6 +669,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             i(hs),
         ];
         // one thread per (image, head, query row)
+        self.note_flop(4.0 * (b * n * n * c) as f64);
         self.go(
             K::attention_forward_f32,
             LaunchCfg::linear(b * nh * n),
@@ -676,6 +704,7 @@ impl<D: Device> Backend for GpuBackend<D> {
                 i(hs),
             ];
             // one CTA of 4 warps per image, all heads; dynamic smem (4·NP·(HP+8) + 2·NP·(NP+8))·2 B
+            self.note_flop(8.0 * (b * n * n * c) as f64);
             return self.go(K::attention_backward_bf16, attention_cfg(b, smem), &args);
         }
         let a = self.at(att, 0, b * nh * n * n, "attn att")?;
@@ -690,6 +719,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             i(hs),
         ];
         // one thread per (image, head, query row): the softmax-input gradient
+        self.note_flop(2.0 * (b * n * n * c) as f64);
         self.go(
             K::attention_backward_datt_f32,
             LaunchCfg::linear(b * nh * n),
@@ -707,6 +737,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             i(hs),
         ];
         // one thread per element of dqkv
+        self.note_flop(6.0 * (b * n * n * c) as f64);
         self.go(
             K::attention_backward_dqkv_f32,
             LaunchCfg::linear(b * n * 3 * c),
@@ -1273,7 +1304,7 @@ impl<D: Device> Backend for GpuBackend<D> {
                 &[&[p][..], &rest].concat(),
             ),
             Some(copy) => {
-                let p16 = KArg::Ptr(self.dev.addr_mut(copy) + 2 * lo as u64);
+                let p16 = self.ptr(self.dev.addr_mut(copy) + 2 * lo as u64, 2 * n);
                 let args = [&[p, p16][..], &rest].concat();
                 self.go(K::adamw_update_bf16, LaunchCfg::linear(n), &args)
             }
@@ -1301,7 +1332,7 @@ impl<D: Device> Backend for GpuBackend<D> {
                 &[&[t][..], &rest].concat(),
             ),
             Some(copy) => {
-                let t16 = KArg::Ptr(self.dev.addr_mut(copy));
+                let t16 = self.ptr(self.dev.addr_mut(copy), 2 * n);
                 let args = [&[t, t16][..], &rest].concat();
                 self.go(K::ema_update_bf16, LaunchCfg::linear(n), &args)
             }
@@ -1331,6 +1362,11 @@ fn unpack_bf16(words: &[f32], len: usize) -> Vec<f32> {
 }
 
 /// 16×16 thread tiles over a (cols × rows) output.
+/// Model FLOPs of an (R, I) × (I, O) product: 2·R·I·O.
+fn gemm_flop(r: usize, ii: usize, o: usize) -> f64 {
+    2.0 * r as f64 * ii as f64 * o as f64
+}
+
 fn tiles(cols: usize, rows: usize) -> LaunchCfg {
     LaunchCfg {
         grid: [
@@ -1395,6 +1431,7 @@ impl<D: Device> GpuBackend<D> {
             i(b_off.is_some() as usize),
         ];
         // 16×16 output tiles: grid (CEIL_DIV(O,16), CEIL_DIV(R,16)), block (16,16)
+        self.note_flop(gemm_flop(r, ii, o));
         self.go(K::matmul_forward_f32, tiles(o, r), &args)
     }
     fn matmul_backward_at(
@@ -1431,6 +1468,7 @@ impl<D: Device> GpuBackend<D> {
                 i(o),
             ];
             // grid (CEIL_DIV(I,16), CEIL_DIV(R,16)), block (16,16)
+            self.note_flop(gemm_flop(r, ii, o));
             self.go(K::matmul_backward_input_f32, tiles(ii, r), &args)?;
         }
         let args = [
@@ -1442,6 +1480,7 @@ impl<D: Device> GpuBackend<D> {
             i(o),
         ];
         // grid (CEIL_DIV(I,16), CEIL_DIV(O,16)), block (16,16)
+        self.note_flop(gemm_flop(r, ii, o));
         self.go(K::matmul_backward_weight_f32, tiles(ii, o), &args)
     }
 
@@ -1490,7 +1529,7 @@ impl<D: Device> GpuBackend<D> {
         );
         let x = self.at(src, off, rows * cols, what)?;
         let mut dst = self.take(n.div_ceil(2).max(1))?;
-        let d = KArg::Ptr(self.dev.addr_mut(&mut dst));
+        let d = self.ptr(self.dev.addr_mut(&mut dst), 2 * n);
         // one thread per element of the padded bf16 matrix
         let r = self.go(
             K::matmul_forward_round_bf16,
@@ -1522,6 +1561,7 @@ impl<D: Device> GpuBackend<D> {
         self.with_bf16_x_w(inp, params, w_off, r, ii, o, |x, w| {
             // grid (CEIL_DIV(O,64), CEIL_DIV(R,BM)), block 2·BM (gemm_tile_rows)
             let args = [y, x, w, bias, i(r), i(ii), i(o), i(has_bias as usize)];
+            self.note_flop(gemm_flop(r, ii, o));
             self.go(K::matmul_forward_bf16, self.gemm_tiles(o, r), &args)
         })
     }
@@ -1548,11 +1588,15 @@ impl<D: Device> GpuBackend<D> {
         if let Some(copy) = &src.bf16 {
             if off.is_multiple_of(8) && cols.is_multiple_of(8) {
                 check_extent(src.len, off, rows * cols, what)?;
-                return Ok((KArg::Ptr(self.dev.addr(copy) + 2 * off as u64), None));
+                let at = self.dev.addr(copy) + 2 * off as u64;
+                return Ok((self.ptr(at, 2 * rows * cols), None));
             }
         }
         let m = self.bf16_copy(src, off, rows, cols, what)?;
-        Ok((KArg::Ptr(self.dev.addr(&m)), Some(m)))
+        Ok((
+            self.ptr(self.dev.addr(&m), 2 * rows * cols.next_multiple_of(8)),
+            Some(m),
+        ))
     }
 
     /// Gives back the scratch buffers of `bf16_operand`.
@@ -1600,7 +1644,7 @@ impl<D: Device> GpuBackend<D> {
         }
         let x = self.at(buf, off, n, "bf16 weight copy source")?;
         let copy = buf.bf16.as_mut().expect("checked above");
-        let d = KArg::Ptr(self.dev.addr_mut(copy) + 2 * off as u64);
+        let d = self.ptr(self.dev.addr_mut(copy) + 2 * off as u64, 2 * n);
         self.round_flat(d, x, n)
     }
 
@@ -1642,6 +1686,7 @@ impl<D: Device> GpuBackend<D> {
                         .map(|d| [d, dy, w, i(r), i(ii), i(o)]);
                     // grid (CEIL_DIV(I,64), CEIL_DIV(R,BM)), block 2·BM (gemm_tile_rows)
                     let res = args.and_then(|args| {
+                        self.note_flop(gemm_flop(r, ii, o));
                         self.go(K::matmul_backward_input_bf16, self.gemm_tiles(ii, r), &args)
                     });
                     self.give_all([ws]);
@@ -1670,6 +1715,7 @@ impl<D: Device> GpuBackend<D> {
         let (splits, rows) = weight_grad_splits(r, ii, o);
         let n = o * ii;
         let grid = gemm_grid(ii, o, splits, MMB_BM); // split-K fills the GPU: the 128-row tile
+        self.note_flop(gemm_flop(r, ii, o));
         if splits == 1 {
             // grid (CEIL_DIV(I,64), CEIL_DIV(O,128), 1), block 256: dW (+=) in the epilogue
             let res = self.go(

@@ -11,6 +11,7 @@ pub mod cuda;
 pub mod launch;
 pub mod nccl;
 pub mod nvrtc;
+pub mod profile;
 pub mod registry;
 pub mod simt;
 
@@ -117,6 +118,11 @@ pub trait Device: Send + Sync {
     /// Launches `k`; the arguments are in the kernel's parameter order.
     fn launch(&self, k: Kernel, cfg: LaunchCfg, args: &[KArg]) -> Result<()>;
     fn synchronize(&self) -> Result<()>;
+    /// A point in the stream's work for timing (a CUDA event); `None` where the device has no timer.
+    type Mark: Send;
+    fn mark(&self) -> Result<Option<Self::Mark>>;
+    /// Milliseconds between two marks (after a `synchronize`).
+    fn elapsed_ms(&self, start: &Self::Mark, end: &Self::Mark) -> Result<f64>;
 }
 
 /// A `Backend` buffer of the GPU backend: device memory and its element type (`DType`). An f32 buffer of
@@ -240,6 +246,9 @@ pub struct GpuBackend<D: Device> {
     pub(crate) counters: crate::backend::counters::OpCounters,
     /// Memory of dropped buffers, for reuse (see [`GpuBuf`]).
     pub(crate) pool: std::sync::Arc<Pool<D::Mem>>,
+    /// The per-launch profile (`start_profile`), `None` when off.
+    pub(crate) profiler: std::sync::Mutex<Option<profile::Profiler<D::Mark>>>,
+    pub(crate) profiling: std::sync::atomic::AtomicBool,
 }
 
 impl<D: Device> GpuBackend<D> {
@@ -255,6 +264,52 @@ impl<D: Device> GpuBackend<D> {
             scratch: std::sync::Mutex::new(Vec::new()),
             counters: Default::default(),
             pool: Default::default(),
+            profiler: std::sync::Mutex::new(None),
+            profiling: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+    /// Starts recording every launch with its FLOPs, bytes and (on CUDA) time ([`profile`]).
+    pub fn start_profile(&self) {
+        if let Ok(mut p) = self.profiler.lock() {
+            *p = Some(profile::Profiler::default());
+        }
+        self.profiling
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Stops recording and returns the launches since `start_profile`, timed where the device has
+    /// timers (waits for the device).
+    pub fn take_profile(&self) -> Result<Vec<profile::LaunchProfile>> {
+        self.profiling
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.dev.synchronize()?;
+        let taken = self
+            .profiler
+            .lock()
+            .map_err(|_| anyhow::anyhow!("profiler poisoned"))?
+            .take();
+        let mut out = Vec::new();
+        for (mut l, marks) in taken.map(|p| p.launches).unwrap_or_default() {
+            if let Some((a, b)) = marks {
+                l.ms = Some(self.dev.elapsed_ms(&a, &b)?);
+            }
+            out.push(l);
+        }
+        Ok(out)
+    }
+    /// While profiling: the buffer argument at `addr` spans `bytes`.
+    pub(crate) fn note_extent(&self, addr: u64, bytes: u64) {
+        if self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(Some(p)) = self.profiler.lock().as_deref_mut() {
+                p.extent(addr, bytes);
+            }
+        }
+    }
+    /// While profiling: the next launch does `flop` model FLOPs.
+    pub(crate) fn note_flop(&self, flop: f64) {
+        if self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(Some(p)) = self.profiler.lock().as_deref_mut() {
+                p.flop(flop);
+            }
         }
     }
     /// Fixes the rows of the forward and data-gradient bf16 GEMM tiles (128 or 64), or lets the launch

@@ -130,16 +130,31 @@ pub struct LaunchRecord {
 #[derive(Default)]
 pub struct Simt {
     log: Option<std::sync::Mutex<Vec<LaunchRecord>>>,
+    /// Launches are checked and recorded but not run; memsets and device copies are skipped.
+    dry: bool,
 }
 
 impl Simt {
     pub fn new() -> Self {
-        Simt { log: None }
+        Simt {
+            log: None,
+            dry: false,
+        }
     }
     /// An emulator that records every launch with its counters.
     pub fn recording() -> Self {
         Simt {
             log: Some(std::sync::Mutex::new(Vec::new())),
+            dry: false,
+        }
+    }
+    /// An emulator that records every launch (grid, block; no counters) without running it, and skips
+    /// memsets and device copies: the launch sequence of a workload far too large to emulate (a step's
+    /// work does not depend on the values), for `setdino bench --what kernels`. Results are meaningless.
+    pub fn dry() -> Self {
+        Simt {
+            log: Some(std::sync::Mutex::new(Vec::new())),
+            dry: true,
         }
     }
     /// The launches recorded so far (empty unless built with `recording`), and clears the record.
@@ -150,6 +165,19 @@ impl Simt {
                 .map(|mut v| std::mem::take(&mut *v))
                 .unwrap_or_default(),
             None => Vec::new(),
+        }
+    }
+}
+
+impl Simt {
+    fn record(&self, kernel: Kernel, cfg: LaunchCfg, counters: Counters) {
+        if let Some(Ok(mut v)) = self.log.as_ref().map(|l| l.lock()) {
+            v.push(LaunchRecord {
+                kernel,
+                grid: cfg.grid,
+                block: cfg.block,
+                counters,
+            });
         }
     }
 }
@@ -232,7 +260,9 @@ impl Device for Simt {
         m.len
     }
     fn memset_zero(&self, m: &mut SimtMem) -> Result<()> {
-        m.as_mut_slice().fill(0.0);
+        if !self.dry {
+            m.as_mut_slice().fill(0.0);
+        }
         Ok(())
     }
     fn htod_into(&self, host: &[f32], m: &mut SimtMem) -> Result<()> {
@@ -253,8 +283,10 @@ impl Device for Simt {
         src_off: usize,
         n: usize,
     ) -> Result<()> {
-        dst.as_mut_slice()[dst_off..dst_off + n]
-            .copy_from_slice(&src.as_slice()[src_off..src_off + n]);
+        if !self.dry {
+            dst.as_mut_slice()[dst_off..dst_off + n]
+                .copy_from_slice(&src.as_slice()[src_off..src_off + n]);
+        }
         Ok(())
     }
     fn addr(&self, m: &SimtMem) -> u64 {
@@ -271,6 +303,10 @@ impl Device for Simt {
                 k.name(),
                 args.len()
             );
+        }
+        if self.dry {
+            self.record(k, cfg, Counters::default());
+            return Ok(());
         }
         let mut slots: Vec<Slot> = args
             .iter()
@@ -310,19 +346,20 @@ impl Device for Simt {
                 cfg.block
             );
         }
-        if let Some(log) = &self.log {
-            if let Ok(mut v) = log.lock() {
-                v.push(LaunchRecord {
-                    kernel: k,
-                    grid: cfg.grid,
-                    block: cfg.block,
-                    counters: last_counters(),
-                });
-            }
+        if self.log.is_some() {
+            self.record(k, cfg, last_counters());
         }
         Ok(())
     }
     fn synchronize(&self) -> Result<()> {
         Ok(())
+    }
+    /// The emulator has no clock worth reading: a modelled time stands in (`bench --what kernels`).
+    type Mark = ();
+    fn mark(&self) -> Result<Option<()>> {
+        Ok(None)
+    }
+    fn elapsed_ms(&self, _: &(), _: &()) -> Result<f64> {
+        Ok(0.0)
     }
 }
