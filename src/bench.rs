@@ -207,9 +207,9 @@ pub fn setdino_step<B: Backend>(
     let (g, l) = (cfg.global_size, cfg.local_size);
     let mut it = 0u64;
     let times = timing.run(|| {
-        eng.train_step(&batch, &optim, &sched, 1, it)?;
+        eng.train_step_on_device(&batch, &optim, &sched, 1, it, (0, 1))?;
         it += 1;
-        let _ = eng.be.download(&eng.center)?; // synchronise
+        let _ = eng.read_monitor(1)?; // synchronise (what the training loop does every log_every steps)
         Ok(())
     })?;
     let mut res = summarise(
@@ -225,7 +225,8 @@ pub fn setdino_step<B: Backend>(
 }
 
 /// What one more training step (at iteration `it`, after warm-up) asks of the device, where the backend
-/// counts: the step alone, without the bench's synchronising download.
+/// counts: the step as the training loop runs it (`Engine::train_step_on_device`), without the bench's
+/// synchronising read of the monitor.
 pub fn step_counts<B: Backend>(
     eng: &mut Engine<B>,
     batch: &StepBatch<B>,
@@ -235,7 +236,7 @@ pub fn step_counts<B: Backend>(
     let Some(before) = eng.be.counts() else {
         return Ok(None);
     };
-    eng.train_step(batch, &optim, &sched, 1, it)?;
+    eng.train_step_on_device(batch, &optim, &sched, 1, it, (0, 1))?;
     Ok(eng.be.counts().map(|after| after.since(before)))
 }
 

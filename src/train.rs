@@ -94,6 +94,12 @@ pub struct LoopSection {
     /// launcher: W ranks as threads of this process (cpu and simt backends). Must divide sets_per_step.
     #[serde(default)]
     pub data_parallel: Option<usize>,
+    /// Read the loss and the teacher's health back from the device every this many steps (one host sync
+    /// each time; log.jsonl still gets a line per step, with the window's mean cells/s). Also read
+    /// before every validation, checkpoint and the end, so a non-finite loss is caught before its
+    /// state is saved. Absent: 1 on the CPU backend (every op is synchronous), 20 on a GPU backend.
+    #[serde(default)]
+    pub log_every: Option<u64>,
 }
 
 fn auto_precision() -> String {
@@ -142,6 +148,7 @@ impl TrainConfig {
             val_max_cells: 20000,
             val_complexes: None,
             data_parallel: None,
+            log_every: None,
         };
         match name {
             "tiny" => Ok(TrainConfig {
@@ -239,6 +246,7 @@ impl TrainConfig {
             ("train.checkpoint_every", t.checkpoint_every, 1),
             ("train.keep_last", t.keep_last as u64, 1),
             ("train.collapse_patience", t.collapse_patience, 1),
+            ("train.log_every", t.log_every.unwrap_or(1), 1),
             ("train.val_max_cells", t.val_max_cells as u64, 1),
             (
                 "train.data_parallel",
@@ -753,31 +761,123 @@ fn validation_cells(cfg: &TrainConfig, store: &Store) -> Result<Vec<u32>> {
 }
 
 /// The teacher's health at one step: the entropy the log reports, and whether it looks collapsed.
-struct Health {
-    entropy: f64,
-    uniform: bool,
-    collapsed: bool,
+/// A step run but not yet read back: its host-side values (the device holds its loss and health).
+struct Pending {
+    step: u64,
+    sched: schedule::StepSchedule,
+    koleo: f64,
 }
 
-fn teacher_health<B: Backend>(
-    eng: &Engine<B>,
-    cfg: &TrainConfig,
-    teacher_out: &B::Buf,
-    teacher_temp: f64,
-) -> Result<Health> {
-    let t_rows = eng.be.download(teacher_out)?;
-    let k = cfg.model.out_dim;
-    let entropy = if cfg.optim.sinkhorn_iters > 0 {
-        sinkhorn_entropy(&t_rows, k, teacher_temp, cfg.optim.sinkhorn_iters)
-    } else {
-        mean_entropy(&t_rows, &eng.be.download(&eng.center)?, teacher_temp)
-    };
-    let uniform = entropy > 0.99 * (k as f64).ln();
-    Ok(Health {
-        entropy,
-        uniform,
-        collapsed: uniform || is_collapsed(&t_rows, k),
-    })
+/// The training loop's view of steps in flight: the monitoring slots are read every `every` steps, then
+/// each step gets its log line, its non-finite and collapse checks and its progress update.
+struct Watch {
+    every: usize,
+    pending: Vec<Pending>,
+    /// When the first pending step started (cells/s of a window: the device is waited for at its end).
+    window: Instant,
+    cells_per_step: f64,
+    collapsed_for: u64,
+    losses: Vec<f64>,
+    progress: bool,
+    total: u64,
+}
+
+/// `train.log_every`, or its default: 1 where every op is synchronous anyway (the CPU backend: reading
+/// costs nothing), 20 on a device backend (one host sync per 20 steps).
+fn log_every(cfg: &TrainConfig, device: &bool) -> usize {
+    let every = cfg.train.log_every.unwrap_or(if *device { 20 } else { 1 });
+    usize::try_from(every).unwrap_or(usize::MAX).max(1)
+}
+
+/// Whether `eng` runs on a device backend (one that counts device work: `Backend::counts`).
+fn be_kind<B: Backend>(eng: &Engine<B>) -> bool {
+    eng.be.counts().is_some()
+}
+
+impl Watch {
+    /// Reads the pending steps' monitoring values (one host sync) and, step by step: stops on a
+    /// non-finite loss or a collapse that lasted `train.collapse_patience` steps, writes the log line,
+    /// moves the progress bar.
+    #[allow(clippy::too_many_arguments)]
+    fn drain<B: Backend>(
+        &mut self,
+        eng: &mut Engine<B>,
+        run: &RunDir,
+        cfg: &TrainConfig,
+        writer: bool,
+        sched_spe: u64,
+        bar: &indicatif::ProgressBar,
+        mut log: Option<&mut std::fs::File>,
+    ) -> Result<()> {
+        let read = eng.read_monitor(self.pending.len())?;
+        let n = self.pending.len().max(1) as f64;
+        let cells_per_s = self.cells_per_step * n / self.window.elapsed().as_secs_f64().max(1e-9);
+        let ln_k = (cfg.model.out_dim as f64).ln();
+        // the engine has applied every pending step: its state is that of the step after the last
+        let now = self.pending.last().map_or(0, |p| p.step + 1);
+        for (p, m) in std::mem::take(&mut self.pending).into_iter().zip(read) {
+            let step = p.step;
+            if !(m.loss + p.koleo).is_finite() {
+                bar.abandon();
+                bail!(
+                    "the loss became non-finite ({}) at step {step}; the last finite checkpoint is {}; HINT: lower optim.lr or raise optim.teacher_temp",
+                    m.loss,
+                    last_finite(run)
+                );
+            }
+            let uniform = m.entropy > 0.99 * ln_k;
+            if uniform || m.same_rows {
+                self.collapsed_for += 1;
+                if self.collapsed_for >= cfg.train.collapse_patience {
+                    bar.abandon();
+                    let ck = if writer {
+                        checkpoint(run, cfg, eng, now, sched_spe)?
+                            .display()
+                            .to_string()
+                    } else {
+                        "written by rank 0".into()
+                    };
+                    bail!(
+                        "training collapsed at step {step}: {} for {} steps (loss {:.4}, ln K = {ln_k:.4}); checkpoint {ck}; HINT: lower optim.teacher_temp or optim.lr, or raise optim.momentum_teacher",
+                        if uniform { "the teacher's distribution is uniform (entropy > 0.99 ln K)" } else { "the teacher gave the same output for every set" },
+                        self.collapsed_for,
+                        m.loss,
+                    );
+                }
+            } else {
+                self.collapsed_for = 0;
+            }
+            let line = LogLine {
+                step,
+                epoch: step / sched_spe,
+                loss: m.loss,
+                lr: p.sched.lr,
+                wd: p.sched.weight_decay,
+                momentum: p.sched.momentum,
+                teacher_temp: p.sched.teacher_temp,
+                cells_per_s,
+                teacher_entropy: m.entropy,
+                kl: m.loss - m.entropy,
+                koleo: p.koleo,
+            };
+            if let Some(log) = log.as_mut() {
+                writeln!(log, "{}", serde_json::to_string(&line)?).context("writing log.jsonl")?;
+            }
+            self.losses.push(m.loss);
+            let done = step + 1;
+            bar.set_position(done);
+            bar.set_message(format!("loss {:.4}  {cells_per_s:.0} cells/s", m.loss));
+            if bar.is_hidden() && self.progress && (done % 50 == 0 || done == self.total) {
+                // Plain log lines when stderr is not a terminal.
+                eprintln!(
+                    "step {done}/{} loss {:.4} ({cells_per_s:.0} cells/s)",
+                    self.total, m.loss
+                );
+            }
+        }
+        self.window = Instant::now();
+        Ok(())
+    }
 }
 
 fn train_on<B: Backend>(
@@ -840,9 +940,17 @@ fn train_on<B: Backend>(
     let bar = progress_bar(opts.progress, start, total);
     let cells_per_step =
         (d.sets_per_step * d.set_size * if d.strategy == "same-cells" { 1 } else { 2 }) as f64;
-    let mut losses = Vec::new();
+    let mut watch = Watch {
+        every: log_every(&cfg, &be_kind(&eng)),
+        pending: Vec::new(),
+        window: Instant::now(),
+        cells_per_step,
+        collapsed_for: 0,
+        losses: Vec::new(),
+        progress: opts.progress,
+        total,
+    };
     let mut last_ckpt: Option<PathBuf> = None;
-    let mut collapsed_for = 0u64;
     let mut step = start;
     let mut interrupted = false;
     // Every rank validates (the replicas are identical, so they agree on a collapse and stop together);
@@ -863,12 +971,12 @@ fn train_on<B: Backend>(
         bar.suspend(|| v.run(&mut eng, 0))?;
     }
     if start < total {
+        eng.ensure_monitor(watch.every)?;
         let mut prefetch = pipe.clone().prefetch(start, cfg.train.prefetch);
         while let Some((s, crops)) = prefetch.next() {
             debug_assert_eq!(s, step);
             let crops: StepCrops =
                 crops.with_context(|| format!("preparing the crops of step {s}"))?;
-            let t0 = Instant::now();
             let batch = StepBatch {
                 global: eng.be.upload(&crops.global)?,
                 local: if crops.n_local > 0 {
@@ -886,81 +994,36 @@ fn train_on<B: Backend>(
             } else {
                 None
             };
-            let out =
-                eng.forward_backward(&batch, cfg.optim.student_temp, sched.teacher_temp, drop)?;
-            if !(out.loss + out.koleo).is_finite() {
-                bar.abandon();
-                bail!(
-                    "the loss became non-finite ({}) at step {step}; the last finite checkpoint is {}; HINT: lower optim.lr or raise optim.teacher_temp",
-                    out.loss,
-                    last_finite(&run)
-                );
-            }
-            // The teacher rows are the whole step's on every rank, so every rank reaches the same verdict.
-            let health = teacher_health(&eng, &cfg, &out.teacher_out, sched.teacher_temp)?;
-            if health.collapsed {
-                collapsed_for += 1;
-                if collapsed_for >= cfg.train.collapse_patience {
-                    bar.abandon();
-                    let ck = if writer {
-                        checkpoint(&run, &cfg, &eng, step, sched_spe)?
-                            .display()
-                            .to_string()
-                    } else {
-                        "written by rank 0".into()
-                    };
-                    bail!(
-                        "training collapsed at step {step}: {} for {collapsed_for} steps (loss {:.4}, ln K = {:.4}); checkpoint {ck}; HINT: lower optim.teacher_temp or optim.lr, or raise optim.momentum_teacher",
-                        if health.uniform { "the teacher's distribution is uniform (entropy > 0.99 ln K)" } else { "the teacher gave the same output for every set" },
-                        out.loss,
-                        (cfg.model.out_dim as f64).ln(),
-                    );
-                }
-            } else {
-                collapsed_for = 0;
-            }
+            // No host sync: the loss and the teacher's health go to a device slot, read every
+            // `log_every` steps (and before validation, checkpoints and the end) by `drain`.
+            let out = eng.forward_backward_on_device(
+                &batch,
+                cfg.optim.student_temp,
+                sched.teacher_temp,
+                drop,
+            )?;
+            eng.monitor(&out, watch.pending.len(), watch.every)?;
             eng.update(&cfg.optim, &sched, &out.teacher_out)?;
-            let dt = t0.elapsed().as_secs_f64();
-            let line = LogLine {
+            watch.pending.push(Pending {
                 step,
-                epoch: step / sched_spe,
-                loss: out.loss,
-                lr: sched.lr,
-                wd: sched.weight_decay,
-                momentum: sched.momentum,
-                teacher_temp: sched.teacher_temp,
-                cells_per_s: cells_per_step / dt.max(1e-9),
-                teacher_entropy: health.entropy,
-                kl: out.loss - health.entropy,
+                sched,
                 koleo: out.koleo,
-            };
-            if let Some(log) = log.as_mut() {
-                writeln!(log, "{}", serde_json::to_string(&line)?).context("writing log.jsonl")?;
-            }
-            losses.push(out.loss);
+            });
             step += 1;
-            bar.set_position(step);
-            bar.set_message(format!(
-                "loss {:.4}  {:.0} cells/s",
-                out.loss, line.cells_per_s
-            ));
-            if bar.is_hidden() && opts.progress && (step % 50 == 0 || step == total) {
-                // Plain log lines when stderr is not a terminal.
-                eprintln!(
-                    "step {step}/{total} loss {:.4} ({:.0} cells/s)",
-                    out.loss, line.cells_per_s
-                );
-            }
             let epoch_end = step % sched_spe == 0 && (step / sched_spe) % val_every.max(1) == 0;
-            if let Some(v) = val.as_mut() {
-                if epoch_end || step == total {
-                    bar.suspend(|| v.run(&mut eng, step))?;
-                }
-            }
+            let val_due = val.is_some() && (epoch_end || step == total);
             // Ctrl-C may reach the ranks of a job at different steps: they stop where any of them asks.
             interrupted = eng.comm.any(&eng.be, INTERRUPTED.load(Ordering::SeqCst))?;
             let stop_here = opts.stop_at.is_some_and(|s| step >= s);
             let due = step % cfg.train.checkpoint_every == 0 || step == total;
+            // Every rank drains at the same steps (a data-parallel drain averages over the ranks), and
+            // always before a checkpoint: none is written after an unread non-finite loss.
+            if watch.pending.len() == watch.every || due || interrupted || stop_here || val_due {
+                watch.drain(&mut eng, &run, &cfg, writer, sched_spe, &bar, log.as_mut())?;
+            }
+            if let (Some(v), true) = (val.as_mut(), val_due) {
+                bar.suspend(|| v.run(&mut eng, step))?;
+            }
             if writer && (due || interrupted || stop_here) {
                 last_ckpt = Some(checkpoint(&run, &cfg, &eng, step, sched_spe)?);
             }
@@ -992,7 +1055,7 @@ fn train_on<B: Backend>(
     Ok(TrainSummary {
         steps_done: step - start,
         last_step: step,
-        losses,
+        losses: watch.losses,
         checkpoint: ck,
         interrupted,
         best: best.map(|_| run.dir.join("best.safetensors")),
@@ -1111,60 +1174,6 @@ pub fn fit_model_to_store(cfg: &mut TrainConfig, store: &Store, note: bool) -> R
 
 /// Mean entropy of softmax((t − center)/τ) over the teacher rows t: (2S, K) (what the student is taught).
 /// Mean entropy of the Sinkhorn–Knopp targets the student is taught (the kernel's CPU twin in f64).
-fn sinkhorn_entropy(rows: &[f32], k: usize, temp: f64, iters: usize) -> f64 {
-    let t: Vec<f64> = rows.iter().map(|&x| f64::from(x)).collect();
-    let r = t.len() / k.max(1);
-    let mut q = vec![0.0; r * k];
-    crate::backend::cpu::dino_loss::dino_loss_sinkhorn(&mut q, &t, r, k, temp, iters);
-    let h: f64 = q.iter().filter(|&&p| p > 0.0).map(|&p| -p * p.ln()).sum();
-    h / r.max(1) as f64
-}
-
-fn mean_entropy(rows: &[f32], center: &[f32], temp: f64) -> f64 {
-    let k = center.len();
-    let mut total = 0.0;
-    let mut n = 0;
-    for row in rows.chunks_exact(k) {
-        let z: Vec<f64> = row
-            .iter()
-            .zip(center)
-            .map(|(&t, &c)| (t as f64 - c as f64) / temp)
-            .collect();
-        let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let se: f64 = z.iter().map(|v| (v - mx).exp()).sum();
-        let h: f64 = z
-            .iter()
-            .map(|v| {
-                let p = (v - mx).exp() / se;
-                if p > 0.0 {
-                    -p * p.ln()
-                } else {
-                    0.0
-                }
-            })
-            .sum();
-        total += h;
-        n += 1;
-    }
-    if n == 0 {
-        0.0
-    } else {
-        total / n as f64
-    }
-}
-
-/// All teacher rows (2S, K) equal: every set gets the same prototype distribution.
-fn is_collapsed(rows: &[f32], k: usize) -> bool {
-    let r = rows.len() / k;
-    if r < 2 {
-        return false;
-    }
-    let first = &rows[..k];
-    rows.chunks(k)
-        .skip(1)
-        .all(|row| row.iter().zip(first).all(|(a, b)| (a - b).abs() <= 1e-6))
-}
-
 fn checkpoint<B: Backend>(
     run: &RunDir,
     cfg: &TrainConfig,

@@ -532,6 +532,22 @@ pub trait Backend: Sync {
         momentum: f64,
     ) -> Result<()>;
 
+    /// stats[4·slot..+4] = (loss[0], mean entropy of the rp rows of the teacher targets `tprobs`, 1 if the
+    /// rt ≥ 2 `teacher` rows are all equal (collapse) else 0, 0): one step's monitoring values written on
+    /// the device, so the training loop reads them every `log_every` steps instead of syncing each step.
+    #[allow(clippy::too_many_arguments)]
+    fn dino_loss_monitor(
+        &self,
+        stats: &mut Self::Buf,
+        loss: &Self::Buf,
+        tprobs: &Self::Buf,
+        teacher: &Self::Buf,
+        slot: usize,
+        rp: usize,
+        rt: usize,
+        k: usize,
+    ) -> Result<()>;
+
     // ---- augment.cu
     /// out: (n, C, size, size) augmented crops; src: (cells, C, crop, crop) raw u16 values as floats;
     /// params: (n, 8 + 2C) per crop [flip_ud, flip_lr, rot90, r0, rows, c0, cols, cell, gamma[C], offset[C]]

@@ -71,13 +71,13 @@ fn table<D: Device>(
     // warm-up: the first step allocates its arena and uploads the interpolation tables
     let mut it = 0;
     for _ in 0..a.warmup.max(1) {
-        eng.train_step(&batch, &optim, &sched, 1, it)?;
+        eng.train_step_on_device(&batch, &optim, &sched, 1, it, (0, 1))?;
         it += 1;
     }
     let mut steps: Vec<Vec<LaunchProfile>> = Vec::new();
     for _ in 0..repeats {
         eng.be.start_profile();
-        eng.train_step(&batch, &optim, &sched, 1, it)?;
+        eng.train_step_on_device(&batch, &optim, &sched, 1, it, (0, 1))?;
         steps.push(eng.be.take_profile()?);
         it += 1;
     }

@@ -39,6 +39,30 @@ pub struct LossOut<B: Backend> {
     pub teacher_out: B::Buf,
 }
 
+/// One forward/backward with the loss left on the device (`Engine::forward_backward_on_device`): what the
+/// training loop needs without waiting for the device.
+pub struct DeviceLoss<B: Backend> {
+    /// (1) the DINO cross-entropy (the mean over the ranks of a data-parallel group).
+    pub loss: B::Buf,
+    /// The weighted KoLeo term, on the host (0 and no sync when `koleo_weight` is 0).
+    pub koleo: f64,
+    /// (2·S, K) the teacher targets the loss used (centered softmax, or Sinkhorn–Knopp), this rank's rows.
+    pub tprobs: B::Buf,
+    pub student_out: B::Buf,
+    /// (2·S, K) teacher head outputs (every rank's, in a data-parallel group).
+    pub teacher_out: B::Buf,
+}
+
+/// One step's monitoring values, read from the device (`Engine::read_monitor`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepMonitor {
+    pub loss: f64,
+    /// Mean entropy of the teacher targets (over the whole step's rows).
+    pub entropy: f64,
+    /// Every teacher row equal to the first (within 1e-6).
+    pub same_rows: bool,
+}
+
 /// Epsilon of the KoLeo term's log and of its division by the row norm (DINOv2's 1e-8).
 pub const KOLEO_EPS: f64 = 1e-8;
 
@@ -111,6 +135,8 @@ pub struct Engine<B: Backend> {
     pub comm: Box<dyn Communicator<B>>,
     interp: HashMap<usize, B::Buf>,
     trainable_ranges: Vec<(usize, usize)>,
+    /// (4 · slots) per-step monitoring values written on the device (`monitor`), read by `read_monitor`.
+    monitor: Option<B::Buf>,
 }
 
 /// Host copies of the state, for checkpoints.
@@ -213,6 +239,7 @@ impl<B: Backend> Engine<B> {
             bb,
             hd,
             interp: HashMap::new(),
+            monitor: None,
             trainable_ranges,
         })
     }
@@ -261,6 +288,24 @@ impl<B: Backend> Engine<B> {
         teacher_temp: f64,
         drop: Option<(u64, u64)>,
     ) -> Result<LossOut<B>> {
+        let out = self.forward_backward_on_device(batch, student_temp, teacher_temp, drop)?;
+        Ok(LossOut {
+            loss: self.be.download_f64(&out.loss)?[0],
+            koleo: out.koleo,
+            student_out: out.student_out,
+            teacher_out: out.teacher_out,
+        })
+    }
+
+    /// [`Engine::forward_backward`] without waiting for the device: the loss stays in a device buffer
+    /// (a data-parallel group averages it there), so the step issues no host sync unless KoLeo is on.
+    pub fn forward_backward_on_device(
+        &mut self,
+        batch: &StepBatch<B>,
+        student_temp: f64,
+        teacher_temp: f64,
+        drop: Option<(u64, u64)>,
+    ) -> Result<DeviceLoss<B>> {
         let cfg = self.cfg.clone();
         let (s, n, nl) = (batch.sets, batch.set_size, batch.n_local);
         let r = s * n;
@@ -443,21 +488,80 @@ impl<B: Backend> Engine<B> {
                 &dcl,
             )?;
         }
-        let loss = be.download_f64(&loss)?[0];
-        let (loss, koleo) = if self.comm.world() > 1 {
+        let koleo = if self.comm.world() > 1 {
             // The mean over ranks of their means over S/W sets is the mean over the S sets.
             self.comm.all_reduce_mean(&self.be, &mut self.grads)?;
-            let m = self.comm.mean_of(&self.be, &[loss, koleo])?;
-            (m[0], m[1])
+            self.comm.all_reduce_mean(&self.be, &mut loss)?;
+            if self.koleo_weight > 0.0 {
+                self.comm.mean_of(&self.be, &[koleo])?[0]
+            } else {
+                koleo
+            }
         } else {
-            (loss, koleo)
+            koleo
         };
-        Ok(LossOut {
+        Ok(DeviceLoss {
             loss,
             koleo,
+            tprobs,
             student_out: head.logits,
             teacher_out: t_all.unwrap_or(t_out),
         })
+    }
+
+    /// Writes `out`'s monitoring values (loss, teacher-target entropy, equal teacher rows) into slot
+    /// `slot` of a device buffer of `slots` (one launch, no sync); [`Engine::read_monitor`] reads them.
+    pub fn monitor(&mut self, out: &DeviceLoss<B>, slot: usize, slots: usize) -> Result<()> {
+        ensure!(slot < slots, "monitor slot {slot} of {slots}");
+        let k = self.cfg.out_dim;
+        self.ensure_monitor(slots)?;
+        let stats = self.monitor.as_mut().expect("allocated above");
+        let rp = self.be.buf_len(&out.tprobs) / k;
+        let rt = self.be.buf_len(&out.teacher_out) / k;
+        self.be.dino_loss_monitor(
+            stats,
+            &out.loss,
+            &out.tprobs,
+            &out.teacher_out,
+            slot,
+            rp,
+            rt,
+            k,
+        )
+    }
+
+    /// Allocates the monitoring buffer for `slots` steps, unless it has that size. Call it before the
+    /// first step, so it does not take a block the step's own buffers would reuse from the pool.
+    pub fn ensure_monitor(&mut self, slots: usize) -> Result<()> {
+        let fits = self
+            .monitor
+            .as_ref()
+            .is_some_and(|m| self.be.buf_len(m) == 4 * slots);
+        if !fits {
+            self.monitor = Some(self.be.zeros(4 * slots)?);
+        }
+        Ok(())
+    }
+
+    /// The first `n` slots of the monitoring buffer (one download: a host sync). In a data-parallel group
+    /// the entropies (of each rank's rows) are averaged over the ranks: the whole step's mean.
+    pub fn read_monitor(&self, n: usize) -> Result<Vec<StepMonitor>> {
+        let Some(m) = &self.monitor else {
+            return Ok(Vec::new());
+        };
+        let v = self.be.download_f64(m)?;
+        ensure!(4 * n <= v.len(), "{n} monitor slots of {}", v.len() / 4);
+        let mut entropy: Vec<f64> = (0..n).map(|i| v[4 * i + 1]).collect();
+        if self.comm.world() > 1 && n > 0 {
+            entropy = self.comm.mean_of(&self.be, &entropy)?;
+        }
+        Ok((0..n)
+            .map(|i| StepMonitor {
+                loss: v[4 * i],
+                entropy: entropy[i],
+                same_rows: v[4 * i + 2] > 0.5,
+            })
+            .collect())
     }
 
     /// Drop-path scales of this rank's rows of a forward group of `views` × R (R = `r`, this rank's rows
@@ -589,14 +693,34 @@ impl<B: Backend> Engine<B> {
         seed: u64,
         step: u64,
     ) -> Result<f64> {
-        let drop = if self.cfg.drop_path > 0.0 {
-            Some((seed, step))
-        } else {
-            None
-        };
+        let drop = self.drop_draw(seed, step);
         let out = self.forward_backward(batch, optim.student_temp, sched.teacher_temp, drop)?;
         self.update(optim, sched, &out.teacher_out)?;
         Ok(out.loss)
+    }
+
+    /// The stochastic-depth draw of step `step` (none without drop path).
+    fn drop_draw(&self, seed: u64, step: u64) -> Option<(u64, u64)> {
+        (self.cfg.drop_path > 0.0).then_some((seed, step))
+    }
+
+    /// One training step as the training loop runs it: [`Engine::train_step`] without the loss download
+    /// (the loss and the teacher's health go to monitoring slot `slot` of `slots`): no host sync.
+    pub fn train_step_on_device(
+        &mut self,
+        batch: &StepBatch<B>,
+        optim: &OptimConfig,
+        sched: &StepSchedule,
+        seed: u64,
+        step: u64,
+        (slot, slots): (usize, usize),
+    ) -> Result<()> {
+        let drop = self.drop_draw(seed, step);
+        self.ensure_monitor(slots)?;
+        let out =
+            self.forward_backward_on_device(batch, optim.student_temp, sched.teacher_temp, drop)?;
+        self.monitor(&out, slot, slots)?;
+        self.update(optim, sched, &out.teacher_out)
     }
 
     /// Per-image 4×C embeddings (CLS of the last 4 blocks after the final norm) of `imgs`

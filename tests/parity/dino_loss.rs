@@ -54,6 +54,15 @@ fn run<B: Backend>(be: &B) -> Outs {
         outs.push((format!("dstudent[V={v},K={k}]"), dl(be, &dz)));
         outs.push((format!("tprobs[V={v},K={k}]"), dl(be, &q)));
         outs.push((format!("center[V={v},K={k}]"), dl(be, &c2)));
+        // Monitoring values into slots 1 and 2 of 3 (slot 0 and the rest stay as filled): the centered
+        // targets of distinct rows, then the Sinkhorn targets of a collapsed teacher (one row repeated).
+        let mut stats = up(be, &[-7.0; 12]);
+        be.dino_loss_monitor(&mut stats, &loss, &q, &t, 1, 2 * s, 2 * s, k)
+            .unwrap();
+        let same = up(be, &data(k, 94, 1.0).repeat(2 * s));
+        be.dino_loss_monitor(&mut stats, &loss_s, &qs, &same, 2, 2 * s, 2 * s, k)
+            .unwrap();
+        outs.push((format!("monitor[V={v},K={k}]"), dl(be, &stats)));
     }
     outs
 }

@@ -148,6 +148,39 @@ pub fn dino_loss_sinkhorn<T: Real>(
 }
 
 /// center: (K) = m·center + (1 − m)·mean over the R rows of teacher (R, K).
+/// stats[4·slot..+4] = (loss[0], mean row entropy of the rp rows of `tprobs`, 1 if the rt ≥ 2 rows of
+/// `teacher` all equal the first within 1e-6 else 0, 0): a step's monitoring values (twin of
+/// `dino_loss_monitor_f32`).
+#[allow(clippy::too_many_arguments)]
+pub fn dino_loss_monitor<T: Real>(
+    stats: &mut [T],
+    loss: &[T],
+    tprobs: &[T],
+    teacher: &[T],
+    slot: usize,
+    rp: usize,
+    rt: usize,
+    k: usize,
+) {
+    let mut h = T::zero();
+    for &q in &tprobs[..rp * k] {
+        if q > T::zero() {
+            h -= q * q.ln();
+        }
+    }
+    let tol = T::c(1e-6);
+    let same = rt >= 2 && (k..rt * k).all(|e| (teacher[e] - teacher[e % k]).abs() <= tol);
+    let out = &mut stats[4 * slot..4 * slot + 4];
+    out[0] = loss[0];
+    out[1] = if rp > 0 {
+        h / T::c(rp as f64)
+    } else {
+        T::zero()
+    };
+    out[2] = if same { T::one() } else { T::zero() };
+    out[3] = T::zero();
+}
+
 pub fn dino_loss_center_update<T: Real>(
     center: &mut [T],
     teacher: &[T],
@@ -165,4 +198,38 @@ pub fn dino_loss_center_update<T: Real>(
         }
         *cj = *cj * m + sum / rn * om;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dino_loss_monitor;
+
+    #[test]
+    fn the_monitor_writes_loss_entropy_and_collapse_into_its_slot_only() {
+        let k = 8;
+        // uniform targets: entropy ln K; one-hot targets: 0
+        let uniform = vec![1.0 / k as f64; 3 * k];
+        let mut onehot = vec![0.0; 3 * k];
+        for r in 0..3 {
+            onehot[r * k + r] = 1.0;
+        }
+        let distinct: Vec<f64> = (0..3 * k).map(|e| e as f64 * 0.1).collect();
+        let same: Vec<f64> = (0..3 * k).map(|e| (e % k) as f64 * 0.1).collect();
+        let mut stats = vec![-1.0; 12];
+        dino_loss_monitor(&mut stats, &[2.5], &uniform, &distinct, 1, 3, 3, k);
+        assert_eq!(&stats[..4], &[-1.0; 4]);
+        assert_eq!(stats[4], 2.5);
+        assert!((stats[5] - (k as f64).ln()).abs() < 1e-12);
+        assert_eq!((stats[6], stats[7]), (0.0, 0.0));
+        assert_eq!(&stats[8..], &[-1.0; 4]);
+        dino_loss_monitor(&mut stats, &[0.5], &onehot, &same, 2, 3, 3, k);
+        assert_eq!(&stats[8..], &[0.5, 0.0, 1.0, 0.0]);
+        // one row cannot be called collapsed; a difference just above the tolerance is not collapse
+        dino_loss_monitor(&mut stats, &[0.5], &onehot, &same, 0, 1, 1, k);
+        assert_eq!(stats[2], 0.0);
+        let mut near = same.clone();
+        near[2 * k + 3] += 2e-6;
+        dino_loss_monitor(&mut stats, &[0.5], &onehot, &near, 0, 3, 3, k);
+        assert_eq!(stats[2], 0.0);
+    }
 }

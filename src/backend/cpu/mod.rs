@@ -879,6 +879,26 @@ impl<T: Real> Backend for CpuBackend<T> {
         Ok(())
     }
 
+    fn dino_loss_monitor(
+        &self,
+        stats: &mut Vec<T>,
+        loss: &Vec<T>,
+        tprobs: &Vec<T>,
+        teacher: &Vec<T>,
+        slot: usize,
+        rp: usize,
+        rt: usize,
+        k: usize,
+    ) -> Result<()> {
+        let _p = profile::span("dino_loss_monitor");
+        ensure!(
+            stats.len() >= 4 * (slot + 1) && tprobs.len() >= rp * k && teacher.len() >= rt * k,
+            "dino_loss_monitor: buffers too small for slot {slot}, {rp}/{rt} rows of {k}"
+        );
+        dino_loss::dino_loss_monitor(stats, loss, tprobs, teacher, slot, rp, rt, k);
+        Ok(())
+    }
+
     fn augment_render(
         &self,
         out: &mut Vec<T>,

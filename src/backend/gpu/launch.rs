@@ -1129,6 +1129,34 @@ impl<D: Device> Backend for GpuBackend<D> {
             &args,
         )
     }
+    fn dino_loss_monitor(
+        &self,
+        stats: &mut Buf<D>,
+        loss: &Buf<D>,
+        tprobs: &Buf<D>,
+        teacher: &Buf<D>,
+        slot: usize,
+        rp: usize,
+        rt: usize,
+        k: usize,
+    ) -> Result<()> {
+        let args = [
+            self.at_mut(stats, 0, 4 * (slot + 1), "monitor stats")?,
+            self.at(loss, 0, 1, "monitor loss")?,
+            self.at(tprobs, 0, rp * k, "monitor tprobs")?,
+            self.at(teacher, 0, rt * k, "monitor teacher")?,
+            i(slot),
+            i(rp),
+            i(rt),
+            i(k),
+        ];
+        // one block of 256
+        self.go(
+            K::dino_loss_monitor_f32,
+            LaunchCfg::block_per_row(1, 256),
+            &args,
+        )
+    }
     fn dino_loss_center_update(
         &self,
         center: &mut Buf<D>,
