@@ -18,6 +18,10 @@
 //   tprobs: (R, K) = the Sinkhorn–Knopp teacher targets (DINOv2's centering, in place of the center):
 //   Q = exp((t − max t)/τt) / Σ, then `iters` times: each prototype column to mass 1/K, each row to 1/R;
 //   finally ×R (rows sum to 1). A column or row of zero mass stays zero.   launch: one block of 256
+// dino_loss_monitor_f32(stats, loss, tprobs, teacher, slot, Rp, Rt, K)
+//   stats[4·slot .. 4·slot + 4] = (loss[0], mean over the Rp rows of tprobs of −Σ_k q·ln q (q > 0),
+//   1 if the Rt ≥ 2 teacher rows all equal the first within 1e-6 else 0, 0): a step's monitoring values,
+//   kept on the device and read every log_every steps (no host sync per step).   launch: one block of 256
 //
 // CPU twin: src/backend/cpu/dino_loss.rs   Tests: tests/parity/dino_loss.rs, tests/gradcheck/dino_loss.rs
 
@@ -134,4 +138,29 @@ extern "C" __global__ void dino_loss_sinkhorn_f32(float* tprobs, const float* te
     __syncthreads();
   }
   for (long long e = threadIdx.x; e < n; e += blockDim.x) tprobs[e] *= (float)R;
+}
+
+extern "C" __global__ void dino_loss_monitor_f32(float* stats, const float* loss, const float* tprobs,
+                                                 const float* teacher, int slot, int Rp, int Rt, int K) {
+  __shared__ float scratch[32];
+  if (blockIdx.x != 0) return;  // one block
+  const long long np = (long long)Rp * K, nt = (long long)Rt * K;
+  float h = 0.f;
+  for (long long e = threadIdx.x; e < np; e += blockDim.x) {
+    const float q = tprobs[e];
+    if (q > 0.f) h -= q * logf(q);
+  }
+  h = block_reduce_sum(h, scratch);
+  float differs = 0.f;
+  for (long long e = K + threadIdx.x; e < nt; e += blockDim.x) {
+    if (!(fabsf(teacher[e] - teacher[e % K]) <= 1e-6f)) differs = 1.f;
+  }
+  differs = block_reduce_max(differs, scratch);
+  if (threadIdx.x == 0) {
+    float* out = stats + 4LL * slot;
+    out[0] = loss[0];
+    out[1] = Rp > 0 ? h / (float)Rp : 0.f;
+    out[2] = (Rt >= 2 && differs == 0.f) ? 1.f : 0.f;
+    out[3] = 0.f;
+  }
 }
