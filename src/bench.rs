@@ -169,7 +169,7 @@ pub fn vit_fwd_bwd<B: Backend>(
         .collect();
     let imgs = be.upload(&imgs)?;
     let times = timing.run(|| {
-        let acts = backbone_forward(be, cfg, &offs, &params, &interp, &imgs, batch, side, &None)?;
+        let acts = backbone_forward(be, cfg, &offs, &params, &interp, &imgs, batch, side, None)?;
         // d(mean(out²))/d out = 2·out/numel
         let out = be.download(&acts.out)?;
         let scale = 2.0 / out.len() as f32;

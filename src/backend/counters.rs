@@ -13,6 +13,7 @@ pub struct OpCounters {
     memsets: AtomicU64,
     copies: AtomicU64,
     host_syncs: AtomicU64,
+    uploads: AtomicU64,
     h2d_bytes: AtomicU64,
     d2h_bytes: AtomicU64,
     alloc_bytes: AtomicU64,
@@ -37,6 +38,9 @@ pub struct Counts {
     /// Host waits for the device (each download synchronises the stream).
     #[serde(rename = "host_syncs_per_step")]
     pub host_syncs: u64,
+    /// Host-to-device copies.
+    #[serde(rename = "uploads_per_step")]
+    pub uploads: u64,
     #[serde(rename = "h2d_bytes_per_step")]
     pub h2d_bytes: u64,
     #[serde(rename = "d2h_bytes_per_step")]
@@ -67,6 +71,7 @@ impl OpCounters {
     }
     /// An upload of `words` 32-bit words into a pooled block.
     pub fn upload_into(&self, words: usize) {
+        self.uploads.fetch_add(1, Relaxed);
         self.h2d_bytes.fetch_add(bytes(words), Relaxed);
     }
     pub fn copy(&self) {
@@ -74,6 +79,7 @@ impl OpCounters {
     }
     /// An upload of `words` 32-bit words (a fresh allocation).
     pub fn upload(&self, words: usize) {
+        self.uploads.fetch_add(1, Relaxed);
         self.allocs.fetch_add(1, Relaxed);
         self.alloc_bytes.fetch_add(bytes(words), Relaxed);
         self.h2d_bytes.fetch_add(bytes(words), Relaxed);
@@ -90,6 +96,7 @@ impl OpCounters {
             memsets: self.memsets.load(Relaxed),
             copies: self.copies.load(Relaxed),
             host_syncs: self.host_syncs.load(Relaxed),
+            uploads: self.uploads.load(Relaxed),
             h2d_bytes: self.h2d_bytes.load(Relaxed),
             d2h_bytes: self.d2h_bytes.load(Relaxed),
             alloc_bytes: self.alloc_bytes.load(Relaxed),
@@ -106,6 +113,7 @@ impl Counts {
             memsets: self.memsets.saturating_sub(earlier.memsets),
             copies: self.copies.saturating_sub(earlier.copies),
             host_syncs: self.host_syncs.saturating_sub(earlier.host_syncs),
+            uploads: self.uploads.saturating_sub(earlier.uploads),
             h2d_bytes: self.h2d_bytes.saturating_sub(earlier.h2d_bytes),
             d2h_bytes: self.d2h_bytes.saturating_sub(earlier.d2h_bytes),
             alloc_bytes: self.alloc_bytes.saturating_sub(earlier.alloc_bytes),

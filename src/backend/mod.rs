@@ -91,7 +91,7 @@ pub trait Backend: Sync {
     /// A new buffer holding a copy of `src`.
     fn copy_of(&self, src: &Self::Buf) -> Result<Self::Buf> {
         let n = self.buf_len(src);
-        let mut dst = self.zeros(n)?;
+        let mut dst = self.uninit(n)?; // written whole by the copy
         self.copy(&mut dst, 0, src, 0, n)?;
         Ok(dst)
     }

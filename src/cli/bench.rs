@@ -142,8 +142,8 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
         );
         if let Some(c) = &r.per_step {
             println!(
-                "    per step: {} launches, {} allocations, {} memsets, {} d2d copies, {} host syncs, {} B up, {} B down",
-                c.launches, c.allocs, c.memsets, c.copies, c.host_syncs, c.h2d_bytes, c.d2h_bytes
+                "    per step: {} launches, {} allocations, {} memsets, {} d2d copies, {} host syncs, {} uploads ({} B), {} B down",
+                c.launches, c.allocs, c.memsets, c.copies, c.host_syncs, c.uploads, c.h2d_bytes, c.d2h_bytes
             );
         }
         if let Some(b) = r.arena_bytes {

@@ -5,7 +5,9 @@
 //! Adam moments) share the layout of `model::params`.
 use super::head::{head_backward, head_forward, HeadOffs};
 use super::schedule::StepSchedule;
-use super::vit::{backbone_backward, backbone_forward, embedding, BackboneOffs, DropScales};
+use super::vit::{
+    backbone_backward, backbone_forward, embedding, flat_scales, BackboneOffs, DropScales,
+};
 use crate::backend::{AdamWHyper, Backend};
 use crate::comm::{Communicator, Solo};
 use crate::config::{ModelConfig, OptimConfig, TeacherInit};
@@ -335,7 +337,7 @@ impl<B: Backend> Engine<B> {
                 &batch.global,
                 2 * r,
                 gs,
-                &None,
+                None,
             )?;
             let mut mean = be.zeros(2 * s * c)?;
             be.set_mean_forward(&mut mean, &acts.out, 2 * s, n, c)?;
@@ -346,7 +348,20 @@ impl<B: Backend> Engine<B> {
         let t_all = self.gather_views(&t_out, 2, s)?;
 
         // Student: global group, then local group.
+        // The step's drop-path draws, both groups in one buffer: one upload per step.
         let dg = drop.and_then(|(seed, step)| self.part_drop_scales(seed, step, 0, 2, r));
+        let dl = match (drop, nl) {
+            (Some((seed, step)), nl) if nl > 0 => self.part_drop_scales(seed, step, 1, nl, r),
+            _ => None,
+        };
+        let mut flat = flat_scales(&dg);
+        let local_off = flat.len();
+        flat.extend(flat_scales(&dl));
+        let scales = if flat.is_empty() {
+            None
+        } else {
+            Some(be.upload(&flat)?)
+        };
         let sg = backbone_forward(
             be,
             &cfg,
@@ -356,7 +371,7 @@ impl<B: Backend> Engine<B> {
             &batch.global,
             2 * r,
             gs,
-            &dg,
+            dg.as_ref().and(scales.as_ref()).map(|b| (b, 0)),
         )?;
         // KoLeo over each global view's r cells (the rows are view-major).
         let koleo = if self.koleo_weight > 0.0 {
@@ -366,7 +381,6 @@ impl<B: Backend> Engine<B> {
         };
         let sl = match (&batch.local, nl) {
             (Some(local), nl) if nl > 0 => {
-                let dl = drop.and_then(|(seed, step)| self.part_drop_scales(seed, step, 1, nl, r));
                 let il = &self.interp[&ls];
                 Some(backbone_forward(
                     be,
@@ -377,7 +391,7 @@ impl<B: Backend> Engine<B> {
                     local,
                     nl * r,
                     ls,
-                    &dl,
+                    dl.as_ref().and(scales.as_ref()).map(|b| (b, local_off)),
                 )?)
             }
             _ => None,
@@ -747,7 +761,7 @@ impl<B: Backend> Engine<B> {
             imgs,
             b,
             side,
-            &None,
+            None,
         )?;
         let (out, width) = embedding(&self.be, &self.cfg, &self.bb, params, &acts)?;
         Ok((self.be.download(&out)?, width))

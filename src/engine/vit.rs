@@ -123,6 +123,20 @@ pub struct GroupActs<B: Backend> {
 /// {0, 1/keep}. `None` means no drop path (teacher, evaluation, parity).
 pub type DropScales = Option<Vec<(Vec<f32>, Vec<f32>)>>;
 
+/// A forward group's drop-path scales on the device: `(buf, off)` holds, from element `off`, the
+/// 2·depth vectors of B values of [`DropScales`] in block order (block l's attention branch at
+/// off + 2l·B, its MLP branch at off + (2l + 1)·B). The training step uploads all its groups' scales
+/// in one buffer (one upload per step: [`flat_scales`]); `None` means no drop path.
+pub type DeviceScales<'a, B> = Option<(&'a <B as Backend>::Buf, usize)>;
+
+/// The scales of [`DropScales`] in the order [`DeviceScales`] reads them.
+pub fn flat_scales(drop: &DropScales) -> Vec<f32> {
+    drop.iter()
+        .flatten()
+        .flat_map(|(a, m)| a.iter().chain(m).copied())
+        .collect()
+}
+
 /// Forward of the backbone on `imgs` (B, CH, side, side) with parameters `params`.
 pub fn backbone_forward<B: Backend>(
     be: &B,
@@ -133,7 +147,7 @@ pub fn backbone_forward<B: Backend>(
     imgs: &B::Buf,
     b: usize,
     side: usize,
-    drop: &DropScales,
+    drop: DeviceScales<B>,
 ) -> Result<GroupActs<B>> {
     let (ch, pz, c) = (cfg.in_chans, cfg.patch, cfg.dim);
     ensure!(
@@ -171,15 +185,25 @@ pub fn backbone_forward<B: Backend>(
     )?;
     std::mem::drop(patch_out); // free the patch projections before the blocks allocate
 
-    let ones = be.upload(&vec![1.0f32; b])?;
+    // The per-sample scales of each block's two branches: device copies of the step's uploaded draws,
+    // or ones (filled on the device: nothing is uploaded here).
+    let mut ones = be.uninit(b)?;
+    be.fill(&mut ones, 0, b, 1.0)?;
+    let scale_at = |at: usize| -> Result<B::Buf> {
+        match drop {
+            Some((buf, off)) => {
+                let mut s = be.uninit(b)?;
+                be.copy(&mut s, 0, buf, off + at * b, b)?;
+                Ok(s)
+            }
+            None => be.copy_of(&ones),
+        }
+    };
     let mut xs = vec![x0];
     let mut blocks = Vec::with_capacity(cfg.depth);
     let mut branch = be.zeros(r * c)?;
     for (l, o) in offs.blocks.iter().enumerate() {
-        let (scale1, scale2) = match drop {
-            Some(s) => (be.upload(&s[l].0)?, be.upload(&s[l].1)?),
-            None => (be.copy_of(&ones)?, be.copy_of(&ones)?),
-        };
+        let (scale1, scale2) = (scale_at(2 * l)?, scale_at(2 * l + 1)?);
         let x_in = xs.last().expect("xs starts non-empty");
         // Attention branch: LN1 → qkv → attention → proj.
         let mut ln1 = be.uninit_act(r, c)?;

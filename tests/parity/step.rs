@@ -264,7 +264,7 @@ fn bf16_backbone_forward_launches_no_conversion_pass_per_block() {
             }
             g.dev.take_launches();
             let acts =
-                backbone_forward(&g, &cfg, &offs, &params, &interp, &imgs, b, side, &None).unwrap();
+                backbone_forward(&g, &cfg, &offs, &params, &interp, &imgs, b, side, None).unwrap();
             let launches = g.dev.take_launches();
             let count = |k: Kernel| launches.iter().filter(|l| l.kernel == k).count();
             let gemms = count(Kernel::matmul_forward_bf16)
@@ -330,7 +330,10 @@ fn the_step_asks_the_device_for_the_same_work_every_step_and_never_waits_for_it(
     // the loss and the teacher's health stay on the device (read every log_every steps by the loop)
     assert_eq!((s.host_syncs, s.d2h_bytes), (0, 0));
     let r = (S * N) as u64;
-    let floats = 2 * r + (1 + 2 * c.depth as u64) * (2 + L as u64) * r;
+    // one upload: the step's drop-path draws (2 branches × depth × every crop of both student groups);
+    // the ones of the teacher's forward are filled on the device
+    assert_eq!(s.uploads, 1, "{s:?}");
+    let floats = 2 * c.depth as u64 * (2 + L as u64) * r;
     assert_eq!(s.h2d_bytes, 4 * floats);
     // From the second step on, every buffer comes from the pool of the first: zeroed by a memset only
     // where an op accumulates into it (`zeros`), not where its producer writes it whole (`uninit`).

@@ -1,4 +1,4 @@
-//! `Cuda`: a real GPU through cudarc (dynamic loading, one stream). At start-up every kernel module is
+//! `Cuda`: a real GPU through cudarc (dynamic loading, one non-default stream). At start-up every kernel module is
 //! compiled by NVRTC for the device's own architecture and loaded as CUBIN; every entry point is resolved
 //! into a table indexed by `Kernel`, so a missing symbol fails at start-up, not mid-training.
 use super::{nvrtc, Device, KArg, Kernel, LaunchCfg, ALL_MODULES, KERNEL_NAMES};
@@ -48,7 +48,15 @@ impl Cuda {
             .map_err(|e| anyhow!("compute capability: {e:?}"))?;
         let arch = format!("sm_{major}{minor}");
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let stream = ctx.default_stream();
+        // One non-default stream (the legacy NULL stream cannot be captured into a CUDA graph and
+        // synchronises with every other stream). Every allocation, copy, launch, collective and free of
+        // this device is ordered on it (module contract), so cudarc's cross-stream event tracking has
+        // nothing to order: it is turned off before the first slice, saving an event per buffer use.
+        // SAFETY: no CudaSlice of this context is used on any other stream.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| anyhow!("creating the device's stream: {e:?}"))?;
         let mut by_name = std::collections::HashMap::new();
         let mut report = Vec::new();
         for m in ALL_MODULES {
