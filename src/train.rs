@@ -16,8 +16,9 @@ use crate::backend::Backend;
 use crate::comm::{local_group, Communicator, Launch, LocalComm, Solo};
 use crate::config::{ModelConfig, OptimConfig, StepConfig};
 use crate::data::augment::{AugmentCompat, AugmentConfig, StepCrops};
+use crate::data::device_step::{render_on, RawStep};
 use crate::data::normalize::NormKind;
-use crate::data::pipeline::Pipeline;
+use crate::data::pipeline::{Pipeline, Prefetch};
 use crate::data::sampler::{GroupBy, SamplerConfig, Strategy};
 use crate::engine::schedule;
 use crate::engine::step::HostState;
@@ -100,6 +101,11 @@ pub struct LoopSection {
     /// state is saved. Absent: 1 on the CPU backend (every op is synchronous), 20 on a GPU backend.
     #[serde(default)]
     pub log_every: Option<u64>,
+    /// Augment on the device: the CPU reads the store and draws each crop's parameters, the device
+    /// renders and normalises the crops (`augment.cu`; the same crops as the CPU path to rounding, and
+    /// each distinct cell's crop is uploaded once). Absent: on for GPU backends (cuda, simt), off on cpu.
+    #[serde(default)]
+    pub device_augment: Option<bool>,
 }
 
 fn auto_precision() -> String {
@@ -149,6 +155,7 @@ impl TrainConfig {
             val_complexes: None,
             data_parallel: None,
             log_every: None,
+            device_augment: None,
         };
         match name {
             "tiny" => Ok(TrainConfig {
@@ -761,6 +768,59 @@ fn validation_cells(cfg: &TrainConfig, store: &Store) -> Result<Vec<u32>> {
 }
 
 /// The teacher's health at one step: the entropy the log reports, and whether it looks collapsed.
+/// The steps' inputs in flight: crops augmented on the CPU and uploaded as f32, or (on a GPU backend) the
+/// distinct cells' stored crops and the crops' parameters, rendered and normalised on the device
+/// (`data::device_step`: the same parameters, so the same crops to rounding).
+enum Feed {
+    Host(Prefetch<StepCrops>),
+    Device(Prefetch<RawStep>),
+}
+
+impl Feed {
+    /// The next step's batch on `be`; the host buffers go back to the producer once uploaded.
+    fn next_batch<B: Backend>(&mut self, be: &B) -> Option<(u64, Result<StepBatch<B>>)> {
+        match self {
+            Feed::Host(p) => {
+                let (s, r) = p.next()?;
+                Some((
+                    s,
+                    r.and_then(|c| {
+                        let b = upload_crops(be, &c);
+                        p.recycle(c);
+                        b
+                    }),
+                ))
+            }
+            Feed::Device(p) => {
+                let (s, r) = p.next()?;
+                Some((
+                    s,
+                    r.and_then(|raw| {
+                        let b = render_on(be, &raw);
+                        p.recycle(raw);
+                        b
+                    }),
+                ))
+            }
+        }
+    }
+}
+
+/// A step's CPU-augmented crops on `be`.
+fn upload_crops<B: Backend>(be: &B, crops: &StepCrops) -> Result<StepBatch<B>> {
+    Ok(StepBatch {
+        global: be.upload(&crops.global)?,
+        local: if crops.n_local > 0 {
+            Some(be.upload(&crops.local)?)
+        } else {
+            None
+        },
+        sets: crops.sets,
+        set_size: crops.set_size,
+        n_local: crops.n_local,
+    })
+}
+
 /// A step run but not yet read back: its host-side values (the device holds its loss and health).
 struct Pending {
     step: u64,
@@ -972,22 +1032,15 @@ fn train_on<B: Backend>(
     }
     if start < total {
         eng.ensure_monitor(watch.every)?;
-        let mut prefetch = pipe.clone().prefetch(start, cfg.train.prefetch);
-        while let Some((s, crops)) = prefetch.next() {
+        let on_device = cfg.train.device_augment.unwrap_or(be_kind(&eng));
+        let mut feed = if on_device {
+            Feed::Device(pipe.clone().prefetch_raw(start, cfg.train.prefetch))
+        } else {
+            Feed::Host(pipe.clone().prefetch(start, cfg.train.prefetch))
+        };
+        while let Some((s, batch)) = feed.next_batch(&eng.be) {
             debug_assert_eq!(s, step);
-            let crops: StepCrops =
-                crops.with_context(|| format!("preparing the crops of step {s}"))?;
-            let batch = StepBatch {
-                global: eng.be.upload(&crops.global)?,
-                local: if crops.n_local > 0 {
-                    Some(eng.be.upload(&crops.local)?)
-                } else {
-                    None
-                },
-                sets: crops.sets,
-                set_size: crops.set_size,
-                n_local: crops.n_local,
-            };
+            let batch = batch.with_context(|| format!("preparing the crops of step {s}"))?;
             let sched = schedule::at(&cfg.optim, &steps, step as usize);
             let drop = if cfg.model.drop_path > 0.0 {
                 Some((cfg.train.seed, step))
@@ -1027,7 +1080,6 @@ fn train_on<B: Backend>(
             if writer && (due || interrupted || stop_here) {
                 last_ckpt = Some(checkpoint(&run, &cfg, &eng, step, sched_spe)?);
             }
-            prefetch.recycle(crops);
             if interrupted || stop_here || step >= total {
                 break;
             }

@@ -119,6 +119,44 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     assert!(format!("{e:#}").contains("--resume"), "{e:#}");
 }
 
+/// The training loop reads the loss and the teacher's health from the device every `train.log_every`
+/// steps (and before each checkpoint): the log still has one line per step, bit-identical to reading
+/// every step; and the device backend (simt: log_every 20, so read only at checkpoints and the end; crops
+/// rendered on the device from the cells' stored crops and the CPU's parameters) logs the same run as
+/// the CPU (crops augmented on the host) to f32 rounding.
+#[test]
+fn reading_the_device_every_few_steps_logs_the_same_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("store");
+    store(&s);
+    let every_step = config();
+    let mut every_five = config();
+    every_five.train.log_every = Some(5);
+    let mut simt = config();
+    simt.train.backend = "simt".into();
+    for (name, cfg) in [("one", &every_step), ("five", &every_five), ("simt", &simt)] {
+        let r = train(opts(cfg, &s, &tmp.path().join(name), false, None)).unwrap();
+        assert_eq!(r.steps_done, 12, "{name}");
+    }
+    let log = |name: &str| read_log(&tmp.path().join(name)).unwrap();
+    let (one, five, dev) = (log("one"), log("five"), log("simt"));
+    assert_eq!((one.len(), five.len(), dev.len()), (12, 12, 12));
+    for ((a, b), c) in one.iter().zip(&five).zip(&dev) {
+        assert_eq!((a.step, b.step, c.step), (a.step, a.step, a.step));
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "step {}", a.step);
+        assert_eq!(a.teacher_entropy.to_bits(), b.teacher_entropy.to_bits());
+        assert_eq!(a.lr.to_bits(), b.lr.to_bits());
+        assert!(
+            (a.loss - c.loss).abs() < 1e-4 * a.loss.abs().max(1.0),
+            "step {}: {} vs {}",
+            a.step,
+            a.loss,
+            c.loss
+        );
+        assert!((a.teacher_entropy - c.teacher_entropy).abs() < 1e-4);
+    }
+}
+
 #[test]
 fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
     let tmp = tempfile::tempdir().unwrap();

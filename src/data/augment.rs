@@ -350,30 +350,7 @@ pub fn make_step_part_into(
     step: u64,
     out: &mut StepCrops,
 ) -> Result<()> {
-    let n = draws.first().map_or(0, |d| d.cells[0].len());
-    if draws
-        .iter()
-        .any(|d| d.cells[0].len() != n || d.cells[1].len() != n)
-    {
-        bail!("make_step: every set needs the same number of cells in both views");
-    }
-    if !cfg.n_local.is_multiple_of(2) {
-        bail!(
-            "the number of local crops must be even (half per view), got {}",
-            cfg.n_local
-        );
-    }
-    norm.check_batches(draws.iter().flat_map(|d| d.batches))?;
-    // Checksum each distinct cell once (a cell feeds 1 global and L/2 local crops).
-    let mut distinct: Vec<u32> = draws
-        .iter()
-        .flat_map(|d| d.cells.iter().flatten().copied())
-        .collect();
-    distinct.sort_unstable();
-    distinct.dedup();
-    distinct
-        .par_iter()
-        .try_for_each(|&k| store.check_crop(k as usize))?;
+    let (n, _) = check_step(store, draws, cfg, norm)?;
     let (c, crop) = (store.channels(), store.crop());
     let (g, lsz, nl) = (cfg.global_size, cfg.local_size, cfg.n_local);
     let r = draws.len() * n;
@@ -410,6 +387,41 @@ pub fn make_step_part_into(
         out.n_local,
     ) = (draws.len(), n, c, g, lsz, nl);
     Ok(())
+}
+
+/// Checks one step's draws before rendering: every set has n cells in both views, an even number of
+/// local crops, normaliser statistics for every batch, and each distinct cell's crop checksum (once: a cell
+/// feeds 1 global and L/2 local crops). Returns n and the distinct cells, sorted.
+pub fn check_step(
+    store: &Store,
+    draws: &[SetDraw],
+    cfg: &AugmentConfig,
+    norm: &Normalizer,
+) -> Result<(usize, Vec<u32>)> {
+    let n = draws.first().map_or(0, |d| d.cells[0].len());
+    if draws
+        .iter()
+        .any(|d| d.cells[0].len() != n || d.cells[1].len() != n)
+    {
+        bail!("make_step: every set needs the same number of cells in both views");
+    }
+    if !cfg.n_local.is_multiple_of(2) {
+        bail!(
+            "the number of local crops must be even (half per view), got {}",
+            cfg.n_local
+        );
+    }
+    norm.check_batches(draws.iter().flat_map(|d| d.batches))?;
+    let mut distinct: Vec<u32> = draws
+        .iter()
+        .flat_map(|d| d.cells.iter().flatten().copied())
+        .collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct
+        .par_iter()
+        .try_for_each(|&k| store.check_crop(k as usize))?;
+    Ok((n, distinct))
 }
 
 /// The un-augmented, normalised crop of cell `k` (for embedding). out: (C, crop, crop)

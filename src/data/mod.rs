@@ -10,6 +10,7 @@
 //! let t = p.step(step)?;   // t.global: (2, R, C, 96, 96), t.local: (8, R, C, 48, 48), R = S·n set-major
 //! ```
 pub mod augment;
+pub mod device_step;
 pub mod fastpow;
 pub mod normalize;
 pub mod pipeline;

@@ -90,6 +90,11 @@ impl Normalizer {
         Ok(())
     }
 
+    /// Per channel (mean, 1 / divisor) of `batch`'s NTC statistics, if it has them.
+    pub fn ntc_stats(&self, batch: u32) -> Option<&[(f32, f32)]> {
+        self.ntc.get(batch as usize)?.as_deref()
+    }
+
     /// Normalise one image in place. img: (C, P) with P pixels per channel; `batch` selects NTC statistics.
     pub fn apply(&self, batch: u32, img: &mut [f32], channels: usize) -> Result<()> {
         let p = img.len() / channels;

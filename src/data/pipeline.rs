@@ -5,12 +5,17 @@
 //! work runs on rayon's global pool; buffers handed back with `recycle` are reused, so a long run does not
 //! allocate (and page-fault) 300 MB per step.
 use super::augment::{make_step_part_into, AugmentConfig, StepCrops};
+use super::device_step::{make_raw_step_part_into, RawStep};
 use super::normalize::{NormKind, Normalizer};
-use super::sampler::{Sampler, SamplerConfig};
+use super::sampler::{Sampler, SamplerConfig, SetDraw};
 use crate::store::Store;
 use anyhow::{bail, Result};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+
+/// A renderer of a part of a step (`make_step_part_into`, `make_raw_step_part_into`).
+type MakePart<T> =
+    fn(&Store, &[SetDraw], usize, &AugmentConfig, &Normalizer, u64, &mut T) -> Result<()>;
 
 /// Store, sampler, augmentation and normaliser of one training run.
 pub struct Pipeline {
@@ -72,10 +77,21 @@ impl Pipeline {
 
     /// The tensors of step `step` (this pipeline's part of it) into `out` (reusing its buffers).
     pub fn step_into(&self, step: u64, out: &mut StepCrops) -> Result<()> {
+        self.part_of(step, out, make_step_part_into)
+    }
+
+    /// The inputs of step `step` (this pipeline's part) for augmentation on the device: the distinct
+    /// cells' stored crops and every crop's parameters (`device_step`), into `out`.
+    pub fn raw_step_into(&self, step: u64, out: &mut RawStep) -> Result<()> {
+        self.part_of(step, out, make_raw_step_part_into)
+    }
+
+    /// `make` on this pipeline's sets of step `step` (drawn once for the whole step, then split).
+    fn part_of<T>(&self, step: u64, out: &mut T, make: MakePart<T>) -> Result<()> {
         let all = self.sampler.sample_step(step);
         let (rank, ranks) = self.part;
         let per = all.len() / ranks.max(1);
-        make_step_part_into(
+        make(
             &self.store,
             &all[rank * per..(rank + 1) * per],
             rank * per,
@@ -94,13 +110,27 @@ impl Pipeline {
     }
 
     /// Produce steps `start, start+1, …` in the background, at most `depth` ahead of the consumer.
-    pub fn prefetch(self: Arc<Self>, start: u64, depth: usize) -> Prefetch {
-        let (tx, rx): (SyncSender<(u64, Result<StepCrops>)>, _) = sync_channel(depth.max(1));
-        let (back_tx, back_rx) = sync_channel::<StepCrops>(depth.max(1) + 2);
+    pub fn prefetch(self: Arc<Self>, start: u64, depth: usize) -> Prefetch<StepCrops> {
+        self.spawn(start, depth, Pipeline::step_into)
+    }
+
+    /// [`Pipeline::prefetch`] of the steps' raw inputs, for augmentation on the device.
+    pub fn prefetch_raw(self: Arc<Self>, start: u64, depth: usize) -> Prefetch<RawStep> {
+        self.spawn(start, depth, Pipeline::raw_step_into)
+    }
+
+    fn spawn<T: Default + Send + 'static>(
+        self: Arc<Self>,
+        start: u64,
+        depth: usize,
+        make: fn(&Pipeline, u64, &mut T) -> Result<()>,
+    ) -> Prefetch<T> {
+        let (tx, rx): (SyncSender<(u64, Result<T>)>, _) = sync_channel(depth.max(1));
+        let (back_tx, back_rx) = sync_channel::<T>(depth.max(1) + 2);
         let handle = std::thread::spawn(move || {
             for step in start.. {
                 let mut buf = back_rx.try_recv().unwrap_or_default();
-                let r = self.step_into(step, &mut buf).map(|_| buf);
+                let r = make(&self, step, &mut buf).map(|_| buf);
                 let failed = r.is_err();
                 if tx.send((step, r)).is_err() || failed {
                     break;
@@ -116,27 +146,27 @@ impl Pipeline {
 }
 
 /// Background step producer; iterate to receive `(step, tensors)` in order. An error ends the stream.
-pub struct Prefetch {
-    rx: Option<Receiver<(u64, Result<StepCrops>)>>,
-    back: SyncSender<StepCrops>,
+pub struct Prefetch<T = StepCrops> {
+    rx: Option<Receiver<(u64, Result<T>)>>,
+    back: SyncSender<T>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Prefetch {
+impl<T> Prefetch<T> {
     /// Hand a consumed step's buffers back for reuse (dropped if the queue is full).
-    pub fn recycle(&self, buf: StepCrops) {
+    pub fn recycle(&self, buf: T) {
         let _ = self.back.try_send(buf);
     }
 }
 
-impl Iterator for Prefetch {
-    type Item = (u64, Result<StepCrops>);
+impl<T> Iterator for Prefetch<T> {
+    type Item = (u64, Result<T>);
     fn next(&mut self) -> Option<Self::Item> {
         self.rx.as_ref()?.recv().ok()
     }
 }
 
-impl Drop for Prefetch {
+impl<T> Drop for Prefetch<T> {
     fn drop(&mut self) {
         // NOTE: dropping the receiver makes the producer's next send fail, so it exits after at most one step.
         self.rx.take();

@@ -353,3 +353,74 @@ fn pipeline_and_prefetch_give_the_same_steps() {
     }
     drop(pf); // the producer stops
 }
+
+/// Augmentation on the device (`data::device_step`): from the distinct cells' stored crops (each once)
+/// and the parameters the data path draws, `augment.cu` renders and normalises the same crops as the CPU
+/// data path, for every normaliser, on the CPU twin and on the emulated device.
+#[test]
+fn crops_rendered_on_the_device_equal_the_data_path_crops() {
+    use setdino::backend::cpu::CpuBackend;
+    use setdino::backend::gpu::{simt::Simt, GpuBackend};
+    use setdino::backend::Backend;
+    use setdino::data::device_step::{render_on, RawStep};
+    use setdino::data::Pipeline;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(dir.path());
+    let store = Arc::new(store);
+    let cfg = SamplerConfig {
+        set_size: 4,
+        sets_per_step: 3,
+        min_cells: Some(20),
+        seed: 1,
+        ..Default::default()
+    };
+    let aug = AugmentConfig {
+        seed: 5,
+        ..AugmentConfig::for_crop(16)
+    };
+    fn worst<B: Backend>(be: &B, raw: &RawStep, want: &[f32], local: &[f32]) -> f32 {
+        let b = render_on(be, raw).unwrap();
+        let mut w = 0f32;
+        let got_l = b.local.as_ref().map(|l| be.download(l).unwrap());
+        for (got, want) in [
+            (Some(be.download(&b.global).unwrap()), want),
+            (got_l, local),
+        ] {
+            let got = got.unwrap_or_default();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(want) {
+                w = w.max((a - b).abs() / b.abs().max(1.0));
+            }
+        }
+        w
+    }
+    for norm in [
+        NormKind::None,
+        NormKind::Zscore,
+        NormKind::Ntc {
+            compat_2sigma: false,
+        },
+    ] {
+        let p = Pipeline::new(store.clone(), cfg.clone(), aug.clone(), norm).unwrap();
+        for t in [0, 3] {
+            let want = p.step(t).unwrap();
+            let mut raw = RawStep::default();
+            p.raw_step_into(t, &mut raw).unwrap();
+            assert!(aug.n_local > 0 && !want.local.is_empty());
+            let rows = want.rows();
+            assert_eq!(raw.global_params.len(), 2 * rows * (8 + 2 * want.channels));
+            // each distinct cell once: the step's 2R cells (a cell may repeat across sets)
+            assert!(raw.cells.len() <= 2 * rows * want.channels * 16 * 16);
+            let cpu = worst(&CpuBackend::<f32>::new(), &raw, &want.global, &want.local);
+            let simt = worst(
+                &GpuBackend::new(Simt::new()),
+                &raw,
+                &want.global,
+                &want.local,
+            );
+            eprintln!("{norm:?} step {t}: max rel |Δ| cpu {cpu:.1e}, simt {simt:.1e}");
+            assert!(cpu <= 1e-5 && simt <= 1e-5, "{norm:?}: {cpu} {simt}");
+        }
+    }
+}

@@ -9,20 +9,10 @@ use setdino::data::augment::{crop_params, AugmentCompat, AugmentConfig, CropPara
 const C: usize = 3;
 const CROP: usize = 24;
 
-/// Parameter record of `augment_render_f32` for `p` reading source cell `cell`.
+/// Parameter record of `augment_render_f32` for `p` reading source cell `cell` (the data path's).
 pub fn record(p: &CropParams, cell: usize) -> Vec<f32> {
-    let mut r = vec![
-        p.d4.flip_ud as u8 as f32,
-        p.d4.flip_lr as u8 as f32,
-        p.d4.rot90 as u8 as f32,
-        p.r0 as f32,
-        p.rows as f32,
-        p.c0 as f32,
-        p.cols as f32,
-        cell as f32,
-    ];
-    r.extend(&p.gamma);
-    r.extend(&p.offset);
+    let mut r = Vec::new();
+    setdino::data::device_step::render_record(p, cell, &mut r);
     r
 }
 

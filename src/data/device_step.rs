@@ -1,0 +1,171 @@
+//! A training step's crops augmented on the device (issue 14 item 3): the CPU side only reads the store
+//! and draws the parameters; the device renders and normalises every crop with `augment.cu`.
+//!
+//! Key decisions: (1) the same parameters as the CPU path — each crop's `CropParams` comes from
+//! `augment::crop_params` with the same (seed, step, set, cell, crop) key, so the device crops equal the
+//! CPU path's to the renderer's rounding (x^γ: the data path's table-based power vs powf, ≤ 5e-6 before
+//! normalisation; tests/pipeline.rs and tests/parity/augment.rs). (2) Each distinct cell's stored crop
+//! goes up once, however many crops it feeds (1 global + L/2 local): with the reference geometry (96 px
+//! store crops, 96/48 px views, 8 locals) that is half the floats of the rendered crops. (3) The raw
+//! crops travel as their u16 values held in f32 (the kernel's input); packing them as u16 would halve
+//! the upload again and is not done yet.
+use super::augment::{
+    check_step, crop_index_global, crop_index_local, crop_params, AugmentConfig, CropParams,
+};
+use super::normalize::{NormKind, Normalizer};
+use super::sampler::SetDraw;
+use crate::backend::Backend;
+use crate::engine::StepBatch;
+use crate::store::Store;
+use anyhow::Result;
+
+/// One step's inputs for augmentation on the device, set-major like `StepCrops`.
+#[derive(Clone, Debug, Default)]
+pub struct RawStep {
+    /// (cells, C, crop, crop): each distinct cell's stored crop once, u16 values held as f32.
+    pub cells: Vec<f32>,
+    /// (2R, 8 + 2C) and (L·R, 8 + 2C): the `augment_render` record of every crop (its `cell` indexes
+    /// `cells`).
+    pub global_params: Vec<f32>,
+    pub local_params: Vec<f32>,
+    /// (2R, C, 2) and (L·R, C, 2): per crop and channel (mean, 1 / divisor) of its batch's NTC
+    /// statistics; empty unless the normaliser is `ntc`.
+    pub global_stats: Vec<f32>,
+    pub local_stats: Vec<f32>,
+    pub norm: Option<NormKind>,
+    pub sets: usize,
+    pub set_size: usize,
+    pub channels: usize,
+    pub crop: usize,
+    pub global_size: usize,
+    pub local_size: usize,
+    pub n_local: usize,
+}
+
+/// The `augment_render` record of `p` reading source cell `cell`: [flip_ud, flip_lr, rot90, r0, rows,
+/// c0, cols, cell, gamma[C], offset[C]].
+pub fn render_record(p: &CropParams, cell: usize, out: &mut Vec<f32>) {
+    out.extend([
+        f32::from(u8::from(p.d4.flip_ud)),
+        f32::from(u8::from(p.d4.flip_lr)),
+        f32::from(u8::from(p.d4.rot90)),
+        p.r0 as f32,
+        p.rows as f32,
+        p.c0 as f32,
+        p.cols as f32,
+        cell as f32,
+    ]);
+    out.extend(&p.gamma);
+    out.extend(&p.offset);
+}
+
+/// [`RawStep`] of the sets `draws` (the step's sets `first_set …`, as `make_step_part_into` takes them).
+pub fn make_raw_step_part_into(
+    store: &Store,
+    draws: &[SetDraw],
+    first_set: usize,
+    cfg: &AugmentConfig,
+    norm: &Normalizer,
+    step: u64,
+    out: &mut RawStep,
+) -> Result<()> {
+    let (n, distinct) = check_step(store, draws, cfg, norm)?;
+    let (c, crop) = (store.channels(), store.crop());
+    let (g, lsz, nl) = (cfg.global_size, cfg.local_size, cfg.n_local);
+    let r = draws.len() * n;
+    out.cells.clear();
+    for &k in &distinct {
+        out.cells.extend(
+            store
+                .crop_u16_unchecked(k as usize)
+                .iter()
+                .map(|&v| f32::from(v)),
+        );
+    }
+    let ntc = matches!(norm.kind, NormKind::Ntc { .. });
+    let index = |cell: u32| distinct.binary_search(&cell).unwrap_or(0);
+    let fill = |crops: usize, params: &mut Vec<f32>, stats: &mut Vec<f32>, local: bool| {
+        params.clear();
+        stats.clear();
+        for u in 0..crops {
+            let (which, row) = (u / r, u % r);
+            let (s, k) = (row / n, row % n);
+            let (view, key) = if local {
+                (which / (nl / 2).max(1), crop_index_local(which))
+            } else {
+                (which, crop_index_global(which))
+            };
+            let cell = draws[s].cells[view][k];
+            let p = crop_params(cfg, crop, c, step, first_set + s, k, key);
+            render_record(&p, index(cell), params);
+            if ntc {
+                let batch = store.record(cell as usize).batch;
+                for &(m, inv) in norm.ntc_stats(batch).unwrap_or(&[]) {
+                    stats.extend([m, inv]);
+                }
+            }
+        }
+    };
+    fill(2 * r, &mut out.global_params, &mut out.global_stats, false);
+    fill(nl * r, &mut out.local_params, &mut out.local_stats, true);
+    (
+        out.norm,
+        out.sets,
+        out.set_size,
+        out.channels,
+        out.crop,
+        out.global_size,
+        out.local_size,
+        out.n_local,
+    ) = (Some(norm.kind), draws.len(), n, c, crop, g, lsz, nl);
+    Ok(())
+}
+
+/// The step's crops rendered and normalised on `be` from `raw` (uploads: the raw crops, and per group
+/// the parameter records and NTC statistics).
+pub fn render_on<B: Backend>(be: &B, raw: &RawStep) -> Result<StepBatch<B>> {
+    let (c, r) = (raw.channels, raw.sets * raw.set_size);
+    let src = be.upload(&raw.cells)?;
+    let group = |crops: usize, size: usize, params: &[f32], stats: &[f32]| -> Result<B::Buf> {
+        let mut out = be.uninit(crops * c * size * size)?; // written whole by the renderer
+        if crops == 0 {
+            return Ok(out);
+        }
+        let p = be.upload(params)?;
+        be.augment_render(&mut out, &src, &p, crops, c, raw.crop, size)?;
+        match raw.norm {
+            Some(NormKind::Ntc { .. }) => {
+                let st = be.upload(stats)?;
+                be.augment_normalize_ntc(&mut out, &st, crops, c, size * size)?;
+            }
+            Some(NormKind::Zscore) => {
+                be.augment_normalize_zscore(&mut out, crops, c, size * size)?
+            }
+            Some(NormKind::None) | None => {}
+        }
+        Ok(out)
+    };
+    let global = group(
+        2 * r,
+        raw.global_size,
+        &raw.global_params,
+        &raw.global_stats,
+    )?;
+    let local = if raw.n_local > 0 {
+        Some(group(
+            raw.n_local * r,
+            raw.local_size,
+            &raw.local_params,
+            &raw.local_stats,
+        )?)
+    } else {
+        None
+    };
+    Ok(StepBatch {
+        global,
+        local,
+        sets: raw.sets,
+        set_size: raw.set_size,
+        n_local: raw.n_local,
+    })
+}
