@@ -1040,7 +1040,14 @@ fn train_on<B: Backend>(
         };
         while let Some((s, batch)) = feed.next_batch(&eng.be) {
             debug_assert_eq!(s, step);
-            let batch = batch.with_context(|| format!("preparing the crops of step {s}"))?;
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    // the steps run so far keep their log lines (a drain's own stop takes precedence)
+                    watch.drain(&mut eng, &run, &cfg, writer, sched_spe, &bar, log.as_mut())?;
+                    return Err(e.context(format!("preparing the crops of step {s}")));
+                }
+            };
             let sched = schedule::at(&cfg.optim, &steps, step as usize);
             let drop = if cfg.model.drop_path > 0.0 {
                 Some((cfg.train.seed, step))

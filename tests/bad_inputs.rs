@@ -625,3 +625,59 @@ fn bench_crop_sides_must_be_multiples_of_the_patch() {
         );
     }
 }
+
+/// `bench --what kernels` on the emulator: the kernel table of a step, modelled for the named GPU and
+/// labelled as modelled (every kernel's time sums to the step's); an unknown `--gpu` and the CPU backend
+/// are refused with what to use instead.
+#[test]
+fn bench_kernels_models_a_named_gpu_and_refuses_what_it_cannot_model() {
+    let t = tempfile::tempdir().unwrap();
+    let json = t.path().join("k.json");
+    let base = [
+        "bench",
+        "--what",
+        "kernels",
+        "--config",
+        "tiny",
+        "--sets",
+        "1",
+        "--set-size",
+        "2",
+        "--n-local",
+        "2",
+        "--warmup",
+        "1",
+    ];
+    let mut args = s(&base);
+    args.extend(s(&["--backend", "simt", "--gpu", "h200", "--json"]));
+    args.push(json.display().to_string());
+    cli(&args).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let step = &v["step"];
+    assert_eq!(step["gpu"]["name"], "H200");
+    assert_eq!(step["measured"], false);
+    let kernels = v["kernels"].as_array().unwrap();
+    let ms: f64 = kernels.iter().map(|k| k["ms"].as_f64().unwrap()).sum();
+    assert!((ms - step["ms"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(kernels
+        .iter()
+        .any(|k| k["class"] == "TensorGemm" && k["flop"].as_f64().unwrap() > 0.0));
+    assert!(kernels
+        .iter()
+        .all(|k| k["measured"] == false && k["bytes"].as_u64().unwrap() > 0));
+    let mut bad = s(&base);
+    bad.extend(s(&["--backend", "simt", "--gpu", "b200"]));
+    let e = err(&bad);
+    assert!(
+        e.contains("--gpu") && e.contains("b200") && e.contains("h100"),
+        "{e}"
+    );
+    let mut cpu = s(&base);
+    cpu.extend(s(&["--backend", "cpu"]));
+    let e = err(&cpu);
+    assert!(
+        e.contains("--backend simt") && e.contains("--profile"),
+        "{e}"
+    );
+}
