@@ -8,6 +8,9 @@
 //   params: (n, 8 + 2C) per crop [flip_ud, flip_lr, rot90, r0, rows, c0, cols, cell, gamma[C], offset[C]];
 //   out = clamp((src/65535)^gamma + offset, 0, 1) at the nearest-resized window of the D4-transformed crop
 //   launch: one thread per output element, block 256
+// augment_render_u16_f32(out, src, params, n, C, crop, size)
+//   the same from src: (cells, C, crop, crop) u16 values packed two per 32-bit word (Backend::upload_u16),
+//   half the bytes of the f32 source   launch: one thread per output element, block 256
 // augment_normalize_ntc_f32(x, stats, n, C, HW)
 //   x (in place): (n, C, HW) = (x − mean)·inv with stats: (n, C, 2) = (mean, 1/divisor) per crop and channel
 //   launch: one thread per element, block 256
@@ -24,11 +27,9 @@ DEV int augment_nearest(int d, int size, int n_in) {
   return s < n_in - 1 ? s : n_in - 1;
 }
 
-extern "C" __global__ void augment_render_f32(float* out, const float* src, const float* params, int n, int C,
-                                              int crop, int size) {
-  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  const long long total = (long long)n * C * size * size;
-  if (i >= total) return;  // guard
+// Output element i of augment_render from an f32 source (src) or a u16 one (src16; the other is null).
+DEV void augment_render_one(float* out, const float* src, const unsigned short* src16, const float* params,
+                            int C, int crop, int size, long long i) {
   const int x = (int)(i % size);
   const int y = (int)((i / size) % size);
   const int c = (int)((i / ((long long)size * size)) % C);
@@ -47,9 +48,24 @@ extern "C" __global__ void augment_render_f32(float* out, const float* src, cons
   }
   if (flip_lr) tj = crop - 1 - tj;
   if (flip_ud) ti = crop - 1 - ti;
-  const float v = src[(((long long)cell * C + c) * crop + ti) * crop + tj] / 65535.f;
+  const long long at = (((long long)cell * C + c) * crop + ti) * crop + tj;
+  const float v = (src16 ? (float)src16[at] : src[at]) / 65535.f;
   const float g = gamma == 1.f ? v : powf(v, gamma);
   out[i] = fminf(fmaxf(g + offset, 0.f), 1.f);
+}
+
+extern "C" __global__ void augment_render_f32(float* out, const float* src, const float* params, int n, int C,
+                                              int crop, int size) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (long long)n * C * size * size) return;  // guard
+  augment_render_one(out, src, nullptr, params, C, crop, size, i);
+}
+
+extern "C" __global__ void augment_render_u16_f32(float* out, const unsigned short* src, const float* params,
+                                                  int n, int C, int crop, int size) {
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (long long)n * C * size * size) return;  // guard
+  augment_render_one(out, nullptr, src, params, C, crop, size, i);
 }
 
 extern "C" __global__ void augment_normalize_ntc_f32(float* x, const float* stats, int n, int C, int HW) {

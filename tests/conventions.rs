@@ -146,6 +146,7 @@ fn every_backend_method_has_a_kernel_or_is_host_side() {
         "counts",
         "uninit",
         "uninit_act",
+        "upload_u16",
     ];
     for m in backend_methods() {
         if host_side.contains(&m.as_str()) || m == "fill" {

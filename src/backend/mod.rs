@@ -82,6 +82,11 @@ pub trait Backend: Sync {
         None
     }
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    /// Raw u16 values (stored crops) for `augment_render`: the GPU backend keeps them packed two per
+    /// word (`DType::U16`, half the bytes of f32); elsewhere they become f32 values.
+    fn upload_u16(&self, host: &[u16]) -> Result<Self::Buf> {
+        self.upload(&host.iter().map(|&v| f32::from(v)).collect::<Vec<_>>())
+    }
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     /// Download at full precision (f64 backends lose nothing; f32 backends widen).
     fn download_f64(&self, buf: &Self::Buf) -> Result<Vec<f64>> {

@@ -44,6 +44,8 @@ pub enum DType {
     #[default]
     F32,
     Bf16,
+    /// Unsigned 16-bit values (raw crops uploaded for augmentation on the device), two per word.
+    U16,
 }
 
 impl DType {
@@ -51,6 +53,7 @@ impl DType {
         match self {
             DType::F32 => "f32",
             DType::Bf16 => "bf16",
+            DType::U16 => "u16",
         }
     }
 }

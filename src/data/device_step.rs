@@ -4,11 +4,11 @@
 //! Key decisions: (1) the same parameters as the CPU path — each crop's `CropParams` comes from
 //! `augment::crop_params` with the same (seed, step, set, cell, crop) key, so the device crops equal the
 //! CPU path's to the renderer's rounding (x^γ: the data path's table-based power vs powf, ≤ 5e-6 before
-//! normalisation; tests/pipeline.rs and tests/parity/augment.rs). (2) Each distinct cell's stored crop
-//! goes up once, however many crops it feeds (1 global + L/2 local): with the reference geometry (96 px
-//! store crops, 96/48 px views, 8 locals) that is half the floats of the rendered crops. (3) The raw
-//! crops travel as their u16 values held in f32 (the kernel's input); packing them as u16 would halve
-//! the upload again and is not done yet.
+//! normalisation; tests/datapath/augment.rs and tests/parity/augment.rs). (2) Each distinct cell's
+//! stored crop goes up once, however many crops it feeds (1 global + L/2 local): with the reference
+//! geometry (96 px store crops, 96/48 px views, 8 locals) that is half the values of the rendered crops.
+//! (3) Those values go up as the store keeps them, u16 (`Backend::upload_u16`, two per word on the GPU):
+//! half the bytes again, a quarter of the f32 crops in all.
 use super::augment::{
     check_step, crop_index_global, crop_index_local, crop_params, AugmentConfig, CropParams,
 };
@@ -22,8 +22,8 @@ use anyhow::Result;
 /// One step's inputs for augmentation on the device, set-major like `StepCrops`.
 #[derive(Clone, Debug, Default)]
 pub struct RawStep {
-    /// (cells, C, crop, crop): each distinct cell's stored crop once, u16 values held as f32.
-    pub cells: Vec<f32>,
+    /// (cells, C, crop, crop): each distinct cell's stored crop once, as stored (u16).
+    pub cells: Vec<u16>,
     /// (2R, 8 + 2C) and (L·R, 8 + 2C): the `augment_render` record of every crop (its `cell` indexes
     /// `cells`).
     pub global_params: Vec<f32>,
@@ -75,12 +75,8 @@ pub fn make_raw_step_part_into(
     let r = draws.len() * n;
     out.cells.clear();
     for &k in &distinct {
-        out.cells.extend(
-            store
-                .crop_u16_unchecked(k as usize)
-                .iter()
-                .map(|&v| f32::from(v)),
-        );
+        out.cells
+            .extend_from_slice(store.crop_u16_unchecked(k as usize));
     }
     let ntc = matches!(norm.kind, NormKind::Ntc { .. });
     let index = |cell: u32| distinct.binary_search(&cell).unwrap_or(0);
@@ -125,7 +121,7 @@ pub fn make_raw_step_part_into(
 /// the parameter records and NTC statistics).
 pub fn render_on<B: Backend>(be: &B, raw: &RawStep) -> Result<StepBatch<B>> {
     let (c, r) = (raw.channels, raw.sets * raw.set_size);
-    let src = be.upload(&raw.cells)?;
+    let src = be.upload_u16(&raw.cells)?;
     let group = |crops: usize, size: usize, params: &[f32], stats: &[f32]| -> Result<B::Buf> {
         let mut out = be.uninit(crops * c * size * size)?; // written whole by the renderer
         if crops == 0 {

@@ -39,8 +39,17 @@ fn drawn(compat: AugmentCompat) -> Vec<(CropParams, usize, usize)> {
 }
 
 fn run<B: Backend>(be: &B) -> Outs {
-    let src: Vec<f32> = src_u16(4).iter().map(|&x| x as f32).collect();
+    let raw = src_u16(4);
+    let src: Vec<f32> = raw.iter().map(|&x| x as f32).collect();
     let s = up(be, &src);
+    // the same crops as stored (u16: packed two per word on the device, `augment_render_u16_f32`), with
+    // an odd number of values so the last word is half used
+    let odd = &raw[..raw.len() - 1];
+    let s16 = be.upload_u16(odd).unwrap();
+    assert_eq!(
+        dl(be, &s16),
+        odd.iter().map(|&x| f32::from(x)).collect::<Vec<_>>()
+    );
     let mut outs = Vec::new();
     for compat in [AugmentCompat::Fixed, AugmentCompat::Paper] {
         for size in [CROP, CROP / 2] {
@@ -58,6 +67,28 @@ fn run<B: Backend>(be: &B) -> Outs {
             be.augment_render(&mut out, &s, &pb, n, C, CROP, size)
                 .unwrap();
             outs.push((format!("render[{compat:?},{size}]"), dl(be, &out)));
+            // cells 0..2 only: the odd-length u16 source holds 3 whole cells
+            let few: Vec<(usize, usize)> = ps
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, cell, _))| *cell < 3)
+                .map(|(k, (_, cell, _))| (k, *cell))
+                .collect();
+            let fp: Vec<f32> = few
+                .iter()
+                .flat_map(|&(k, cell)| record(&ps[k].0, cell))
+                .collect();
+            let mut o16 = be.zeros(few.len() * C * size * size).unwrap();
+            be.augment_render(&mut o16, &s16, &up(be, &fp), few.len(), C, CROP, size)
+                .unwrap();
+            let want: Vec<f32> = few
+                .iter()
+                .flat_map(|&(k, _)| {
+                    dl(be, &out)[k * C * size * size..(k + 1) * C * size * size].to_vec()
+                })
+                .collect();
+            assert_eq!(dl(be, &o16), want, "u16 source = f32 source");
+            outs.push((format!("render_u16[{compat:?},{size}]"), dl(be, &o16)));
             let stats: Vec<f32> = data(2 * n * C, 131, 0.5)
                 .iter()
                 .map(|x| x.abs() + 0.1)

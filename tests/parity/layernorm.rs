@@ -226,7 +226,7 @@ fn bf16_layernorm_outputs_match_the_rounding_twins() {
 pub fn check_out(op: &str, dtype: setdino::backend::DType, got: &[f32], want: &[f32]) {
     match dtype {
         setdino::backend::DType::Bf16 => crate::compare_rounded(op, got, want),
-        setdino::backend::DType::F32 => crate::compare(
+        setdino::backend::DType::F32 | setdino::backend::DType::U16 => crate::compare(
             op,
             &vec![("out".into(), got.to_vec())],
             &vec![("out".into(), want.to_vec())],

@@ -45,14 +45,15 @@ impl<D: Device> GpuBackend<D> {
     fn f32_only(&self, m: &Buf<D>, what: &str) -> Result<()> {
         ensure!(
             m.dtype == DType::F32,
-            "{what}: a bf16 buffer was passed where this kernel reads or writes f32"
+            "{what}: a {} buffer was passed where this kernel reads or writes f32",
+            m.dtype.name()
         );
         Ok(())
     }
     /// The LayerNorm output argument and whether it is stored in bf16.
     fn ln_out(&self, out: &mut Buf<D>, n: usize) -> Result<(KArg, bool)> {
         Ok(match out.dtype {
-            DType::F32 => (self.at_mut(out, 0, n, "ln out")?, false),
+            DType::F32 | DType::U16 => (self.at_mut(out, 0, n, "ln out")?, false),
             DType::Bf16 => (self.at_bf16_mut(out, n, "ln out")?, true),
         })
     }
@@ -191,11 +192,34 @@ impl<D: Device> Backend for GpuBackend<D> {
     fn upload(&self, host: &[f32]) -> Result<Buf<D>> {
         Ok(self.f32_buf(self.htod(host)?))
     }
+    fn upload_u16(&self, host: &[u16]) -> Result<Buf<D>> {
+        // two values per word, the lower index in the low half (the bf16 layout)
+        let words: Vec<f32> = host
+            .chunks(2)
+            .map(|p| {
+                let hi = p.get(1).copied().map_or(0, u32::from);
+                f32::from_bits(u32::from(p[0]) | (hi << 16))
+            })
+            .collect();
+        Ok(GpuBuf {
+            mem: Some(self.htod(&words)?),
+            dtype: DType::U16,
+            len: host.len(),
+            bf16: None,
+            home: std::sync::Arc::downgrade(&self.pool),
+        })
+    }
     fn download(&self, buf: &Buf<D>) -> Result<Vec<f32>> {
         let words = self.dtoh_synced(buf.mem())?;
         Ok(match buf.dtype {
             DType::F32 => words,
             DType::Bf16 => unpack_bf16(&words, buf.len),
+            DType::U16 => (0..buf.len)
+                .map(|k| {
+                    let w = words[k / 2].to_bits();
+                    (if k % 2 == 0 { w & 0xffff } else { w >> 16 }) as f32
+                })
+                .collect(),
         })
     }
     fn buf_len(&self, buf: &Buf<D>) -> usize {
@@ -430,7 +454,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         }
         let y = self.at_mut(pre, 0, r * o, "matmul pre")?;
         let (g, g16) = match act.dtype {
-            DType::F32 => (self.at_mut(act, 0, r * o, "matmul act")?, KArg::Ptr(0)),
+            DType::F32 | DType::U16 => (self.at_mut(act, 0, r * o, "matmul act")?, KArg::Ptr(0)),
             DType::Bf16 => (KArg::Ptr(0), self.at_bf16_mut(act, r * o, "matmul act")?),
         };
         let bias = self.at(params, b_off, o, "bias")?;
@@ -636,7 +660,9 @@ impl<D: Device> Backend for GpuBackend<D> {
         if self.precision.bf16_attention(n, hs) {
             let smem = attention_smem(n, hs, false)?;
             let (o, o16) = match out.dtype {
-                DType::F32 => (self.at_mut(out, 0, b * n * c, "attn out")?, KArg::Ptr(0)),
+                DType::F32 | DType::U16 => {
+                    (self.at_mut(out, 0, b * n * c, "attn out")?, KArg::Ptr(0))
+                }
                 DType::Bf16 => (KArg::Ptr(0), self.at_bf16_mut(out, b * n * c, "attn out")?),
             };
             let args = [
@@ -1190,9 +1216,21 @@ impl<D: Device> Backend for GpuBackend<D> {
         let total = n * c * size * size;
         let cells = src.len / (c * crop * crop).max(1);
         ensure!(cells > 0, "augment: no source crops");
+        let values = cells * c * crop * crop;
+        let (kernel, s) = if src.dtype == DType::U16 {
+            // packed u16 (`upload_u16`): 2 bytes per value
+            check_extent(src.len, 0, values, "augment src")?;
+            let at = self.dev.addr(src.mem());
+            (K::augment_render_u16_f32, self.ptr(at, 2 * values))
+        } else {
+            (
+                K::augment_render_f32,
+                self.at(src, 0, values, "augment src")?,
+            )
+        };
         let args = [
             self.at_mut(out, 0, total, "augment out")?,
-            self.at(src, 0, cells * c * crop * crop, "augment src")?,
+            s,
             self.at(params, 0, n * (8 + 2 * c), "augment params")?,
             i(n),
             i(c),
@@ -1200,7 +1238,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             i(size),
         ];
         // one thread per output element
-        self.go(K::augment_render_f32, LaunchCfg::linear(total), &args)
+        self.go(kernel, LaunchCfg::linear(total), &args)
     }
     fn augment_normalize_ntc(
         &self,
