@@ -55,8 +55,10 @@ if [ -x "$B" ]; then
   stage step-f32 90 $B bench --backend cuda --precision f32 --what step "${REF[@]}" --warmup 1 --warmup-secs 1 \
     --repeats 3 --json "$OUT/step-f32.json"
   # what the model predicted for this GPU, for the measured/modelled comparison
+  GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr 'A-Z' 'a-z')
+  case "$GPU_NAME" in *h200*) MODEL=h200 ;; *a100*) MODEL=a100 ;; *) MODEL=h100 ;; esac
   stage kernels-model 60 $B bench --backend simt --precision bf16 --what kernels "${REF[@]}" --warmup 1 \
-    --json "$OUT/kernels-model.json"
+    --gpu "$MODEL" --json "$OUT/kernels-model.json"
 fi
 if [ -n "${TORCH_PID:-}" ]; then wait "$TORCH_PID"; fi
 if [ "$TORCH" = 1 ] && python3 -c 'import torch, timm' 2>/dev/null; then
@@ -89,6 +91,8 @@ if k:
 m = load("kernels-model.json")
 if m:
     s["kernels_modelled_step"] = m["step"]
+    if k:
+        s["measured_over_modelled_step_ms"] = k["step"]["ms"] / m["step"]["ms"]
 for p in ("bf16", "f32"):
     st = load(f"step-{p}.json")
     if st and st.get("results"):
