@@ -1001,7 +1001,10 @@ fn train_on<B: Backend>(
     let cells_per_step =
         (d.sets_per_step * d.set_size * if d.strategy == "same-cells" { 1 } else { 2 }) as f64;
     let mut watch = Watch {
-        every: log_every(&cfg, &be_kind(&eng)),
+        // never more slots than steps to run (the device buffer holds 4 values per slot)
+        every: log_every(&cfg, &be_kind(&eng))
+            .min(usize::try_from(total.saturating_sub(start)).unwrap_or(usize::MAX))
+            .max(1),
         pending: Vec::new(),
         window: Instant::now(),
         cells_per_step,
