@@ -1,10 +1,11 @@
 // adamw.cu: AdamW over a contiguous range of the flat parameter buffer, PyTorch single-tensor semantics:
 //   p *= 1 − lr·wd;  m = lerp(m, g, 1 − β1);  v = β2·v + (1 − β2)·g²;  p −= (lr/bc1)·m/(√v/√bc2 + ε).
-// The scalars are precomputed on the host in f64 (AdamWHyper, mirrored by AdamWHyperC in Rust).
+// The scalars are precomputed on the host in f64 and read from device memory (`h` points at 8 words in the step's
+// scalar buffer, refreshed by one upload per step), so a captured step replays with the new step's values.
 // Reference: torch.optim.AdamW (_single_tensor_adamw).
 //
 // adamw_update_f32(params, m, v, grads, n, h)
-//   params, m, v (in place), grads: (n), pointers already offset to the range   launch: one thread per element
+//   params, m, v (in place), grads: (n), pointers already offset to the range; h: one AdamWHyper (8 words)   launch: one thread per element
 // adamw_update_bf16(params, params16, m, v, grads, n, h)
 //   as adamw_update_f32, and params16 (=) the bf16 copy of the updated params in the same pass (the
 //   weights the bf16 GEMMs read)   launch: one thread per element
@@ -38,15 +39,15 @@ DEV float adamw_step(float* params, float* m, float* v, const float* grads, int 
 }
 
 extern "C" __global__ void adamw_update_f32(float* params, float* m, float* v, const float* grads, int n,
-                                            AdamWHyper h) {
+                                            const AdamWHyper* h) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;  // guard
-  adamw_step(params, m, v, grads, i, h);
+  adamw_step(params, m, v, grads, i, *h);
 }
 
 extern "C" __global__ void adamw_update_bf16(float* params, bf16_t* params16, float* m, float* v, const float* grads,
-                                             int n, AdamWHyper h) {
+                                             int n, const AdamWHyper* h) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;  // guard
-  params16[i] = f32_to_bf16_rn(adamw_step(params, m, v, grads, i, h));
+  params16[i] = f32_to_bf16_rn(adamw_step(params, m, v, grads, i, *h));
 }

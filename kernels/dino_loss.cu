@@ -6,7 +6,8 @@
 // sinkhorn_knopp_teacher.
 //
 // dino_loss_forward_backward_teacher_f32(tprobs, teacher, center, R, K, teacher_temp)
-//   tprobs: (R, K) = q; teacher: (R, K), R = 2S; center: (K)   launch: one block of 256 per row
+//   tprobs: (R, K) = q; teacher: (R, K), R = 2S; center: (K); teacher_temp: (1) in device memory (the step's
+//   scalar buffer: the temperature's warm-up replays in a captured step)   launch: one block of 256 per row
 // dino_loss_forward_backward_student_f32(dstudent, row_loss, student, tprobs, V, S, K, student_temp, coef)
 //   dstudent (=): (V·S, K); row_loss: (V·S) = Σ_{iq≠v} CE; student: (V·S, K) view-major; coef = 1/(T·S·τs)
 //   launch: one block of 256 per student row
@@ -17,7 +18,7 @@
 // dino_loss_sinkhorn_f32(tprobs, teacher, R, K, teacher_temp, iters)
 //   tprobs: (R, K) = the Sinkhorn–Knopp teacher targets (DINOv2's centering, in place of the center):
 //   Q = exp((t − max t)/τt) / Σ, then `iters` times: each prototype column to mass 1/K, each row to 1/R;
-//   finally ×R (rows sum to 1). A column or row of zero mass stays zero.   launch: one block of 256
+//   finally ×R (rows sum to 1). A column or row of zero mass stays zero. teacher_temp: (1) in device memory.   launch: one block of 256
 // dino_loss_monitor_f32(stats, loss, tprobs, teacher, slot, Rp, Rt, K)
 //   stats[4·slot .. 4·slot + 4] = (loss[0], mean over the Rp rows of tprobs of −Σ_k q·ln q (q > 0),
 //   1 if the Rt ≥ 2 teacher rows all equal the first within 1e-6 else 0, 0): a step's monitoring values,
@@ -26,15 +27,16 @@
 // CPU twin: src/backend/cpu/dino_loss.rs   Tests: tests/parity/dino_loss.rs, tests/gradcheck/dino_loss.rs
 
 extern "C" __global__ void dino_loss_forward_backward_teacher_f32(float* tprobs, const float* teacher, const float* center,
-                                                         int R, int K, float teacher_temp) {
+                                                         int R, int K, const float* teacher_temp) {
   __shared__ float scratch[32];
   const int row = blockIdx.x;
   if (row >= R) return;  // guard (whole block)
   const float* t = teacher + (long long)row * K;
   float* q = tprobs + (long long)row * K;
+  const float tt = *teacher_temp;
   float mx = F32_NEG_INF;
   for (int j = threadIdx.x; j < K; j += blockDim.x) {
-    q[j] = (t[j] - center[j]) / teacher_temp;
+    q[j] = (t[j] - center[j]) / tt;
     mx = fmaxf(mx, q[j]);
   }
   mx = block_reduce_max(mx, scratch);
@@ -102,16 +104,17 @@ extern "C" __global__ void dino_loss_center_update_f32(float* center, const floa
 }
 
 extern "C" __global__ void dino_loss_sinkhorn_f32(float* tprobs, const float* teacher, int R, int K,
-                                                  float teacher_temp, int iters) {
+                                                  const float* teacher_temp, int iters) {
   __shared__ float scratch[32];
   if (blockIdx.x != 0) return;  // one block does the whole (R, K) matrix
   const long long n = (long long)R * K;
+  const float tt = *teacher_temp;
   float mx = F32_NEG_INF;
   for (long long e = threadIdx.x; e < n; e += blockDim.x) mx = fmaxf(mx, teacher[e]);
   mx = block_reduce_max(mx, scratch);
   float s = 0.f;
   for (long long e = threadIdx.x; e < n; e += blockDim.x) {
-    tprobs[e] = expf((teacher[e] - mx) / teacher_temp);
+    tprobs[e] = expf((teacher[e] - mx) / tt);
     s += tprobs[e];
   }
   s = block_reduce_sum(s, scratch);

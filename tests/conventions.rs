@@ -147,6 +147,11 @@ fn every_backend_method_has_a_kernel_or_is_host_side() {
         "uninit",
         "uninit_act",
         "upload_u16",
+        "upload_scalars",
+        // graph capture (stream capture and cuGraphLaunch on CUDA, a recorded op list on simt)
+        "capture_begin",
+        "capture_end",
+        "replay",
     ];
     for m in backend_methods() {
         if host_side.contains(&m.as_str()) || m == "fill" {

@@ -17,6 +17,7 @@ pub struct OpCounters {
     h2d_bytes: AtomicU64,
     d2h_bytes: AtomicU64,
     alloc_bytes: AtomicU64,
+    graph_launches: AtomicU64,
 }
 
 /// A snapshot of the totals, or the difference of two. In JSON (`setdino bench --json`) the fields of a
@@ -49,6 +50,10 @@ pub struct Counts {
     /// Of a snapshot taken in steady state: the whole arena the step works in.
     #[serde(rename = "device_bytes_allocated_per_step")]
     pub alloc_bytes: u64,
+    /// Replays of a captured step (`cuGraphLaunch`): the launches, memsets and copies inside a graph are
+    /// not counted again (the host issues one call for all of them).
+    #[serde(rename = "graph_launches_per_step")]
+    pub graph_launches: u64,
 }
 
 fn bytes(words: usize) -> u64 {
@@ -58,6 +63,10 @@ fn bytes(words: usize) -> u64 {
 impl OpCounters {
     pub fn launch(&self) {
         self.launches.fetch_add(1, Relaxed);
+    }
+    /// One replay of a captured graph.
+    pub fn graph_launch(&self) {
+        self.graph_launches.fetch_add(1, Relaxed);
     }
     /// A new allocation of `words` 32-bit words, zeroed.
     pub fn alloc_zeroed(&self, words: usize) {
@@ -100,6 +109,7 @@ impl OpCounters {
             h2d_bytes: self.h2d_bytes.load(Relaxed),
             d2h_bytes: self.d2h_bytes.load(Relaxed),
             alloc_bytes: self.alloc_bytes.load(Relaxed),
+            graph_launches: self.graph_launches.load(Relaxed),
         }
     }
 }
@@ -117,6 +127,7 @@ impl Counts {
             h2d_bytes: self.h2d_bytes.saturating_sub(earlier.h2d_bytes),
             d2h_bytes: self.d2h_bytes.saturating_sub(earlier.d2h_bytes),
             alloc_bytes: self.alloc_bytes.saturating_sub(earlier.alloc_bytes),
+            graph_launches: self.graph_launches.saturating_sub(earlier.graph_launches),
         }
     }
 }

@@ -31,6 +31,31 @@ pub struct AdamWHyper {
     pub bias_correction2_sqrt: f64,
 }
 
+impl AdamWHyper {
+    /// The words AdamW reads from device memory (`struct AdamWHyper` of `kernels/adamw.cu`), computed
+    /// in f64 and rounded once to the backend's precision: 1 − lr·wd, 1 − β1, β2, 1 − β2, lr/(1 − β1^t),
+    /// √(1 − β2^t), ε, 0.
+    pub fn words(&self) -> [f64; ADAMW_WORDS] {
+        [
+            1.0 - self.lr * self.weight_decay,
+            1.0 - self.beta1,
+            self.beta2,
+            1.0 - self.beta2,
+            self.lr / self.bias_correction1,
+            self.bias_correction2_sqrt,
+            self.eps,
+            0.0,
+        ]
+    }
+}
+
+/// Words of one AdamW scalar record ([`AdamWHyper::words`]).
+pub const ADAMW_WORDS: usize = 8;
+
+/// A scalar the kernel reads from device memory: word `.1` of buffer `.0` (the step's scalar buffer,
+/// refreshed by one upload per step, so a captured step replays with the new step's values).
+pub type DevScalar<'a, B> = (&'a B, usize);
+
 /// The primitive operations of the step. Shapes use the glossary of `model`.
 pub trait Backend: Sync {
     /// A device buffer of scalars.
@@ -82,6 +107,26 @@ pub trait Backend: Sync {
         None
     }
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    /// Writes `host` (rounded once to this backend's precision) into `dst[off..off + host.len()]`: one
+    /// upload into an existing buffer, no allocation (the step's scalar buffer, [`DevScalar`]).
+    fn upload_scalars(&self, dst: &mut Self::Buf, off: usize, host: &[f64]) -> Result<()>;
+
+    /// A recorded sequence of device work that replays without the host (a CUDA graph).
+    type Graph: Send;
+    /// Starts recording instead of running: until [`Backend::capture_end`], the work this backend is
+    /// asked for (launches, memsets, device copies) is recorded, not done, and anything that needs the
+    /// host (an allocation, an upload, a download) fails. `false` (nothing started) where the backend
+    /// cannot capture: the CPU reference runs every step directly.
+    fn capture_begin(&self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Ends the recording begun by `capture_begin`. The graph keeps the device memory its work touched
+    /// that went back to the pool during the recording (the step's temporaries), so nothing else is
+    /// handed that memory while the graph lives; buffers still held by the caller must outlive it.
+    /// Fails, discarding the recording, when the recorded work allocated, uploaded or synchronised.
+    fn capture_end(&self) -> Result<Self::Graph>;
+    /// Runs the recorded work again, on the current contents of the memory it reads.
+    fn replay(&self, graph: &Self::Graph) -> Result<()>;
     /// Raw u16 values (stored crops) for `augment_render`: the GPU backend keeps them packed two per
     /// word (`DType::U16`, half the bytes of f32); elsewhere they become f32 values.
     fn upload_u16(&self, host: &[u16]) -> Result<Self::Buf> {
@@ -514,7 +559,7 @@ pub trait Backend: Sync {
         s: usize,
         k: usize,
         student_temp: f64,
-        teacher_temp: f64,
+        teacher_temp: DevScalar<Self::Buf>,
     ) -> Result<()>;
     /// tprobs: (R, K) = Sinkhorn–Knopp teacher targets of teacher (R, K) at τt with `iters` iterations
     /// (DINOv2's centering; every row sums to 1, every prototype gets ≈ 1/K of the batch's mass).
@@ -524,7 +569,7 @@ pub trait Backend: Sync {
         teacher: &Self::Buf,
         r: usize,
         k: usize,
-        teacher_temp: f64,
+        teacher_temp: DevScalar<Self::Buf>,
         iters: usize,
     ) -> Result<()>;
     /// center = m·center + (1 − m)·mean over R rows of teacher (R, K).
@@ -593,7 +638,8 @@ pub trait Backend: Sync {
         ranges: &[(usize, usize)],
         max_norm: f64,
     ) -> Result<()>;
-    /// AdamW over [lo, hi) of the flat buffers (PyTorch semantics).
+    /// AdamW over [lo, hi) of the flat buffers (PyTorch semantics); `hyper` points at the
+    /// [`ADAMW_WORDS`] words of [`AdamWHyper::words`].
     fn adamw_update(
         &self,
         params: &mut Self::Buf,
@@ -602,14 +648,15 @@ pub trait Backend: Sync {
         grads: &Self::Buf,
         lo: usize,
         hi: usize,
-        hyper: AdamWHyper,
+        hyper: DevScalar<Self::Buf>,
     ) -> Result<()>;
-    /// teacher = m·teacher + (1 − m)·student over n elements.
+    /// teacher = m·teacher + (1 − m)·student over n elements; `momentum` points at the two words
+    /// (m, 1 − m).
     fn ema_update(
         &self,
         teacher: &mut Self::Buf,
         student: &Self::Buf,
         n: usize,
-        momentum: f64,
+        momentum: DevScalar<Self::Buf>,
     ) -> Result<()>;
 }

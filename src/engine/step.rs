@@ -139,6 +139,68 @@ pub struct Engine<B: Backend> {
     trainable_ranges: Vec<(usize, usize)>,
     /// (4 · slots) per-step monitoring values written on the device (`monitor`), read by `read_monitor`.
     monitor: Option<B::Buf>,
+    /// The step's scalars on the device ([`scalar_words`] layout): AdamW, EMA, teacher temperature and
+    /// drop-path draws, refreshed by one upload per step, read by the kernels (so a captured step
+    /// replays with each step's values).
+    scalars: Option<B::Buf>,
+    /// Whether `train_step_on_device` captures the step into a graph and replays it (`set_graphs`).
+    graphs: bool,
+    /// The shape of the last step run directly while graphs are on, and the input buffers it ran on:
+    /// the next step of the same shape is captured on them (every other buffer it needs is then in the
+    /// backend's pool).
+    graph_warm: Option<(StepKey, StepBatch<B>)>,
+    /// The captured step, replayed while the step keeps its shape.
+    captured: Option<CapturedStep<B>>,
+    /// Why capturing failed, if it did (graphs are then off); the trainer reports it once.
+    pub graph_note: Option<String>,
+}
+
+/// Offsets of the step's scalar buffer (`Engine::scalars`): three AdamW records (decayed tensors,
+/// undecayed tensors, the last layer), the EMA momentum pair, the teacher temperature, then the
+/// drop-path scales of the student's global and local groups. `update` writes words
+/// [0, `TEACHER_TEMP`), the forward [`TEACHER_TEMP`, end); a training step writes all in one upload.
+pub mod scalar_words {
+    use crate::backend::ADAMW_WORDS;
+    pub const ADAMW_DECAY: usize = 0;
+    pub const ADAMW_NO_DECAY: usize = ADAMW_WORDS;
+    pub const ADAMW_LAST: usize = 2 * ADAMW_WORDS;
+    /// (momentum, 1 − momentum)
+    pub const EMA: usize = 3 * ADAMW_WORDS;
+    pub const TEACHER_TEMP: usize = EMA + 3;
+    pub const DROP: usize = TEACHER_TEMP + 1;
+}
+
+/// What makes two training steps replayable by one graph: the buffer shapes, and the work issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StepKey {
+    sets: usize,
+    set_size: usize,
+    n_local: usize,
+    global: usize,
+    local: usize,
+    scalars: usize,
+    drop_local: Option<usize>,
+    drop_global: bool,
+    freeze_last_layer: bool,
+}
+
+/// A training step recorded as a graph (`Backend::capture_begin`), with the buffers it reads and
+/// writes that outlive the recording. Field order: the graph is dropped before the memory it addresses.
+struct CapturedStep<B: Backend> {
+    graph: B::Graph,
+    key: StepKey,
+    /// The step's crops at the addresses the graph reads: each step's batch is copied in.
+    inputs: StepBatch<B>,
+    /// The loss, targets and teacher rows the graph writes (the monitor reads them after each replay).
+    out: DeviceLoss<B>,
+}
+
+/// Where the forward finds its drop-path draws in the scalar buffer.
+#[derive(Clone, Copy, Debug)]
+struct Staged {
+    drop_global: bool,
+    /// Offset of the local group's draws (`None`: no drop path, or no local crops).
+    drop_local: Option<usize>,
 }
 
 /// Host copies of the state, for checkpoints.
@@ -173,6 +235,15 @@ impl HostState {
             adam_step_last: 0,
         }
     }
+}
+
+/// `dst`'s crops = `src`'s (same shapes).
+fn copy_batch<B: Backend>(be: &B, dst: &mut StepBatch<B>, src: &StepBatch<B>) -> Result<()> {
+    be.copy(&mut dst.global, 0, &src.global, 0, be.buf_len(&src.global))?;
+    if let (Some(d), Some(s)) = (dst.local.as_mut(), src.local.as_ref()) {
+        be.copy(d, 0, s, 0, be.buf_len(s))?;
+    }
+    Ok(())
 }
 
 /// Per-sample drop-path scales for one forward group, from the stream (seed, step, group, block, branch).
@@ -243,6 +314,11 @@ impl<B: Backend> Engine<B> {
             interp: HashMap::new(),
             monitor: None,
             trainable_ranges,
+            scalars: None,
+            graphs: false,
+            graph_warm: None,
+            captured: None,
+            graph_note: None,
         })
     }
 
@@ -275,7 +351,95 @@ impl<B: Backend> Engine<B> {
     /// Replaces the interpolation matrix of `side` (tests use this to run the f64 backend on an
     /// f64-exact matrix).
     pub fn set_interp(&mut self, side: usize, m: B::Buf) {
+        self.captured = None; // it reads the matrix being replaced
         self.interp.insert(side, m);
+    }
+
+    /// Turns graph capture of [`Engine::train_step_on_device`] on or off. On (where the backend can
+    /// capture: the GPU backends), the first step of a shape runs directly, the second is captured,
+    /// and every later step of that shape is one replay of the captured work: no launches from the
+    /// host beyond the batch copy, the replay and the monitor (the counters show it). A
+    /// data-parallel group and the KoLeo term (which reads a value back) run directly. With graphs
+    /// on, the engine's parameter and state buffers must be written in place, never replaced.
+    pub fn set_graphs(&mut self, on: bool) {
+        self.graphs = on;
+        self.graph_warm = None;
+        self.captured = None;
+    }
+
+    /// Whether the last step was a replay of (or the capture of) a graph.
+    pub fn graph_active(&self) -> bool {
+        self.captured.is_some()
+    }
+
+    /// The scalar buffer of `words` words (reallocated, and the captured step dropped, if its size
+    /// changes).
+    fn ensure_scalars(&mut self, words: usize) -> Result<()> {
+        if self.scalars.as_ref().map(|b| self.be.buf_len(b)) != Some(words) {
+            self.captured = None;
+            self.scalars = Some(self.be.zeros(words)?);
+        }
+        Ok(())
+    }
+
+    /// One upload of `words` into the scalar buffer at `off` (sized to at least `min_len` first).
+    fn stage(&mut self, off: usize, words: &[f64], min_len: usize) -> Result<()> {
+        let have = self.scalars.as_ref().map_or(0, |b| self.be.buf_len(b));
+        if have < min_len {
+            self.ensure_scalars(min_len)?;
+        }
+        let buf = self.scalars.as_mut().expect("sized above");
+        self.be.upload_scalars(buf, off, words)
+    }
+
+    /// Words [`scalar_words::TEACHER_TEMP`, end) of the scalar buffer for one forward/backward: the
+    /// teacher temperature and the step's drop-path draws (global group, then local group).
+    fn forward_words(
+        &self,
+        batch: &StepBatch<B>,
+        teacher_temp: f64,
+        drop: Option<(u64, u64)>,
+    ) -> (Vec<f64>, Staged) {
+        let r = batch.sets * batch.set_size;
+        let nl = batch.n_local;
+        let dg = drop.and_then(|(seed, step)| self.part_drop_scales(seed, step, 0, 2, r));
+        let dl = match (drop, nl) {
+            (Some((seed, step)), nl) if nl > 0 => self.part_drop_scales(seed, step, 1, nl, r),
+            _ => None,
+        };
+        let mut words = vec![teacher_temp];
+        words.extend(flat_scales(&dg).into_iter().map(f64::from));
+        let local_off = scalar_words::TEACHER_TEMP + words.len();
+        words.extend(flat_scales(&dl).into_iter().map(f64::from));
+        let staged = Staged {
+            drop_global: dg.is_some(),
+            drop_local: dl.is_some().then_some(local_off),
+        };
+        (words, staged)
+    }
+
+    /// Words [0, `TEACHER_TEMP`) of the scalar buffer for the update after the current step: the
+    /// AdamW records at the next step counts, and the EMA momentum.
+    fn update_words(&self, optim: &OptimConfig, sched: &StepSchedule) -> Vec<f64> {
+        let hyper = |t: u64, wd: f64| {
+            AdamWHyper {
+                lr: sched.lr,
+                beta1: optim.beta1,
+                beta2: optim.beta2,
+                eps: optim.eps,
+                weight_decay: wd,
+                bias_correction1: 1.0 - optim.beta1.powi(t as i32),
+                bias_correction2_sqrt: (1.0 - optim.beta2.powi(t as i32)).sqrt(),
+            }
+            .words()
+        };
+        let mut w = Vec::with_capacity(scalar_words::TEACHER_TEMP);
+        w.extend(hyper(self.adam_step + 1, sched.weight_decay));
+        w.extend(hyper(self.adam_step + 1, 0.0));
+        w.extend(hyper(self.adam_step_last + 1, sched.weight_decay));
+        w.extend([sched.momentum, 1.0 - sched.momentum, 0.0]);
+        debug_assert_eq!(w.len(), scalar_words::TEACHER_TEMP);
+        w
     }
 
     /// Set-DINO loss and gradients (into `self.grads`, zeroed first) for one batch. `drop` = Some((seed,
@@ -307,6 +471,19 @@ impl<B: Backend> Engine<B> {
         student_temp: f64,
         teacher_temp: f64,
         drop: Option<(u64, u64)>,
+    ) -> Result<DeviceLoss<B>> {
+        let (words, staged) = self.forward_words(batch, teacher_temp, drop);
+        let t = scalar_words::TEACHER_TEMP;
+        self.stage(t, &words, t + words.len())?;
+        self.forward_backward_staged(batch, student_temp, staged)
+    }
+
+    /// The forward/backward on the staged scalars (no upload: the step's draws are in the buffer).
+    fn forward_backward_staged(
+        &mut self,
+        batch: &StepBatch<B>,
+        student_temp: f64,
+        staged: Staged,
     ) -> Result<DeviceLoss<B>> {
         let cfg = self.cfg.clone();
         let (s, n, nl) = (batch.sets, batch.set_size, batch.n_local);
@@ -347,21 +524,11 @@ impl<B: Backend> Engine<B> {
         // collapse checks see the global batch).
         let t_all = self.gather_views(&t_out, 2, s)?;
 
-        // Student: global group, then local group.
-        // The step's drop-path draws, both groups in one buffer: one upload per step.
-        let dg = drop.and_then(|(seed, step)| self.part_drop_scales(seed, step, 0, 2, r));
-        let dl = match (drop, nl) {
-            (Some((seed, step)), nl) if nl > 0 => self.part_drop_scales(seed, step, 1, nl, r),
-            _ => None,
-        };
-        let mut flat = flat_scales(&dg);
-        let local_off = flat.len();
-        flat.extend(flat_scales(&dl));
-        let scales = if flat.is_empty() {
-            None
-        } else {
-            Some(be.upload(&flat)?)
-        };
+        // Student: global group, then local group; the drop-path draws come from the scalar buffer.
+        let scales = self.scalars.as_ref();
+        let staged_buf =
+            scales.ok_or_else(|| anyhow::anyhow!("the step's scalars were not staged"))?;
+        let teacher_temp = (staged_buf, scalar_words::TEACHER_TEMP);
         let sg = backbone_forward(
             be,
             &cfg,
@@ -371,7 +538,9 @@ impl<B: Backend> Engine<B> {
             &batch.global,
             2 * r,
             gs,
-            dg.as_ref().and(scales.as_ref()).map(|b| (b, 0)),
+            scales
+                .filter(|_| staged.drop_global)
+                .map(|b| (b, scalar_words::DROP)),
         )?;
         // KoLeo over each global view's r cells (the rows are view-major).
         let koleo = if self.koleo_weight > 0.0 {
@@ -391,7 +560,7 @@ impl<B: Backend> Engine<B> {
                     local,
                     nl * r,
                     ls,
-                    dl.as_ref().and(scales.as_ref()).map(|b| (b, local_off)),
+                    staged.drop_local.and_then(|off| scales.map(|b| (b, off))),
                 )?)
             }
             _ => None,
@@ -638,7 +807,23 @@ impl<B: Backend> Engine<B> {
         sched: &StepSchedule,
         teacher_out: &B::Buf,
     ) -> Result<()> {
+        let words = self.update_words(optim, sched);
+        self.stage(0, &words, scalar_words::DROP)?;
+        self.update_staged(optim, sched, teacher_out)
+    }
+
+    /// [`Engine::update`] on the staged scalars (no upload).
+    fn update_staged(
+        &mut self,
+        optim: &OptimConfig,
+        sched: &StepSchedule,
+        teacher_out: &B::Buf,
+    ) -> Result<()> {
         let be = &self.be;
+        let sc = self
+            .scalars
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the step's scalars were not staged"))?;
         let rows = be.buf_len(teacher_out) / self.cfg.out_dim;
         be.dino_loss_center_update(
             &mut self.center,
@@ -650,52 +835,43 @@ impl<B: Backend> Engine<B> {
         if optim.clip_grad > 0.0 {
             be.reduce_clip_per_tensor(&mut self.grads, &self.trainable_ranges, optim.clip_grad)?;
         }
-        let hyper = |t: u64, wd: f64| AdamWHyper {
-            lr: sched.lr,
-            beta1: optim.beta1,
-            beta2: optim.beta2,
-            eps: optim.eps,
-            weight_decay: wd,
-            bias_correction1: 1.0 - optim.beta1.powi(t as i32),
-            bias_correction2_sqrt: (1.0 - optim.beta2.powi(t as i32)).sqrt(),
-        };
         let l = &self.layout;
-        self.adam_step += 1;
-        let h = hyper(self.adam_step, sched.weight_decay);
-        be.adamw_update(
-            &mut self.student,
-            &mut self.adam_m,
-            &mut self.adam_v,
-            &self.grads,
-            0,
+        let ranges = [
+            (0, l.decay_end, scalar_words::ADAMW_DECAY),
+            (l.last_end, l.trainable_end, scalar_words::ADAMW_NO_DECAY),
+        ];
+        let last = (!sched.freeze_last_layer).then_some((
             l.decay_end,
-            h,
-        )?;
-        let h0 = hyper(self.adam_step, 0.0);
-        be.adamw_update(
-            &mut self.student,
-            &mut self.adam_m,
-            &mut self.adam_v,
-            &self.grads,
             l.last_end,
-            l.trainable_end,
-            h0,
-        )?;
-        if !sched.freeze_last_layer {
-            self.adam_step_last += 1;
-            let hl = hyper(self.adam_step_last, sched.weight_decay);
+            scalar_words::ADAMW_LAST,
+        ));
+        for (lo, hi, at) in ranges.into_iter().chain(last) {
             be.adamw_update(
                 &mut self.student,
                 &mut self.adam_m,
                 &mut self.adam_v,
                 &self.grads,
-                l.decay_end,
-                l.last_end,
-                hl,
+                lo,
+                hi,
+                (sc, at),
             )?;
         }
-        be.ema_update(&mut self.teacher, &self.student, l.n, sched.momentum)?;
+        be.ema_update(
+            &mut self.teacher,
+            &self.student,
+            l.n,
+            (sc, scalar_words::EMA),
+        )?;
+        self.advance_optimizer(sched.freeze_last_layer);
         Ok(())
+    }
+
+    /// The AdamW step counts after an update (the last layer's does not advance while frozen).
+    fn advance_optimizer(&mut self, freeze_last_layer: bool) {
+        self.adam_step += 1;
+        if !freeze_last_layer {
+            self.adam_step_last += 1;
+        }
     }
 
     /// One full training step at global iteration `step`; returns the loss.
@@ -731,10 +907,133 @@ impl<B: Backend> Engine<B> {
     ) -> Result<()> {
         let drop = self.drop_draw(seed, step);
         self.ensure_monitor(slots)?;
-        let out =
-            self.forward_backward_on_device(batch, optim.student_temp, sched.teacher_temp, drop)?;
+        // Every scalar of the step in one upload: the update's words, then the forward's.
+        let (fwd, staged) = self.forward_words(batch, sched.teacher_temp, drop);
+        let mut words = self.update_words(optim, sched);
+        words.extend(fwd);
+        self.ensure_scalars(words.len())?;
+        self.stage(0, &words, words.len())?;
+        let key = StepKey {
+            sets: batch.sets,
+            set_size: batch.set_size,
+            n_local: batch.n_local,
+            global: self.be.buf_len(&batch.global),
+            local: batch.local.as_ref().map_or(0, |l| self.be.buf_len(l)),
+            scalars: words.len(),
+            drop_local: staged.drop_local,
+            drop_global: staged.drop_global,
+            freeze_last_layer: sched.freeze_last_layer,
+        };
+        let capturable = self.graphs && self.comm.world() == 1 && self.koleo_weight == 0.0;
+        if capturable {
+            if self.captured.as_ref().is_some_and(|c| c.key == key) {
+                return self.replay_step(batch, sched, (slot, slots));
+            }
+            if let Some((_, inputs)) = self.graph_warm.take_if(|(k, _)| *k == key) {
+                return self.capture_step(inputs, batch, optim, sched, staged, key, (slot, slots));
+            }
+            // This step runs directly on input buffers of its own, which the next one is captured on.
+            self.graph_warm = None;
+            self.captured = None;
+            let be = &self.be;
+            let mut inputs = StepBatch {
+                global: be.uninit(be.buf_len(&batch.global))?,
+                local: match &batch.local {
+                    Some(l) => Some(be.uninit(be.buf_len(l))?),
+                    None => None,
+                },
+                sets: batch.sets,
+                set_size: batch.set_size,
+                n_local: batch.n_local,
+            };
+            copy_batch(be, &mut inputs, batch)?;
+            self.direct_step(&inputs, optim, sched, staged, (slot, slots))?;
+            self.graph_warm = Some((key, inputs));
+            return Ok(());
+        }
+        self.direct_step(batch, optim, sched, staged, (slot, slots))
+    }
+
+    /// The step on the staged scalars, launch by launch.
+    fn direct_step(
+        &mut self,
+        batch: &StepBatch<B>,
+        optim: &OptimConfig,
+        sched: &StepSchedule,
+        staged: Staged,
+        (slot, slots): (usize, usize),
+    ) -> Result<()> {
+        let out = self.forward_backward_staged(batch, optim.student_temp, staged)?;
         self.monitor(&out, slot, slots)?;
-        self.update(optim, sched, &out.teacher_out)
+        self.update_staged(optim, sched, &out.teacher_out)
+    }
+
+    /// Copies the step's crops into the captured inputs, replays the captured step, then writes the
+    /// monitor slot.
+    fn replay_step(
+        &mut self,
+        batch: &StepBatch<B>,
+        sched: &StepSchedule,
+        (slot, slots): (usize, usize),
+    ) -> Result<()> {
+        let mut c = self.captured.take().expect("checked by the caller");
+        let r = (|| {
+            copy_batch(&self.be, &mut c.inputs, batch)?;
+            self.be.replay(&c.graph)?;
+            self.advance_optimizer(sched.freeze_last_layer);
+            self.monitor(&c.out, slot, slots)
+        })();
+        self.captured = Some(c);
+        r
+    }
+
+    /// Records this step as a graph and runs it by replaying it once. If recording fails, graphs are
+    /// turned off (the reason kept in `graph_note`) and the step runs directly.
+    fn capture_step(
+        &mut self,
+        mut inputs: StepBatch<B>,
+        batch: &StepBatch<B>,
+        optim: &OptimConfig,
+        sched: &StepSchedule,
+        staged: Staged,
+        key: StepKey,
+        (slot, slots): (usize, usize),
+    ) -> Result<()> {
+        self.captured = None;
+        copy_batch(&self.be, &mut inputs, batch)?;
+        let steps = (self.adam_step, self.adam_step_last);
+        if !self.be.capture_begin()? {
+            self.graphs = false;
+        } else {
+            let recorded = self
+                .forward_backward_staged(&inputs, optim.student_temp, staged)
+                .and_then(|out| {
+                    self.update_staged(optim, sched, &out.teacher_out)?;
+                    Ok(out)
+                });
+            // Always end the recording, also after an error.
+            let graph = self.be.capture_end();
+            match (recorded, graph) {
+                (Ok(out), Ok(graph)) => {
+                    // The recording ran nothing: this replay is the step.
+                    self.be.replay(&graph)?;
+                    self.monitor(&out, slot, slots)?;
+                    self.captured = Some(CapturedStep {
+                        graph,
+                        key,
+                        inputs,
+                        out,
+                    });
+                    return Ok(());
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    self.graph_note = Some(format!("{e:#}"));
+                    self.graphs = false;
+                    (self.adam_step, self.adam_step_last) = steps;
+                }
+            }
+        }
+        self.direct_step(batch, optim, sched, staged, (slot, slots))
     }
 
     /// Per-image 4×C embeddings (CLS of the last 4 blocks after the final norm) of `imgs`

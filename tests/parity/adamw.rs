@@ -18,7 +18,10 @@ fn run<B: Backend>(be: &B) -> Outs {
         bias_correction1: 1.0 - 0.9f64.powi(t),
         bias_correction2_sqrt: (1.0 - 0.999f64.powi(t)).sqrt(),
     };
-    be.adamw_update(&mut p, &mut m, &mut v, &g, 100, 1237, h)
+    // the record at an odd offset of a scalar buffer, as the step keeps three
+    let mut hb = be.zeros(20).unwrap();
+    be.upload_scalars(&mut hb, 5, &h.words()).unwrap();
+    be.adamw_update(&mut p, &mut m, &mut v, &g, 100, 1237, (&hb, 5))
         .unwrap(); // a sub-range
     vec![
         ("params".into(), dl(be, &p)),
@@ -57,7 +60,9 @@ fn adamw_bf16_writes_the_weight_copy_in_the_same_pass() {
     let mut p = up(&g, &p0);
     g.keep_bf16_copy(&mut p).unwrap();
     let (mut m, mut v, gr) = (up(&g, &m0), up(&g, &v0), up(&g, &g0));
-    g.adamw_update(&mut p, &mut m, &mut v, &gr, lo, hi, h)
+    let mut hb = g.zeros(8).unwrap();
+    g.upload_scalars(&mut hb, 0, &h.words()).unwrap();
+    g.adamw_update(&mut p, &mut m, &mut v, &gr, lo, hi, (&hb, 0))
         .unwrap();
     assert!(g
         .dev
@@ -74,7 +79,7 @@ fn adamw_bf16_writes_the_weight_copy_in_the_same_pass() {
         &mut tm[lo..hi],
         &mut tv[lo..hi],
         &g0[lo..hi],
-        h,
+        &h.words().map(|x| x as f32),
     );
     let master = dl(&g, &p);
     crate::compare(

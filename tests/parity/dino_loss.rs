@@ -8,6 +8,10 @@ fn run<B: Backend>(be: &B) -> Outs {
         let z = up(be, &data(v * s * k, 90 + k as u64, 1.0));
         let t = up(be, &data(2 * s * k, 91, 1.0));
         let center = up(be, &data(k, 92, 0.2));
+        // the temperature read from device memory, at an offset of a scalar buffer
+        let mut tb = be.zeros(4).unwrap();
+        be.upload_scalars(&mut tb, 3, &[tt]).unwrap();
+        let tt = (&tb, 3);
         let mut loss = be.zeros(1).unwrap();
         let mut dz = be.zeros(v * s * k).unwrap();
         let mut q = be.zeros(2 * s * k).unwrap();

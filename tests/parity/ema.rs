@@ -5,7 +5,10 @@ fn run<B: Backend>(be: &B) -> Outs {
     let n = 777;
     let mut t = up(be, &data(n, 120, 1.0));
     let s = up(be, &data(n, 121, 1.0));
-    be.ema_update(&mut t, &s, 700, 0.996).unwrap();
+    let mut mb = be.zeros(3).unwrap();
+    be.upload_scalars(&mut mb, 1, &[0.996, 1.0 - 0.996])
+        .unwrap();
+    be.ema_update(&mut t, &s, 700, (&mb, 1)).unwrap();
     vec![("teacher".into(), dl(be, &t))]
 }
 
@@ -27,9 +30,11 @@ fn ema_bf16_writes_the_weight_copy_in_the_same_pass() {
     let mut t = crate::up(&g, &t0);
     g.keep_bf16_copy(&mut t).unwrap();
     let s = crate::up(&g, &s0);
-    g.ema_update(&mut t, &s, n, 0.996).unwrap();
+    let mut mb = g.zeros(2).unwrap();
+    g.upload_scalars(&mut mb, 0, &[0.996, 1.0 - 0.996]).unwrap();
+    g.ema_update(&mut t, &s, n, (&mb, 0)).unwrap();
     let (mut tt, mut t16) = (t0.clone(), vec![0f32; n]);
-    optim::ema_update_bf16(&mut tt, &mut t16, &s0, 0.996);
+    optim::ema_update_bf16(&mut tt, &mut t16, &s0, &[0.996, (1.0 - 0.996f64) as f32]);
     let master = crate::dl(&g, &t);
     crate::compare(
         "ema bf16",

@@ -2,13 +2,14 @@
 //! with n > 1 and local crops: loss, every gradient, every parameter, Adam moment and teacher tensor,
 //! and the center, compared tensor by tensor; and the embedding path.
 use crate::common::rand_vec_f32;
+use setdino::backend::counters::Counts;
 use setdino::backend::cpu::CpuBackend;
 use setdino::backend::gpu::simt::Simt;
 use setdino::backend::gpu::GpuBackend;
 use setdino::backend::Backend;
 use setdino::config::{ModelConfig, OptimConfig, TeacherInit};
 use setdino::engine::schedule::StepSchedule;
-use setdino::engine::step::HostState;
+use setdino::engine::step::{scalar_words, HostState};
 use setdino::engine::{Engine, StepBatch};
 use setdino::util::check::report_line;
 
@@ -330,11 +331,12 @@ fn the_step_asks_the_device_for_the_same_work_every_step_and_never_waits_for_it(
     // the loss and the teacher's health stay on the device (read every log_every steps by the loop)
     assert_eq!((s.host_syncs, s.d2h_bytes), (0, 0));
     let r = (S * N) as u64;
-    // one upload: the step's drop-path draws (2 branches × depth × every crop of both student groups);
-    // the ones of the teacher's forward are filled on the device
+    // one upload: the step's scalars (AdamW, EMA, teacher temperature) and drop-path draws (2 branches
+    // × depth × every crop of both student groups); the ones of the teacher's forward are filled on the
+    // device
     assert_eq!(s.uploads, 1, "{s:?}");
     let floats = 2 * c.depth as u64 * (2 + L as u64) * r;
-    assert_eq!(s.h2d_bytes, 4 * floats);
+    assert_eq!(s.h2d_bytes, 4 * (scalar_words::DROP as u64 + floats));
     // From the second step on, every buffer comes from the pool of the first: zeroed by a memset only
     // where an op accumulates into it (`zeros`), not where its producer writes it whole (`uninit`).
     assert_eq!(s.allocs, 0, "{s:?}");
@@ -426,4 +428,138 @@ fn deferred_reads_match_step_by_step<B: Backend>(make: impl Fn() -> B) {
 fn the_loops_deferred_reads_give_the_step_by_step_losses() {
     deferred_reads_match_step_by_step(CpuBackend::<f32>::new);
     deferred_reads_match_step_by_step(|| GpuBackend::new(Simt::new()));
+}
+
+/// The schedule of step `t` of a short run whose every scalar changes each step (lr, weight decay,
+/// momentum, teacher temperature), the last layer frozen for the first 3 steps.
+fn moving_sched(t: u64) -> StepSchedule {
+    let x = t as f64;
+    StepSchedule {
+        lr: 1e-3 * (1.0 + 0.3 * x),
+        weight_decay: 0.04 + 0.01 * x,
+        momentum: 0.99 - 0.002 * x,
+        teacher_temp: 0.04 + 0.003 * x,
+        freeze_last_layer: t < 3,
+    }
+}
+
+/// Steps 0..`steps` on the simt device with graphs on or off; the state and every step's monitor values.
+fn graph_run(
+    graphs: bool,
+    steps: u64,
+) -> (HostState, Vec<f64>, Vec<Counts>, Engine<GpuBackend<Simt>>) {
+    let c = cfg();
+    let mut st = HostState::init(&c, 42, TeacherInit::SeparateHead);
+    st.center = rand_vec_f32(c.out_dim, 7, 0.1);
+    let mut eng = Engine::from_host(GpuBackend::new(Simt::new()), c.clone(), &st).unwrap();
+    eng.set_graphs(graphs);
+    let optim = OptimConfig::default();
+    let mut per = Vec::new();
+    for t in 0..steps {
+        let b = batch(&eng.be, t);
+        let before = eng.be.counts().unwrap();
+        eng.train_step_on_device(
+            &b,
+            &optim,
+            &moving_sched(t),
+            5,
+            t,
+            (t as usize, steps as usize),
+        )
+        .unwrap();
+        per.push(eng.be.counts().unwrap().since(before));
+    }
+    assert!(eng.graph_note.is_none(), "{:?}", eng.graph_note);
+    let mon = eng
+        .read_monitor(steps as usize)
+        .unwrap()
+        .iter()
+        .flat_map(|m| [m.loss, m.entropy, f64::from(u8::from(m.same_rows))])
+        .collect();
+    (eng.to_host().unwrap(), mon, per, eng)
+}
+
+/// A captured step replays the step exactly: 8 steps whose scalars all change every step (and the last
+/// layer unfreezes at step 3, which re-captures) leave the same bits in every parameter, moment and
+/// the center, and the same monitor values, as the same steps run launch by launch; the replayed steps
+/// ask the host for one graph launch, the batch copies and the monitor launch, allocate nothing and
+/// upload only the step's scalars.
+#[test]
+fn a_captured_step_replays_the_direct_step_bit_for_bit() {
+    let steps = 8;
+    let (direct, mon_d, per_d, _) = graph_run(false, steps);
+    let (graph, mon_g, per_g, eng) = graph_run(true, steps);
+    assert!(eng.graph_active());
+    for (name, a, b) in [
+        ("student", &direct.student, &graph.student),
+        ("teacher", &direct.teacher, &graph.teacher),
+        ("adam_m", &direct.adam_m, &graph.adam_m),
+        ("adam_v", &direct.adam_v, &graph.adam_v),
+        ("center", &direct.center, &graph.center),
+    ] {
+        let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same,
+            "{name} differs between the direct and the replayed steps"
+        );
+    }
+    assert_eq!(
+        (direct.adam_step, direct.adam_step_last),
+        (graph.adam_step, graph.adam_step_last)
+    );
+    assert_eq!((graph.adam_step, graph.adam_step_last), (8, 5));
+    assert_eq!(mon_d, mon_g, "monitor values");
+    assert!(per_d.iter().all(|d| d.graph_launches == 0));
+    // steps 0 and 3 run directly (a new shape: frozen, then not); 1 and 4 are captured and run by
+    // one replay; the rest replay
+    let replays: Vec<u64> = per_g.iter().map(|d| d.graph_launches).collect();
+    assert_eq!(replays, vec![0, 1, 1, 0, 1, 1, 1, 1]);
+    for t in [2, 5, 6, 7] {
+        let d = per_g[t];
+        // host work of a replayed step: 2 batch copies, the graph, the monitor kernel
+        assert_eq!(
+            (d.launches, d.copies, d.memsets, d.allocs),
+            (1, 2, 0, 0),
+            "step {t}: {d:?}"
+        );
+        assert_eq!((d.uploads, d.host_syncs), (1, 0), "step {t}: {d:?}");
+        assert_eq!(d.h2d_bytes, per_d[t].h2d_bytes, "the same scalars go up");
+        assert!(
+            per_d[t].launches > 50 * d.launches,
+            "{:?} vs {d:?}",
+            per_d[t]
+        );
+    }
+}
+
+/// Capturing refuses work a graph cannot replay: an upload (or a download) while recording fails
+/// with a message that says so, and the recording ends cleanly.
+#[test]
+fn capture_refuses_uploads_and_downloads() {
+    let be = GpuBackend::new(Simt::new());
+    let mut buf = be.zeros(8).unwrap();
+    assert!(be.capture_begin().unwrap());
+    let up = be
+        .upload(&[1.0; 8])
+        .err()
+        .expect("an upload while capturing fails");
+    assert!(format!("{up:#}").contains("captured"), "{up:#}");
+    let down = be
+        .download(&buf)
+        .expect_err("a download while capturing fails");
+    assert!(format!("{down:#}").contains("captured"), "{down:#}");
+    be.fill(&mut buf, 0, 8, 2.0).unwrap(); // recorded, not run
+    let g = be.capture_end().unwrap();
+    assert_eq!(
+        be.download(&buf).unwrap(),
+        vec![0.0; 8],
+        "recording runs nothing"
+    );
+    be.replay(&g).unwrap();
+    assert_eq!(
+        be.download(&buf).unwrap(),
+        vec![2.0; 8],
+        "the replay runs it"
+    );
+    assert!(CpuBackend::<f32>::new().capture_begin().is_ok_and(|c| !c));
 }

@@ -20,7 +20,7 @@ pub mod set_mean;
 pub mod small_gemm;
 pub mod weightnorm;
 
-use super::{AdamWHyper, Backend, Precision};
+use super::{Backend, DevScalar, Precision, ADAMW_WORDS};
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 use std::fmt::Debug;
@@ -225,6 +225,16 @@ fn keep_freed_memory() {
     });
 }
 
+/// The `n` words of a [`DevScalar`], bounds checked.
+fn scalar<'a, T>((buf, at): DevScalar<'a, Vec<T>>, n: usize, what: &str) -> Result<&'a [T]> {
+    buf.get(at..at.saturating_add(n)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{what}: {n} words at {at} of a scalar buffer of {}",
+            buf.len()
+        )
+    })
+}
+
 fn cast<T: Real>(x: f64) -> T {
     T::c(x)
 }
@@ -257,6 +267,27 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn upload(&self, host: &[f32]) -> Result<Vec<T>> {
         Ok(host.iter().map(|&x| T::c(x as f64)).collect())
+    }
+    fn upload_scalars(&self, dst: &mut Vec<T>, off: usize, host: &[f64]) -> Result<()> {
+        let end = off.checked_add(host.len());
+        ensure!(
+            end.is_some_and(|e| e <= dst.len()),
+            "upload_scalars: {} words at {off} into a buffer of {}",
+            host.len(),
+            dst.len()
+        );
+        for (d, &h) in dst[off..].iter_mut().zip(host) {
+            *d = T::c(h);
+        }
+        Ok(())
+    }
+    /// The CPU reference runs every step directly (`capture_begin` says `false`), so it has no graph.
+    type Graph = std::convert::Infallible;
+    fn capture_end(&self) -> Result<Self::Graph> {
+        anyhow::bail!("the CPU backend records no graph")
+    }
+    fn replay(&self, graph: &Self::Graph) -> Result<()> {
+        match *graph {}
     }
     fn download(&self, buf: &Vec<T>) -> Result<Vec<f32>> {
         Ok(buf.iter().map(|x| x.d() as f32).collect())
@@ -829,9 +860,10 @@ impl<T: Real> Backend for CpuBackend<T> {
         s: usize,
         k: usize,
         student_temp: f64,
-        teacher_temp: f64,
+        teacher_temp: DevScalar<Vec<T>>,
     ) -> Result<()> {
         let _p = profile::span("dino_loss_forward_backward");
+        let teacher_temp = scalar(teacher_temp, 1, "teacher_temp")?[0].d();
         let center = center.map(|c| c.as_slice());
         ensure!(v >= 2, "the DINO loss needs at least the 2 global views");
         dino_loss::dino_loss_forward_backward(
@@ -855,10 +887,11 @@ impl<T: Real> Backend for CpuBackend<T> {
         teacher: &Vec<T>,
         r: usize,
         k: usize,
-        teacher_temp: f64,
+        teacher_temp: DevScalar<Vec<T>>,
         iters: usize,
     ) -> Result<()> {
         let _p = profile::span("dino_loss_sinkhorn");
+        let teacher_temp = scalar(teacher_temp, 1, "teacher_temp")?[0].d();
         ensure!(
             tprobs.len() >= r * k && teacher.len() >= r * k,
             "dino_loss_sinkhorn: buffers shorter than {r} × {k}"
@@ -956,9 +989,10 @@ impl<T: Real> Backend for CpuBackend<T> {
         grads: &Vec<T>,
         lo: usize,
         hi: usize,
-        hyper: AdamWHyper,
+        hyper: DevScalar<Vec<T>>,
     ) -> Result<()> {
         let _p = profile::span("adamw_update");
+        let hyper = scalar(hyper, ADAMW_WORDS, "adamw hyper")?;
         optim::adamw_update(
             &mut params[lo..hi],
             &mut m[lo..hi],
@@ -973,9 +1007,10 @@ impl<T: Real> Backend for CpuBackend<T> {
         teacher: &mut Vec<T>,
         student: &Vec<T>,
         n: usize,
-        momentum: f64,
+        momentum: DevScalar<Vec<T>>,
     ) -> Result<()> {
         let _p = profile::span("ema_update");
+        let momentum = scalar(momentum, 2, "ema momentum")?;
         optim::ema_update(&mut teacher[..n], &student[..n], momentum);
         Ok(())
     }

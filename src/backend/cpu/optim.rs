@@ -1,7 +1,6 @@
 //! CPU twins of `kernels/adamw.cu`, `kernels/ema.cu` and `kernels/reduce.cu`: per-tensor gradient
 //! clipping (DINO `clip_gradients`), AdamW with PyTorch's single-tensor semantics, the EMA teacher.
 use super::Real;
-use crate::backend::AdamWHyper;
 use rayon::prelude::*;
 
 /// For each tensor (off, len): coef = max_norm/(‖g‖ + 1e-6); g *= coef when coef < 1.
@@ -32,15 +31,9 @@ pub fn reduce_clip_per_tensor<T: Real>(grads: &mut [T], ranges: &[(usize, usize)
 }
 
 /// AdamW over matching slices: p *= 1 − lr·wd; m = lerp(m, g, 1 − β1); v = β2·v + (1 − β2)·g²;
-/// p −= (lr/bc1)·m/(√v/√bc2 + ε).
-pub fn adamw_update<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], h: AdamWHyper) {
-    let decay = T::c(1.0 - h.lr * h.weight_decay);
-    let w1 = T::c(1.0 - h.beta1);
-    let b2 = T::c(h.beta2);
-    let w2 = T::c(1.0 - h.beta2);
-    let step = T::c(h.lr / h.bias_correction1);
-    let bc2 = T::c(h.bias_correction2_sqrt);
-    let eps = T::c(h.eps);
+/// p −= (lr/bc1)·m/(√v/√bc2 + ε). `h`: the words of `AdamWHyper::words` (at least 7).
+pub fn adamw_update<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], h: &[T]) {
+    let [decay, w1, b2, w2, step, bc2, eps] = [h[0], h[1], h[2], h[3], h[4], h[5], h[6]];
     p.par_iter_mut()
         .zip(m.par_iter_mut())
         .zip(v.par_iter_mut().zip(g.par_iter()))
@@ -53,10 +46,9 @@ pub fn adamw_update<T: Real>(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], h: 
         });
 }
 
-/// teacher = m·teacher + (1 − m)·student.
-pub fn ema_update<T: Real>(teacher: &mut [T], student: &[T], momentum: f64) {
-    let m = T::c(momentum);
-    let om = T::c(1.0 - momentum);
+/// teacher = m·teacher + (1 − m)·student; `momentum` = (m, 1 − m).
+pub fn ema_update<T: Real>(teacher: &mut [T], student: &[T], momentum: &[T]) {
+    let (m, om) = (momentum[0], momentum[1]);
     teacher
         .par_iter_mut()
         .zip(student.par_iter())
@@ -70,7 +62,7 @@ pub fn adamw_update_bf16<T: Real>(
     m: &mut [T],
     v: &mut [T],
     g: &[T],
-    h: AdamWHyper,
+    h: &[T],
 ) {
     adamw_update(p, m, v, g, h);
     round_into(p_bf16, p);
@@ -81,7 +73,7 @@ pub fn ema_update_bf16<T: Real>(
     teacher: &mut [T],
     teacher_bf16: &mut [T],
     student: &[T],
-    momentum: f64,
+    momentum: &[T],
 ) {
     ema_update(teacher, student, momentum);
     round_into(teacher_bf16, teacher);

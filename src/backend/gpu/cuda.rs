@@ -158,12 +158,18 @@ impl Device for Cuda {
             .memset_zeros(m)
             .map_err(|e| anyhow!("cuda memset: {e:?}"))
     }
-    fn htod_into(&self, host: &[f32], m: &mut Self::Mem) -> Result<()> {
-        if host.len() != m.len() {
-            bail!("cuda htod_into: {} floats into {}", host.len(), m.len());
-        }
+    fn htod_into(&self, host: &[f32], m: &mut Self::Mem, off: usize) -> Result<()> {
+        let end = off.checked_add(host.len()).filter(|&e| e <= m.len());
+        let Some(end) = end else {
+            bail!(
+                "cuda htod_into: {} floats at {off} into {}",
+                host.len(),
+                m.len()
+            );
+        };
+        let mut dst = m.slice_mut(off..end);
         self.stream
-            .memcpy_htod(host, m)
+            .memcpy_htod(host, &mut dst)
             .map_err(|e| anyhow!("cuda htod: {e:?}"))
     }
     fn copy_d2d(
@@ -198,7 +204,6 @@ impl Device for Cuda {
                     KArg::Ptr(p) => b[..8].copy_from_slice(&p.to_ne_bytes()),
                     KArg::I32(i) => b[..4].copy_from_slice(&i.to_ne_bytes()),
                     KArg::F32(f) => b[..4].copy_from_slice(&f.to_ne_bytes()),
-                    KArg::AdamW(h) => b.copy_from_slice(bytemuck::bytes_of(&h)),
                 }
                 b
             })
@@ -239,4 +244,36 @@ impl Device for Cuda {
             .map(f64::from)
             .map_err(|e| anyhow!("cuda event time: {e:?}"))
     }
+    type Graph = CapturedGraph;
+    fn capture_begin(&self) -> Result<()> {
+        // Thread-local mode: another thread's unsafe API call (e.g. a cuMalloc) does not invalidate
+        // this capture; this thread's would, which is what the GpuBackend's checks rule out.
+        self.stream
+            .begin_capture(
+                cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+            .map_err(|e| anyhow!("cuda stream capture: {e:?}"))
+    }
+    fn capture_end(&self) -> Result<Self::Graph> {
+        let g = self
+            .stream
+            .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+            .map_err(|e| anyhow!("cuda end of stream capture: {e:?}"))?
+            .ok_or_else(|| anyhow!("cuda stream capture recorded no work"))?;
+        // Uploaded now, so the first replay does not pay the set-up.
+        g.upload()
+            .map_err(|e| anyhow!("cuda graph upload: {e:?}"))?;
+        Ok(CapturedGraph(g))
+    }
+    fn replay(&self, g: &Self::Graph) -> Result<()> {
+        g.0.launch()
+            .map_err(|e| anyhow!("cuda graph launch: {e:?}"))
+    }
 }
+
+/// An instantiated CUDA graph of this device's stream.
+pub struct CapturedGraph(cudarc::driver::CudaGraph);
+
+// SAFETY: the graph is only launched on its own stream, from calls serialised by the engine that owns it
+// (a `&mut` step); CUDA graph objects may be used from any thread when access is serialised.
+unsafe impl Send for CapturedGraph {}

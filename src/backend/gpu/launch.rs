@@ -1,8 +1,8 @@
 //! `Backend` for `GpuBackend<D>`: each op checks its extents, turns (buffer, offset) pairs into device
 //! addresses and launches one or more kernels of the matching `kernels/<family>.cu`. The grid of each
 //! launch is stated in the kernel file's header; the one-line comments here repeat it.
-use super::{AdamWHyperC, Device, GpuBackend, GpuBuf, KArg, Kernel as K, LaunchCfg};
-use crate::backend::{AdamWHyper, Backend, DType, Precision};
+use super::{Device, GpuBackend, GpuBuf, GpuGraph, KArg, Kernel as K, LaunchCfg};
+use crate::backend::{Backend, DType, DevScalar, Precision, ADAMW_WORDS};
 use anyhow::{ensure, Result};
 use std::sync::Arc;
 
@@ -191,6 +191,59 @@ impl<D: Device> Backend for GpuBackend<D> {
     }
     fn upload(&self, host: &[f32]) -> Result<Buf<D>> {
         Ok(self.f32_buf(self.htod(host)?))
+    }
+    fn upload_scalars(&self, dst: &mut Buf<D>, off: usize, host: &[f64]) -> Result<()> {
+        self.f32_only(dst, "scalar buffer")?;
+        check_extent(dst.len, off, host.len(), "upload_scalars")?;
+        self.not_capturing("uploads", host.len())?;
+        let words: Vec<f32> = host.iter().map(|&v| v as f32).collect();
+        self.counters.upload_into(words.len());
+        self.dev.htod_into(&words, dst.mem_mut(), off)
+    }
+    type Graph = GpuGraph<D>;
+    fn capture_begin(&self) -> Result<bool> {
+        let mut c = self
+            .capture
+            .lock()
+            .map_err(|_| anyhow::anyhow!("capture state poisoned"))?;
+        ensure!(c.is_none(), "a graph capture is already under way");
+        self.dev.capture_begin()?;
+        *c = Some((Vec::new(), self.counters.snapshot()));
+        Ok(true)
+    }
+    fn capture_end(&self) -> Result<GpuGraph<D>> {
+        let (taken, before) = self
+            .capture
+            .lock()
+            .map_err(|_| anyhow::anyhow!("capture state poisoned"))?
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("capture_end without capture_begin"))?;
+        let graph = self.dev.capture_end()?;
+        let recorded = self.counters.snapshot().since(before);
+        ensure!(
+            recorded.allocs == 0 && recorded.uploads == 0 && recorded.host_syncs == 0,
+            "the captured work allocated ({}), uploaded ({}) or waited ({}): not replayable",
+            recorded.allocs,
+            recorded.uploads,
+            recorded.host_syncs
+        );
+        let used = |m: &D::Mem| taken.contains(&self.dev.addr(m));
+        let mut arena = self.pool.take_where(used);
+        if let Ok(mut scratch) = self.scratch.lock() {
+            let (mine, rest): (Vec<_>, Vec<_>) = scratch.drain(..).partition(|m| used(m));
+            *scratch = rest;
+            arena.extend(mine);
+        }
+        Ok(GpuGraph {
+            graph,
+            arena,
+            recorded,
+        })
+    }
+    fn replay(&self, g: &GpuGraph<D>) -> Result<()> {
+        self.not_capturing("replays a graph", 0)?;
+        self.counters.graph_launch();
+        self.dev.replay(&g.graph)
     }
     fn upload_u16(&self, host: &[u16]) -> Result<Buf<D>> {
         // two values per word, the lower index in the low half (the bf16 layout)
@@ -1080,7 +1133,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         s: usize,
         k: usize,
         student_temp: f64,
-        teacher_temp: f64,
+        (tbuf, tat): DevScalar<Buf<D>>,
     ) -> Result<()> {
         ensure!(v >= 2, "the DINO loss needs at least the 2 global views");
         if let Some(center) = center {
@@ -1090,7 +1143,7 @@ impl<D: Device> Backend for GpuBackend<D> {
                 self.at(center, 0, k, "center")?,
                 i(2 * s),
                 i(k),
-                f(teacher_temp),
+                self.at(tbuf, tat, 1, "teacher_temp")?,
             ];
             // one block of 256 per teacher row
             self.go(
@@ -1137,7 +1190,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         teacher: &Buf<D>,
         r: usize,
         k: usize,
-        teacher_temp: f64,
+        (tbuf, tat): DevScalar<Buf<D>>,
         iters: usize,
     ) -> Result<()> {
         let args = [
@@ -1145,7 +1198,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             self.at(teacher, 0, r * k, "teacher")?,
             i(r),
             i(k),
-            f(teacher_temp),
+            self.at(tbuf, tat, 1, "teacher_temp")?,
             i(iters),
         ];
         // one block of 256 for the whole matrix
@@ -1338,29 +1391,19 @@ impl<D: Device> Backend for GpuBackend<D> {
         grads: &Buf<D>,
         lo: usize,
         hi: usize,
-        h: AdamWHyper,
+        (hbuf, hat): DevScalar<Buf<D>>,
     ) -> Result<()> {
         let n = hi.saturating_sub(lo);
         if n == 0 {
             return Ok(());
         }
-        let hc = AdamWHyperC {
-            decay: (1.0 - h.lr * h.weight_decay) as f32,
-            one_minus_beta1: (1.0 - h.beta1) as f32,
-            beta2: h.beta2 as f32,
-            one_minus_beta2: (1.0 - h.beta2) as f32,
-            step_size: (h.lr / h.bias_correction1) as f32,
-            bias_correction2_sqrt: h.bias_correction2_sqrt as f32,
-            eps: h.eps as f32,
-            _pad: 0.0,
-        };
         let p = self.at_mut(params, lo, n, "adamw params")?;
         let rest = [
             self.at_mut(m, lo, n, "adamw m")?,
             self.at_mut(v, lo, n, "adamw v")?,
             self.at(grads, lo, n, "adamw grads")?,
             i(n),
-            KArg::AdamW(hc),
+            self.at(hbuf, hat, ADAMW_WORDS, "adamw hyper")?,
         ];
         // one thread per element; with a kept bf16 copy, it is written in the same pass
         match params.bf16.as_mut() {
@@ -1381,14 +1424,13 @@ impl<D: Device> Backend for GpuBackend<D> {
         teacher: &mut Buf<D>,
         student: &Buf<D>,
         n: usize,
-        momentum: f64,
+        (mbuf, mat): DevScalar<Buf<D>>,
     ) -> Result<()> {
         let t = self.at_mut(teacher, 0, n, "ema teacher")?;
         let rest = [
             self.at(student, 0, n, "ema student")?,
             i(n),
-            f(momentum),
-            f(1.0 - momentum),
+            self.at(mbuf, mat, 2, "ema momentum")?,
         ];
         // one thread per element; with a kept bf16 copy, it is written in the same pass
         match teacher.bf16.as_mut() {

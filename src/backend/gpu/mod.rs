@@ -54,29 +54,6 @@ impl LaunchCfg {
     }
 }
 
-/// AdamW scalars for `adamw_update_f32`, precomputed on the host in f64 exactly as the CPU twin does.
-/// Mirrors `struct AdamWHyper` in `kernels/adamw.cu` (32 bytes, asserted on both sides).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct AdamWHyperC {
-    /// 1 − lr·wd
-    pub decay: f32,
-    /// 1 − β1
-    pub one_minus_beta1: f32,
-    pub beta2: f32,
-    /// 1 − β2
-    pub one_minus_beta2: f32,
-    /// lr / (1 − β1^t)
-    pub step_size: f32,
-    /// √(1 − β2^t)
-    pub bias_correction2_sqrt: f32,
-    pub eps: f32,
-    pub _pad: f32,
-}
-const _: () = assert!(std::mem::size_of::<AdamWHyperC>() == 32);
-// SAFETY: plain-old-data, repr(C), no pointers: valid to copy to the device as a kernel argument.
-unsafe impl cudarc::driver::DeviceRepr for AdamWHyperC {}
-
 /// One kernel argument.
 #[derive(Clone, Copy, Debug)]
 pub enum KArg {
@@ -84,7 +61,6 @@ pub enum KArg {
     Ptr(u64),
     I32(i32),
     F32(f32),
-    AdamW(AdamWHyperC),
 }
 
 /// Memory and launches on one device. Buffers are arrays of 32-bit words holding f32 values; a bf16
@@ -100,8 +76,8 @@ pub trait Device: Send + Sync {
     fn mem_len(&self, m: &Self::Mem) -> usize;
     /// Zeroes all of `m` (`cuMemsetD32Async`).
     fn memset_zero(&self, m: &mut Self::Mem) -> Result<()>;
-    /// Copies `host` into `m` (same length).
-    fn htod_into(&self, host: &[f32], m: &mut Self::Mem) -> Result<()>;
+    /// Copies `host` into `m[off..off + host.len()]` (bounds checked here).
+    fn htod_into(&self, host: &[f32], m: &mut Self::Mem, off: usize) -> Result<()>;
     /// dst[dst_off..+n] = src[src_off..+n] (bounds checked by the caller).
     fn copy_d2d(
         &self,
@@ -123,6 +99,16 @@ pub trait Device: Send + Sync {
     fn mark(&self) -> Result<Option<Self::Mark>>;
     /// Milliseconds between two marks (after a `synchronize`).
     fn elapsed_ms(&self, start: &Self::Mark, end: &Self::Mark) -> Result<f64>;
+    /// Work recorded between `capture_begin` and `capture_end` (a CUDA graph), run by `replay`.
+    type Graph: Send;
+    /// From now on launches, memsets and device copies are recorded, not run (CUDA stream capture);
+    /// allocations, uploads, downloads and synchronisation fail until `capture_end`.
+    fn capture_begin(&self) -> Result<()>;
+    /// Ends the recording (instantiated, ready to launch).
+    fn capture_end(&self) -> Result<Self::Graph>;
+    /// Runs the recorded work on the stream (`cuGraphLaunch`). Every address it recorded must still be
+    /// live memory of this device: the caller (`GpuBackend`'s graph arena, the engine's buffers) keeps it.
+    fn replay(&self, g: &Self::Graph) -> Result<()>;
 }
 
 /// A `Backend` buffer of the GPU backend: device memory and its element type (`DType`). An f32 buffer of
@@ -170,6 +156,15 @@ impl<M> Pool<M> {
         let mut f = self.free.lock().ok()?;
         let k = f.iter().rposition(|m| len(m) == words)?;
         Some(f.swap_remove(k))
+    }
+    /// Takes every free block `keep` selects out of the pool.
+    pub(crate) fn take_where(&self, keep: impl Fn(&M) -> bool) -> Vec<M> {
+        let Ok(mut f) = self.free.lock() else {
+            return Vec::new();
+        };
+        let (taken, rest): (Vec<M>, Vec<M>) = f.drain(..).partition(|m| keep(m));
+        *f = rest;
+        taken
     }
     /// Frees every block held for reuse.
     pub(crate) fn clear(&self) {
@@ -249,6 +244,26 @@ pub struct GpuBackend<D: Device> {
     /// The per-launch profile (`start_profile`), `None` when off.
     pub(crate) profiler: std::sync::Mutex<Option<profile::Profiler<D::Mark>>>,
     pub(crate) profiling: std::sync::atomic::AtomicBool,
+    /// While a graph is being captured: the addresses of the pooled and scratch blocks the recorded work
+    /// was handed, and the counters when it began.
+    pub(crate) capture: std::sync::Mutex<Option<(Vec<u64>, crate::backend::counters::Counts)>>,
+}
+
+/// A captured step (`Backend::capture_begin` … `capture_end`) and the memory of its temporaries.
+pub struct GpuGraph<D: Device> {
+    graph: D::Graph,
+    /// Pooled and scratch blocks the recorded work used that were free again when the capture ended:
+    /// owned here, so no other buffer is handed them while the graph can still write them.
+    arena: Vec<D::Mem>,
+    /// What the recorded work asks of the device each replay (launches, memsets, copies).
+    pub recorded: crate::backend::counters::Counts,
+}
+
+impl<D: Device> GpuGraph<D> {
+    /// Words of device memory owned by the graph (its temporaries).
+    pub fn arena_words(&self, dev: &D) -> usize {
+        self.arena.iter().map(|m| dev.mem_len(m)).sum()
+    }
 }
 
 impl<D: Device> GpuBackend<D> {
@@ -266,6 +281,7 @@ impl<D: Device> GpuBackend<D> {
             pool: Default::default(),
             profiler: std::sync::Mutex::new(None),
             profiling: std::sync::atomic::AtomicBool::new(false),
+            capture: std::sync::Mutex::new(None),
         }
     }
     /// Starts recording every launch with its FLOPs, bytes and (on CUDA) time ([`profile`]).
@@ -335,7 +351,11 @@ impl<D: Device> GpuBackend<D> {
             .min_by_key(|(_, m)| self.dev.mem_len(m))
             .map(|(k, _)| k);
         match best {
-            Some(k) => Ok(pool.swap_remove(k)),
+            Some(k) => {
+                let m = pool.swap_remove(k);
+                self.note_taken(&m);
+                Ok(m)
+            }
             None => {
                 drop(pool);
                 self.alloc(words)
@@ -351,22 +371,43 @@ impl<D: Device> GpuBackend<D> {
     pub(crate) fn alloc_for(&self, n: usize, zero: bool) -> Result<D::Mem> {
         let words = n.max(1);
         if let Some(mut m) = self.pool.take_exact(words, |m| self.dev.mem_len(m)) {
+            self.note_taken(&m);
             if zero {
                 self.counters.memset();
                 self.dev.memset_zero(&mut m)?;
             }
             return Ok(m);
         }
+        self.not_capturing("allocates", words)?;
         self.counters.alloc_zeroed(words);
         self.dev.alloc_zeros(n)
+    }
+    /// While capturing: remembers that the recorded work uses block `m`.
+    fn note_taken(&self, m: &D::Mem) {
+        if let Ok(mut c) = self.capture.lock() {
+            if let Some((taken, _)) = c.as_mut() {
+                taken.push(self.dev.addr(m));
+            }
+        }
+    }
+    /// Fails while capturing: a graph cannot replay work that needs the host.
+    fn not_capturing(&self, what: &str, words: usize) -> Result<()> {
+        let capturing = self.capture.lock().map(|c| c.is_some()).unwrap_or(true);
+        anyhow::ensure!(
+            !capturing,
+            "the step being captured {what} ({words} words): a captured step must take every buffer \
+             from the pool (run one step uncaptured first) and must not upload, download or wait"
+        );
+        Ok(())
     }
     /// Device memory holding `host`: a pooled block of that size written by a copy, else a new
     /// allocation (counted).
     pub(crate) fn htod(&self, host: &[f32]) -> Result<D::Mem> {
+        self.not_capturing("uploads", host.len())?;
         if !host.is_empty() {
             if let Some(mut m) = self.pool.take_exact(host.len(), |m| self.dev.mem_len(m)) {
                 self.counters.upload_into(host.len());
-                self.dev.htod_into(host, &mut m)?;
+                self.dev.htod_into(host, &mut m, 0)?;
                 return Ok(m);
             }
         }
@@ -379,6 +420,7 @@ impl<D: Device> GpuBackend<D> {
     }
     /// Waits for the stream, then copies `m` to the host (counted as one host sync).
     pub(crate) fn dtoh_synced(&self, m: &D::Mem) -> Result<Vec<f32>> {
+        self.not_capturing("downloads", self.dev.mem_len(m))?;
         self.dev.synchronize()?;
         let words = self.dev.dtoh(m)?;
         self.counters.download(words.len());

@@ -126,12 +126,53 @@ pub struct LaunchRecord {
     pub counters: Counters,
 }
 
+/// One piece of work recorded while capturing (`Device::capture_begin`).
+#[derive(Clone, Debug)]
+enum GraphOp {
+    Launch {
+        k: Kernel,
+        cfg: LaunchCfg,
+        args: Vec<KArg>,
+    },
+    Memset {
+        addr: u64,
+        words: usize,
+    },
+    Copy {
+        dst: u64,
+        src: u64,
+        words: usize,
+    },
+}
+
+/// The emulator's CUDA graph: the recorded launches, memsets and copies, replayed in order.
+#[derive(Clone, Debug, Default)]
+pub struct SimtGraph {
+    ops: Vec<GraphOp>,
+}
+
+impl SimtGraph {
+    /// Kernel launches in the graph.
+    pub fn launches(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|o| matches!(o, GraphOp::Launch { .. }))
+            .count()
+    }
+    /// Recorded pieces of work (launches, memsets, copies).
+    pub fn nodes(&self) -> usize {
+        self.ops.len()
+    }
+}
+
 /// The emulated device. With `recording()`, every launch's counters are kept (`launches`).
 #[derive(Default)]
 pub struct Simt {
     log: Option<std::sync::Mutex<Vec<LaunchRecord>>>,
     /// Launches are checked and recorded but not run; memsets and device copies are skipped.
     dry: bool,
+    /// While capturing: the work recorded so far (`Device::capture_begin`).
+    capture: std::sync::Mutex<Option<Vec<GraphOp>>>,
 }
 
 impl Simt {
@@ -139,6 +180,7 @@ impl Simt {
         Simt {
             log: None,
             dry: false,
+            capture: Default::default(),
         }
     }
     /// An emulator that records every launch with its counters.
@@ -146,6 +188,7 @@ impl Simt {
         Simt {
             log: Some(std::sync::Mutex::new(Vec::new())),
             dry: false,
+            capture: Default::default(),
         }
     }
     /// An emulator that records every launch (grid, block; no counters) without running it, and skips
@@ -155,7 +198,35 @@ impl Simt {
         Simt {
             log: Some(std::sync::Mutex::new(Vec::new())),
             dry: true,
+            capture: Default::default(),
         }
+    }
+    /// Records `op` when capturing (`true`: recorded, not to be run now).
+    fn captured(&self, op: impl FnOnce() -> GraphOp) -> Result<bool> {
+        let mut c = self
+            .capture
+            .lock()
+            .map_err(|_| anyhow::anyhow!("simt capture state poisoned"))?;
+        Ok(match c.as_mut() {
+            Some(ops) => {
+                ops.push(op());
+                true
+            }
+            None => false,
+        })
+    }
+    /// Fails while capturing: `what` needs the host, which a CUDA graph cannot replay.
+    fn not_capturing(&self, what: &str) -> Result<()> {
+        let c = self
+            .capture
+            .lock()
+            .map_err(|_| anyhow::anyhow!("simt capture state poisoned"))?;
+        anyhow::ensure!(
+            c.is_none(),
+            "simt: {what} while a graph is being captured (a captured step must not allocate, upload, \
+             download or wait for the device)"
+        );
+        Ok(())
     }
     /// The launches recorded so far (empty unless built with `recording`), and clears the record.
     pub fn take_launches(&self) -> Vec<LaunchRecord> {
@@ -232,7 +303,6 @@ union Slot {
     u: u64,
     i: i32,
     f: f32,
-    h: super::AdamWHyperC,
 }
 
 impl Device for Simt {
@@ -246,33 +316,41 @@ impl Device for Simt {
         format!("simt (CPU SIMT emulator, {workers} workers)")
     }
     fn alloc_zeros(&self, n: usize) -> Result<SimtMem> {
+        self.not_capturing("an allocation")?;
         SimtMem::new(n)
     }
     fn htod(&self, host: &[f32]) -> Result<SimtMem> {
+        self.not_capturing("an upload")?;
         let mut m = SimtMem::new(host.len())?;
         m.as_mut_slice().copy_from_slice(host);
         Ok(m)
     }
     fn dtoh(&self, m: &SimtMem) -> Result<Vec<f32>> {
+        self.not_capturing("a download")?;
         Ok(m.as_slice().to_vec())
     }
     fn mem_len(&self, m: &SimtMem) -> usize {
         m.len
     }
     fn memset_zero(&self, m: &mut SimtMem) -> Result<()> {
+        let (addr, words) = (m.ptr as u64, m.len);
+        if self.captured(|| GraphOp::Memset { addr, words })? {
+            return Ok(());
+        }
         if !self.dry {
             m.as_mut_slice().fill(0.0);
         }
         Ok(())
     }
-    fn htod_into(&self, host: &[f32], m: &mut SimtMem) -> Result<()> {
-        anyhow::ensure!(
-            m.len == host.len(),
-            "htod_into: {} words into {}",
-            host.len(),
-            m.len
-        );
-        m.as_mut_slice().copy_from_slice(host);
+    fn htod_into(&self, host: &[f32], m: &mut SimtMem, off: usize) -> Result<()> {
+        self.not_capturing("an upload")?;
+        let dst = off
+            .checked_add(host.len())
+            .and_then(|end| m.as_mut_slice().get_mut(off..end));
+        let Some(dst) = dst else {
+            bail!("htod_into: {} words at {off} into {}", host.len(), m.len);
+        };
+        dst.copy_from_slice(host);
         Ok(())
     }
     fn copy_d2d(
@@ -283,6 +361,21 @@ impl Device for Simt {
         src_off: usize,
         n: usize,
     ) -> Result<()> {
+        anyhow::ensure!(
+            dst_off + n <= dst.len && src_off + n <= src.len,
+            "simt d2d copy of {n} words out of bounds"
+        );
+        let (d, sr) = (
+            dst.ptr as u64 + 4 * dst_off as u64,
+            src.ptr as u64 + 4 * src_off as u64,
+        );
+        if self.captured(|| GraphOp::Copy {
+            dst: d,
+            src: sr,
+            words: n,
+        })? {
+            return Ok(());
+        }
         if !self.dry {
             dst.as_mut_slice()[dst_off..dst_off + n]
                 .copy_from_slice(&src.as_slice()[src_off..src_off + n]);
@@ -304,6 +397,70 @@ impl Device for Simt {
                 args.len()
             );
         }
+        if self.captured(|| GraphOp::Launch {
+            k,
+            cfg,
+            args: args.to_vec(),
+        })? {
+            return Ok(());
+        }
+        self.run(k, cfg, args)
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.not_capturing("a synchronisation")
+    }
+    /// The emulator has no clock worth reading: a modelled time stands in (`bench --what kernels`).
+    type Mark = ();
+    fn mark(&self) -> Result<Option<()>> {
+        Ok(None)
+    }
+    fn elapsed_ms(&self, _: &(), _: &()) -> Result<f64> {
+        Ok(0.0)
+    }
+    type Graph = SimtGraph;
+    fn capture_begin(&self) -> Result<()> {
+        let mut c = self
+            .capture
+            .lock()
+            .map_err(|_| anyhow::anyhow!("simt capture state poisoned"))?;
+        anyhow::ensure!(c.is_none(), "simt: a capture is already under way");
+        *c = Some(Vec::new());
+        Ok(())
+    }
+    fn capture_end(&self) -> Result<SimtGraph> {
+        let ops = self
+            .capture
+            .lock()
+            .map_err(|_| anyhow::anyhow!("simt capture state poisoned"))?
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("simt: capture_end without capture_begin"))?;
+        Ok(SimtGraph { ops })
+    }
+    fn replay(&self, g: &SimtGraph) -> Result<()> {
+        self.not_capturing("a graph replay")?;
+        for op in &g.ops {
+            match op {
+                GraphOp::Launch { k, cfg, args } => self.run(*k, *cfg, args)?,
+                _ if self.dry => {}
+                &GraphOp::Memset { addr, words } => {
+                    // SAFETY: `addr` is the start of a device buffer of `words` words, kept alive for the
+                    // graph's lifetime by its owner (Device::replay's contract).
+                    unsafe { std::ptr::write_bytes(addr as *mut f32, 0, words) }
+                }
+                &GraphOp::Copy { dst, src, words } => {
+                    // SAFETY: both ranges were bounds-checked at capture and are kept alive by the
+                    // graph's owner (Device::replay's contract); `copy` allows overlap, as memmove.
+                    unsafe { std::ptr::copy(src as *const f32, dst as *mut f32, words) }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Simt {
+    /// Runs one launch now (checked arity).
+    fn run(&self, k: Kernel, cfg: LaunchCfg, args: &[KArg]) -> Result<()> {
         if self.dry {
             self.record(k, cfg, Counters::default());
             return Ok(());
@@ -314,7 +471,6 @@ impl Device for Simt {
                 KArg::Ptr(p) => Slot { u: p },
                 KArg::I32(i) => Slot { i },
                 KArg::F32(f) => Slot { f },
-                KArg::AdamW(h) => Slot { h },
             })
             .collect();
         let ptrs: Vec<*mut c_void> = slots
@@ -350,16 +506,5 @@ impl Device for Simt {
             self.record(k, cfg, last_counters());
         }
         Ok(())
-    }
-    fn synchronize(&self) -> Result<()> {
-        Ok(())
-    }
-    /// The emulator has no clock worth reading: a modelled time stands in (`bench --what kernels`).
-    type Mark = ();
-    fn mark(&self) -> Result<Option<()>> {
-        Ok(None)
-    }
-    fn elapsed_ms(&self, _: &(), _: &()) -> Result<f64> {
-        Ok(0.0)
     }
 }
