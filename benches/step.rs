@@ -41,6 +41,7 @@ fn step(c: &mut Criterion) {
                     16,
                     8,
                     Timing::cold(iters as usize),
+                    false, // the CPU backend runs every step directly
                 )
                 .expect("bench");
                 std::time::Duration::from_secs_f64(r.times.iter().sum())

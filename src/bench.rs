@@ -38,6 +38,10 @@ pub struct BenchResult {
     /// arena the step runs in, since nothing is allocated or freed per step once warm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arena_bytes: Option<u64>,
+    /// Where `per_step` counts a replayed graph: the same step run launch by launch (what the graph
+    /// holds, plus the host's own calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_step_uncaptured: Option<crate::backend::counters::Counts>,
 }
 
 fn summarise(
@@ -63,6 +67,7 @@ fn summarise(
         times,
         per_step: None,
         arena_bytes: None,
+        per_step_uncaptured: None,
     }
 }
 
@@ -192,7 +197,9 @@ pub fn vit_fwd_bwd<B: Backend>(
 }
 
 /// The full Set-DINO step (teacher + student forwards, loss, backward, clip, AdamW, EMA, center) for
-/// `sets` sets of `n` cells with `n_local` local crops; items = sets·n samples.
+/// `sets` sets of `n` cells with `n_local` local crops; items = sets·n samples. `graphs`: the step is
+/// captured and replayed as the training loop does on a GPU backend (`Engine::set_graphs`; no effect
+/// on the CPU backend).
 pub fn setdino_step<B: Backend>(
     be: B,
     cfg: &ModelConfig,
@@ -200,8 +207,10 @@ pub fn setdino_step<B: Backend>(
     n: usize,
     n_local: usize,
     timing: Timing,
+    graphs: bool,
 ) -> Result<BenchResult> {
     let (mut eng, batch) = step_engine(be, cfg, sets, n, n_local)?;
+    eng.set_graphs(graphs);
     let (optim, sched) = step_hyper();
     let r = sets * n;
     let (g, l) = (cfg.global_size, cfg.local_size);
@@ -220,7 +229,20 @@ pub fn setdino_step<B: Backend>(
         times,
     );
     res.per_step = step_counts(&mut eng, &batch, it)?;
+    if let Some(why) = eng.graph_note.take() {
+        eprintln!(
+            "note: the step could not be captured as a graph ({why}); it ran launch by launch"
+        );
+    }
     res.arena_bytes = eng.be.counts().map(|c| c.alloc_bytes);
+    if graphs && eng.graph_active() {
+        // The same step launch by launch, once the pool holds its buffers again (the graph's were freed).
+        eng.set_graphs(false);
+        for k in 1..=3 {
+            step_counts(&mut eng, &batch, it + k)?;
+        }
+        res.per_step_uncaptured = step_counts(&mut eng, &batch, it + 4)?;
+    }
     Ok(res)
 }
 

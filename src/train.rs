@@ -106,6 +106,12 @@ pub struct LoopSection {
     /// each distinct cell's crop is uploaded once). Absent: on for GPU backends (cuda, simt), off on cpu.
     #[serde(default)]
     pub device_augment: Option<bool>,
+    /// Capture the training step into a CUDA graph and replay it: the first step of a shape runs
+    /// launch by launch, the second is recorded, every later one is a single graph launch (plus the
+    /// batch copy and the monitor). Absent: on for GPU backends (cuda, simt), no effect on cpu. A step
+    /// that cannot be captured (KoLeo on, several ranks) runs directly.
+    #[serde(default)]
+    pub cuda_graphs: Option<bool>,
 }
 
 fn auto_precision() -> String {
@@ -156,6 +162,7 @@ impl TrainConfig {
             data_parallel: None,
             log_every: None,
             device_augment: None,
+            cuda_graphs: None,
         };
         match name {
             "tiny" => Ok(TrainConfig {
@@ -465,6 +472,8 @@ pub struct TrainSummary {
     /// `RUN/best.safetensors`: the checkpoint with the best validation gene KNN@5 (the reference's model
     /// selection, `ModelCheckpoint` on `val_top1_acc`), when validation ran.
     pub best: Option<PathBuf>,
+    /// Steps run as one replay of a captured graph (`train.cuda_graphs`; 0 on the CPU backend).
+    pub replayed_steps: u64,
 }
 
 /// What `RUN/best.json` records.
@@ -1035,6 +1044,7 @@ fn train_on<B: Backend>(
     }
     if start < total {
         eng.ensure_monitor(watch.every)?;
+        eng.set_graphs(cfg.train.cuda_graphs.unwrap_or(be_kind(&eng)));
         let on_device = cfg.train.device_augment.unwrap_or(be_kind(&eng));
         let mut feed = if on_device {
             Feed::Device(pipe.clone().prefetch_raw(start, cfg.train.prefetch))
@@ -1052,26 +1062,22 @@ fn train_on<B: Backend>(
                 }
             };
             let sched = schedule::at(&cfg.optim, &steps, step as usize);
-            let drop = if cfg.model.drop_path > 0.0 {
-                Some((cfg.train.seed, step))
-            } else {
-                None
-            };
             // No host sync: the loss and the teacher's health go to a device slot, read every
             // `log_every` steps (and before validation, checkpoints and the end) by `drain`.
-            let out = eng.forward_backward_on_device(
+            let koleo = eng.train_step_on_device(
                 &batch,
-                cfg.optim.student_temp,
-                sched.teacher_temp,
-                drop,
-            )?;
-            eng.monitor(&out, watch.pending.len(), watch.every)?;
-            eng.update(&cfg.optim, &sched, &out.teacher_out)?;
-            watch.pending.push(Pending {
+                &cfg.optim,
+                &sched,
+                cfg.train.seed,
                 step,
-                sched,
-                koleo: out.koleo,
-            });
+                (watch.pending.len(), watch.every),
+            )?;
+            if let Some(why) = eng.graph_note.take() {
+                bar.suspend(|| {
+                    eprintln!("note: the training step could not be captured as a graph ({why}); running it launch by launch")
+                });
+            }
+            watch.pending.push(Pending { step, sched, koleo });
             step += 1;
             let epoch_end = step % sched_spe == 0 && (step / sched_spe) % val_every.max(1) == 0;
             let val_due = val.is_some() && (epoch_end || step == total);
@@ -1121,6 +1127,7 @@ fn train_on<B: Backend>(
         checkpoint: ck,
         interrupted,
         best: best.map(|_| run.dir.join("best.safetensors")),
+        replayed_steps: eng.replayed_steps,
     })
 }
 

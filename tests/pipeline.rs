@@ -119,6 +119,55 @@ fn resume_is_bit_identical_to_an_uninterrupted_run() {
     assert!(format!("{e:#}").contains("--resume"), "{e:#}");
 }
 
+/// On a GPU backend the training loop replays a captured step (`train.cuda_graphs`, on by default):
+/// on simt the run logs the same losses and teacher entropies, bit for bit, as the same run launch by
+/// launch, and writes the same final checkpoint; a run stopped at step 5 and resumed (capturing again
+/// after the restart) logs them too.
+#[test]
+fn captured_training_steps_log_the_same_run_as_launch_by_launch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("store");
+    store(&s);
+    let mut on = config();
+    on.train.backend = "simt".into();
+    let mut off = on.clone();
+    off.train.cuda_graphs = Some(false);
+    let a = train(opts(&on, &s, &tmp.path().join("on"), false, None)).unwrap();
+    let b = train(opts(&off, &s, &tmp.path().join("off"), false, None)).unwrap();
+    assert!(a.replayed_steps >= 6, "{} steps replayed", a.replayed_steps);
+    assert_eq!(b.replayed_steps, 0);
+    let c1 = train(opts(&on, &s, &tmp.path().join("resumed"), false, Some(5))).unwrap();
+    let c2 = train(opts(&on, &s, &tmp.path().join("resumed"), true, None)).unwrap();
+    assert_eq!((c1.last_step, c2.last_step), (5, 12));
+    assert!(c2.replayed_steps > 0);
+    let log = |name: &str| read_log(&tmp.path().join(name)).unwrap();
+    let (la, lb, lc) = (log("on"), log("off"), log("resumed"));
+    assert_eq!((la.len(), lb.len(), lc.len()), (12, 12, 12));
+    for ((x, y), z) in la.iter().zip(&lb).zip(&lc) {
+        for w in [y, z] {
+            assert_eq!(x.step, w.step);
+            assert_eq!(x.loss.to_bits(), w.loss.to_bits(), "step {}", x.step);
+            assert_eq!(x.teacher_entropy.to_bits(), w.teacher_entropy.to_bits());
+        }
+    }
+    let state = |p: &Path| {
+        use setdino::model::checkpoint::{load_state, stored_config, TensorFile};
+        let f = TensorFile::open(p).unwrap();
+        let (st, _) = load_state(&f, &stored_config(&f).unwrap().unwrap()).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        [st.student, st.teacher, st.adam_m, st.adam_v, st.center].map(|v| bits(&v))
+    };
+    let sa = state(&a.checkpoint);
+    assert!(
+        sa == state(&b.checkpoint),
+        "final checkpoints, graphs on and off"
+    );
+    assert!(
+        sa == state(&c2.checkpoint),
+        "final checkpoints, uninterrupted and resumed"
+    );
+}
+
 /// The training loop reads the loss and the teacher's health from the device every `train.log_every`
 /// steps (and before each checkpoint): the log still has one line per step, bit-identical to reading
 /// every step; and the device backend (simt: log_every 20, so read only at checkpoints and the end; crops

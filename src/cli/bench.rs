@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// takes for the %-of-peak columns on CUDA (default: the device's name).
     #[arg(long)]
     pub gpu: Option<String>,
+    /// Capture the step as a CUDA graph and replay it, as training does (on, off; default on for the
+    /// GPU backends). With it on, the step's counters are those of a replay, and the same step run
+    /// launch by launch is printed beside them.
+    #[arg(long)]
+    pub graphs: Option<String>,
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -140,11 +145,17 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
             r.gflops,
             r.backend
         );
-        if let Some(c) = &r.per_step {
+        let line = |what: &str, c: &crate::backend::counters::Counts| {
             println!(
-                "    per step: {} launches, {} allocations, {} memsets, {} d2d copies, {} host syncs, {} uploads ({} B), {} B down",
-                c.launches, c.allocs, c.memsets, c.copies, c.host_syncs, c.uploads, c.h2d_bytes, c.d2h_bytes
+                "    {what}: {} graph launches, {} launches, {} allocations, {} memsets, {} d2d copies, {} host syncs, {} uploads ({} B), {} B down",
+                c.graph_launches, c.launches, c.allocs, c.memsets, c.copies, c.host_syncs, c.uploads, c.h2d_bytes, c.d2h_bytes
             );
+        };
+        if let Some(c) = &r.per_step {
+            line("per step", c);
+        }
+        if let Some(c) = &r.per_step_uncaptured {
+            line("per step, uncaptured", c);
         }
         if let Some(b) = r.arena_bytes {
             println!(
@@ -161,7 +172,13 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
         }
     }
     if a.what == "step" || a.what == "all" {
-        let r = setdino_step(be, &cfg, a.sets, a.set_size, a.n_local, timing(a))?;
+        let graphs = match a.graphs.as_deref() {
+            None => be.counts().is_some(),
+            Some("on") => true,
+            Some("off") => false,
+            Some(other) => bail!("--graphs must be on or off (got '{other}')"),
+        };
+        let r = setdino_step(be, &cfg, a.sets, a.set_size, a.n_local, timing(a), graphs)?;
         print(&r);
         results.push(r);
     }
@@ -199,7 +216,15 @@ fn profile_cpu(a: &BenchArgs, cfg: &ModelConfig) -> Result<Vec<serde_json::Value
         }
     }
     if a.what == "step" || a.what == "all" {
-        setdino_step(be, cfg, a.sets, a.set_size, a.n_local, Timing::cold(1))?;
+        setdino_step(
+            be,
+            cfg,
+            a.sets,
+            a.set_size,
+            a.n_local,
+            Timing::cold(1),
+            false,
+        )?;
         profile::start();
         let r = setdino_step(
             be,
@@ -208,6 +233,7 @@ fn profile_cpu(a: &BenchArgs, cfg: &ModelConfig) -> Result<Vec<serde_json::Value
             a.set_size,
             a.n_local,
             Timing::cold(a.repeats),
+            false,
         )?;
         out.push(print_profile(&r, a.repeats));
     }

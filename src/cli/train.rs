@@ -100,8 +100,16 @@ pub fn run(mut a: TrainArgs) -> Result<()> {
         }
     };
     let s = train(opts)?;
+    let replayed = if s.replayed_steps > 0 {
+        format!(
+            " ({} as replays of a captured CUDA graph)",
+            s.replayed_steps
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "trained {} steps (now at step {}); checkpoint {}",
+        "trained {} steps{replayed} (now at step {}); checkpoint {}",
         s.steps_done,
         s.last_step,
         s.checkpoint.display()

@@ -148,11 +148,13 @@ pub struct Engine<B: Backend> {
     /// The shape of the last step run directly while graphs are on, and the input buffers it ran on:
     /// the next step of the same shape is captured on them (every other buffer it needs is then in the
     /// backend's pool).
-    graph_warm: Option<(StepKey, StepBatch<B>)>,
+    graph_warm: Option<Warm<B>>,
     /// The captured step, replayed while the step keeps its shape.
     captured: Option<CapturedStep<B>>,
     /// Why capturing failed, if it did (graphs are then off); the trainer reports it once.
     pub graph_note: Option<String>,
+    /// Training steps run as a replay of a captured graph (the capturing step included).
+    pub replayed_steps: u64,
 }
 
 /// Offsets of the step's scalar buffer (`Engine::scalars`): three AdamW records (decayed tensors,
@@ -193,6 +195,16 @@ struct CapturedStep<B: Backend> {
     inputs: StepBatch<B>,
     /// The loss, targets and teacher rows the graph writes (the monitor reads them after each replay).
     out: DeviceLoss<B>,
+}
+
+/// Steps run directly before a capture (`Engine::set_graphs`).
+struct Warm<B: Backend> {
+    /// The shape of the steps.
+    key: StepKey,
+    /// Where the steps' crops are copied (the captured step reads them there).
+    inputs: StepBatch<B>,
+    /// The last one allocated nothing: the backend's pool holds every buffer the step asks for.
+    settled: bool,
 }
 
 /// Where the forward finds its drop-path draws in the scalar buffer.
@@ -319,6 +331,7 @@ impl<B: Backend> Engine<B> {
             graph_warm: None,
             captured: None,
             graph_note: None,
+            replayed_steps: 0,
         })
     }
 
@@ -895,7 +908,9 @@ impl<B: Backend> Engine<B> {
     }
 
     /// One training step as the training loop runs it: [`Engine::train_step`] without the loss download
-    /// (the loss and the teacher's health go to monitoring slot `slot` of `slots`): no host sync.
+    /// (the loss and the teacher's health go to monitoring slot `slot` of `slots`): no host sync unless
+    /// KoLeo is on. Returns the weighted KoLeo term (0 when off). With graphs on
+    /// ([`Engine::set_graphs`]), a step of an already captured shape is one replay.
     pub fn train_step_on_device(
         &mut self,
         batch: &StepBatch<B>,
@@ -904,7 +919,7 @@ impl<B: Backend> Engine<B> {
         seed: u64,
         step: u64,
         (slot, slots): (usize, usize),
-    ) -> Result<()> {
+    ) -> Result<f64> {
         let drop = self.drop_draw(seed, step);
         self.ensure_monitor(slots)?;
         // Every scalar of the step in one upload: the update's words, then the forward's.
@@ -927,34 +942,61 @@ impl<B: Backend> Engine<B> {
         let capturable = self.graphs && self.comm.world() == 1 && self.koleo_weight == 0.0;
         if capturable {
             if self.captured.as_ref().is_some_and(|c| c.key == key) {
-                return self.replay_step(batch, sched, (slot, slots));
+                self.replay_step(batch, sched, (slot, slots))?;
+                return Ok(0.0);
             }
-            if let Some((_, inputs)) = self.graph_warm.take_if(|(k, _)| *k == key) {
-                return self.capture_step(inputs, batch, optim, sched, staged, key, (slot, slots));
-            }
-            // This step runs directly on input buffers of its own, which the next one is captured on.
-            self.graph_warm = None;
-            self.captured = None;
-            let be = &self.be;
-            let mut inputs = StepBatch {
-                global: be.uninit(be.buf_len(&batch.global))?,
-                local: match &batch.local {
-                    Some(l) => Some(be.uninit(be.buf_len(l))?),
-                    None => None,
-                },
-                sets: batch.sets,
-                set_size: batch.set_size,
-                n_local: batch.n_local,
+            let warm = self.graph_warm.take().filter(|w| w.key == key);
+            let warm = match warm {
+                Some(w) if w.settled => {
+                    return self.capture_step(
+                        w.inputs,
+                        batch,
+                        optim,
+                        sched,
+                        staged,
+                        key,
+                        (slot, slots),
+                    )
+                }
+                other => other,
             };
-            copy_batch(be, &mut inputs, batch)?;
-            self.direct_step(&inputs, optim, sched, staged, (slot, slots))?;
-            self.graph_warm = Some((key, inputs));
-            return Ok(());
+            // This step runs directly on input buffers of its own, which a later one is captured on
+            // once a step of this shape allocated nothing (every buffer it needs is then in the pool).
+            self.captured = None;
+            let mut inputs = match warm {
+                Some(w) => w.inputs,
+                None => {
+                    let be = &self.be;
+                    StepBatch {
+                        global: be.uninit(be.buf_len(&batch.global))?,
+                        local: match &batch.local {
+                            Some(l) => Some(be.uninit(be.buf_len(l))?),
+                            None => None,
+                        },
+                        sets: batch.sets,
+                        set_size: batch.set_size,
+                        n_local: batch.n_local,
+                    }
+                }
+            };
+            copy_batch(&self.be, &mut inputs, batch)?;
+            let before = self.be.counts();
+            let koleo = self.direct_step(&inputs, optim, sched, staged, (slot, slots))?;
+            let settled = match (before, self.be.counts()) {
+                (Some(b), Some(a)) => a.since(b).allocs == 0,
+                _ => false,
+            };
+            self.graph_warm = Some(Warm {
+                key,
+                inputs,
+                settled,
+            });
+            return Ok(koleo);
         }
         self.direct_step(batch, optim, sched, staged, (slot, slots))
     }
 
-    /// The step on the staged scalars, launch by launch.
+    /// The step on the staged scalars, launch by launch; returns the weighted KoLeo term.
     fn direct_step(
         &mut self,
         batch: &StepBatch<B>,
@@ -962,10 +1004,11 @@ impl<B: Backend> Engine<B> {
         sched: &StepSchedule,
         staged: Staged,
         (slot, slots): (usize, usize),
-    ) -> Result<()> {
+    ) -> Result<f64> {
         let out = self.forward_backward_staged(batch, optim.student_temp, staged)?;
         self.monitor(&out, slot, slots)?;
-        self.update_staged(optim, sched, &out.teacher_out)
+        self.update_staged(optim, sched, &out.teacher_out)?;
+        Ok(out.koleo)
     }
 
     /// Copies the step's crops into the captured inputs, replays the captured step, then writes the
@@ -980,6 +1023,7 @@ impl<B: Backend> Engine<B> {
         let r = (|| {
             copy_batch(&self.be, &mut c.inputs, batch)?;
             self.be.replay(&c.graph)?;
+            self.replayed_steps += 1;
             self.advance_optimizer(sched.freeze_last_layer);
             self.monitor(&c.out, slot, slots)
         })();
@@ -998,7 +1042,7 @@ impl<B: Backend> Engine<B> {
         staged: Staged,
         key: StepKey,
         (slot, slots): (usize, usize),
-    ) -> Result<()> {
+    ) -> Result<f64> {
         self.captured = None;
         copy_batch(&self.be, &mut inputs, batch)?;
         let steps = (self.adam_step, self.adam_step_last);
@@ -1017,6 +1061,7 @@ impl<B: Backend> Engine<B> {
                 (Ok(out), Ok(graph)) => {
                     // The recording ran nothing: this replay is the step.
                     self.be.replay(&graph)?;
+                    self.replayed_steps += 1;
                     self.monitor(&out, slot, slots)?;
                     self.captured = Some(CapturedStep {
                         graph,
@@ -1024,7 +1069,7 @@ impl<B: Backend> Engine<B> {
                         inputs,
                         out,
                     });
-                    return Ok(());
+                    return Ok(0.0);
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     self.graph_note = Some(format!("{e:#}"));
