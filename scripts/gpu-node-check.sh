@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU-node check: on a fresh machine with an NVIDIA GPU, this repository and the pip registry, in about
-# 8 minutes it builds setdino, checks the device (kernel table, parity self-test in f32 and bf16), times
-# every kernel of the reference Set-DINO step with CUDA events and the whole step, and runs PyTorch's
+# 8 minutes it builds setdino, checks the device (kernel table, parity self-test in f32 and bf16, the
+# captured step against the same steps launch by launch), times every kernel of the reference Set-DINO step
+# with CUDA events and the whole step (replayed from a CUDA graph, and launch by launch), and runs PyTorch's
 # version of the same step (eager and torch.compile, bf16) for the side-by-side ratio. Everything lands
 # under $OUT (default ./gpu-check), with one summary: $OUT/summary.json.
 #
@@ -52,6 +53,8 @@ if [ -x "$B" ]; then
     --json "$OUT/kernels-bf16.json"
   stage step-bf16 90 $B bench --backend cuda --precision bf16 --what step "${REF[@]}" --warmup 2 --warmup-secs 2 \
     --repeats 7 --json "$OUT/step-bf16.json"
+  stage step-bf16-nograph 90 $B bench --backend cuda --precision bf16 --what step "${REF[@]}" --graphs off \
+    --warmup 2 --warmup-secs 1 --repeats 5 --json "$OUT/step-bf16-nograph.json"
   stage step-f32 90 $B bench --backend cuda --precision f32 --what step "${REF[@]}" --warmup 1 --warmup-secs 1 \
     --repeats 3 --json "$OUT/step-f32.json"
   # what the model predicted for this GPU, for the measured/modelled comparison
@@ -93,11 +96,14 @@ if m:
     s["kernels_modelled_step"] = m["step"]
     if k:
         s["measured_over_modelled_step_ms"] = k["step"]["ms"] / m["step"]["ms"]
-for p in ("bf16", "f32"):
+for p in ("bf16", "bf16-nograph", "f32"):
     st = load(f"step-{p}.json")
     if st and st.get("results"):
         r = st["results"][0]
-        s[f"setdino_step_{p}"] = {k2: r.get(k2) for k2 in ("name", "backend", "items_per_s", "median_s", "gflops", "per_step", "arena_bytes")}
+        s[f"setdino_step_{p}"] = {k2: r.get(k2) for k2 in ("name", "backend", "items_per_s", "median_s", "gflops", "per_step", "per_step_uncaptured", "arena_bytes")}
+g, ng = s.get("setdino_step_bf16", {}).get("median_s"), s.get("setdino_step_bf16-nograph", {}).get("median_s")
+if g and ng:
+    s["graph_speedup_step_bf16"] = ng / g
 def torch_rate(doc):
     # torch_vit_bench.py's JSON: the first result with a samples-per-second figure
     found = []

@@ -228,6 +228,16 @@ pub fn setdino_step<B: Backend>(
         step_flop(cfg, sets, n, n_local),
         times,
     );
+    if graphs {
+        // Warm until the step replays (a shape is captured once a direct step of it allocated nothing).
+        for _ in 0..3 {
+            if eng.graph_active() {
+                break;
+            }
+            step_counts(&mut eng, &batch, it)?;
+            it += 1;
+        }
+    }
     res.per_step = step_counts(&mut eng, &batch, it)?;
     if let Some(why) = eng.graph_note.take() {
         eprintln!(

@@ -31,6 +31,14 @@ impl OnBackend for SelfTest {
     }
 }
 
+struct GraphTest;
+impl OnBackend for GraphTest {
+    type Out = Option<(u64, f64, bool)>;
+    fn run<B: Backend>(self, be: B) -> Result<Self::Out> {
+        crate::check::graph_self_test(be)
+    }
+}
+
 pub fn run(a: CheckArgs) -> Result<()> {
     let (choice, reason) = decide(&a.backend)?;
     println!("backend      {choice:?} ({reason})");
@@ -101,6 +109,21 @@ pub fn run(a: CheckArgs) -> Result<()> {
             "parity self-test failed: worst relative error {worst:.2e} > {:.0e}",
             a.tol
         );
+    }
+    // The captured step (CUDA graph) against the same steps launch by launch, on the same device.
+    match run_on_at(target, &a.precision, GraphTest)? {
+        None => println!("graph        not captured on this backend (the CPU runs steps directly)"),
+        Some((replays, diff, same)) => {
+            let verdict = if diff <= a.tol * 1e-3 { "OK" } else { "FAIL" };
+            println!(
+                "graph        {} training steps, {replays} replayed from a captured graph: final state max|Δ| {diff:.2e} vs launch by launch ({}) {verdict}",
+                crate::check::GRAPH_CHECK_STEPS,
+                if same { "bit-identical" } else { "not bit-identical" },
+            );
+            if verdict == "FAIL" {
+                bail!("graph self-test failed: the replayed steps end {diff:.2e} away from the direct ones");
+            }
+        }
     }
     println!("all good (worst relative error {worst:.2e})");
     Ok(())

@@ -380,6 +380,11 @@ impl<B: Backend> Engine<B> {
         self.captured = None;
     }
 
+    /// The backend back (the engine's buffers return to its pool).
+    pub fn into_backend(self) -> B {
+        self.be
+    }
+
     /// Whether the last step was a replay of (or the capture of) a graph.
     pub fn graph_active(&self) -> bool {
         self.captured.is_some()

@@ -563,3 +563,16 @@ fn capture_refuses_uploads_and_downloads() {
     );
     assert!(CpuBackend::<f32>::new().capture_begin().is_ok_and(|c| !c));
 }
+
+/// `setdino check`'s graph self-test: on simt the captured steps replay and end bit-identical to the
+/// launch-by-launch run; the CPU reference captures nothing.
+#[test]
+fn the_check_commands_graph_self_test_replays_on_simt_and_skips_the_cpu() {
+    let r = setdino::check::graph_self_test(GpuBackend::new(Simt::new())).unwrap();
+    let (replays, diff, same) = r.expect("simt captures");
+    assert!(replays >= 2, "{replays}");
+    assert!(same && diff == 0.0);
+    assert!(setdino::check::graph_self_test(CpuBackend::<f32>::new())
+        .unwrap()
+        .is_none());
+}
