@@ -72,9 +72,9 @@ pub fn head_forward<B: Backend>(
     let mut pre = Vec::new();
     let mut z = None;
     for (j, &(w_off, b_off, i, o)) in offs.mlp.iter().enumerate() {
-        let mut out = be.zeros(r * o)?;
+        let mut out = be.uninit(r * o)?; // the GEMM writes it whole
         if j + 1 < nl {
-            let mut act = be.zeros_act(r, o)?; // read only by the next GEMM
+            let mut act = be.uninit_act(r, o)?; // read only by the next GEMM
             be.matmul_forward_gelu(&mut out, &mut act, &ins[j], params, w_off, b_off, r, i, o)?;
             pre.push(out);
             ins.push(act);
@@ -86,13 +86,14 @@ pub fn head_forward<B: Backend>(
     let z = z.expect("head has at least one layer");
     let cb = cfg.head_bottleneck;
     let k = cfg.out_dim;
-    let mut y = be.zeros(r * cb)?;
-    let mut ynorm = be.zeros(r)?;
+    // outputs written whole by their ops
+    let mut y = be.uninit(r * cb)?;
+    let mut ynorm = be.uninit(r)?;
     be.l2norm_forward(&mut y, &mut ynorm, &z, r, cb, L2_EPS)?;
-    let mut w = be.zeros(k * cb)?;
-    let mut wnorm = be.zeros(k)?;
+    let mut w = be.uninit(k * cb)?;
+    let mut wnorm = be.uninit(k)?;
     be.weightnorm_forward(&mut w, &mut wnorm, params, offs.last_v, offs.last_g, k, cb)?;
-    let mut logits = be.zeros(r * k)?;
+    let mut logits = be.uninit(r * k)?;
     // f32 at every precision: the loss divides these logits by the temperatures (Backend doc)
     be.matmul_forward_full(&mut logits, &y, &w, 0, None, r, cb, k)?;
     Ok(HeadActs {
@@ -147,11 +148,11 @@ pub fn head_backward<B: Backend>(
         k,
         cb,
     )?;
-    let mut dcur = be.zeros(r * cb)?;
+    let mut dcur = be.uninit(r * cb)?; // (=)
     be.l2norm_backward(&mut dcur, &dy, &acts.y, &acts.ynorm, r, cb, L2_EPS)?;
     for j in (0..offs.mlp.len()).rev() {
         let (w_off, b_off, i, o) = offs.mlp[j];
-        let mut dinp = be.zeros(r * i)?;
+        let mut dinp = be.uninit(r * i)?; // (=)
         be.matmul_backward(
             Some(&mut dinp),
             grads,
@@ -166,7 +167,7 @@ pub fn head_backward<B: Backend>(
             o,
         )?;
         if j > 0 {
-            let mut dpre = be.zeros(r * i)?;
+            let mut dpre = be.uninit(r * i)?; // (=)
             be.gelu_backward(&mut dpre, &dinp, &acts.pre[j - 1], r * i)?;
             dcur = dpre;
         } else {

@@ -534,7 +534,7 @@ impl<B: Backend> Engine<B> {
                 gs,
                 None,
             )?;
-            let mut mean = be.zeros(2 * s * c)?;
+            let mut mean = be.uninit(2 * s * c)?; // written whole
             be.set_mean_forward(&mut mean, &acts.out, 2 * s, n, c)?;
             head_forward(be, &cfg, &self.hd, &self.teacher, mean, 2 * s)?.logits
         };
@@ -583,18 +583,19 @@ impl<B: Backend> Engine<B> {
             }
             _ => None,
         };
-        let mut cls_all = be.zeros(v * r * c)?;
+        let mut cls_all = be.uninit(v * r * c)?; // the copies below fill it
         be.copy(&mut cls_all, 0, &sg.out, 0, 2 * r * c)?;
         if let Some(sl) = &sl {
             be.copy(&mut cls_all, 2 * r * c, &sl.out, 0, nl * r * c)?;
         }
-        let mut mean = be.zeros(v * s * c)?;
+        let mut mean = be.uninit(v * s * c)?;
         be.set_mean_forward(&mut mean, &cls_all, v * s, n, c)?;
         let head = head_forward(be, &cfg, &self.hd, &self.student, mean, v * s)?;
 
-        let mut loss = be.zeros(1)?;
-        let mut dlogits = be.zeros(v * s * k)?;
-        let mut tprobs = be.zeros(2 * s * k)?;
+        // (=) outputs of the loss (tprobs of the centered softmax or of Sinkhorn–Knopp)
+        let mut loss = be.uninit(1)?;
+        let mut dlogits = be.uninit(v * s * k)?;
+        let mut tprobs = be.uninit(2 * s * k)?;
         let center = if self.sinkhorn_iters > 0 {
             match &t_all {
                 None => be.dino_loss_sinkhorn(
@@ -656,9 +657,9 @@ impl<B: Backend> Engine<B> {
             &head,
             &dlogits,
         )?;
-        let mut dcls_all = be.zeros(v * r * c)?;
+        let mut dcls_all = be.uninit(v * r * c)?; // (=)
         be.set_mean_backward(&mut dcls_all, &dmean, v * s, n, c)?;
-        let mut dcls = be.zeros(2 * r * c)?;
+        let mut dcls = be.uninit(2 * r * c)?; // the copy fills it
         be.copy(&mut dcls, 0, &dcls_all, 0, 2 * r * c)?;
         let koleo = match &koleo {
             Some(k) => k.backward(be, &mut dcls, self.koleo_weight)?,
@@ -676,7 +677,7 @@ impl<B: Backend> Engine<B> {
         )?;
         if let Some(sl) = &sl {
             let il = &self.interp[&ls];
-            let mut dcl = be.zeros(nl * r * c)?;
+            let mut dcl = be.uninit(nl * r * c)?; // the copy fills it
             be.copy(&mut dcl, 0, &dcls_all, 2 * r * c, nl * r * c)?;
             backbone_backward(
                 be,

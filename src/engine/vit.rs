@@ -201,7 +201,7 @@ pub fn backbone_forward<B: Backend>(
     };
     let mut xs = vec![x0];
     let mut blocks = Vec::with_capacity(cfg.depth);
-    let mut branch = be.zeros(r * c)?;
+    let mut branch = be.uninit(r * c)?; // each block's proj GEMM writes it whole
     for (l, o) in offs.blocks.iter().enumerate() {
         let (scale1, scale2) = (scale_at(2 * l)?, scale_at(2 * l + 1)?);
         let x_in = xs.last().expect("xs starts non-empty");
@@ -392,11 +392,13 @@ struct MlpGrads<B: Backend> {
 
 impl<B: Backend> MlpGrads<B> {
     fn new(be: &B, rows: usize, c: usize, f: usize) -> Result<Self> {
+        // every one is an (=) output of the op that writes it (residual_backward, matmul_backward's
+        // dinp, gelu_backward) before anything reads it
         Ok(MlpGrads {
-            dbranch: be.zeros(rows * c)?,
-            dgelu: be.zeros(rows * f)?,
-            dfc1: be.zeros(rows * f)?,
-            dln: be.zeros(rows * c)?,
+            dbranch: be.uninit(rows * c)?,
+            dgelu: be.uninit(rows * f)?,
+            dfc1: be.uninit(rows * f)?,
+            dln: be.uninit(rows * c)?,
         })
     }
 }
@@ -507,8 +509,8 @@ pub fn backbone_backward<B: Backend>(
     be.residual_cls_scatter(&mut dx, &dcls, b, n, c)?;
 
     let mut g = MlpGrads::new(be, r, c, f)?;
-    let mut dattn_o = be.zeros(r * c)?;
-    let mut dqkv = be.zeros(r * 3 * c)?;
+    let mut dattn_o = be.uninit(r * c)?; // matmul_backward's dinp (=)
+    let mut dqkv = be.uninit(r * 3 * c)?; // attention_backward's dqkv (=)
     let mut datt = be.zeros(b * nh * n * n)?;
     for l in (0..cfg.depth).rev() {
         let o = &offs.blocks[l];
@@ -565,7 +567,7 @@ pub fn backbone_backward<B: Backend>(
         )?;
     }
     // Tokens: CLS, positions (through the interpolation transpose), patch embedding.
-    let mut dpatch_out = be.zeros(b * p * c)?;
+    let mut dpatch_out = be.uninit(b * p * c)?; // (=)
     be.patch_embed_tokens_backward(
         grads,
         offs.cls,

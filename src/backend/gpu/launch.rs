@@ -380,7 +380,8 @@ impl<D: Device> Backend for GpuBackend<D> {
             LaunchCfg::linear(b * p * c),
             &[dpa, dxa, i(b), i(p), i(c)],
         )?;
-        let mut sum = self.f32_buf(self.alloc(n * c)?); // back to the pool when dropped
+        // written whole (=) by the sum kernel; back to the pool when dropped
+        let mut sum = self.f32_buf(self.alloc_for(n * c, false)?);
         let sa = self.raw_at_mut(sum.mem_mut(), 0, n * c, "tokens sum")?;
         // one thread per (token, channel): sum over images in order
         self.go(
@@ -1152,7 +1153,7 @@ impl<D: Device> Backend for GpuBackend<D> {
                 &args,
             )?;
         }
-        let mut row_loss = self.f32_buf(self.alloc(v * s)?);
+        let mut row_loss = self.f32_buf(self.alloc_for(v * s, false)?); // (=) one per student row
         let terms = (2 * v - 2) as f64;
         let args = [
             self.at_mut(dstudent, 0, v * s * k, "dstudent")?,
@@ -1355,7 +1356,7 @@ impl<D: Device> Backend for GpuBackend<D> {
         }
         let table = self.range_table(ranges)?;
         let t = ranges.len();
-        let mut norms = self.f32_buf(self.alloc(t)?);
+        let mut norms = self.f32_buf(self.alloc_for(t, false)?); // (=) one per tensor
         let g = self.at(grads, 0, len, "grads")?;
         let tab = self.raw_at(&table, 0, 2 * t, "range table")?;
         // one block of 256 per tensor
