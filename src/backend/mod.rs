@@ -132,6 +132,22 @@ pub trait Backend: Sync {
     fn upload_u16(&self, host: &[u16]) -> Result<Self::Buf> {
         self.upload(&host.iter().map(|&v| f32::from(v)).collect::<Vec<_>>())
     }
+    /// A step's inputs in one transfer: the stored u16 `cells` (as [`Backend::upload_u16`] keeps them) and
+    /// the f32 `parts` (crop parameters, statistics). The GPU backend writes them into page-locked host
+    /// memory, double-buffered, and copies them on a second stream, so the copy of the next step's
+    /// inputs overlaps the step before; every read of the returned buffers must be issued before the
+    /// next call (the training loop renders the crops at once). Elsewhere: `upload_u16` and `upload`.
+    fn upload_step_inputs(
+        &self,
+        cells: &[u16],
+        parts: &[&[f32]],
+    ) -> Result<(Self::Buf, Vec<Self::Buf>)> {
+        let parts = parts
+            .iter()
+            .map(|p| self.upload(p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((self.upload_u16(cells)?, parts))
+    }
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     /// Download at full precision (f64 backends lose nothing; f32 backends widen).
     fn download_f64(&self, buf: &Self::Buf) -> Result<Vec<f64>> {

@@ -117,22 +117,31 @@ pub fn make_raw_step_part_into(
     Ok(())
 }
 
-/// The step's crops rendered and normalised on `be` from `raw` (uploads: the raw crops, and per group
-/// the parameter records and NTC statistics).
+/// The step's crops rendered and normalised on `be` from `raw`: one upload (`Backend::upload_step_inputs`:
+/// the raw crops and, per group, the parameter records and NTC statistics; on a GPU from page-locked
+/// memory on a second stream), then the renders, which read the uploaded buffers at once.
 pub fn render_on<B: Backend>(be: &B, raw: &RawStep) -> Result<StepBatch<B>> {
     let (c, r) = (raw.channels, raw.sets * raw.set_size);
-    let src = be.upload_u16(&raw.cells)?;
-    let group = |crops: usize, size: usize, params: &[f32], stats: &[f32]| -> Result<B::Buf> {
+    let (src, parts) = be.upload_step_inputs(
+        &raw.cells,
+        &[
+            &raw.global_params,
+            &raw.local_params,
+            &raw.global_stats,
+            &raw.local_stats,
+        ],
+    )?;
+    let [gp, lp, gs, ls] = <[B::Buf; 4]>::try_from(parts)
+        .map_err(|p| anyhow::anyhow!("{} input parts, expected 4", p.len()))?;
+    let group = |crops: usize, size: usize, p: &B::Buf, st: &B::Buf| -> Result<B::Buf> {
         let mut out = be.uninit(crops * c * size * size)?; // written whole by the renderer
         if crops == 0 {
             return Ok(out);
         }
-        let p = be.upload(params)?;
-        be.augment_render(&mut out, &src, &p, crops, c, raw.crop, size)?;
+        be.augment_render(&mut out, &src, p, crops, c, raw.crop, size)?;
         match raw.norm {
             Some(NormKind::Ntc { .. }) => {
-                let st = be.upload(stats)?;
-                be.augment_normalize_ntc(&mut out, &st, crops, c, size * size)?;
+                be.augment_normalize_ntc(&mut out, st, crops, c, size * size)?;
             }
             Some(NormKind::Zscore) => {
                 be.augment_normalize_zscore(&mut out, crops, c, size * size)?
@@ -141,19 +150,9 @@ pub fn render_on<B: Backend>(be: &B, raw: &RawStep) -> Result<StepBatch<B>> {
         }
         Ok(out)
     };
-    let global = group(
-        2 * r,
-        raw.global_size,
-        &raw.global_params,
-        &raw.global_stats,
-    )?;
+    let global = group(2 * r, raw.global_size, &gp, &gs)?;
     let local = if raw.n_local > 0 {
-        Some(group(
-            raw.n_local * r,
-            raw.local_size,
-            &raw.local_params,
-            &raw.local_stats,
-        )?)
+        Some(group(raw.n_local * r, raw.local_size, &lp, &ls)?)
     } else {
         None
     };

@@ -141,3 +141,64 @@ fn device_augmentation_equals_the_data_path_renderer() {
     eprintln!("device augmentation vs data path: max |Δ| {worst:.2e}");
     assert!(worst <= 5e-6, "max |Δ| {worst}");
 }
+
+/// `upload_step_inputs` (the step's raw crops and records in one staged transfer): on simt the buffers
+/// hold the given values (odd cell counts included, u16 cells as `upload_u16` keeps them), on the CPU
+/// the same values; each call is one upload; buffers still held are never handed to a later call (the two
+/// slots alternate, and a slot reuses only dropped memory); the slots' memory stays bounded while the
+/// cell count changes from step to step.
+#[test]
+fn step_inputs_go_up_in_one_transfer_into_alternating_slots() {
+    use setdino::backend::cpu::CpuBackend;
+    use setdino::backend::gpu::{simt::Simt, GpuBackend};
+    let g = GpuBackend::new(Simt::new());
+    let cpu = CpuBackend::<f32>::new();
+    let call = |be_cells: usize, k: u16| -> (Vec<u16>, Vec<f32>, Vec<f32>) {
+        let cells: Vec<u16> = (0..be_cells as u16)
+            .map(|i| i.wrapping_mul(7) ^ k)
+            .collect();
+        let p: Vec<f32> = (0..13u16)
+            .map(|i| f32::from(i) * 0.5 + f32::from(k))
+            .collect();
+        (cells, p, Vec::new())
+    };
+    let mut held = Vec::new();
+    for (step, n) in [5usize, 8, 5, 11, 3, 5, 5, 5].into_iter().enumerate() {
+        let (cells, p, empty) = call(n, step as u16);
+        let before = g.counts().unwrap();
+        let (c, parts) = g.upload_step_inputs(&cells, &[&p, &empty]).unwrap();
+        let d = g.counts().unwrap().since(before);
+        assert_eq!(d.uploads, 1, "one transfer per call");
+        let as_f32 = |v: &[u16]| v.iter().map(|&x| f32::from(x)).collect::<Vec<_>>();
+        assert_eq!(g.download(&c).unwrap(), as_f32(&cells));
+        assert_eq!(g.download(&parts[0]).unwrap(), p);
+        assert_eq!(g.buf_len(&parts[1]), 0);
+        let (cc, cp) = cpu.upload_step_inputs(&cells, &[&p, &empty]).unwrap();
+        assert_eq!((cc, cp[0].clone()), (as_f32(&cells), p.clone()));
+        // keep every other call's buffers: later calls must not overwrite them
+        if step % 2 == 0 {
+            held.push((c, as_f32(&cells), parts, p));
+        }
+    }
+    for (c, cells, parts, p) in &held {
+        assert_eq!(
+            &g.download(c).unwrap(),
+            cells,
+            "a held input buffer was reused"
+        );
+        assert_eq!(&g.download(&parts[0]).unwrap(), p);
+    }
+    drop(held);
+    // steady sizes after varying ones: the slots keep one set each, so memory does not grow
+    let alloc = |g: &GpuBackend<Simt>| g.counts().unwrap().alloc_bytes;
+    for k in 0..4 {
+        let (cells, p, e) = call(5, k);
+        drop(g.upload_step_inputs(&cells, &[&p, &e]).unwrap());
+    }
+    let steady = alloc(&g);
+    for k in 0..6 {
+        let (cells, p, e) = call(5, k);
+        drop(g.upload_step_inputs(&cells, &[&p, &e]).unwrap());
+    }
+    assert_eq!(alloc(&g), steady, "no allocation once the sizes repeat");
+}

@@ -9,10 +9,26 @@ use std::sync::Arc;
 pub struct Cuda {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// The second stream: step inputs copied from page-locked staging (`upload_staged`).
+    copy_stream: Arc<CudaStream>,
+    /// The two staging slots of `upload_staged`.
+    staging: std::sync::Mutex<[Staging; 2]>,
     funcs: Vec<CudaFunction>,
     desc: String,
     /// ptxas report of every kernel, as compiled for this device.
     pub report: Vec<nvrtc::KernelReport>,
+}
+
+/// One slot of the double-buffered input staging.
+#[derive(Default)]
+struct Staging {
+    /// Page-locked host memory the slot's transfer is written into.
+    pinned: Option<cudarc::driver::PinnedHostSlice<f32>>,
+    /// The copy out of `pinned` (the host waits for it before writing `pinned` again).
+    copied: Option<cudarc::driver::CudaEvent>,
+    /// The compute stream's work up to the call after this slot's last use: the copy into this
+    /// slot's device memory waits for it.
+    compute_done: Option<cudarc::driver::CudaEvent>,
 }
 
 /// Why the CUDA device cannot be used, or the context.
@@ -49,14 +65,20 @@ impl Cuda {
         let arch = format!("sm_{major}{minor}");
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         // One non-default stream (the legacy NULL stream cannot be captured into a CUDA graph and
-        // synchronises with every other stream). Every allocation, copy, launch, collective and free of
-        // this device is ordered on it (module contract), so cudarc's cross-stream event tracking has
-        // nothing to order: it is turned off before the first slice, saving an event per buffer use.
-        // SAFETY: no CudaSlice of this context is used on any other stream.
+        // synchronises with every other stream). Every allocation, launch, collective and free of this
+        // device is ordered on it (module contract), so cudarc's cross-stream event tracking has nothing
+        // to order: it is turned off before the first slice, saving an event per buffer use. The one
+        // exception, the second stream's input copies (`upload_staged`), orders itself with explicit
+        // events.
+        // SAFETY: no CudaSlice of this context is used on any other stream except by upload_staged,
+        // whose copies wait for, and are waited for by, the compute stream through events.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx
             .new_stream()
             .map_err(|e| anyhow!("creating the device's stream: {e:?}"))?;
+        let copy_stream = ctx
+            .new_stream()
+            .map_err(|e| anyhow!("creating the device's copy stream: {e:?}"))?;
         let mut by_name = std::collections::HashMap::new();
         let mut report = Vec::new();
         for m in ALL_MODULES {
@@ -97,6 +119,8 @@ impl Cuda {
             desc: format!("cuda: {name} ({arch}, device {ordinal})"),
             ctx,
             stream,
+            copy_stream,
+            staging: Default::default(),
             funcs,
             report,
         })
@@ -243,6 +267,88 @@ impl Device for Cuda {
             .elapsed_ms(end)
             .map(f64::from)
             .map_err(|e| anyhow!("cuda event time: {e:?}"))
+    }
+    fn upload_staged(
+        &self,
+        slot: usize,
+        words: usize,
+        fill: &mut dyn FnMut(&mut [f32]),
+        dsts: &mut [(&mut Self::Mem, usize, usize)],
+        fresh: bool,
+    ) -> Result<()> {
+        let e = |what: &'static str| move |err| anyhow!("cuda staged upload: {what}: {err:?}");
+        let mut st = self
+            .staging
+            .lock()
+            .map_err(|_| anyhow!("cuda staging poisoned"))?;
+        let (slot, other) = (slot % 2, 1 - slot % 2);
+        // The host waits for the copy that last read this slot's staging (two calls back).
+        if let Some(done) = &st[slot].copied {
+            done.synchronize()
+                .map_err(e("waiting for the staging slot"))?;
+        }
+        if st[slot].pinned.as_ref().is_none_or(|p| p.len() < words) {
+            st[slot].pinned = None; // its copy is done (waited above)
+                                    // SAFETY: page-locked host memory of this context; every word read is written by `fill`
+                                    // first (the copies below read only [0, words)).
+            let p = unsafe {
+                self.ctx
+                    .alloc_pinned::<f32>(words.max(1).next_power_of_two())
+            }
+            .map_err(e("allocating page-locked memory"))?;
+            st[slot].pinned = Some(p);
+        }
+        let pinned = st[slot].pinned.as_mut().expect("allocated above");
+        let ptr = pinned.as_mut_ptr().map_err(e("page-locked memory"))?;
+        // SAFETY: `words` ≤ the allocation's length; no copy reads it now (waited above).
+        let host = unsafe { std::slice::from_raw_parts_mut(ptr, words) };
+        fill(host); // writes every word (Device::upload_staged's contract)
+                    // Everything the compute stream has been given so far (up to the step after the one that reads
+                    // the other slot): the copy into the other slot's memory, next call, waits for it.
+        st[other].compute_done = Some(
+            self.stream
+                .record_event(None)
+                .map_err(e("recording the compute stream"))?,
+        );
+        // The copy into this slot's device memory waits until the step that last read it is done.
+        if let Some(done) = &st[slot].compute_done {
+            self.copy_stream
+                .wait(done)
+                .map_err(e("ordering the copy"))?;
+        }
+        if fresh {
+            let alloc = self
+                .stream
+                .record_event(None)
+                .map_err(e("recording the allocation"))?;
+            self.copy_stream
+                .wait(&alloc)
+                .map_err(e("ordering the copy"))?;
+        }
+        for (m, at, n) in dsts.iter_mut() {
+            let src = host
+                .get(*at..*at + *n)
+                .ok_or_else(|| anyhow!("staged range {at}+{n} outside {words} words"))?;
+            anyhow::ensure!(*n <= m.len(), "staged range of {n} words into {}", m.len());
+            let (dst, _sync) = m.device_ptr_mut(&self.stream);
+            // SAFETY: `dst` is device memory of this context holding ≥ n words, not read or written by the
+            // compute stream until it waits for the event recorded below, nor by earlier work still
+            // running (the copy stream waited above); `src` is page-locked and not rewritten before the
+            // copy completes (the next write to this slot waits for `copied`).
+            unsafe {
+                cudarc::driver::result::memcpy_htod_async(dst, src, self.copy_stream.cu_stream())
+            }
+            .map_err(e("copying"))?;
+        }
+        let copied = self
+            .copy_stream
+            .record_event(None)
+            .map_err(e("recording the copy"))?;
+        self.stream
+            .wait(&copied)
+            .map_err(e("waiting for the copy"))?;
+        st[slot].copied = Some(copied);
+        Ok(())
     }
     type Graph = CapturedGraph;
     fn capture_begin(&self) -> Result<()> {

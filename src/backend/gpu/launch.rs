@@ -262,6 +262,79 @@ impl<D: Device> Backend for GpuBackend<D> {
             home: std::sync::Arc::downgrade(&self.pool),
         })
     }
+    fn upload_step_inputs(&self, cells: &[u16], parts: &[&[f32]]) -> Result<(Buf<D>, Vec<Buf<D>>)> {
+        let sizes: Vec<usize> = std::iter::once(cells.len().div_ceil(2))
+            .chain(parts.iter().map(|p| p.len()))
+            .collect();
+        let total: usize = sizes.iter().sum();
+        self.not_capturing("uploads", total)?;
+        let slot = self
+            .input_slot
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % 2;
+        let pool = &self.input_pools[slot];
+        let len = |m: &D::Mem| self.dev.mem_len(m);
+        let mut mems: Vec<Option<D::Mem>> = sizes
+            .iter()
+            .map(|&n| pool.take_exact(n.max(1), len))
+            .collect();
+        let fresh = mems.iter().any(Option::is_none);
+        if fresh {
+            pool.clear(); // blocks of other sizes: this slot keeps one set
+        }
+        let mut mems = mems
+            .iter_mut()
+            .zip(&sizes)
+            .map(|(m, &n)| match m.take() {
+                Some(m) => Ok(m),
+                None => {
+                    self.counters.alloc_zeroed(n.max(1));
+                    self.dev.alloc_zeros(n.max(1)) // an empty part keeps one word, as looked up
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // The transfer: the cells two per word (the lower index in the low half), then each part.
+        let mut fill = |host: &mut [f32]| {
+            let (packed, mut rest) = host.split_at_mut(sizes[0]);
+            for (w, p) in packed.iter_mut().zip(cells.chunks(2)) {
+                let hi = p.get(1).copied().map_or(0, u32::from);
+                *w = f32::from_bits(u32::from(p[0]) | (hi << 16));
+            }
+            for p in parts {
+                let (head, tail) = rest.split_at_mut(p.len());
+                head.copy_from_slice(p);
+                rest = tail;
+            }
+        };
+        let mut at = 0;
+        let mut dsts = Vec::with_capacity(mems.len());
+        for (m, &n) in mems.iter_mut().zip(&sizes) {
+            if n > 0 {
+                dsts.push((m, at, n));
+            }
+            at += n;
+        }
+        self.counters.upload_into(total);
+        self.dev
+            .upload_staged(slot, total, &mut fill, &mut dsts, fresh)?;
+        let home = std::sync::Arc::downgrade(pool);
+        let mut bufs = mems.into_iter().zip(
+            std::iter::once((DType::U16, cells.len()))
+                .chain(parts.iter().map(|p| (DType::F32, p.len()))),
+        );
+        let mut next = || {
+            bufs.next().map(|(m, (dtype, len))| GpuBuf {
+                mem: Some(m),
+                dtype,
+                len,
+                bf16: None,
+                home: home.clone(),
+            })
+        };
+        let cells_buf = next().ok_or_else(|| anyhow::anyhow!("no cell buffer"))?;
+        let parts = std::iter::from_fn(next).collect();
+        Ok((cells_buf, parts))
+    }
     fn download(&self, buf: &Buf<D>) -> Result<Vec<f32>> {
         let words = self.dtoh_synced(buf.mem())?;
         Ok(match buf.dtype {

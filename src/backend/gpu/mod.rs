@@ -99,6 +99,21 @@ pub trait Device: Send + Sync {
     fn mark(&self) -> Result<Option<Self::Mark>>;
     /// Milliseconds between two marks (after a `synchronize`).
     fn elapsed_ms(&self, start: &Self::Mark, end: &Self::Mark) -> Result<f64>;
+    /// One staged upload of a step's inputs (`Backend::upload_step_inputs`): `fill` writes every one of the `words`
+    /// of the transfer into host staging slot `slot` (0 or 1), then each `(memory, first word, words)` of
+    /// `dsts` receives its range. CUDA: page-locked staging, copied on a second stream that first waits
+    /// until the compute stream has finished everything issued before the previous call (so the step that
+    /// last read this slot's device memory, two calls back, is done), and the compute stream waits for the
+    /// copy; `fresh`: a destination was just allocated on the compute stream (the copy waits for that too).
+    /// Elsewhere: copied at once.
+    fn upload_staged(
+        &self,
+        slot: usize,
+        words: usize,
+        fill: &mut dyn FnMut(&mut [f32]),
+        dsts: &mut [(&mut Self::Mem, usize, usize)],
+        fresh: bool,
+    ) -> Result<()>;
     /// Work recorded between `capture_begin` and `capture_end` (a CUDA graph), run by `replay`.
     type Graph: Send;
     /// From now on launches, memsets and device copies are recorded, not run (CUDA stream capture);
@@ -247,6 +262,10 @@ pub struct GpuBackend<D: Device> {
     /// While a graph is being captured: the addresses of the pooled and scratch blocks the recorded work
     /// was handed, and the counters when it began.
     pub(crate) capture: std::sync::Mutex<Option<(Vec<u64>, crate::backend::counters::Counts)>>,
+    /// The device memory of the two input slots of `upload_step_inputs` (a dropped input buffer returns
+    /// to its slot's pool, reused two calls later), and the next slot.
+    pub(crate) input_pools: [std::sync::Arc<Pool<D::Mem>>; 2],
+    pub(crate) input_slot: std::sync::atomic::AtomicUsize,
 }
 
 /// A captured step (`Backend::capture_begin` … `capture_end`) and the memory of its temporaries.
@@ -282,6 +301,8 @@ impl<D: Device> GpuBackend<D> {
             profiler: std::sync::Mutex::new(None),
             profiling: std::sync::atomic::AtomicBool::new(false),
             capture: std::sync::Mutex::new(None),
+            input_pools: Default::default(),
+            input_slot: Default::default(),
         }
     }
     /// Starts recording every launch with its FLOPs, bytes and (on CUDA) time ([`profile`]).

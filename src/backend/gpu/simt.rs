@@ -417,6 +417,26 @@ impl Device for Simt {
     fn elapsed_ms(&self, _: &(), _: &()) -> Result<f64> {
         Ok(0.0)
     }
+    /// The emulator has one stream and synchronous copies: staged at once, in order.
+    fn upload_staged(
+        &self,
+        _slot: usize,
+        words: usize,
+        fill: &mut dyn FnMut(&mut [f32]),
+        dsts: &mut [(&mut SimtMem, usize, usize)],
+        _fresh: bool,
+    ) -> Result<()> {
+        self.not_capturing("an upload")?;
+        let mut host = vec![0f32; words];
+        fill(&mut host);
+        for (m, at, n) in dsts.iter_mut() {
+            let src = host
+                .get(*at..*at + *n)
+                .ok_or_else(|| anyhow::anyhow!("staged range {at}+{n} outside {words} words"))?;
+            self.htod_into(src, m, 0)?;
+        }
+        Ok(())
+    }
     type Graph = SimtGraph;
     fn capture_begin(&self) -> Result<()> {
         let mut c = self
