@@ -148,6 +148,7 @@ fn every_backend_method_has_a_kernel_or_is_host_side() {
         "uninit_act",
         "upload_u16",
         "upload_scalars",
+        "upload_step_inputs",
         // graph capture (stream capture and cuGraphLaunch on CUDA, a recorded op list on simt)
         "capture_begin",
         "capture_end",

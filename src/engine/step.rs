@@ -966,40 +966,54 @@ impl<B: Backend> Engine<B> {
                 }
                 other => other,
             };
-            // This step runs directly on input buffers of its own, which a later one is captured on
-            // once a step of this shape allocated nothing (every buffer it needs is then in the pool).
-            self.captured = None;
-            let mut inputs = match warm {
-                Some(w) => w.inputs,
-                None => {
-                    let be = &self.be;
-                    StepBatch {
-                        global: be.uninit(be.buf_len(&batch.global))?,
-                        local: match &batch.local {
-                            Some(l) => Some(be.uninit(be.buf_len(l))?),
-                            None => None,
-                        },
-                        sets: batch.sets,
-                        set_size: batch.set_size,
-                        n_local: batch.n_local,
-                    }
-                }
-            };
-            copy_batch(&self.be, &mut inputs, batch)?;
-            let before = self.be.counts();
-            let koleo = self.direct_step(&inputs, optim, sched, staged, (slot, slots))?;
-            let settled = match (before, self.be.counts()) {
-                (Some(b), Some(a)) => a.since(b).allocs == 0,
-                _ => false,
-            };
-            self.graph_warm = Some(Warm {
-                key,
-                inputs,
-                settled,
-            });
-            return Ok(koleo);
+            return self.warm_step(warm, batch, optim, sched, staged, key, (slot, slots));
         }
         self.direct_step(batch, optim, sched, staged, (slot, slots))
+    }
+
+    /// A step of a shape not captured yet, run directly on input buffers of the engine's own (those of
+    /// `warm`, the earlier steps of this shape, if any), which a later step is captured on once a step of
+    /// this shape allocated nothing (every buffer it needs is then in the backend's pool).
+    fn warm_step(
+        &mut self,
+        warm: Option<Warm<B>>,
+        batch: &StepBatch<B>,
+        optim: &OptimConfig,
+        sched: &StepSchedule,
+        staged: Staged,
+        key: StepKey,
+        (slot, slots): (usize, usize),
+    ) -> Result<f64> {
+        self.captured = None;
+        let mut inputs = match warm {
+            Some(w) => w.inputs,
+            None => {
+                let be = &self.be;
+                StepBatch {
+                    global: be.uninit(be.buf_len(&batch.global))?,
+                    local: match &batch.local {
+                        Some(l) => Some(be.uninit(be.buf_len(l))?),
+                        None => None,
+                    },
+                    sets: batch.sets,
+                    set_size: batch.set_size,
+                    n_local: batch.n_local,
+                }
+            }
+        };
+        copy_batch(&self.be, &mut inputs, batch)?;
+        let before = self.be.counts();
+        let koleo = self.direct_step(&inputs, optim, sched, staged, (slot, slots))?;
+        let settled = match (before, self.be.counts()) {
+            (Some(b), Some(a)) => a.since(b).allocs == 0,
+            _ => false,
+        };
+        self.graph_warm = Some(Warm {
+            key,
+            inputs,
+            settled,
+        });
+        Ok(koleo)
     }
 
     /// The step on the staged scalars, launch by launch; returns the weighted KoLeo term.
