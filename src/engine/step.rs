@@ -207,6 +207,17 @@ struct Warm<B: Backend> {
     settled: bool,
 }
 
+/// One training step as planned by `train_step_on_device` (its scalars already staged).
+#[derive(Clone, Copy)]
+struct Plan<'a> {
+    optim: &'a OptimConfig,
+    sched: &'a StepSchedule,
+    staged: Staged,
+    key: StepKey,
+    /// The monitoring slot and the slots of the monitor buffer.
+    slot: (usize, usize),
+}
+
 /// Where the forward finds its drop-path draws in the scalar buffer.
 #[derive(Clone, Copy, Debug)]
 struct Staged {
@@ -945,30 +956,25 @@ impl<B: Backend> Engine<B> {
             drop_global: staged.drop_global,
             freeze_last_layer: sched.freeze_last_layer,
         };
+        let plan = Plan {
+            optim,
+            sched,
+            staged,
+            key,
+            slot: (slot, slots),
+        };
         let capturable = self.graphs && self.comm.world() == 1 && self.koleo_weight == 0.0;
-        if capturable {
-            if self.captured.as_ref().is_some_and(|c| c.key == key) {
-                self.replay_step(batch, sched, (slot, slots))?;
-                return Ok(0.0);
-            }
-            let warm = self.graph_warm.take().filter(|w| w.key == key);
-            let warm = match warm {
-                Some(w) if w.settled => {
-                    return self.capture_step(
-                        w.inputs,
-                        batch,
-                        optim,
-                        sched,
-                        staged,
-                        key,
-                        (slot, slots),
-                    )
-                }
-                other => other,
-            };
-            return self.warm_step(warm, batch, optim, sched, staged, key, (slot, slots));
+        if !capturable {
+            return self.direct_step(batch, plan);
         }
-        self.direct_step(batch, optim, sched, staged, (slot, slots))
+        if self.captured.as_ref().is_some_and(|c| c.key == key) {
+            self.replay_step(batch, plan)?;
+            return Ok(0.0);
+        }
+        match self.graph_warm.take().filter(|w| w.key == key) {
+            Some(w) if w.settled => self.capture_step(w.inputs, batch, plan),
+            warm => self.warm_step(warm, batch, plan),
+        }
     }
 
     /// A step of a shape not captured yet, run directly on input buffers of the engine's own (those of
@@ -978,11 +984,7 @@ impl<B: Backend> Engine<B> {
         &mut self,
         warm: Option<Warm<B>>,
         batch: &StepBatch<B>,
-        optim: &OptimConfig,
-        sched: &StepSchedule,
-        staged: Staged,
-        key: StepKey,
-        (slot, slots): (usize, usize),
+        plan: Plan,
     ) -> Result<f64> {
         self.captured = None;
         let mut inputs = match warm {
@@ -1003,13 +1005,13 @@ impl<B: Backend> Engine<B> {
         };
         copy_batch(&self.be, &mut inputs, batch)?;
         let before = self.be.counts();
-        let koleo = self.direct_step(&inputs, optim, sched, staged, (slot, slots))?;
+        let koleo = self.direct_step(&inputs, plan)?;
         let settled = match (before, self.be.counts()) {
             (Some(b), Some(a)) => a.since(b).allocs == 0,
             _ => false,
         };
         self.graph_warm = Some(Warm {
-            key,
+            key: plan.key,
             inputs,
             settled,
         });
@@ -1017,35 +1019,23 @@ impl<B: Backend> Engine<B> {
     }
 
     /// The step on the staged scalars, launch by launch; returns the weighted KoLeo term.
-    fn direct_step(
-        &mut self,
-        batch: &StepBatch<B>,
-        optim: &OptimConfig,
-        sched: &StepSchedule,
-        staged: Staged,
-        (slot, slots): (usize, usize),
-    ) -> Result<f64> {
-        let out = self.forward_backward_staged(batch, optim.student_temp, staged)?;
-        self.monitor(&out, slot, slots)?;
-        self.update_staged(optim, sched, &out.teacher_out)?;
+    fn direct_step(&mut self, batch: &StepBatch<B>, plan: Plan) -> Result<f64> {
+        let out = self.forward_backward_staged(batch, plan.optim.student_temp, plan.staged)?;
+        self.monitor(&out, plan.slot.0, plan.slot.1)?;
+        self.update_staged(plan.optim, plan.sched, &out.teacher_out)?;
         Ok(out.koleo)
     }
 
     /// Copies the step's crops into the captured inputs, replays the captured step, then writes the
     /// monitor slot.
-    fn replay_step(
-        &mut self,
-        batch: &StepBatch<B>,
-        sched: &StepSchedule,
-        (slot, slots): (usize, usize),
-    ) -> Result<()> {
+    fn replay_step(&mut self, batch: &StepBatch<B>, plan: Plan) -> Result<()> {
         let mut c = self.captured.take().expect("checked by the caller");
         let r = (|| {
             copy_batch(&self.be, &mut c.inputs, batch)?;
             self.be.replay(&c.graph)?;
             self.replayed_steps += 1;
-            self.advance_optimizer(sched.freeze_last_layer);
-            self.monitor(&c.out, slot, slots)
+            self.advance_optimizer(plan.sched.freeze_last_layer);
+            self.monitor(&c.out, plan.slot.0, plan.slot.1)
         })();
         self.captured = Some(c);
         r
@@ -1057,11 +1047,7 @@ impl<B: Backend> Engine<B> {
         &mut self,
         mut inputs: StepBatch<B>,
         batch: &StepBatch<B>,
-        optim: &OptimConfig,
-        sched: &StepSchedule,
-        staged: Staged,
-        key: StepKey,
-        (slot, slots): (usize, usize),
+        plan: Plan,
     ) -> Result<f64> {
         self.captured = None;
         copy_batch(&self.be, &mut inputs, batch)?;
@@ -1070,9 +1056,9 @@ impl<B: Backend> Engine<B> {
             self.graphs = false;
         } else {
             let recorded = self
-                .forward_backward_staged(&inputs, optim.student_temp, staged)
+                .forward_backward_staged(&inputs, plan.optim.student_temp, plan.staged)
                 .and_then(|out| {
-                    self.update_staged(optim, sched, &out.teacher_out)?;
+                    self.update_staged(plan.optim, plan.sched, &out.teacher_out)?;
                     Ok(out)
                 });
             // Always end the recording, also after an error.
@@ -1082,10 +1068,10 @@ impl<B: Backend> Engine<B> {
                     // The recording ran nothing: this replay is the step.
                     self.be.replay(&graph)?;
                     self.replayed_steps += 1;
-                    self.monitor(&out, slot, slots)?;
+                    self.monitor(&out, plan.slot.0, plan.slot.1)?;
                     self.captured = Some(CapturedStep {
                         graph,
-                        key,
+                        key: plan.key,
                         inputs,
                         out,
                     });
@@ -1098,7 +1084,7 @@ impl<B: Backend> Engine<B> {
                 }
             }
         }
-        self.direct_step(batch, optim, sched, staged, (slot, slots))
+        self.direct_step(batch, plan)
     }
 
     /// Per-image 4×C embeddings (CLS of the last 4 blocks after the final norm) of `imgs`
