@@ -155,6 +155,8 @@ pub struct Engine<B: Backend> {
     pub graph_note: Option<String>,
     /// Training steps run as a replay of a captured graph (the capturing step included).
     pub replayed_steps: u64,
+    /// Recordings that failed since graphs were turned on (the second turns them off).
+    capture_failures: u32,
 }
 
 /// Offsets of the step's scalar buffer (`Engine::scalars`): three AdamW records (decayed tensors,
@@ -343,6 +345,7 @@ impl<B: Backend> Engine<B> {
             captured: None,
             graph_note: None,
             replayed_steps: 0,
+            capture_failures: 0,
         })
     }
 
@@ -387,6 +390,7 @@ impl<B: Backend> Engine<B> {
     /// on, the engine's parameter and state buffers must be written in place, never replaced.
     pub fn set_graphs(&mut self, on: bool) {
         self.graphs = on;
+        self.capture_failures = 0;
         self.graph_warm = None;
         self.captured = None;
     }
@@ -1041,8 +1045,9 @@ impl<B: Backend> Engine<B> {
         r
     }
 
-    /// Records this step as a graph and runs it by replaying it once. If recording fails, graphs are
-    /// turned off (the reason kept in `graph_note`) and the step runs directly.
+    /// Records this step as a graph and runs it by replaying it once. If recording fails, the step runs
+    /// directly and the shape warms up again; if it fails a second time, graphs are turned off (the
+    /// reason kept in `graph_note`).
     fn capture_step(
         &mut self,
         mut inputs: StepBatch<B>,
@@ -1078,9 +1083,20 @@ impl<B: Backend> Engine<B> {
                     return Ok(0.0);
                 }
                 (Err(e), _) | (_, Err(e)) => {
+                    (self.adam_step, self.adam_step_last) = steps;
+                    self.capture_failures += 1;
+                    if self.capture_failures < 2 {
+                        // Once: e.g. the pool was emptied (after a validation pass) between the step
+                        // that settled and this one. Warm up again; the step runs directly.
+                        let warm = Some(Warm {
+                            key: plan.key,
+                            inputs,
+                            settled: false,
+                        });
+                        return self.warm_step(warm, batch, plan);
+                    }
                     self.graph_note = Some(format!("{e:#}"));
                     self.graphs = false;
-                    (self.adam_step, self.adam_step_last) = steps;
                 }
             }
         }

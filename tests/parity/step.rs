@@ -576,3 +576,49 @@ fn the_check_commands_graph_self_test_replays_on_simt_and_skips_the_cpu() {
         .unwrap()
         .is_none());
 }
+
+/// The trainer frees the backend's pool after a validation pass (`release_pooled`). When that happens
+/// between the step that settled a shape and the one to be captured, the recording would allocate: the
+/// step then runs directly, the shape warms up again, and later steps replay; the run ends bit-identical
+/// to the launch-by-launch one, with no note (graphs stay on).
+#[test]
+fn an_emptied_pool_before_the_capture_warms_up_again() {
+    let steps = 8u64;
+    let (direct, _, _, _) = graph_run(false, steps);
+    let c = cfg();
+    let mut st = HostState::init(&c, 42, TeacherInit::SeparateHead);
+    st.center = rand_vec_f32(c.out_dim, 7, 0.1);
+    let mut eng = Engine::from_host(GpuBackend::new(Simt::new()), c.clone(), &st).unwrap();
+    eng.set_graphs(true);
+    let optim = OptimConfig::default();
+    let mut replays = Vec::new();
+    for t in 0..steps {
+        let b = batch(&eng.be, t);
+        let before = eng.be.counts().unwrap();
+        eng.train_step_on_device(
+            &b,
+            &optim,
+            &moving_sched(t),
+            5,
+            t,
+            (t as usize, steps as usize),
+        )
+        .unwrap();
+        replays.push(eng.be.counts().unwrap().since(before).graph_launches);
+        if t == 4 {
+            eng.be.release_pooled(); // step 4 settled the unfrozen shape; step 5 was to be captured
+        }
+    }
+    assert!(eng.graph_note.is_none(), "{:?}", eng.graph_note);
+    assert_eq!(
+        replays,
+        vec![0, 0, 1, 0, 0, 0, 0, 1],
+        "re-warmed after the emptied pool"
+    );
+    let got = eng.to_host().unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&got.student) == bits(&direct.student));
+    assert!(bits(&got.teacher) == bits(&direct.teacher));
+    assert!(bits(&got.adam_v) == bits(&direct.adam_v));
+    assert_eq!(got.adam_step, direct.adam_step);
+}
