@@ -443,11 +443,20 @@ fn moving_sched(t: u64) -> StepSchedule {
     }
 }
 
+/// What `graph_run` returns: the final state, every step's monitor values and counts, the engine.
+type GraphRun = (HostState, Vec<f64>, Vec<Counts>, Engine<GpuBackend<Simt>>);
+
 /// Steps 0..`steps` on the simt device with graphs on or off; the state and every step's monitor values.
-fn graph_run(
+fn graph_run(graphs: bool, steps: u64) -> GraphRun {
+    graph_run_with(graphs, steps, |_, _| {})
+}
+
+/// `graph_run`, calling `after(engine, t)` after each step t.
+fn graph_run_with(
     graphs: bool,
     steps: u64,
-) -> (HostState, Vec<f64>, Vec<Counts>, Engine<GpuBackend<Simt>>) {
+    mut after: impl FnMut(&mut Engine<GpuBackend<Simt>>, u64),
+) -> GraphRun {
     let c = cfg();
     let mut st = HostState::init(&c, 42, TeacherInit::SeparateHead);
     st.center = rand_vec_f32(c.out_dim, 7, 0.1);
@@ -468,6 +477,7 @@ fn graph_run(
         )
         .unwrap();
         per.push(eng.be.counts().unwrap().since(before));
+        after(&mut eng, t);
     }
     assert!(eng.graph_note.is_none(), "{:?}", eng.graph_note);
     let mon = eng
@@ -585,37 +595,17 @@ fn the_check_commands_graph_self_test_replays_on_simt_and_skips_the_cpu() {
 fn an_emptied_pool_before_the_capture_warms_up_again() {
     let steps = 8u64;
     let (direct, _, _, _) = graph_run(false, steps);
-    let c = cfg();
-    let mut st = HostState::init(&c, 42, TeacherInit::SeparateHead);
-    st.center = rand_vec_f32(c.out_dim, 7, 0.1);
-    let mut eng = Engine::from_host(GpuBackend::new(Simt::new()), c.clone(), &st).unwrap();
-    eng.set_graphs(true);
-    let optim = OptimConfig::default();
-    let mut replays = Vec::new();
-    for t in 0..steps {
-        let b = batch(&eng.be, t);
-        let before = eng.be.counts().unwrap();
-        eng.train_step_on_device(
-            &b,
-            &optim,
-            &moving_sched(t),
-            5,
-            t,
-            (t as usize, steps as usize),
-        )
-        .unwrap();
-        replays.push(eng.be.counts().unwrap().since(before).graph_launches);
+    let (got, _, per, _) = graph_run_with(true, steps, |eng, t| {
         if t == 4 {
             eng.be.release_pooled(); // step 4 settled the unfrozen shape; step 5 was to be captured
         }
-    }
-    assert!(eng.graph_note.is_none(), "{:?}", eng.graph_note);
+    });
+    let replays: Vec<u64> = per.iter().map(|d| d.graph_launches).collect();
     assert_eq!(
         replays,
         vec![0, 0, 1, 0, 0, 0, 0, 1],
         "re-warmed after the emptied pool"
     );
-    let got = eng.to_host().unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert!(bits(&got.student) == bits(&direct.student));
     assert!(bits(&got.teacher) == bits(&direct.teacher));
