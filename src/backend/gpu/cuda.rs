@@ -31,6 +31,24 @@ struct Staging {
     compute_done: Option<cudarc::driver::CudaEvent>,
 }
 
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // The page-locked memory is freed with the slot: not while a copy may still read it.
+        if let Some(done) = &self.copied {
+            let _ = done.synchronize();
+        }
+    }
+}
+
+/// An event that only orders work (no timing).
+fn sync_event(stream: &CudaStream) -> Result<cudarc::driver::CudaEvent> {
+    stream
+        .record_event(Some(
+            cudarc::driver::sys::CUevent_flags::CU_EVENT_DISABLE_TIMING,
+        ))
+        .map_err(|e| anyhow!("cuda event: {e:?}"))
+}
+
 /// Why the CUDA device cannot be used, or the context.
 pub fn probe(ordinal: usize) -> std::result::Result<Arc<CudaContext>, String> {
     if std::env::var_os("SETDINO_FORCE_CPU").is_some() {
@@ -288,9 +306,10 @@ impl Device for Cuda {
                 .map_err(e("waiting for the staging slot"))?;
         }
         if st[slot].pinned.as_ref().is_none_or(|p| p.len() < words) {
-            st[slot].pinned = None; // its copy is done (waited above)
-                                    // SAFETY: page-locked host memory of this context; every word read is written by `fill`
-                                    // first (the copies below read only [0, words)).
+            // Its copy is done (waited above).
+            st[slot].pinned = None;
+            // SAFETY: page-locked host memory of this context; every word read is written by `fill`
+            // first (the copies below read only [0, words)).
             let p = unsafe {
                 self.ctx
                     .alloc_pinned::<f32>(words.max(1).next_power_of_two())
@@ -302,14 +321,11 @@ impl Device for Cuda {
         let ptr = pinned.as_mut_ptr().map_err(e("page-locked memory"))?;
         // SAFETY: `words` ≤ the allocation's length; no copy reads it now (waited above).
         let host = unsafe { std::slice::from_raw_parts_mut(ptr, words) };
-        fill(host); // writes every word (Device::upload_staged's contract)
-                    // Everything the compute stream has been given so far (up to the step after the one that reads
-                    // the other slot): the copy into the other slot's memory, next call, waits for it.
-        st[other].compute_done = Some(
-            self.stream
-                .record_event(None)
-                .map_err(e("recording the compute stream"))?,
-        );
+        // `fill` writes every word (Device::upload_staged's contract).
+        fill(host);
+        // Everything the compute stream has been given so far (up to the step after the one that reads
+        // the other slot): the copy into the other slot's memory, next call, waits for it.
+        st[other].compute_done = Some(sync_event(&self.stream)?);
         // The copy into this slot's device memory waits until the step that last read it is done.
         if let Some(done) = &st[slot].compute_done {
             self.copy_stream
@@ -317,10 +333,7 @@ impl Device for Cuda {
                 .map_err(e("ordering the copy"))?;
         }
         if fresh {
-            let alloc = self
-                .stream
-                .record_event(None)
-                .map_err(e("recording the allocation"))?;
+            let alloc = sync_event(&self.stream)?;
             self.copy_stream
                 .wait(&alloc)
                 .map_err(e("ordering the copy"))?;
@@ -340,10 +353,7 @@ impl Device for Cuda {
             }
             .map_err(e("copying"))?;
         }
-        let copied = self
-            .copy_stream
-            .record_event(None)
-            .map_err(e("recording the copy"))?;
+        let copied = sync_event(&self.copy_stream)?;
         self.stream
             .wait(&copied)
             .map_err(e("waiting for the copy"))?;
