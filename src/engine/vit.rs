@@ -223,7 +223,8 @@ pub fn backbone_forward<B: Backend>(
         )?;
         let mut qkv = be.uninit(r * 3 * c)?;
         be.matmul_forward(&mut qkv, &ln1, params, o.qkv_w, Some(o.qkv_b), r, c, 3 * c)?;
-        let mut att = be.zeros(b * nh * n * n)?;
+        // written whole: the probabilities (f32), or the row log-sum-exps in its first B·NH·N words (bf16)
+        let mut att = be.uninit(b * nh * n * n)?;
         let mut attn_o = be.uninit_act(r, c)?;
         be.attention_forward(&mut attn_o, &mut att, &qkv, b, n, nh, hs)?;
         be.matmul_forward(
@@ -511,7 +512,7 @@ pub fn backbone_backward<B: Backend>(
     let mut g = MlpGrads::new(be, r, c, f)?;
     let mut dattn_o = be.uninit(r * c)?; // matmul_backward's dinp (=)
     let mut dqkv = be.uninit(r * 3 * c)?; // attention_backward's dqkv (=)
-    let mut datt = be.zeros(b * nh * n * n)?;
+    let mut datt = be.uninit(b * nh * n * n)?; // scratch the f32 backward writes whole before reading
     for l in (0..cfg.depth).rev() {
         let o = &offs.blocks[l];
         let a = &acts.blocks[l];
