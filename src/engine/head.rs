@@ -123,8 +123,8 @@ pub fn head_backward<B: Backend>(
     let r = acts.r;
     let cb = cfg.head_bottleneck;
     let k = cfg.out_dim;
-    let mut dy = be.zeros(r * cb)?;
-    let mut dw = be.zeros(k * cb)?;
+    let mut dy = be.uninit(r * cb)?; // the data gradient (=)
+    let mut dw = be.zeros(k * cb)?; // the weight gradient accumulates (+=)
     be.matmul_backward_full(
         Some(&mut dy),
         &mut dw,
