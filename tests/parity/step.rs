@@ -543,11 +543,13 @@ fn a_captured_step_replays_the_direct_step_bit_for_bit() {
 }
 
 /// Capturing refuses work a graph cannot replay: an upload (or a download) while recording fails
-/// with a message that says so, and the recording ends cleanly.
+/// with a message that says so, and the recording ends cleanly; recording runs nothing, the replay
+/// runs it; the pooled memory the recorded work used belongs to the graph afterwards.
 #[test]
 fn capture_refuses_uploads_and_downloads() {
     let be = GpuBackend::new(Simt::new());
     let mut buf = be.zeros(8).unwrap();
+    drop(be.zeros(16).unwrap()); // a pooled block for the recorded work to take
     assert!(be.capture_begin().unwrap());
     let up = be
         .upload(&[1.0; 8])
@@ -559,7 +561,15 @@ fn capture_refuses_uploads_and_downloads() {
         .expect_err("a download while capturing fails");
     assert!(format!("{down:#}").contains("captured"), "{down:#}");
     be.fill(&mut buf, 0, 8, 2.0).unwrap(); // recorded, not run
+                                           // a temporary of the recorded work: taken from the pool (zeroed by a recorded memset), dropped
+    let mut tmp = be.zeros(16).unwrap();
+    be.fill(&mut tmp, 0, 16, 3.0).unwrap();
+    drop(tmp);
     let g = be.capture_end().unwrap();
+    // the graph owns the temporary's memory: the pool no longer offers it
+    assert_eq!(g.arena_words(&be.dev), 16);
+    assert_eq!(be.pooled_words(), 0);
+    assert_eq!((g.recorded.launches, g.recorded.memsets), (2, 1));
     assert_eq!(
         be.download(&buf).unwrap(),
         vec![0.0; 8],

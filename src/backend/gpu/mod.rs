@@ -279,7 +279,7 @@ pub struct GpuGraph<D: Device> {
 }
 
 impl<D: Device> GpuGraph<D> {
-    /// Words of device memory owned by the graph (its temporaries).
+    /// Words of device memory the graph owns (its temporaries).
     pub fn arena_words(&self, dev: &D) -> usize {
         self.arena.iter().map(|m| dev.mem_len(m)).sum()
     }

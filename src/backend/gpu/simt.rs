@@ -151,20 +151,6 @@ pub struct SimtGraph {
     ops: Vec<GraphOp>,
 }
 
-impl SimtGraph {
-    /// Kernel launches in the graph.
-    pub fn launches(&self) -> usize {
-        self.ops
-            .iter()
-            .filter(|o| matches!(o, GraphOp::Launch { .. }))
-            .count()
-    }
-    /// Recorded pieces of work (launches, memsets, copies).
-    pub fn nodes(&self) -> usize {
-        self.ops.len()
-    }
-}
-
 /// The emulated device. With `recording()`, every launch's counters are kept (`launches`).
 #[derive(Default)]
 pub struct Simt {
