@@ -198,7 +198,7 @@ fn step_tiny_f32_matches_pytorch() {
 #[test]
 fn step_tiny_f64_matches_pytorch() {
     run(CpuBackend::<f64>::new(), "step_tiny", 1e-9, true, |v| {
-        v.to_vec()
+        v.to_vec().into()
     });
 }
 
@@ -213,6 +213,6 @@ fn step_n1_frozen_f32_matches_pytorch() {
 #[test]
 fn step_n1_frozen_f64_matches_pytorch() {
     run(CpuBackend::<f64>::new(), "step_tiny_n1", 1e-9, true, |v| {
-        v.to_vec()
+        v.to_vec().into()
     });
 }

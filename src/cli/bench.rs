@@ -217,7 +217,7 @@ fn profile_cpu(a: &BenchArgs, cfg: &ModelConfig) -> Result<Vec<serde_json::Value
     }
     if a.what == "step" || a.what == "all" {
         setdino_step(
-            be,
+            be.clone(),
             cfg,
             a.sets,
             a.set_size,

@@ -57,8 +57,8 @@ fn whole_step(koleo_weight: f64) {
     let (s, n, nl) = (2, 2, 2);
     let r = s * n;
     let batch = StepBatch::<CpuBackend<f64>> {
-        global: rand_vec(2 * r * 2 * 8 * 8, 4, 1.0),
-        local: Some(rand_vec(nl * r * 2 * 4 * 4, 5, 1.0)),
+        global: rand_vec(2 * r * 2 * 8 * 8, 4, 1.0).into(),
+        local: Some(rand_vec(nl * r * 2 * 4 * 4, 5, 1.0).into()),
         sets: s,
         set_size: n,
         n_local: nl,

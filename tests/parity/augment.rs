@@ -174,7 +174,7 @@ fn step_inputs_go_up_in_one_transfer_into_alternating_slots() {
         assert_eq!(g.download(&parts[0]).unwrap(), p);
         assert_eq!(g.buf_len(&parts[1]), 0);
         let (cc, cp) = cpu.upload_step_inputs(&cells, &[&p, &empty]).unwrap();
-        assert_eq!((cc, cp[0].clone()), (as_f32(&cells), p.clone()));
+        assert_eq!((cc.to_vec(), cp[0].to_vec()), (as_f32(&cells), p.clone()));
         // keep every other call's buffers: later calls must not overwrite them
         if step % 2 == 0 {
             held.push((c, as_f32(&cells), parts, p));

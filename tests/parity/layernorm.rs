@@ -117,39 +117,42 @@ fn fused_residual_layernorm_equals_residual_then_layernorm_on_the_cpu() {
     let be = setdino::backend::cpu::CpuBackend::<f32>::new();
     for &(r, c, n) in &RESIDUAL_SHAPES {
         let t = ln_inputs(r, c, n);
-        let fused = run_residual_one(&be, &t, r, c, n);
-        let mut x = vec![0f32; r * c];
-        be.residual_forward(&mut x, &t.x, &t.branch, &t.scale, r / n, n * c)
-            .unwrap();
-        let (mut y, mut mean, mut rstd) = (vec![0f32; r * c], vec![0f32; r], vec![0f32; r]);
-        be.layernorm_forward(
-            &mut y, &mut mean, &mut rstd, &x, &t.params, t.w_off, t.b_off, r, c, 1e-6,
+        let (tx, branch, scale, params) = (
+            be.upload(&t.x).unwrap(),
+            be.upload(&t.branch).unwrap(),
+            be.upload(&t.scale).unwrap(),
+            be.upload(&t.params).unwrap(),
+        );
+        let mut out: Vec<_> = [r * c, r * c, r, r]
+            .iter()
+            .map(|&n| be.zeros(n).unwrap())
+            .collect();
+        let [x, y, mean, rstd] = &mut out[..] else {
+            unreachable!()
+        };
+        be.layernorm_forward_residual(
+            x, y, mean, rstd, &tx, &branch, &scale, &params, t.w_off, t.b_off, r, c, n, 1e-6,
         )
         .unwrap();
-        assert_eq!(fused, (x, y, mean, rstd), "{r}x{c}");
+        let fused: Vec<Vec<f32>> = out.iter().map(|b| be.download(b).unwrap()).collect();
+        let mut x = be.zeros(r * c).unwrap();
+        be.residual_forward(&mut x, &tx, &branch, &scale, r / n, n * c)
+            .unwrap();
+        let (mut y, mut mean, mut rstd) = (
+            be.zeros(r * c).unwrap(),
+            be.zeros(r).unwrap(),
+            be.zeros(r).unwrap(),
+        );
+        be.layernorm_forward(
+            &mut y, &mut mean, &mut rstd, &x, &params, t.w_off, t.b_off, r, c, 1e-6,
+        )
+        .unwrap();
+        let unfused: Vec<Vec<f32>> = [&x, &y, &mean, &rstd]
+            .iter()
+            .map(|b| be.download(b).unwrap())
+            .collect();
+        assert_eq!(fused, unfused, "{r}x{c}");
     }
-}
-
-type LnOut = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
-fn run_residual_one<B: Backend<Buf = Vec<f32>>>(
-    be: &B,
-    t: &LnInputs,
-    r: usize,
-    c: usize,
-    n: usize,
-) -> LnOut {
-    let (mut x, mut y, mut mean, mut rstd) = (
-        vec![0f32; r * c],
-        vec![0f32; r * c],
-        vec![0f32; r],
-        vec![0f32; r],
-    );
-    be.layernorm_forward_residual(
-        &mut x, &mut y, &mut mean, &mut rstd, &t.x, &t.branch, &t.scale, &t.params, t.w_off,
-        t.b_off, r, c, n, 1e-6,
-    )
-    .unwrap();
-    (x, y, mean, rstd)
 }
 
 /// On a bf16 device the LayerNorm outputs are bf16 buffers (`layernorm_forward_bf16`,

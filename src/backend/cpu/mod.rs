@@ -14,6 +14,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod optim;
 pub mod patch_embed;
+pub mod pool;
 pub mod profile;
 pub mod residual;
 pub mod set_mean;
@@ -25,6 +26,9 @@ use anyhow::{ensure, Result};
 use rayon::prelude::*;
 use std::fmt::Debug;
 use std::marker::PhantomData;
+use std::sync::Arc;
+
+pub use pool::CpuBuf;
 
 /// Scalar type of the CPU backend.
 pub trait Real:
@@ -168,17 +172,17 @@ pub fn axpy<T: Real>(y: &mut [T], g: T, x: &[T]) {
     }
 }
 
-/// Elements from which `zeros` clears a new buffer in parallel (256 KiB of f32).
-const ZERO_PAR_MIN: usize = 1 << 16;
-
 /// Rows per chunk in chunked reductions (fixed so results never depend on the thread count).
 pub const REDUCE_CHUNK: usize = 64;
 
-/// The CPU backend over scalar `T`; buffers are plain vectors.
-#[derive(Default, Clone, Copy)]
+/// The CPU backend over scalar `T`; buffers are vectors that return to the backend's pool
+/// ([`CpuBuf`]) when dropped, shared by clones of the backend.
+#[derive(Default, Clone)]
 pub struct CpuBackend<T: Real> {
     _t: PhantomData<T>,
     precision: Precision,
+    pool: Arc<pool::Pool<T>>,
+    poison: bool,
 }
 
 impl<T: Real> CpuBackend<T> {
@@ -187,6 +191,8 @@ impl<T: Real> CpuBackend<T> {
         CpuBackend {
             _t: PhantomData,
             precision: Precision::F32,
+            pool: Arc::default(),
+            poison: false,
         }
     }
     /// The CPU twin of a GPU backend at `precision` (bf16: GEMM operands rounded as the kernels do).
@@ -199,11 +205,22 @@ impl<T: Real> CpuBackend<T> {
 }
 
 impl<T: Real> CpuBackend<T> {
+    /// From now on [`Backend::uninit`] hands out buffers filled with NaN instead of what their last
+    /// user left: an op that reads any element of its (=) output before writing it then shows NaN. For
+    /// tests; training with it on computes the same bits as with it off.
+    pub fn poison_uninit(mut self) -> Self {
+        self.poison = true;
+        self
+    }
+    /// Elements held by freed buffers waiting for reuse.
+    pub fn pooled_elements(&self) -> usize {
+        self.pool.pooled_elements()
+    }
     /// This backend at f32 GEMM precision (the `_full` ops).
     fn at_f32(&self) -> Self {
         CpuBackend {
             precision: Precision::F32,
-            ..*self
+            ..self.clone()
         }
     }
 }
@@ -226,7 +243,11 @@ fn keep_freed_memory() {
 }
 
 /// The `n` words of a [`DevScalar`], bounds checked.
-fn scalar<'a, T>((buf, at): DevScalar<'a, Vec<T>>, n: usize, what: &str) -> Result<&'a [T]> {
+fn scalar<'a, T: Real>(
+    (buf, at): DevScalar<'a, CpuBuf<T>>,
+    n: usize,
+    what: &str,
+) -> Result<&'a [T]> {
     buf.get(at..at.saturating_add(n)).ok_or_else(|| {
         anyhow::anyhow!(
             "{what}: {n} words at {at} of a scalar buffer of {}",
@@ -240,7 +261,7 @@ fn cast<T: Real>(x: f64) -> T {
 }
 
 impl<T: Real> Backend for CpuBackend<T> {
-    type Buf = Vec<T>;
+    type Buf = CpuBuf<T>;
 
     fn name(&self) -> String {
         let gemm = match self.precision {
@@ -256,19 +277,32 @@ impl<T: Real> Backend for CpuBackend<T> {
     fn precision(&self) -> Precision {
         self.precision
     }
-    fn zeros(&self, n: usize) -> Result<Vec<T>> {
+    fn zeros(&self, n: usize) -> Result<CpuBuf<T>> {
         let _p = profile::span("zeros");
-        // In a step's steady state the allocator hands back memory it has used before, which calloc
-        // clears with one thread; large buffers are cleared by every thread instead.
-        if n < ZERO_PAR_MIN {
-            return Ok(vec![T::zero(); n]);
+        Ok(self.pool.filled(n, T::zero()))
+    }
+    /// A pooled buffer as its last user left it (NaN-filled with `poison_uninit`); a new one is zeroed.
+    fn uninit(&self, n: usize) -> Result<CpuBuf<T>> {
+        let _p = profile::span("uninit");
+        Ok(match self.poison {
+            true => self.pool.filled(n, T::nan()),
+            false => self.pool.unset(n, T::zero()),
+        })
+    }
+    fn uninit_act(&self, rows: usize, cols: usize) -> Result<CpuBuf<T>> {
+        self.uninit(rows * cols)
+    }
+    fn release_pooled(&self) {
+        self.pool.clear();
+    }
+    fn upload(&self, host: &[f32]) -> Result<CpuBuf<T>> {
+        let mut buf = self.uninit(host.len())?;
+        for (d, &x) in buf.iter_mut().zip(host) {
+            *d = T::c(f64::from(x));
         }
-        Ok(rayon::iter::repeat_n(T::zero(), n).collect())
+        Ok(buf)
     }
-    fn upload(&self, host: &[f32]) -> Result<Vec<T>> {
-        Ok(host.iter().map(|&x| T::c(x as f64)).collect())
-    }
-    fn upload_scalars(&self, dst: &mut Vec<T>, off: usize, host: &[f64]) -> Result<()> {
+    fn upload_scalars(&self, dst: &mut CpuBuf<T>, off: usize, host: &[f64]) -> Result<()> {
         let end = off.checked_add(host.len());
         ensure!(
             end.is_some_and(|e| e <= dst.len()),
@@ -289,16 +323,16 @@ impl<T: Real> Backend for CpuBackend<T> {
     fn replay(&self, graph: &Self::Graph) -> Result<()> {
         match *graph {}
     }
-    fn download(&self, buf: &Vec<T>) -> Result<Vec<f32>> {
+    fn download(&self, buf: &CpuBuf<T>) -> Result<Vec<f32>> {
         Ok(buf.iter().map(|x| x.d() as f32).collect())
     }
-    fn download_f64(&self, buf: &Vec<T>) -> Result<Vec<f64>> {
+    fn download_f64(&self, buf: &CpuBuf<T>) -> Result<Vec<f64>> {
         Ok(buf.iter().map(|x| x.d()).collect())
     }
-    fn buf_len(&self, buf: &Vec<T>) -> usize {
+    fn buf_len(&self, buf: &CpuBuf<T>) -> usize {
         buf.len()
     }
-    fn fill(&self, buf: &mut Vec<T>, off: usize, n: usize, value: f64) -> Result<()> {
+    fn fill(&self, buf: &mut CpuBuf<T>, off: usize, n: usize, value: f64) -> Result<()> {
         let _p = profile::span("fill");
         ensure!(off + n <= buf.len(), "fill out of bounds");
         let v = T::c(value);
@@ -309,9 +343,9 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn copy(
         &self,
-        dst: &mut Vec<T>,
+        dst: &mut CpuBuf<T>,
         dst_off: usize,
-        src: &Vec<T>,
+        src: &CpuBuf<T>,
         src_off: usize,
         n: usize,
     ) -> Result<()> {
@@ -325,8 +359,8 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn patch_embed_im2col(
         &self,
-        out: &mut Vec<T>,
-        img: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        img: &CpuBuf<T>,
         b: usize,
         ch: usize,
         h: usize,
@@ -339,12 +373,12 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn patch_embed_tokens_forward(
         &self,
-        x: &mut Vec<T>,
-        patch_out: &Vec<T>,
-        params: &Vec<T>,
+        x: &mut CpuBuf<T>,
+        patch_out: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         cls_off: usize,
         pos_off: usize,
-        interp: &Vec<T>,
+        interp: &CpuBuf<T>,
         b: usize,
         p: usize,
         g2: usize,
@@ -366,12 +400,12 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn patch_embed_tokens_backward(
         &self,
-        dparams: &mut Vec<T>,
+        dparams: &mut CpuBuf<T>,
         cls_off: usize,
         pos_off: usize,
-        dpatch_out: &mut Vec<T>,
-        dx: &Vec<T>,
-        interp: &Vec<T>,
+        dpatch_out: &mut CpuBuf<T>,
+        dx: &CpuBuf<T>,
+        interp: &CpuBuf<T>,
         b: usize,
         p: usize,
         g2: usize,
@@ -396,9 +430,9 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn matmul_forward(
         &self,
-        out: &mut Vec<T>,
-        inp: &Vec<T>,
-        params: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        inp: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         w_off: usize,
         b_off: Option<usize>,
         r: usize,
@@ -416,9 +450,9 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn matmul_forward_full(
         &self,
-        out: &mut Vec<T>,
-        inp: &Vec<T>,
-        params: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        inp: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         w_off: usize,
         b_off: Option<usize>,
         r: usize,
@@ -430,13 +464,13 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn matmul_backward_full(
         &self,
-        dinp: Option<&mut Vec<T>>,
-        dparams: &mut Vec<T>,
+        dinp: Option<&mut CpuBuf<T>>,
+        dparams: &mut CpuBuf<T>,
         dw_off: usize,
         db_off: Option<usize>,
-        dout: &Vec<T>,
-        inp: &Vec<T>,
-        params: &Vec<T>,
+        dout: &CpuBuf<T>,
+        inp: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         w_off: usize,
         r: usize,
         i: usize,
@@ -448,13 +482,13 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn matmul_backward(
         &self,
-        dinp: Option<&mut Vec<T>>,
-        dparams: &mut Vec<T>,
+        dinp: Option<&mut CpuBuf<T>>,
+        dparams: &mut CpuBuf<T>,
         dw_off: usize,
         db_off: Option<usize>,
-        dout: &Vec<T>,
-        inp: &Vec<T>,
-        params: &Vec<T>,
+        dout: &CpuBuf<T>,
+        inp: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         w_off: usize,
         r: usize,
         i: usize,
@@ -485,11 +519,11 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn layernorm_forward(
         &self,
-        out: &mut Vec<T>,
-        mean: &mut Vec<T>,
-        rstd: &mut Vec<T>,
-        inp: &Vec<T>,
-        params: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        mean: &mut CpuBuf<T>,
+        rstd: &mut CpuBuf<T>,
+        inp: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         w_off: usize,
         b_off: usize,
         r: usize,
@@ -512,14 +546,14 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn layernorm_forward_residual(
         &self,
-        x: &mut Vec<T>,
-        out: &mut Vec<T>,
-        mean: &mut Vec<T>,
-        rstd: &mut Vec<T>,
-        inp: &Vec<T>,
-        branch: &Vec<T>,
-        scale: &Vec<T>,
-        params: &Vec<T>,
+        x: &mut CpuBuf<T>,
+        out: &mut CpuBuf<T>,
+        mean: &mut CpuBuf<T>,
+        rstd: &mut CpuBuf<T>,
+        inp: &CpuBuf<T>,
+        branch: &CpuBuf<T>,
+        scale: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         w_off: usize,
         b_off: usize,
         r: usize,
@@ -551,16 +585,16 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn layernorm_backward(
         &self,
-        dinp: &mut Vec<T>,
-        dparams: &mut Vec<T>,
+        dinp: &mut CpuBuf<T>,
+        dparams: &mut CpuBuf<T>,
         dw_off: usize,
         db_off: usize,
-        dout: &Vec<T>,
-        inp: &Vec<T>,
-        params: &Vec<T>,
+        dout: &CpuBuf<T>,
+        inp: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         w_off: usize,
-        mean: &Vec<T>,
-        rstd: &Vec<T>,
+        mean: &CpuBuf<T>,
+        rstd: &CpuBuf<T>,
         r: usize,
         c: usize,
     ) -> Result<()> {
@@ -586,9 +620,9 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn attention_forward(
         &self,
-        out: &mut Vec<T>,
-        att: &mut Vec<T>,
-        qkv: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        att: &mut CpuBuf<T>,
+        qkv: &CpuBuf<T>,
         b: usize,
         n: usize,
         nh: usize,
@@ -605,11 +639,11 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn attention_backward(
         &self,
-        dqkv: &mut Vec<T>,
-        datt: &mut Vec<T>,
-        dout: &Vec<T>,
-        qkv: &Vec<T>,
-        att: &Vec<T>,
+        dqkv: &mut CpuBuf<T>,
+        datt: &mut CpuBuf<T>,
+        dout: &CpuBuf<T>,
+        qkv: &CpuBuf<T>,
+        att: &CpuBuf<T>,
         b: usize,
         n: usize,
         nh: usize,
@@ -624,16 +658,16 @@ impl<T: Real> Backend for CpuBackend<T> {
         Ok(())
     }
 
-    fn gelu_forward(&self, out: &mut Vec<T>, inp: &Vec<T>, n: usize) -> Result<()> {
+    fn gelu_forward(&self, out: &mut CpuBuf<T>, inp: &CpuBuf<T>, n: usize) -> Result<()> {
         let _p = profile::span("gelu_forward");
         gelu::gelu_forward(&mut out[..n], &inp[..n]);
         Ok(())
     }
     fn gelu_backward(
         &self,
-        dinp: &mut Vec<T>,
-        dout: &Vec<T>,
-        inp: &Vec<T>,
+        dinp: &mut CpuBuf<T>,
+        dout: &CpuBuf<T>,
+        inp: &CpuBuf<T>,
         n: usize,
     ) -> Result<()> {
         let _p = profile::span("gelu_backward");
@@ -643,10 +677,10 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn residual_forward(
         &self,
-        out: &mut Vec<T>,
-        inp: &Vec<T>,
-        branch: &Vec<T>,
-        scale: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        inp: &CpuBuf<T>,
+        branch: &CpuBuf<T>,
+        scale: &CpuBuf<T>,
         b: usize,
         m: usize,
     ) -> Result<()> {
@@ -656,9 +690,9 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn residual_backward(
         &self,
-        dbranch: &mut Vec<T>,
-        dout: &Vec<T>,
-        scale: &Vec<T>,
+        dbranch: &mut CpuBuf<T>,
+        dout: &CpuBuf<T>,
+        scale: &CpuBuf<T>,
         b: usize,
         m: usize,
     ) -> Result<()> {
@@ -668,8 +702,8 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn residual_cls_gather(
         &self,
-        out: &mut Vec<T>,
-        x: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        x: &CpuBuf<T>,
         b: usize,
         n: usize,
         c: usize,
@@ -680,8 +714,8 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn residual_cls_scatter(
         &self,
-        dx: &mut Vec<T>,
-        dout: &Vec<T>,
+        dx: &mut CpuBuf<T>,
+        dout: &CpuBuf<T>,
         b: usize,
         n: usize,
         c: usize,
@@ -692,8 +726,8 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn residual_copy_cols(
         &self,
-        out: &mut Vec<T>,
-        inp: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        inp: &CpuBuf<T>,
         r: usize,
         c: usize,
         tc: usize,
@@ -706,8 +740,8 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn set_mean_forward(
         &self,
-        out: &mut Vec<T>,
-        inp: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        inp: &CpuBuf<T>,
         s: usize,
         n: usize,
         c: usize,
@@ -718,8 +752,8 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn set_mean_backward(
         &self,
-        dinp: &mut Vec<T>,
-        dout: &Vec<T>,
+        dinp: &mut CpuBuf<T>,
+        dout: &CpuBuf<T>,
         s: usize,
         n: usize,
         c: usize,
@@ -731,9 +765,9 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn koleo_forward(
         &self,
-        nn: &mut Vec<T>,
-        dist: &mut Vec<T>,
-        y: &Vec<T>,
+        nn: &mut CpuBuf<T>,
+        dist: &mut CpuBuf<T>,
+        y: &CpuBuf<T>,
         g: usize,
         r: usize,
         c: usize,
@@ -745,12 +779,12 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn koleo_backward(
         &self,
-        dinp: &mut Vec<T>,
-        loss: &mut Vec<T>,
-        nn: &Vec<T>,
-        dist: &Vec<T>,
-        y: &Vec<T>,
-        norm: &Vec<T>,
+        dinp: &mut CpuBuf<T>,
+        loss: &mut CpuBuf<T>,
+        nn: &CpuBuf<T>,
+        dist: &CpuBuf<T>,
+        y: &CpuBuf<T>,
+        norm: &CpuBuf<T>,
         g: usize,
         r: usize,
         c: usize,
@@ -777,9 +811,9 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn l2norm_forward(
         &self,
-        out: &mut Vec<T>,
-        norm: &mut Vec<T>,
-        inp: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        norm: &mut CpuBuf<T>,
+        inp: &CpuBuf<T>,
         r: usize,
         c: usize,
         eps: f64,
@@ -790,10 +824,10 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn l2norm_backward(
         &self,
-        dinp: &mut Vec<T>,
-        dout: &Vec<T>,
-        out: &Vec<T>,
-        norm: &Vec<T>,
+        dinp: &mut CpuBuf<T>,
+        dout: &CpuBuf<T>,
+        out: &CpuBuf<T>,
+        norm: &CpuBuf<T>,
         r: usize,
         c: usize,
         eps: f64,
@@ -805,9 +839,9 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn weightnorm_forward(
         &self,
-        w: &mut Vec<T>,
-        norm: &mut Vec<T>,
-        params: &Vec<T>,
+        w: &mut CpuBuf<T>,
+        norm: &mut CpuBuf<T>,
+        params: &CpuBuf<T>,
         v_off: usize,
         g_off: usize,
         k: usize,
@@ -826,12 +860,12 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn weightnorm_backward(
         &self,
-        dparams: &mut Vec<T>,
+        dparams: &mut CpuBuf<T>,
         v_off: usize,
-        dw: &Vec<T>,
-        params: &Vec<T>,
+        dw: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         g_off: usize,
-        norm: &Vec<T>,
+        norm: &CpuBuf<T>,
         k: usize,
         c: usize,
     ) -> Result<()> {
@@ -850,17 +884,17 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn dino_loss_forward_backward(
         &self,
-        loss: &mut Vec<T>,
-        dstudent: &mut Vec<T>,
-        tprobs: &mut Vec<T>,
-        student: &Vec<T>,
-        teacher: &Vec<T>,
-        center: Option<&Vec<T>>,
+        loss: &mut CpuBuf<T>,
+        dstudent: &mut CpuBuf<T>,
+        tprobs: &mut CpuBuf<T>,
+        student: &CpuBuf<T>,
+        teacher: &CpuBuf<T>,
+        center: Option<&CpuBuf<T>>,
         v: usize,
         s: usize,
         k: usize,
         student_temp: f64,
-        teacher_temp: DevScalar<Vec<T>>,
+        teacher_temp: DevScalar<CpuBuf<T>>,
     ) -> Result<()> {
         let _p = profile::span("dino_loss_forward_backward");
         let teacher_temp = scalar(teacher_temp, 1, "teacher_temp")?[0].d();
@@ -883,11 +917,11 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn dino_loss_sinkhorn(
         &self,
-        tprobs: &mut Vec<T>,
-        teacher: &Vec<T>,
+        tprobs: &mut CpuBuf<T>,
+        teacher: &CpuBuf<T>,
         r: usize,
         k: usize,
-        teacher_temp: DevScalar<Vec<T>>,
+        teacher_temp: DevScalar<CpuBuf<T>>,
         iters: usize,
     ) -> Result<()> {
         let _p = profile::span("dino_loss_sinkhorn");
@@ -901,8 +935,8 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn dino_loss_center_update(
         &self,
-        center: &mut Vec<T>,
-        teacher: &Vec<T>,
+        center: &mut CpuBuf<T>,
+        teacher: &CpuBuf<T>,
         r: usize,
         k: usize,
         momentum: f64,
@@ -914,10 +948,10 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn dino_loss_monitor(
         &self,
-        stats: &mut Vec<T>,
-        loss: &Vec<T>,
-        tprobs: &Vec<T>,
-        teacher: &Vec<T>,
+        stats: &mut CpuBuf<T>,
+        loss: &CpuBuf<T>,
+        tprobs: &CpuBuf<T>,
+        teacher: &CpuBuf<T>,
         slot: usize,
         rp: usize,
         rt: usize,
@@ -934,9 +968,9 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn augment_render(
         &self,
-        out: &mut Vec<T>,
-        src: &Vec<T>,
-        params: &Vec<T>,
+        out: &mut CpuBuf<T>,
+        src: &CpuBuf<T>,
+        params: &CpuBuf<T>,
         n: usize,
         c: usize,
         crop: usize,
@@ -949,8 +983,8 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn augment_normalize_ntc(
         &self,
-        x: &mut Vec<T>,
-        stats: &Vec<T>,
+        x: &mut CpuBuf<T>,
+        stats: &CpuBuf<T>,
         n: usize,
         c: usize,
         hw: usize,
@@ -961,7 +995,7 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn augment_normalize_zscore(
         &self,
-        x: &mut Vec<T>,
+        x: &mut CpuBuf<T>,
         n: usize,
         c: usize,
         hw: usize,
@@ -973,7 +1007,7 @@ impl<T: Real> Backend for CpuBackend<T> {
 
     fn reduce_clip_per_tensor(
         &self,
-        grads: &mut Vec<T>,
+        grads: &mut CpuBuf<T>,
         ranges: &[(usize, usize)],
         max_norm: f64,
     ) -> Result<()> {
@@ -983,13 +1017,13 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn adamw_update(
         &self,
-        params: &mut Vec<T>,
-        m: &mut Vec<T>,
-        v: &mut Vec<T>,
-        grads: &Vec<T>,
+        params: &mut CpuBuf<T>,
+        m: &mut CpuBuf<T>,
+        v: &mut CpuBuf<T>,
+        grads: &CpuBuf<T>,
         lo: usize,
         hi: usize,
-        hyper: DevScalar<Vec<T>>,
+        hyper: DevScalar<CpuBuf<T>>,
     ) -> Result<()> {
         let _p = profile::span("adamw_update");
         let hyper = scalar(hyper, ADAMW_WORDS, "adamw hyper")?;
@@ -1004,10 +1038,10 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
     fn ema_update(
         &self,
-        teacher: &mut Vec<T>,
-        student: &Vec<T>,
+        teacher: &mut CpuBuf<T>,
+        student: &CpuBuf<T>,
         n: usize,
-        momentum: DevScalar<Vec<T>>,
+        momentum: DevScalar<CpuBuf<T>>,
     ) -> Result<()> {
         let _p = profile::span("ema_update");
         let momentum = scalar(momentum, 2, "ema momentum")?;
