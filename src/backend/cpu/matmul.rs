@@ -6,7 +6,15 @@ use super::{Real, REDUCE_CHUNK};
 use rayon::prelude::*;
 
 fn par() -> gemm::Parallelism {
-    gemm::Parallelism::Rayon(rayon::current_num_threads())
+    on_threads(rayon::current_num_threads())
+}
+
+/// One `gemm` call on `n` threads of the current rayon pool.
+fn on_threads(n: usize) -> gemm::Parallelism {
+    match n {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
 }
 
 /// out: (R, O) = inp (R, I) · Wᵀ + bias; W: (O, I), bias: (O).
@@ -92,7 +100,19 @@ pub fn matmul_backward_input<T: Real>(
     }
 }
 
+/// The weight gradient is summed in two halves (`matmul_backward_weight`) from this many rows R on, where
+/// the gradient has at most `DW_SPLIT_MAX_OUT` elements (the demo model's layers: 96 × 384 at most; the
+/// ViT-S ones, 384 × 384 and up, measured no faster split).
+const DW_SPLIT_MIN_ROWS: usize = 512;
+const DW_SPLIT_MAX_OUT: usize = 1 << 16;
+
 /// dW: (O, I) (+=) doutᵀ (O, R) · inp (R, I).
+///
+/// For narrow layers (`DW_SPLIT_MAX_OUT`) from `DW_SPLIT_MIN_ROWS` rows on, the sum over R runs as two
+/// halves at once, each a GEMM on half the threads: dW ← (dW + Σ first half) + Σ second half. `gemm`
+/// splits only the output (O × I, small for these layers) between threads, so one GEMM over all R
+/// leaves threads idle (measured on the demo model's shapes: 1.2-2x, docs/performance.md). The halves
+/// depend only on R, never on the thread count, so results stay bit-identical across thread counts.
 pub fn matmul_backward_weight<T: Real>(
     dw: &mut [T],
     dout: &[T],
@@ -102,16 +122,59 @@ pub fn matmul_backward_weight<T: Real>(
     o: usize,
 ) {
     assert!(dw.len() >= o * i && dout.len() >= r * o && inp.len() >= r * i);
+    if r < DW_SPLIT_MIN_ROWS || o * i > DW_SPLIT_MAX_OUT {
+        return dw_gemm(&mut dw[..o * i], true, dout, inp, r, i, o, par());
+    }
+    let h = r / 2;
+    let threads = rayon::current_num_threads();
+    let (t1, t2) = (threads.div_ceil(2), (threads / 2).max(1));
+    let mut second = vec![T::zero(); o * i];
+    rayon::join(
+        || {
+            dw_gemm(
+                &mut dw[..o * i],
+                true,
+                &dout[..h * o],
+                &inp[..h * i],
+                h,
+                i,
+                o,
+                on_threads(t1),
+            )
+        },
+        || {
+            let rest = r - h;
+            let (dy, x) = (&dout[h * o..r * o], &inp[h * i..r * i]);
+            dw_gemm(&mut second, false, dy, x, rest, i, o, on_threads(t2))
+        },
+    );
+    for (d, s) in dw.iter_mut().zip(&second) {
+        *d += *s;
+    }
+}
+
+/// dst (O, I) (=, or += with `accumulate`) doutᵀ · inp over r rows, on `threads` threads.
+fn dw_gemm<T: Real>(
+    dst: &mut [T],
+    accumulate: bool,
+    dout: &[T],
+    inp: &[T],
+    r: usize,
+    i: usize,
+    o: usize,
+    threads: gemm::Parallelism,
+) {
+    assert!(dst.len() >= o * i && dout.len() >= r * o && inp.len() >= r * i);
     // SAFETY: dst (o×i, row stride i); lhs[m][k] = dout[k·o + m] (o×r view); rhs = inp (r×i). In bounds.
     unsafe {
         gemm::gemm(
             o,
             i,
             r,
-            dw.as_mut_ptr(),
+            dst.as_mut_ptr(),
             1,
             i as isize,
-            true,
+            accumulate,
             dout.as_ptr(),
             o as isize,
             1,
@@ -123,7 +186,7 @@ pub fn matmul_backward_weight<T: Real>(
             false,
             false,
             false,
-            par(),
+            threads,
         );
     }
 }
@@ -227,4 +290,47 @@ pub fn matmul_backward_weight_bf16<T: Real>(
         matmul_forward_round_bf16(&inp[..r * i]),
     );
     matmul_backward_weight(dw, &dy, &x, r, i, o);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{matmul_backward_weight, DW_SPLIT_MIN_ROWS};
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|k| {
+                let h = (k as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (h >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// The weight gradient summed in two halves (R ≥ DW_SPLIT_MIN_ROWS, narrow output) and in one GEMM
+    /// (few rows) is bit-identical on 1, 2 and 3 threads, and equals the f64 sum to f32 rounding.
+    #[test]
+    fn weight_gradient_is_the_same_on_any_thread_count() {
+        for &(r, i, o) in &[(DW_SPLIT_MIN_ROWS + 37, 24, 40), (100, 24, 40)] {
+            let (dy, x, dw0) = (data(r * o, 1), data(r * i, 2), data(o * i, 3));
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("pool");
+                let mut dw = dw0.clone();
+                pool.install(|| matmul_backward_weight(&mut dw, &dy, &x, r, i, o));
+                dw
+            };
+            let one = on(1);
+            assert_eq!(one, on(2), "{r}×{i}×{o}");
+            assert_eq!(one, on(3), "{r}×{i}×{o}");
+            for (e, &got) in one.iter().enumerate() {
+                let (m, n) = (e / i, e % i);
+                let want = f64::from(dw0[e])
+                    + (0..r)
+                        .map(|k| f64::from(dy[k * o + m]) * f64::from(x[k * i + n]))
+                        .sum::<f64>();
+                assert!((f64::from(got) - want).abs() < 1e-4, "{e}: {got} vs {want}");
+            }
+        }
+    }
 }
