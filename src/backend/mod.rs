@@ -61,7 +61,7 @@ pub trait Backend: Sync {
     /// A device buffer of scalars.
     type Buf: Send + Sync;
 
-    /// Human-readable backend name, e.g. `cpu (f32, 2 threads)`.
+    /// Human-readable backend name, e.g. `cpu (f32, 2 threads, AVX2+FMA GEMMs)`.
     fn name(&self) -> String;
     /// The GEMM precision this backend computes at (see `Precision`).
     fn precision(&self) -> Precision {

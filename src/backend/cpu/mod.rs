@@ -92,6 +92,21 @@ impl Real for f64 {
     const NAME: &'static str = "f64";
 }
 
+/// The instruction set the `gemm` crate's kernels run at on this CPU: AVX-512 where the build has the
+/// `avx512` feature and the CPU avx512f, else AVX2+FMA where the CPU has them.
+pub fn gemm_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            return "AVX2+FMA";
+        }
+    }
+    "portable"
+}
+
 /// The 8 partial sums of `dot`, `dot4`, `sum8_by` (and the LayerNorm and clip sums) plus the tail,
 /// combined in one fixed order: the results never depend on the thread count or the run.
 #[inline(always)]
@@ -269,9 +284,10 @@ impl<T: Real> Backend for CpuBackend<T> {
             Precision::Bf16 => ", bf16 GEMM operands".into(),
         };
         format!(
-            "cpu ({}{gemm}, {} threads)",
+            "cpu ({}{gemm}, {} threads, {} GEMMs)",
             T::NAME,
-            rayon::current_num_threads()
+            rayon::current_num_threads(),
+            gemm_isa()
         )
     }
     fn precision(&self) -> Precision {
