@@ -21,7 +21,12 @@ Workloads (items/s):
                                      [--only vit-s96,vit-s48,tiny,step,tiny-step] [--torch-isa avx2] [--json out.json]
 
 --torch-isa avx2 holds PyTorch to AVX2 on an AVX-512 machine (ATEN_CPU_CAPABILITY, DNNL_MAX_CPU_ISA,
-MKL_ENABLE_INSTRUCTIONS), as on the 2-core AVX2 machines CI runs on; setdino's GEMMs are AVX2 either way.
+MKL_ENABLE_INSTRUCTIONS), as on 2-core AVX2-only machines. setdino's GEMMs run at AVX-512 where the CPU
+has it (the `gemm` crate's x86-v4 kernels, Cargo feature `avx512`); to hold setdino to AVX2 as well, build
+it without that feature and pass that binary:
+
+    cargo build --release --no-default-features --target-dir target/avx2
+    python3 scripts/compare_torch.py --torch-isa avx2 --bin target/avx2/release/setdino
 
 Needs torch and timm (pip install torch timm). Prints the machine (CPU model, SIMD, cores) first.
 """
