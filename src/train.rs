@@ -858,9 +858,9 @@ fn log_every(cfg: &TrainConfig, device: &bool) -> usize {
     usize::try_from(every).unwrap_or(usize::MAX).max(1)
 }
 
-/// Whether `eng` runs on a device backend (one that counts device work: `Backend::counts`).
+/// Whether `eng` runs on a device backend (`Backend::is_device`).
 fn be_kind<B: Backend>(eng: &Engine<B>) -> bool {
-    eng.be.counts().is_some()
+    eng.be.is_device()
 }
 
 impl Watch {

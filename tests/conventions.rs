@@ -144,6 +144,7 @@ fn every_backend_method_has_a_kernel_or_is_host_side() {
         // bookkeeping of the GPU backend (the pool, the counters)
         "release_pooled",
         "counts",
+        "is_device",
         "uninit",
         "uninit_act",
         "upload_u16",

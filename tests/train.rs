@@ -264,3 +264,36 @@ fn poisoned_uninit_buffers_change_no_bit_of_training_or_embedding() {
         "the engine's dropped buffers went back to the pool"
     );
 }
+
+/// The CPU side of the step's fixed arena (`Backend::counts` of the CPU backend): after the first step,
+/// every step does the same host work, allocates nothing (every buffer comes from the pool the first step
+/// filled, which stays the same size), clears only its accumulators (fewer memsets than the first step's
+/// allocations: outputs written whole are not cleared), uploads only its scalars, and launches and waits
+/// for nothing.
+#[test]
+fn after_the_first_step_the_cpu_step_allocates_nothing_and_clears_only_accumulators() {
+    let mut eng = fresh();
+    let (mut per, mut pooled) = (Vec::new(), Vec::new());
+    let (c, sc, o) = (cfg(), steps(), optim());
+    for it in 0..5u64 {
+        let sched = schedule::at(&o, &sc, it as usize);
+        let before = eng.be.counts().expect("the CPU backend counts");
+        // the step the training loop runs (one upload of its scalars)
+        eng.train_step_on_device(&batch(&c, &sc, it), &o, &sched, sc.seed, it, (0, 1))
+            .expect("step");
+        per.push(eng.be.counts().expect("counts").since(before));
+        pooled.push(eng.be.pooled_elements());
+    }
+    assert!(per[1..].iter().all(|d| *d == per[1]), "{per:?}");
+    assert!(pooled[1..].iter().all(|&p| p == pooled[1]), "{pooled:?}");
+    let (first, s) = (per[0], per[1]);
+    assert!(first.allocs > 0 && first.alloc_bytes > 0, "{first:?}");
+    assert_eq!((s.allocs, s.alloc_bytes), (0, 0), "{s:?}");
+    assert!(
+        s.memsets > 0 && s.memsets < first.allocs,
+        "{s:?} vs {first:?}"
+    );
+    assert_eq!((s.launches, s.host_syncs, s.graph_launches), (0, 0, 0));
+    assert_eq!(s.uploads, 1, "the step's scalars: {s:?}");
+    assert!(!eng.be.is_device());
+}

@@ -2,6 +2,7 @@
 //! device-to-device copies, host synchronisations and the bytes moved each way. The GPU backend counts
 //! at the one place each happens (`GpuBackend::go`, `alloc`, `htod`, `dtoh`), so the SIMT emulator reports
 //! exactly what the CUDA device would be asked to do; `setdino bench --what step` prints them per step.
+//! The CPU backend counts its pool's allocations and memsets and its uploads (`backend/cpu/pool.rs`).
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

@@ -102,9 +102,15 @@ pub trait Backend: Sync {
     /// validation pass whose buffer sizes the training step never asks for again. A no-op elsewhere.
     fn release_pooled(&self) {}
     /// What this backend has done so far (launches, allocations, syncs, bytes moved), where it counts:
-    /// the GPU backends (SIMT and CUDA alike); `None` on the CPU reference.
+    /// the GPU backends (SIMT and CUDA alike) and the CPU reference (its pool's allocations and
+    /// memsets, its uploads; it launches nothing and never syncs).
     fn counts(&self) -> Option<counters::Counts> {
         None
+    }
+    /// Whether this backend drives a device (the GPU backends, SIMT included): training then reads its
+    /// monitoring values every `log_every` steps and records the step as a graph.
+    fn is_device(&self) -> bool {
+        false
     }
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     /// Writes `host` (rounded once to this backend's precision) into `dst[off..off + host.len()]`: one

@@ -158,8 +158,12 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
             line("per step, uncaptured", c);
         }
         if let Some(b) = r.arena_bytes {
+            let memory = match r.backend.starts_with("cpu") {
+                true => "memory",
+                false => "device memory",
+            };
             println!(
-                "    device memory (the step's arena: buffers and pool): {:.1} MiB",
+                "    {memory} (the step's arena: buffers and pool): {:.1} MiB",
                 b as f64 / (1u64 << 20) as f64
             );
         }
@@ -173,7 +177,7 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
     }
     if a.what == "step" || a.what == "all" {
         let graphs = match a.graphs.as_deref() {
-            None => be.counts().is_some(),
+            None => be.is_device(),
             Some("on") => true,
             Some("off") => false,
             Some(other) => bail!("--graphs must be on or off (got '{other}')"),

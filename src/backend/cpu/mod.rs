@@ -311,8 +311,14 @@ impl<T: Real> Backend for CpuBackend<T> {
     fn release_pooled(&self) {
         self.pool.clear();
     }
+    /// Allocations (buffers the pool could not serve), memsets (`zeros`), uploads; no launches or
+    /// host syncs (there is no device).
+    fn counts(&self) -> Option<super::counters::Counts> {
+        Some(self.pool.counters.snapshot())
+    }
     fn upload(&self, host: &[f32]) -> Result<CpuBuf<T>> {
         let mut buf = self.uninit(host.len())?;
+        self.pool.counters.upload_into(pool::words::<T>(host.len()));
         for (d, &x) in buf.iter_mut().zip(host) {
             *d = T::c(f64::from(x));
         }
@@ -326,6 +332,7 @@ impl<T: Real> Backend for CpuBackend<T> {
             host.len(),
             dst.len()
         );
+        self.pool.counters.upload_into(pool::words::<T>(host.len()));
         for (d, &h) in dst[off..].iter_mut().zip(host) {
             *d = T::c(h);
         }

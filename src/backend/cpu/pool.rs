@@ -7,6 +7,7 @@
 //! (=) output before writing it is checked by running whole steps with poisoned (NaN-filled) `uninit`
 //! buffers against zeroed ones (`CpuBackend::poison_uninit`, tests/train.rs).
 use super::Real;
+use crate::backend::counters::OpCounters;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
@@ -15,17 +16,25 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Elements from which a buffer is cleared (or poisoned) on every thread (256 KiB of f32).
 const PAR_MIN: usize = 1 << 16;
 
-/// Freed buffers by length, most recently freed last.
+/// Freed buffers by length, most recently freed last, and what the backend did (`Backend::counts`: new
+/// allocations, clearings, uploads; the CPU launches nothing and never waits for a device).
 pub struct Pool<T> {
     free: Mutex<HashMap<usize, Vec<Vec<T>>>>,
+    pub counters: OpCounters,
 }
 
 impl<T> Default for Pool<T> {
     fn default() -> Self {
         Pool {
             free: Mutex::new(HashMap::new()),
+            counters: OpCounters::default(),
         }
     }
+}
+
+/// 32-bit words in `n` elements of `T` (the counters count 32-bit words).
+pub fn words<T>(n: usize) -> usize {
+    n.saturating_mul(std::mem::size_of::<T>() / 4)
 }
 
 impl<T: Real> Pool<T> {
@@ -50,15 +59,22 @@ impl<T: Real> Pool<T> {
         let free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         free.iter().map(|(n, list)| n * list.len()).sum()
     }
-    /// A buffer of `n` elements set to `value`: a pooled one refilled, or a new one.
+    /// A buffer of `n` elements set to `value`: a pooled one refilled, or a new one (each counted as a
+    /// memset; the new one also as an allocation).
     pub fn filled(self: &Arc<Self>, n: usize, value: T) -> CpuBuf<T> {
         match self.take(n) {
             Some(mut v) => {
+                self.counters.memset();
                 fill(&mut v, value);
                 self.wrap(v)
             }
-            None if n < PAR_MIN => self.wrap(vec![value; n]),
-            None => self.wrap(rayon::iter::repeat_n(value, n).collect()),
+            None => {
+                self.counters.alloc_zeroed(words::<T>(n));
+                match n < PAR_MIN {
+                    true => self.wrap(vec![value; n]),
+                    false => self.wrap(rayon::iter::repeat_n(value, n).collect()),
+                }
+            }
         }
     }
     /// A buffer of `n` elements for an output written whole before it is read: a pooled one as it is,

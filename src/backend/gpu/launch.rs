@@ -186,6 +186,9 @@ impl<D: Device> Backend for GpuBackend<D> {
     fn release_pooled(&self) {
         self.pool.clear();
     }
+    fn is_device(&self) -> bool {
+        true
+    }
     fn counts(&self) -> Option<crate::backend::counters::Counts> {
         Some(self.counters.snapshot())
     }
