@@ -23,7 +23,6 @@ pub mod weightnorm;
 
 use super::{Backend, DevScalar, Precision, ADAMW_WORDS};
 use anyhow::{ensure, Result};
-use rayon::prelude::*;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -358,10 +357,7 @@ impl<T: Real> Backend for CpuBackend<T> {
     fn fill(&self, buf: &mut CpuBuf<T>, off: usize, n: usize, value: f64) -> Result<()> {
         let _p = profile::span("fill");
         ensure!(off + n <= buf.len(), "fill out of bounds");
-        let v = T::c(value);
-        buf[off..off + n]
-            .par_chunks_mut(1 << 16)
-            .for_each(|c| c.fill(v));
+        pool::fill(&mut buf[off..off + n], T::c(value));
         Ok(())
     }
     fn copy(
