@@ -100,7 +100,7 @@ for p in ("bf16", "bf16-nograph", "f32"):
     st = load(f"step-{p}.json")
     if st and st.get("results"):
         r = st["results"][0]
-        s[f"setdino_step_{p}"] = {k2: r.get(k2) for k2 in ("name", "backend", "items_per_s", "median_s", "gflops", "per_step", "per_step_uncaptured", "arena_bytes")}
+        s[f"setdino_step_{p}"] = {k2: r.get(k2) for k2 in ("name", "backend", "items_per_s", "median_s", "gflops", "per_step", "per_step_uncaptured", "arena_bytes", "allocated_bytes")}
 g, ng = s.get("setdino_step_bf16", {}).get("median_s"), s.get("setdino_step_bf16-nograph", {}).get("median_s")
 if g and ng:
     s["graph_speedup_step_bf16"] = ng / g

@@ -34,10 +34,14 @@ pub struct BenchResult {
     /// timed runs, where the backend counts (the GPU backends; `Backend::counts`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_step: Option<crate::backend::counters::Counts>,
-    /// Device memory the backend had allocated after that step (buffers in use and the pool): the
-    /// arena the step runs in, since nothing is allocated or freed per step once warm.
+    /// The memory the step's temporaries live in once warm: on the GPU backends the arena they are carved
+    /// from (one allocation, `GpuBackend::settle_arena`); on the CPU its pool's buffers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arena_bytes: Option<u64>,
+    /// Bytes allocated since the engine was built: the model's state, the step's temporaries, and on
+    /// the GPU backends both the first step's blocks (freed when the arena was carved) and the arena.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocated_bytes: Option<u64>,
     /// Where `per_step` counts a replayed graph: the same step run launch by launch (what the graph
     /// holds, plus the host's own calls).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,6 +71,7 @@ fn summarise(
         times,
         per_step: None,
         arena_bytes: None,
+        allocated_bytes: None,
         per_step_uncaptured: None,
     }
 }
@@ -244,7 +249,12 @@ pub fn setdino_step<B: Backend>(
             "note: the step could not be captured as a graph ({why}); it ran launch by launch"
         );
     }
-    res.arena_bytes = eng.be.counts().map(|c| c.alloc_bytes);
+    let counts = eng.be.counts();
+    res.arena_bytes = counts.map(|c| match eng.be.is_device() {
+        true => c.arena_bytes,
+        false => c.alloc_bytes,
+    });
+    res.allocated_bytes = counts.map(|c| c.alloc_bytes);
     if graphs && eng.graph_active() {
         // The same step launch by launch, once the pool holds its buffers again (the graph's were freed).
         eng.set_graphs(false);

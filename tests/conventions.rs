@@ -143,6 +143,7 @@ fn every_backend_method_has_a_kernel_or_is_host_side() {
         "copy",
         // bookkeeping of the GPU backend (the pool, the counters)
         "release_pooled",
+        "settle_arena",
         "counts",
         "is_device",
         "uninit",

@@ -19,6 +19,7 @@ pub struct OpCounters {
     d2h_bytes: AtomicU64,
     alloc_bytes: AtomicU64,
     graph_launches: AtomicU64,
+    arena_bytes: AtomicU64,
 }
 
 /// A snapshot of the totals, or the difference of two. In JSON (`setdino bench --json`) the fields of a
@@ -55,6 +56,10 @@ pub struct Counts {
     /// not counted again (the host issues one call for all of them).
     #[serde(rename = "graph_launches_per_step")]
     pub graph_launches: u64,
+    /// Bytes of the last arena carved (`GpuBackend::settle_arena`): the step's temporaries in one
+    /// allocation. A level, not a count: `since` keeps the later value.
+    #[serde(rename = "arena_bytes")]
+    pub arena_bytes: u64,
 }
 
 fn bytes(words: usize) -> u64 {
@@ -68,6 +73,11 @@ impl OpCounters {
     /// One replay of a captured graph.
     pub fn graph_launch(&self) {
         self.graph_launches.fetch_add(1, Relaxed);
+    }
+    /// An arena of `words` 32-bit words carved (one zeroed allocation, counted as such).
+    pub fn arena(&self, words: usize) {
+        self.alloc_zeroed(words);
+        self.arena_bytes.store(bytes(words), Relaxed);
     }
     /// A new allocation of `words` 32-bit words, zeroed.
     pub fn alloc_zeroed(&self, words: usize) {
@@ -111,6 +121,7 @@ impl OpCounters {
             d2h_bytes: self.d2h_bytes.load(Relaxed),
             alloc_bytes: self.alloc_bytes.load(Relaxed),
             graph_launches: self.graph_launches.load(Relaxed),
+            arena_bytes: self.arena_bytes.load(Relaxed),
         }
     }
 }
@@ -129,6 +140,7 @@ impl Counts {
             d2h_bytes: self.d2h_bytes.saturating_sub(earlier.d2h_bytes),
             alloc_bytes: self.alloc_bytes.saturating_sub(earlier.alloc_bytes),
             graph_launches: self.graph_launches.saturating_sub(earlier.graph_launches),
+            arena_bytes: self.arena_bytes,
         }
     }
 }

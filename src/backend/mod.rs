@@ -101,6 +101,11 @@ pub trait Backend: Sync {
     /// Frees the device memory kept for reuse by dropped buffers (the GPU backend's pool), e.g. after a
     /// validation pass whose buffer sizes the training step never asks for again. A no-op elsewhere.
     fn release_pooled(&self) {}
+    /// After a step that allocated: carves the memory kept for reuse from one allocation, the step's
+    /// arena (the GPU backends, `GpuBackend::settle_arena`). A no-op elsewhere.
+    fn settle_arena(&self) -> Result<()> {
+        Ok(())
+    }
     /// What this backend has done so far (launches, allocations, syncs, bytes moved), where it counts:
     /// the GPU backends (SIMT and CUDA alike) and the CPU reference (its pool's allocations and
     /// memsets, its uploads; it launches nothing and never syncs).

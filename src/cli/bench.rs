@@ -157,15 +157,19 @@ fn bench<B: Backend>(a: &BenchArgs, be: B) -> Result<()> {
         if let Some(c) = &r.per_step_uncaptured {
             line("per step, uncaptured", c);
         }
-        if let Some(b) = r.arena_bytes {
-            let memory = match r.backend.starts_with("cpu") {
-                true => "memory",
-                false => "device memory",
-            };
-            println!(
-                "    {memory} (the step's arena: buffers and pool): {:.1} MiB",
-                b as f64 / (1u64 << 20) as f64
-            );
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        if let (Some(arena), Some(all)) = (r.arena_bytes, r.allocated_bytes) {
+            match r.backend.starts_with("cpu") {
+                true => println!(
+                    "    memory (the step's buffers and the pool they return to): {:.1} MiB",
+                    mib(arena)
+                ),
+                false => println!(
+                    "    device memory: the step's temporaries in one arena of {:.1} MiB; {:.1} MiB allocated since start-up (the model's state, the first step's blocks, freed when the arena was carved, and the arena)",
+                    mib(arena),
+                    mib(all)
+                ),
+            }
         }
     };
     if a.what == "vit" || a.what == "all" {

@@ -967,15 +967,30 @@ impl<B: Backend> Engine<B> {
             key,
             slot: (slot, slots),
         };
+        let before = self.be.counts();
+        let koleo = self.run_planned(batch, plan)?;
+        // A step that had to allocate: its temporaries are in the pool now; carve them from one
+        // allocation (the GPU backends' arena), which every later step and the captured graph use.
+        if let (Some(b), Some(a)) = (before, self.be.counts()) {
+            if a.since(b).allocs > 0 {
+                self.be.settle_arena()?;
+            }
+        }
+        Ok(koleo)
+    }
+
+    /// The planned step: directly, as a replay of its captured graph, by capturing it, or directly on
+    /// the engine's input buffers while its shape warms up.
+    fn run_planned(&mut self, batch: &StepBatch<B>, plan: Plan) -> Result<f64> {
         let capturable = self.graphs && self.comm.world() == 1 && self.koleo_weight == 0.0;
         if !capturable {
             return self.direct_step(batch, plan);
         }
-        if self.captured.as_ref().is_some_and(|c| c.key == key) {
+        if self.captured.as_ref().is_some_and(|c| c.key == plan.key) {
             self.replay_step(batch, plan)?;
             return Ok(0.0);
         }
-        match self.graph_warm.take().filter(|w| w.key == key) {
+        match self.graph_warm.take().filter(|w| w.key == plan.key) {
             Some(w) if w.settled => self.capture_step(w.inputs, batch, plan),
             warm => self.warm_step(warm, batch, plan),
         }

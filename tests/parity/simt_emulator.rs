@@ -220,3 +220,52 @@ fn out_of_bounds_write_is_an_error_naming_kernel_and_argument() {
     .unwrap();
     assert!(dev.dtoh(&buf).unwrap().iter().all(|&x| x == 2.0));
 }
+
+/// Blocks carved from one arena (`Device::alloc_arena`) are one allocation, each still 256-byte
+/// aligned and still followed by its own guard page: an overrun of the first block faults as it does
+/// for a buffer of its own (rather than writing into the next block), and the blocks are disjoint.
+#[test]
+fn arena_blocks_are_one_allocation_and_each_keeps_its_guard_page() {
+    use setdino::backend::gpu::{Device, KArg, Kernel, LaunchCfg};
+    let dev = setdino::backend::gpu::simt::Simt::new();
+    let sizes = [1024usize, 3, 5000, 1];
+    let mut blocks = dev.alloc_arena(&sizes).unwrap();
+    assert_eq!(blocks.len(), sizes.len());
+    let own = dev.alloc_zeros(1024).unwrap();
+    for (b, &n) in blocks.iter().zip(&sizes) {
+        assert_eq!(dev.mem_len(b), n);
+        assert_eq!(dev.addr(b) % 256, 0, "256-byte aligned");
+        assert!(dev.same_allocation(b, &blocks[0]));
+        assert!(!dev.same_allocation(b, &own));
+        assert!(dev.dtoh(b).unwrap().iter().all(|&x| x == 0.0), "zeroed");
+    }
+    for (k, b) in blocks.iter_mut().enumerate() {
+        let (p, n) = (dev.addr_mut(b), dev.mem_len(b));
+        dev.launch(
+            Kernel::reduce_fill_f32,
+            LaunchCfg::linear(n),
+            &[KArg::Ptr(p), KArg::F32(k as f32 + 1.0), KArg::I32(n as i32)],
+        )
+        .unwrap();
+    }
+    for (k, b) in blocks.iter().enumerate() {
+        assert!(
+            dev.dtoh(b).unwrap().iter().all(|&x| x == k as f32 + 1.0),
+            "block {k} holds only its own fill"
+        );
+    }
+    let p = dev.addr_mut(&mut blocks[0]);
+    let e = dev
+        .launch(
+            Kernel::reduce_fill_f32,
+            LaunchCfg::linear(1024 + 64),
+            &[KArg::Ptr(p), KArg::F32(9.0), KArg::I32(1024 + 64)],
+        )
+        .expect_err("writing past a carved block must fault");
+    assert!(format!("{e:#}").contains("out-of-bounds"), "{e:#}");
+    assert!(dev.dtoh(&blocks[1]).unwrap().iter().all(|&x| x == 2.0));
+    // The mapping outlives the first block dropped.
+    let rest = blocks.split_off(1);
+    drop(blocks);
+    assert!(dev.dtoh(&rest[2]).unwrap().iter().all(|&x| x == 4.0));
+}

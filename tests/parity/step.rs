@@ -345,6 +345,42 @@ fn the_step_asks_the_device_for_the_same_work_every_step_and_never_waits_for_it(
     assert!(eng.be.is_device() && !CpuBackend::<f32>::new().is_device());
 }
 
+/// The step's temporaries live in one allocation once the first step has run: the first step allocates
+/// its buffers one by one, then (`GpuBackend::settle_arena`) every block in the pool and the scratch list
+/// is carved from one new allocation (counted as one, its size reported as the arena), and every later
+/// step takes its buffers from that arena and allocates nothing; the pool keeps its size.
+#[test]
+fn after_the_first_step_the_steps_temporaries_are_carved_from_one_allocation() {
+    let c = cfg();
+    let st = HostState::init(&c, 42, TeacherInit::Copy);
+    let mut eng = Engine::from_host(GpuBackend::new(Simt::new()), c.clone(), &st).unwrap();
+    let optim = OptimConfig::default();
+    let mut per = Vec::new();
+    for step in 0..3u64 {
+        let b = batch(&eng.be, step);
+        let before = eng.be.counts().unwrap();
+        eng.train_step_on_device(&b, &optim, &sched(false), 1, step, (0, 1))
+            .unwrap();
+        per.push((
+            eng.be.counts().unwrap().since(before),
+            eng.be.pooled_allocations(),
+            eng.be.pooled_words(),
+        ));
+    }
+    let (first, held_in, words) = per[0];
+    assert!(first.allocs > 2, "{first:?}");
+    assert_eq!(held_in, 1, "the pool's blocks lie in one allocation");
+    assert!(
+        first.arena_bytes >= 4 * words as u64 && words > 0,
+        "{first:?}, {words} pooled words"
+    );
+    for &(d, held_in, w) in &per[1..] {
+        assert_eq!((d.allocs, d.alloc_bytes), (0, 0), "{d:?}");
+        assert_eq!((held_in, w), (1, words));
+        assert_eq!(d.arena_bytes, first.arena_bytes);
+    }
+}
+
 /// The profile of `bench --what kernels` (src/backend/gpu/profile.rs) against the emulator's own
 /// counters: every launch that runs tensor-core instructions states model FLOPs, never more than its
 /// `mma.sync` instructions do (4096 FLOPs each for m16n8k16; more where tiles are padded or attention

@@ -19,6 +19,52 @@ pub struct Cuda {
     pub report: Vec<nvrtc::KernelReport>,
 }
 
+/// Device memory of `Cuda`: its own allocation, or a block carved from an arena (`alloc_arena`), which the
+/// block keeps alive and never frees itself.
+pub struct CudaMem {
+    /// `None` only while being dropped.
+    slice: Option<CudaSlice<f32>>,
+    /// The allocation a carved block lies in.
+    arena: Option<Arc<CudaSlice<f32>>>,
+}
+
+impl CudaMem {
+    fn own(slice: CudaSlice<f32>) -> Self {
+        CudaMem {
+            slice: Some(slice),
+            arena: None,
+        }
+    }
+}
+
+impl std::ops::Deref for CudaMem {
+    type Target = CudaSlice<f32>;
+    fn deref(&self) -> &CudaSlice<f32> {
+        self.slice
+            .as_ref()
+            .expect("a CudaMem's slice is only taken when it is dropped")
+    }
+}
+
+impl std::ops::DerefMut for CudaMem {
+    fn deref_mut(&mut self) -> &mut CudaSlice<f32> {
+        self.slice
+            .as_mut()
+            .expect("a CudaMem's slice is only taken when it is dropped")
+    }
+}
+
+impl Drop for CudaMem {
+    fn drop(&mut self) {
+        if self.arena.is_some() {
+            // A carved block: its memory belongs to the arena (freed with the arena's last block).
+            if let Some(s) = self.slice.take() {
+                let _ = s.leak();
+            }
+        }
+    }
+}
+
 /// One slot of the double-buffered input staging.
 #[derive(Default)]
 struct Staging {
@@ -169,7 +215,7 @@ mod log {
 }
 
 impl Device for Cuda {
-    type Mem = CudaSlice<f32>;
+    type Mem = CudaMem;
 
     fn describe(&self) -> String {
         self.desc.clone()
@@ -177,7 +223,45 @@ impl Device for Cuda {
     fn alloc_zeros(&self, n: usize) -> Result<Self::Mem> {
         self.stream
             .alloc_zeros::<f32>(n.max(1))
+            .map(CudaMem::own)
             .map_err(|e| anyhow!("cuda alloc of {n} floats: {e:?}"))
+    }
+    fn alloc_arena(&self, sizes: &[usize]) -> Result<Vec<Self::Mem>> {
+        // Each block starts 256-byte (64-word) aligned, as cuMemAlloc's allocations do.
+        let mut offsets = Vec::with_capacity(sizes.len());
+        let mut total = 0usize;
+        for &n in sizes {
+            offsets.push(total);
+            total += n.max(1).next_multiple_of(64);
+        }
+        let arena = self
+            .stream
+            .alloc_zeros::<f32>(total.max(1))
+            .map_err(|e| anyhow!("cuda arena of {total} floats: {e:?}"))?;
+        let arena = Arc::new(arena);
+        let (base, _sync) = arena.device_ptr(&self.stream);
+        Ok(offsets
+            .iter()
+            .zip(sizes)
+            .map(|(&off, &n)| {
+                // SAFETY: [off, off + n) lies inside the arena (total ≥ off + n); the block is never
+                // freed through this slice (CudaMem::drop leaks it) and the Arc keeps the arena alive.
+                let slice = unsafe {
+                    self.stream
+                        .upgrade_device_ptr::<f32>(base + 4 * off as u64, n.max(1))
+                };
+                CudaMem {
+                    slice: Some(slice),
+                    arena: Some(arena.clone()),
+                }
+            })
+            .collect())
+    }
+    fn same_allocation(&self, a: &Self::Mem, b: &Self::Mem) -> bool {
+        match (&a.arena, &b.arena) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => self.addr(a) == self.addr(b),
+        }
     }
     fn htod(&self, host: &[f32]) -> Result<Self::Mem> {
         if host.is_empty() {
@@ -185,11 +269,12 @@ impl Device for Cuda {
         }
         self.stream
             .clone_htod(host)
+            .map(CudaMem::own)
             .map_err(|e| anyhow!("cuda htod: {e:?}"))
     }
     fn dtoh(&self, m: &Self::Mem) -> Result<Vec<f32>> {
         self.stream
-            .clone_dtoh(m)
+            .clone_dtoh(&**m)
             .map_err(|e| anyhow!("cuda dtoh: {e:?}"))
     }
     fn mem_len(&self, m: &Self::Mem) -> usize {
@@ -197,7 +282,7 @@ impl Device for Cuda {
     }
     fn memset_zero(&self, m: &mut Self::Mem) -> Result<()> {
         self.stream
-            .memset_zeros(m)
+            .memset_zeros(&mut **m)
             .map_err(|e| anyhow!("cuda memset: {e:?}"))
     }
     fn htod_into(&self, host: &[f32], m: &mut Self::Mem, off: usize) -> Result<()> {

@@ -186,6 +186,9 @@ impl<D: Device> Backend for GpuBackend<D> {
     fn release_pooled(&self) {
         self.pool.clear();
     }
+    fn settle_arena(&self) -> Result<()> {
+        GpuBackend::settle_arena(self).map(|_| ())
+    }
     fn is_device(&self) -> bool {
         true
     }

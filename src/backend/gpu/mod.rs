@@ -71,6 +71,12 @@ pub trait Device: Send + Sync {
     /// e.g. `cuda: NVIDIA H100 (sm_90)` or `simt (CPU emulator, 2 workers)`.
     fn describe(&self) -> String;
     fn alloc_zeros(&self, n: usize) -> Result<Self::Mem>;
+    /// Buffers of `sizes[k]` words carved in order from one zeroed allocation (the step's arena,
+    /// `GpuBackend::settle_arena`), each 256-byte aligned; the allocation is freed when the last of them
+    /// is dropped.
+    fn alloc_arena(&self, sizes: &[usize]) -> Result<Vec<Self::Mem>>;
+    /// Whether `a` and `b` lie in the same allocation (carved from one arena, or the same buffer).
+    fn same_allocation(&self, a: &Self::Mem, b: &Self::Mem) -> bool;
     fn htod(&self, host: &[f32]) -> Result<Self::Mem>;
     fn dtoh(&self, m: &Self::Mem) -> Result<Vec<f32>>;
     fn mem_len(&self, m: &Self::Mem) -> usize;
@@ -434,6 +440,72 @@ impl<D: Device> GpuBackend<D> {
         }
         self.counters.upload(host.len());
         self.dev.htod(host)
+    }
+    /// Carves every block held for reuse (the pool's, and the scratch buffers') from one new allocation,
+    /// the step's arena: called after a step that had to allocate, so that its temporaries (whose sizes
+    /// the configuration fixes) come from one allocation from then on, and the captured step addresses
+    /// one region. The old blocks are freed first (stream-ordered), then the arena is allocated (zeroed,
+    /// counted as one allocation); every block keeps its size, so the next step takes each buffer from
+    /// the arena exactly as it took it from the pool. Returns whether it carved (false: nothing held, or
+    /// everything held already lies in one allocation).
+    pub fn settle_arena(&self) -> Result<bool> {
+        self.not_capturing("carves its arena", 0)?;
+        let pooled = self.pool.take_where(|_| true);
+        let scratch = std::mem::take(
+            &mut *self
+                .scratch
+                .lock()
+                .map_err(|_| anyhow::anyhow!("scratch pool poisoned"))?,
+        );
+        let one = pooled.iter().chain(&scratch).all(|m| {
+            pooled
+                .first()
+                .or(scratch.first())
+                .is_some_and(|f| self.dev.same_allocation(f, m))
+        });
+        if one {
+            // Nothing held, or already one arena: put everything back as it was.
+            for m in pooled {
+                self.pool.put(m);
+            }
+            for m in scratch {
+                self.give(m);
+            }
+            return Ok(false);
+        }
+        let sizes: Vec<usize> = pooled
+            .iter()
+            .chain(&scratch)
+            .map(|m| self.dev.mem_len(m))
+            .collect();
+        let n_pooled = pooled.len();
+        drop(pooled);
+        drop(scratch);
+        let mut carved = self.dev.alloc_arena(&sizes)?;
+        self.counters.arena(sizes.iter().sum());
+        for m in carved.drain(n_pooled..) {
+            self.give(m);
+        }
+        for m in carved {
+            self.pool.put(m);
+        }
+        Ok(true)
+    }
+    /// How many allocations the blocks held for reuse (pool and scratch) lie in: 1 after `settle_arena`.
+    pub fn pooled_allocations(&self) -> usize {
+        let Ok(f) = self.pool.free.lock() else {
+            return 0;
+        };
+        let Ok(sc) = self.scratch.lock() else {
+            return 0;
+        };
+        let mut firsts: Vec<&D::Mem> = Vec::new();
+        for m in f.iter().chain(sc.iter()) {
+            if !firsts.iter().any(|r| self.dev.same_allocation(r, m)) {
+                firsts.push(m);
+            }
+        }
+        firsts.len()
     }
     /// Device words held in the pool for reuse.
     pub fn pooled_words(&self) -> usize {

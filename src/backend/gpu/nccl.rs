@@ -8,12 +8,11 @@
 //!
 //! The gradients are averaged with `ncclAllReduce(…, ncclAvg)` in place on the flat f32 gradient buffer
 //! (NCCL ≥ 2.10); the teacher rows are gathered with `ncclAllGather` (rank-major output).
-use super::cuda::Cuda;
+use super::cuda::{Cuda, CudaMem};
 use super::{GpuBackend, GpuBuf};
 use crate::backend::DType;
 use crate::comm::{rendezvous, Communicator, Launch};
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use cudarc::driver::CudaSlice;
 use cudarc::nccl::safe::{Comm, Id, ReduceOp};
 use std::time::Duration;
 
@@ -93,7 +92,7 @@ impl NcclComm {
     }
 }
 
-fn f32_mem<'a>(b: &'a GpuBuf<CudaSlice<f32>>, what: &str) -> Result<&'a CudaSlice<f32>> {
+fn f32_mem<'a>(b: &'a GpuBuf<CudaMem>, what: &str) -> Result<&'a CudaMem> {
     ensure!(
         b.dtype == DType::F32,
         "NCCL {what}: an f32 buffer is expected, got {:?}",
@@ -109,11 +108,7 @@ impl Communicator<GpuBackend<Cuda>> for NcclComm {
     fn world(&self) -> usize {
         self.comm.world_size()
     }
-    fn all_reduce_mean(
-        &self,
-        _be: &GpuBackend<Cuda>,
-        buf: &mut GpuBuf<CudaSlice<f32>>,
-    ) -> Result<()> {
+    fn all_reduce_mean(&self, _be: &GpuBackend<Cuda>, buf: &mut GpuBuf<CudaMem>) -> Result<()> {
         f32_mem(buf, "all-reduce")?;
         let n = buf.len;
         let mut view = buf.mem_mut().slice_mut(0..n);
@@ -125,8 +120,8 @@ impl Communicator<GpuBackend<Cuda>> for NcclComm {
     fn all_gather(
         &self,
         _be: &GpuBackend<Cuda>,
-        send: &GpuBuf<CudaSlice<f32>>,
-        recv: &mut GpuBuf<CudaSlice<f32>>,
+        send: &GpuBuf<CudaMem>,
+        recv: &mut GpuBuf<CudaMem>,
     ) -> Result<()> {
         let n = send.len;
         let world = self.world();

@@ -16,30 +16,61 @@ mod ffi {
 /// A buffer of the emulated device, laid out like a GPU allocation that faults on overruns: it starts
 /// 256-byte aligned (as `cuMemAlloc`), and the page after its last 256-byte block is mapped
 /// `PROT_NONE`, so a kernel reading or writing past the end faults; the emulator catches the fault
-/// and the launch fails with the kernel and the argument named.
+/// and the launch fails with the kernel and the argument named. Blocks carved from one arena
+/// (`Device::alloc_arena`) share one mapping, each still followed by its own guard page.
 pub struct SimtMem {
     ptr: *mut f32,
     len: usize,
-    map: *mut libc::c_void,
-    map_len: usize,
+    /// The mapping the buffer lies in, unmapped when its last buffer is dropped.
+    map: std::sync::Arc<Mapping>,
 }
 
-// SAFETY: SimtMem owns its mapping exclusively (like a Vec); access goes through &/&mut.
+// SAFETY: SimtMem owns its block of the mapping exclusively (like a Vec); access goes through &/&mut.
 unsafe impl Send for SimtMem {}
 // SAFETY: shared references only read.
 unsafe impl Sync for SimtMem {}
 
+/// One anonymous mapping holding one or more buffers.
+struct Mapping {
+    map: *mut c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is only unmapped (on drop); the buffers in it are accessed through SimtMem.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping a mapping this value owns; no buffer refers to it any more (each holds the Arc).
+        unsafe { libc::munmap(self.map, self.len) };
+    }
+}
+
 impl SimtMem {
     fn new(n: usize) -> Result<Self> {
+        let mut one = Self::in_one_mapping(&[n])?;
+        one.pop()
+            .ok_or_else(|| anyhow::anyhow!("simt: no buffer mapped"))
+    }
+    /// Buffers of `sizes[k]` floats in one zeroed mapping, in order, each 256-byte aligned and ending
+    /// where its own guard page begins.
+    fn in_one_mapping(sizes: &[usize]) -> Result<Vec<Self>> {
         let page = page_size();
-        let bytes = (4 * n.max(1)).next_multiple_of(256);
-        let data_pages = bytes.next_multiple_of(page);
-        let map_len = data_pages + page;
+        let spans: Vec<(usize, usize)> = sizes
+            .iter()
+            .map(|&n| {
+                let bytes = (4 * n.max(1)).next_multiple_of(256);
+                (bytes, bytes.next_multiple_of(page))
+            })
+            .collect();
+        let map_len: usize = spans.iter().map(|&(_, data)| data + page).sum();
         // SAFETY: a fresh anonymous private mapping; checked for failure below.
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                map_len,
+                map_len.max(page),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -47,25 +78,37 @@ impl SimtMem {
             )
         };
         if map == libc::MAP_FAILED {
-            bail!("simt: cannot map a buffer of {n} floats");
+            bail!(
+                "simt: cannot map {} buffer(s) of {} floats in all",
+                sizes.len(),
+                sizes.iter().sum::<usize>()
+            );
         }
-        // SAFETY: the guard page lies inside the mapping just made.
-        let guard = unsafe { (map as *mut u8).add(data_pages) };
-        // SAFETY: changing the protection of the last page of our own mapping.
-        if unsafe { libc::mprotect(guard as *mut _, page, libc::PROT_NONE) } != 0 {
-            // SAFETY: unmapping the mapping made above.
-            unsafe { libc::munmap(map, map_len) };
-            bail!("simt: cannot protect the guard page of a buffer");
-        }
-        // SAFETY: data_pages ≥ bytes, so the data block [guard − bytes, guard) is inside the mapping,
-        // 256-byte aligned (guard is page aligned, bytes a multiple of 256). Anonymous maps are zeroed.
-        let ptr = unsafe { guard.sub(bytes) } as *mut f32;
-        Ok(SimtMem {
-            ptr,
-            len: n,
+        let mapping = std::sync::Arc::new(Mapping {
             map,
-            map_len,
-        })
+            len: map_len.max(page),
+        });
+        let mut out = Vec::with_capacity(sizes.len());
+        let mut at = 0;
+        for (&n, &(bytes, data)) in sizes.iter().zip(&spans) {
+            // SAFETY: at + data + page ≤ map_len, so the guard page lies inside the mapping.
+            let guard = unsafe { (map as *mut u8).add(at + data) };
+            // SAFETY: changing the protection of a page of our own mapping (unmapped by `mapping` on
+            // the error path).
+            if unsafe { libc::mprotect(guard as *mut _, page, libc::PROT_NONE) } != 0 {
+                bail!("simt: cannot protect the guard page of a buffer");
+            }
+            // SAFETY: data ≥ bytes, so the block [guard − bytes, guard) is inside this buffer's span,
+            // 256-byte aligned (guard is page aligned, bytes a multiple of 256). Anonymous maps are zeroed.
+            let ptr = unsafe { guard.sub(bytes) } as *mut f32;
+            out.push(SimtMem {
+                ptr,
+                len: n,
+                map: mapping.clone(),
+            });
+            at += data + page;
+        }
+        Ok(out)
     }
     fn as_slice(&self) -> &[f32] {
         // SAFETY: ptr points at len initialised (zeroed or written) floats owned by self.
@@ -75,12 +118,9 @@ impl SimtMem {
         // SAFETY: as above, uniquely borrowed.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
-}
-
-impl Drop for SimtMem {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping this buffer owns; nothing refers to it after drop.
-        unsafe { libc::munmap(self.map, self.map_len) };
+    /// Whether `self` and `other` lie in the same mapping (one allocation of the emulated device).
+    pub fn same_allocation(&self, other: &SimtMem) -> bool {
+        std::sync::Arc::ptr_eq(&self.map, &other.map)
     }
 }
 
@@ -304,6 +344,13 @@ impl Device for Simt {
     fn alloc_zeros(&self, n: usize) -> Result<SimtMem> {
         self.not_capturing("an allocation")?;
         SimtMem::new(n)
+    }
+    fn alloc_arena(&self, sizes: &[usize]) -> Result<Vec<SimtMem>> {
+        self.not_capturing("an allocation")?;
+        SimtMem::in_one_mapping(sizes)
+    }
+    fn same_allocation(&self, a: &SimtMem, b: &SimtMem) -> bool {
+        a.same_allocation(b)
     }
     fn htod(&self, host: &[f32]) -> Result<SimtMem> {
         self.not_capturing("an upload")?;
