@@ -3,8 +3,9 @@
 //! mirror `../shared/tools/torch_vit_bench.py` so the two can be run side by side.
 use crate::backend::Backend;
 use crate::config::{ModelConfig, OptimConfig, TeacherInit};
+use crate::data::device_step::RawStep;
 use crate::engine::schedule::StepSchedule;
-use crate::engine::step::HostState;
+use crate::engine::step::{HostState, StepCropsIn};
 use crate::engine::vit::{backbone_backward, backbone_forward, BackboneOffs};
 use crate::engine::{Engine, StepBatch};
 use crate::model::params::ParamLayout;
@@ -216,12 +217,19 @@ pub fn setdino_step<B: Backend>(
 ) -> Result<BenchResult> {
     let (mut eng, batch) = step_engine(be, cfg, sets, n, n_local)?;
     eng.set_graphs(graphs);
+    // On a device the crops go up as training hands them over: the raw cells and crop records, rendered
+    // on the device straight into the buffers the step reads (no copy into a captured step's inputs).
+    let raw = eng.be.is_device().then(|| step_raw(cfg, sets, n, n_local));
+    let crops = match &raw {
+        Some(raw) => StepCropsIn::Raw(raw),
+        None => StepCropsIn::Batch(&batch),
+    };
     let (optim, sched) = step_hyper();
     let r = sets * n;
     let (g, l) = (cfg.global_size, cfg.local_size);
     let mut it = 0u64;
     let times = timing.run(|| {
-        eng.train_step_on_device(&batch, &optim, &sched, 1, it, (0, 1))?;
+        eng.train_step_from(crops, &optim, &sched, 1, it, (0, 1))?;
         it += 1;
         let _ = eng.read_monitor(1)?; // synchronise (what the training loop does every log_every steps)
         Ok(())
@@ -239,11 +247,11 @@ pub fn setdino_step<B: Backend>(
             if eng.graph_active() {
                 break;
             }
-            step_counts(&mut eng, &batch, it)?;
+            step_counts(&mut eng, crops, it)?;
             it += 1;
         }
     }
-    res.per_step = step_counts(&mut eng, &batch, it)?;
+    res.per_step = step_counts(&mut eng, crops, it)?;
     if let Some(why) = eng.graph_note.take() {
         eprintln!(
             "note: the step could not be captured as a graph ({why}); it ran launch by launch"
@@ -259,27 +267,65 @@ pub fn setdino_step<B: Backend>(
         // The same step launch by launch, once the pool holds its buffers again (the graph's were freed).
         eng.set_graphs(false);
         for k in 1..=3 {
-            step_counts(&mut eng, &batch, it + k)?;
+            step_counts(&mut eng, crops, it + k)?;
         }
-        res.per_step_uncaptured = step_counts(&mut eng, &batch, it + 4)?;
+        res.per_step_uncaptured = step_counts(&mut eng, crops, it + 4)?;
     }
     Ok(res)
 }
 
 /// What one more training step (at iteration `it`, after warm-up) asks of the device, where the backend
-/// counts: the step as the training loop runs it (`Engine::train_step_on_device`), without the bench's
+/// counts: the step as the training loop runs it (`Engine::train_step_from`), without the bench's
 /// synchronising read of the monitor.
 pub fn step_counts<B: Backend>(
     eng: &mut Engine<B>,
-    batch: &StepBatch<B>,
+    crops: StepCropsIn<B>,
     it: u64,
 ) -> Result<Option<crate::backend::counters::Counts>> {
     let (optim, sched) = step_hyper();
     let Some(before) = eng.be.counts() else {
         return Ok(None);
     };
-    eng.train_step_on_device(batch, &optim, &sched, 1, it, (0, 1))?;
+    eng.train_step_from(crops, &optim, &sched, 1, it, (0, 1))?;
     Ok(eng.be.counts().map(|after| after.since(before)))
+}
+
+/// The benchmark step's crops as a training run on a device hands them over (`data::device_step`): one
+/// stored crop of the global side per cell (deterministic u16 values) and every crop's render record,
+/// drawn by the data path's augmentation (2 global and `n_local` local views per cell).
+pub fn step_raw(cfg: &ModelConfig, sets: usize, n: usize, n_local: usize) -> RawStep {
+    use crate::data::augment::{crop_params, AugmentConfig};
+    use crate::data::device_step::render_record;
+    let (r, c, crop) = (sets * n, cfg.in_chans, cfg.global_size);
+    let cells = (0..r * c * crop * crop)
+        .map(|i| ((i * 2_654_435_761usize) % 60_000) as u16)
+        .collect();
+    let acfg = AugmentConfig::for_crop(crop);
+    let records = |views: usize, first: u64| {
+        let mut out = Vec::new();
+        for v in 0..views {
+            for i in 0..r {
+                let p = crop_params(&acfg, crop, c, 0, i / n, i % n, first + v as u64);
+                render_record(&p, i, &mut out);
+            }
+        }
+        out
+    };
+    RawStep {
+        cells,
+        global_params: records(2, 0),
+        local_params: records(n_local, 2),
+        global_stats: Vec::new(),
+        local_stats: Vec::new(),
+        norm: None,
+        sets,
+        set_size: n,
+        channels: c,
+        crop,
+        global_size: cfg.global_size,
+        local_size: cfg.local_size,
+        n_local,
+    }
 }
 
 /// The optimiser settings and schedule point of the benchmark step.

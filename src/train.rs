@@ -16,12 +16,12 @@ use crate::backend::Backend;
 use crate::comm::{local_group, Communicator, Launch, LocalComm, Solo};
 use crate::config::{ModelConfig, OptimConfig, StepConfig};
 use crate::data::augment::{AugmentCompat, AugmentConfig, StepCrops};
-use crate::data::device_step::{render_on, RawStep};
+use crate::data::device_step::RawStep;
 use crate::data::normalize::NormKind;
 use crate::data::pipeline::{Pipeline, Prefetch};
 use crate::data::sampler::{GroupBy, SamplerConfig, Strategy};
 use crate::engine::schedule;
-use crate::engine::step::HostState;
+use crate::engine::step::{HostState, StepCropsIn};
 use crate::engine::{Engine, StepBatch};
 use crate::model::checkpoint::{load_state, save_checkpoint, TensorFile, TrainMeta};
 use crate::store::{CellFilter, Store};
@@ -785,9 +785,27 @@ enum Feed {
     Device(Prefetch<RawStep>),
 }
 
+/// One step's crops as the feed hands them over: on the device already (uploaded from the CPU's
+/// augmentation), or the raw cells and crop parameters, which the engine renders straight into the
+/// buffers its step reads (`Engine::train_step_from`).
+enum Fed<B: Backend> {
+    OnDevice(StepBatch<B>),
+    Raw(RawStep),
+}
+
+impl<B: Backend> Fed<B> {
+    fn crops(&self) -> StepCropsIn<'_, B> {
+        match self {
+            Fed::OnDevice(b) => StepCropsIn::Batch(b),
+            Fed::Raw(raw) => StepCropsIn::Raw(raw),
+        }
+    }
+}
+
 impl Feed {
-    /// The next step's batch on `be`; the host buffers go back to the producer once uploaded.
-    fn next_batch<B: Backend>(&mut self, be: &B) -> Option<(u64, Result<StepBatch<B>>)> {
+    /// The next step's crops for `be`; the host buffers go back to the producer once uploaded (`recycle`
+    /// for the raw ones, after the step has rendered them).
+    fn next_batch<B: Backend>(&mut self, be: &B) -> Option<(u64, Result<Fed<B>>)> {
         match self {
             Feed::Host(p) => {
                 let (s, r) = p.next()?;
@@ -796,21 +814,20 @@ impl Feed {
                     r.and_then(|c| {
                         let b = upload_crops(be, &c);
                         p.recycle(c);
-                        b
+                        b.map(Fed::OnDevice)
                     }),
                 ))
             }
             Feed::Device(p) => {
                 let (s, r) = p.next()?;
-                Some((
-                    s,
-                    r.and_then(|raw| {
-                        let b = render_on(be, &raw);
-                        p.recycle(raw);
-                        b
-                    }),
-                ))
+                Some((s, r.map(Fed::Raw)))
             }
+        }
+    }
+    /// Hands a step's host buffers back to the producer.
+    fn recycle<B: Backend>(&self, fed: Fed<B>) {
+        if let (Feed::Device(p), Fed::Raw(raw)) = (self, fed) {
+            p.recycle(raw);
         }
     }
 }
@@ -1064,14 +1081,15 @@ fn train_on<B: Backend>(
             let sched = schedule::at(&cfg.optim, &steps, step as usize);
             // No host sync: the loss and the teacher's health go to a device slot, read every
             // `log_every` steps (and before validation, checkpoints and the end) by `drain`.
-            let koleo = eng.train_step_on_device(
-                &batch,
+            let koleo = eng.train_step_from(
+                batch.crops(),
                 &cfg.optim,
                 &sched,
                 cfg.train.seed,
                 step,
                 (watch.pending.len(), watch.every),
             )?;
+            feed.recycle(batch);
             if let Some(why) = eng.graph_note.take() {
                 bar.suspend(|| {
                     eprintln!("note: the training step could not be captured as a graph ({why}); running it launch by launch")

@@ -42,6 +42,19 @@ pub struct RawStep {
     pub n_local: usize,
 }
 
+impl RawStep {
+    /// Words of the rendered global and local crop buffers: (2R, C, G, G) and (L·R, C, l, l), 0 for the
+    /// local ones without local crops.
+    pub fn crop_words(&self) -> (usize, usize) {
+        let (r, c) = (self.sets * self.set_size, self.channels);
+        let local = match self.n_local {
+            0 => 0,
+            nl => nl * r * c * self.local_size * self.local_size,
+        };
+        (2 * r * c * self.global_size * self.global_size, local)
+    }
+}
+
 /// The `augment_render` record of `p` reading source cell `cell`: [flip_ud, flip_lr, rot90, r0, rows,
 /// c0, cols, cell, gamma[C], offset[C]].
 pub fn render_record(p: &CropParams, cell: usize, out: &mut Vec<f32>) {
@@ -117,11 +130,39 @@ pub fn make_raw_step_part_into(
     Ok(())
 }
 
-/// The step's crops rendered and normalised on `be` from `raw`: one upload (`Backend::upload_step_inputs`:
-/// the raw crops and, per group, the parameter records and NTC statistics; on a GPU from page-locked
-/// memory on a second stream), then the renders, which read the uploaded buffers at once.
+/// The step's crops rendered and normalised on `be` from `raw` into new buffers ([`render_into`]).
 pub fn render_on<B: Backend>(be: &B, raw: &RawStep) -> Result<StepBatch<B>> {
+    let (global, local) = raw.crop_words();
+    let mut batch = StepBatch {
+        global: be.uninit(global)?, // written whole by the renderer
+        local: match local {
+            0 => None,
+            n => Some(be.uninit(n)?),
+        },
+        sets: raw.sets,
+        set_size: raw.set_size,
+        n_local: raw.n_local,
+    };
+    render_into(be, raw, &mut batch)?;
+    Ok(batch)
+}
+
+/// The step's crops rendered and normalised on `be` from `raw`, written whole into `dst`'s buffers (a
+/// captured step's inputs: `Engine::train_step_from`): one upload (`Backend::upload_step_inputs`: the
+/// raw crops and, per group, the parameter records and NTC statistics; on a GPU from page-locked memory
+/// on a second stream), then the renders, which read the uploaded buffers at once.
+pub fn render_into<B: Backend>(be: &B, raw: &RawStep, dst: &mut StepBatch<B>) -> Result<()> {
     let (c, r) = (raw.channels, raw.sets * raw.set_size);
+    let (global, local) = raw.crop_words();
+    anyhow::ensure!(
+        (dst.sets, dst.set_size, dst.n_local) == (raw.sets, raw.set_size, raw.n_local)
+            && be.buf_len(&dst.global) == global
+            && dst.local.as_ref().map_or(0, |l| be.buf_len(l)) == local,
+        "render_into: the destination's shape differs from the step's ({} sets × {} cells, {} local crops)",
+        raw.sets,
+        raw.set_size,
+        raw.n_local
+    );
     let (src, parts) = be.upload_step_inputs(
         &raw.cells,
         &[
@@ -133,34 +174,26 @@ pub fn render_on<B: Backend>(be: &B, raw: &RawStep) -> Result<StepBatch<B>> {
     )?;
     let [gp, lp, gs, ls] = <[B::Buf; 4]>::try_from(parts)
         .map_err(|p| anyhow::anyhow!("{} input parts, expected 4", p.len()))?;
-    let group = |crops: usize, size: usize, p: &B::Buf, st: &B::Buf| -> Result<B::Buf> {
-        let mut out = be.uninit(crops * c * size * size)?; // written whole by the renderer
-        if crops == 0 {
-            return Ok(out);
-        }
-        be.augment_render(&mut out, &src, p, crops, c, raw.crop, size)?;
-        match raw.norm {
-            Some(NormKind::Ntc { .. }) => {
-                be.augment_normalize_ntc(&mut out, st, crops, c, size * size)?;
+    let group =
+        |out: &mut B::Buf, crops: usize, size: usize, p: &B::Buf, st: &B::Buf| -> Result<()> {
+            if crops == 0 {
+                return Ok(());
             }
-            Some(NormKind::Zscore) => {
-                be.augment_normalize_zscore(&mut out, crops, c, size * size)?
+            be.augment_render(out, &src, p, crops, c, raw.crop, size)?;
+            match raw.norm {
+                Some(NormKind::Ntc { .. }) => {
+                    be.augment_normalize_ntc(out, st, crops, c, size * size)?;
+                }
+                Some(NormKind::Zscore) => {
+                    be.augment_normalize_zscore(out, crops, c, size * size)?
+                }
+                Some(NormKind::None) | None => {}
             }
-            Some(NormKind::None) | None => {}
-        }
-        Ok(out)
-    };
-    let global = group(2 * r, raw.global_size, &gp, &gs)?;
-    let local = if raw.n_local > 0 {
-        Some(group(raw.n_local * r, raw.local_size, &lp, &ls)?)
-    } else {
-        None
-    };
-    Ok(StepBatch {
-        global,
-        local,
-        sets: raw.sets,
-        set_size: raw.set_size,
-        n_local: raw.n_local,
-    })
+            Ok(())
+        };
+    group(&mut dst.global, 2 * r, raw.global_size, &gp, &gs)?;
+    if let Some(l) = dst.local.as_mut() {
+        group(l, raw.n_local * r, raw.local_size, &lp, &ls)?;
+    }
+    Ok(())
 }

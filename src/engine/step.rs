@@ -11,6 +11,7 @@ use super::vit::{
 use crate::backend::{AdamWHyper, Backend};
 use crate::comm::{Communicator, Solo};
 use crate::config::{ModelConfig, OptimConfig, TeacherInit};
+use crate::data::device_step::{render_into, render_on, RawStep};
 use crate::model::params::ParamLayout;
 use crate::model::pos::interp_matrix;
 use crate::util::rng::{self, purpose};
@@ -262,13 +263,68 @@ impl HostState {
     }
 }
 
-/// `dst`'s crops = `src`'s (same shapes).
-fn copy_batch<B: Backend>(be: &B, dst: &mut StepBatch<B>, src: &StepBatch<B>) -> Result<()> {
-    be.copy(&mut dst.global, 0, &src.global, 0, be.buf_len(&src.global))?;
-    if let (Some(d), Some(s)) = (dst.local.as_mut(), src.local.as_ref()) {
-        be.copy(d, 0, s, 0, be.buf_len(s))?;
+/// Where a training step's crops come from ([`Engine::train_step_from`]).
+pub enum StepCropsIn<'a, B: Backend> {
+    /// Crops already on the device: copied into the engine's input buffers where the step runs on those
+    /// (while a shape warms up, and into a captured step's inputs before each replay).
+    Batch(&'a StepBatch<B>),
+    /// The distinct cells and every crop's parameters (`data::device_step`): rendered and normalised on
+    /// the device straight into the buffers the step reads.
+    Raw(&'a RawStep),
+}
+
+// Copy for any backend (a derive would ask B: Copy): both variants are shared references.
+impl<B: Backend> Clone for StepCropsIn<'_, B> {
+    fn clone(&self) -> Self {
+        *self
     }
-    Ok(())
+}
+impl<B: Backend> Copy for StepCropsIn<'_, B> {}
+
+/// A step's batch shape: sets, cells per set, local crops, and the words of both crop buffers.
+struct CropShape {
+    sets: usize,
+    set_size: usize,
+    n_local: usize,
+    global: usize,
+    local: usize,
+}
+
+impl<B: Backend> StepCropsIn<'_, B> {
+    fn shape(&self, be: &B) -> CropShape {
+        match self {
+            StepCropsIn::Batch(b) => CropShape {
+                sets: b.sets,
+                set_size: b.set_size,
+                n_local: b.n_local,
+                global: be.buf_len(&b.global),
+                local: b.local.as_ref().map_or(0, |l| be.buf_len(l)),
+            },
+            StepCropsIn::Raw(raw) => {
+                let (global, local) = raw.crop_words();
+                CropShape {
+                    sets: raw.sets,
+                    set_size: raw.set_size,
+                    n_local: raw.n_local,
+                    global,
+                    local,
+                }
+            }
+        }
+    }
+    /// `dst`'s crops = these (same shapes): a device copy, or the render itself.
+    fn write_into(&self, be: &B, dst: &mut StepBatch<B>) -> Result<()> {
+        match self {
+            StepCropsIn::Batch(src) => {
+                be.copy(&mut dst.global, 0, &src.global, 0, be.buf_len(&src.global))?;
+                if let (Some(d), Some(s)) = (dst.local.as_mut(), src.local.as_ref()) {
+                    be.copy(d, 0, s, 0, be.buf_len(s))?;
+                }
+                Ok(())
+            }
+            StepCropsIn::Raw(raw) => render_into(be, raw, dst),
+        }
+    }
 }
 
 /// Per-sample drop-path scales for one forward group, from the stream (seed, step, group, block, branch).
@@ -429,12 +485,10 @@ impl<B: Backend> Engine<B> {
     /// teacher temperature and the step's drop-path draws (global group, then local group).
     fn forward_words(
         &self,
-        batch: &StepBatch<B>,
+        (r, nl): (usize, usize),
         teacher_temp: f64,
         drop: Option<(u64, u64)>,
     ) -> (Vec<f64>, Staged) {
-        let r = batch.sets * batch.set_size;
-        let nl = batch.n_local;
         let dg = drop.and_then(|(seed, step)| self.part_drop_scales(seed, step, 0, 2, r));
         let dl = match (drop, nl) {
             (Some((seed, step)), nl) if nl > 0 => self.part_drop_scales(seed, step, 1, nl, r),
@@ -505,7 +559,8 @@ impl<B: Backend> Engine<B> {
         teacher_temp: f64,
         drop: Option<(u64, u64)>,
     ) -> Result<DeviceLoss<B>> {
-        let (words, staged) = self.forward_words(batch, teacher_temp, drop);
+        let shape = (batch.sets * batch.set_size, batch.n_local);
+        let (words, staged) = self.forward_words(shape, teacher_temp, drop);
         let t = scalar_words::TEACHER_TEMP;
         self.stage(t, &words, t + words.len())?;
         self.forward_backward_staged(batch, student_temp, staged)
@@ -939,22 +994,42 @@ impl<B: Backend> Engine<B> {
         sched: &StepSchedule,
         seed: u64,
         step: u64,
+        slot: (usize, usize),
+    ) -> Result<f64> {
+        self.train_step_from(StepCropsIn::Batch(batch), optim, sched, seed, step, slot)
+    }
+
+    /// [`Engine::train_step_on_device`] on crops given either on the device or as the raw cells and
+    /// crop parameters ([`StepCropsIn::Raw`]), which are rendered straight into the buffers the step
+    /// reads: when the step replays its captured graph, into the graph's inputs (no copy).
+    pub fn train_step_from(
+        &mut self,
+        crops: StepCropsIn<B>,
+        optim: &OptimConfig,
+        sched: &StepSchedule,
+        seed: u64,
+        step: u64,
         (slot, slots): (usize, usize),
     ) -> Result<f64> {
         let drop = self.drop_draw(seed, step);
         self.ensure_monitor(slots)?;
+        let shape = crops.shape(&self.be);
         // Every scalar of the step in one upload: the update's words, then the forward's.
-        let (fwd, staged) = self.forward_words(batch, sched.teacher_temp, drop);
+        let (fwd, staged) = self.forward_words(
+            (shape.sets * shape.set_size, shape.n_local),
+            sched.teacher_temp,
+            drop,
+        );
         let mut words = self.update_words(optim, sched);
         words.extend(fwd);
         self.ensure_scalars(words.len())?;
         self.stage(0, &words, words.len())?;
         let key = StepKey {
-            sets: batch.sets,
-            set_size: batch.set_size,
-            n_local: batch.n_local,
-            global: self.be.buf_len(&batch.global),
-            local: batch.local.as_ref().map_or(0, |l| self.be.buf_len(l)),
+            sets: shape.sets,
+            set_size: shape.set_size,
+            n_local: shape.n_local,
+            global: shape.global,
+            local: shape.local,
             scalars: words.len(),
             drop_local: staged.drop_local,
             drop_global: staged.drop_global,
@@ -968,7 +1043,7 @@ impl<B: Backend> Engine<B> {
             slot: (slot, slots),
         };
         let before = self.be.counts();
-        let koleo = self.run_planned(batch, plan)?;
+        let koleo = self.run_planned(crops, plan)?;
         // A step that had to allocate: its temporaries are in the pool now; carve them from one
         // allocation (the GPU backends' arena), which every later step and the captured graph use.
         if let (Some(b), Some(a)) = (before, self.be.counts()) {
@@ -981,18 +1056,24 @@ impl<B: Backend> Engine<B> {
 
     /// The planned step: directly, as a replay of its captured graph, by capturing it, or directly on
     /// the engine's input buffers while its shape warms up.
-    fn run_planned(&mut self, batch: &StepBatch<B>, plan: Plan) -> Result<f64> {
+    fn run_planned(&mut self, crops: StepCropsIn<B>, plan: Plan) -> Result<f64> {
         let capturable = self.graphs && self.comm.world() == 1 && self.koleo_weight == 0.0;
         if !capturable {
-            return self.direct_step(batch, plan);
+            return match crops {
+                StepCropsIn::Batch(batch) => self.direct_step(batch, plan),
+                StepCropsIn::Raw(raw) => {
+                    let batch = render_on(&self.be, raw)?;
+                    self.direct_step(&batch, plan)
+                }
+            };
         }
         if self.captured.as_ref().is_some_and(|c| c.key == plan.key) {
-            self.replay_step(batch, plan)?;
+            self.replay_step(crops, plan)?;
             return Ok(0.0);
         }
         match self.graph_warm.take().filter(|w| w.key == plan.key) {
-            Some(w) if w.settled => self.capture_step(w.inputs, batch, plan),
-            warm => self.warm_step(warm, batch, plan),
+            Some(w) if w.settled => self.capture_step(w.inputs, crops, plan),
+            warm => self.warm_step(warm, crops, plan),
         }
     }
 
@@ -1002,7 +1083,7 @@ impl<B: Backend> Engine<B> {
     fn warm_step(
         &mut self,
         warm: Option<Warm<B>>,
-        batch: &StepBatch<B>,
+        crops: StepCropsIn<B>,
         plan: Plan,
     ) -> Result<f64> {
         self.captured = None;
@@ -1011,18 +1092,18 @@ impl<B: Backend> Engine<B> {
             None => {
                 let be = &self.be;
                 StepBatch {
-                    global: be.uninit(be.buf_len(&batch.global))?,
-                    local: match &batch.local {
-                        Some(l) => Some(be.uninit(be.buf_len(l))?),
-                        None => None,
+                    global: be.uninit(plan.key.global)?,
+                    local: match plan.key.local {
+                        0 => None,
+                        n => Some(be.uninit(n)?),
                     },
-                    sets: batch.sets,
-                    set_size: batch.set_size,
-                    n_local: batch.n_local,
+                    sets: plan.key.sets,
+                    set_size: plan.key.set_size,
+                    n_local: plan.key.n_local,
                 }
             }
         };
-        copy_batch(&self.be, &mut inputs, batch)?;
+        crops.write_into(&self.be, &mut inputs)?;
         let before = self.be.counts();
         let koleo = self.direct_step(&inputs, plan)?;
         let settled = match (before, self.be.counts()) {
@@ -1047,10 +1128,10 @@ impl<B: Backend> Engine<B> {
 
     /// Copies the step's crops into the captured inputs, replays the captured step, then writes the
     /// monitor slot.
-    fn replay_step(&mut self, batch: &StepBatch<B>, plan: Plan) -> Result<()> {
+    fn replay_step(&mut self, crops: StepCropsIn<B>, plan: Plan) -> Result<()> {
         let mut c = self.captured.take().expect("checked by the caller");
         let r = (|| {
-            copy_batch(&self.be, &mut c.inputs, batch)?;
+            crops.write_into(&self.be, &mut c.inputs)?;
             self.be.replay(&c.graph)?;
             self.replayed_steps += 1;
             self.advance_optimizer(plan.sched.freeze_last_layer);
@@ -1066,11 +1147,11 @@ impl<B: Backend> Engine<B> {
     fn capture_step(
         &mut self,
         mut inputs: StepBatch<B>,
-        batch: &StepBatch<B>,
+        crops: StepCropsIn<B>,
         plan: Plan,
     ) -> Result<f64> {
         self.captured = None;
-        copy_batch(&self.be, &mut inputs, batch)?;
+        crops.write_into(&self.be, &mut inputs)?;
         let steps = (self.adam_step, self.adam_step_last);
         if !self.be.capture_begin()? {
             self.graphs = false;
@@ -1108,14 +1189,15 @@ impl<B: Backend> Engine<B> {
                             inputs,
                             settled: false,
                         });
-                        return self.warm_step(warm, batch, plan);
+                        return self.warm_step(warm, crops, plan);
                     }
                     self.graph_note = Some(format!("{e:#}"));
                     self.graphs = false;
                 }
             }
         }
-        self.direct_step(batch, plan)
+        // Graphs are off now: the step runs directly on the inputs, which hold its crops.
+        self.direct_step(&inputs, plan)
     }
 
     /// Per-image 4×C embeddings (CLS of the last 4 blocks after the final norm) of `imgs`

@@ -578,6 +578,113 @@ fn a_captured_step_replays_the_direct_step_bit_for_bit() {
     }
 }
 
+/// A step's raw cells and crop records (`data::device_step::RawStep`), drawn like the data path draws
+/// them: S·N stored 28² crops of 3 channels, 2 global and L local views of each.
+fn raw_step(step: u64) -> setdino::data::device_step::RawStep {
+    use setdino::data::augment::{crop_params, AugmentConfig};
+    use setdino::data::device_step::{render_record, RawStep};
+    let (r, c, crop) = (S * N, 3, 28);
+    let cells: Vec<u16> = rand_vec_f32(r * c * crop * crop, 900 + step, 1.0)
+        .iter()
+        .map(|v| ((v + 1.0) * 0.5 * 60000.0) as u16)
+        .collect();
+    let mut acfg = AugmentConfig::for_crop(crop);
+    acfg.seed = 3;
+    let records = |views: usize, first: u64| {
+        let mut out = Vec::new();
+        for v in 0..views {
+            for i in 0..r {
+                let p = crop_params(&acfg, crop, c, step, i / N, i % N, first + v as u64);
+                render_record(&p, i, &mut out);
+            }
+        }
+        out
+    };
+    RawStep {
+        cells,
+        global_params: records(2, 0),
+        local_params: records(L, 2),
+        global_stats: Vec::new(),
+        local_stats: Vec::new(),
+        norm: None,
+        sets: S,
+        set_size: N,
+        channels: c,
+        crop,
+        global_size: 24,
+        local_size: 16,
+        n_local: L,
+    }
+}
+
+/// Crops handed over raw (`StepCropsIn::Raw`, what training on a GPU backend does) are rendered
+/// straight into the buffers the step reads: a replayed step copies nothing (the batch path copies its
+/// two crop buffers into the graph's inputs), and the run is bit-identical to rendering each step into a
+/// batch of its own and passing that.
+#[test]
+fn raw_crops_are_rendered_into_the_captured_inputs_without_a_copy() {
+    use setdino::data::device_step::render_on;
+    use setdino::engine::step::StepCropsIn;
+    let run = |raw_path: bool| {
+        let c = cfg();
+        let st = HostState::init(&c, 42, TeacherInit::SeparateHead);
+        let mut eng = Engine::from_host(GpuBackend::new(Simt::new()), c, &st).unwrap();
+        eng.set_graphs(true);
+        let optim = OptimConfig::default();
+        let mut per = Vec::new();
+        for t in 0..8u64 {
+            let raw = raw_step(t);
+            let before = eng.be.counts().unwrap();
+            if raw_path {
+                let crops = StepCropsIn::Raw(&raw);
+                eng.train_step_from(crops, &optim, &moving_sched(t), 5, t, (t as usize, 8))
+                    .unwrap();
+            } else {
+                let b = render_on(&eng.be, &raw).unwrap();
+                eng.train_step_on_device(&b, &optim, &moving_sched(t), 5, t, (t as usize, 8))
+                    .unwrap();
+            }
+            per.push(eng.be.counts().unwrap().since(before));
+        }
+        let mon: Vec<f64> = eng
+            .read_monitor(8)
+            .unwrap()
+            .iter()
+            .flat_map(|m| [m.loss, m.entropy])
+            .collect();
+        (eng.to_host().unwrap(), mon, per)
+    };
+    let (batch, mon_b, per_b) = run(false);
+    let (raw, mon_r, per_r) = run(true);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&raw.student) == bits(&batch.student), "student");
+    assert!(bits(&raw.teacher) == bits(&batch.teacher), "teacher");
+    assert!(bits(&raw.adam_v) == bits(&batch.adam_v), "adam_v");
+    assert!(bits(&raw.center) == bits(&batch.center), "center");
+    assert_eq!(mon_b, mon_r);
+    // The last layer unfreezes at step 3: steps 3, 4 warm the new shape up, 5 captures it (recording
+    // counts the work it records), 6 and 7 replay.
+    for t in 5..8 {
+        let (b, r) = (per_b[t], per_r[t]);
+        assert_eq!(
+            (b.graph_launches, r.graph_launches),
+            (1, 1),
+            "step {t} replays"
+        );
+        assert_eq!(b.copies, r.copies + 2, "step {t}: {b:?} vs {r:?}");
+        assert_eq!((b.launches, b.uploads), (r.launches, r.uploads), "step {t}");
+        assert_eq!(r.allocs, 0, "step {t}: {r:?}");
+    }
+    for (t, &r) in per_r.iter().enumerate().skip(6) {
+        // a replay: the render (one launch per crop group), the graph, the monitor; no copy
+        assert_eq!(
+            (r.launches, r.copies, r.memsets),
+            (2 + 1, 0, 0),
+            "step {t}: {r:?}"
+        );
+    }
+}
+
 /// Capturing refuses work a graph cannot replay: an upload (or a download) while recording fails
 /// with a message that says so, and the recording ends cleanly; recording runs nothing, the replay
 /// runs it; the pooled memory the recorded work used belongs to the graph afterwards.
