@@ -9,7 +9,8 @@
 // residual_cls_gather_f32(out, x, B, N, C)
 //   out: (B, C) = x[:, 0, :]; x: (B, N, C)   launch: one thread per element of out
 // residual_cls_scatter_f32(dx, dout, B, N, C)
-//   dx[:, 0, :] (+=) dout   launch: one thread per element of dout
+//   dx (=): dout on the CLS rows dx[:, 0, :], 0 on every other row; dx: (B, N, C)   launch: one thread per
+//   element of dx. The residual-stream gradient's first writer, so it needs no memset before.
 // residual_copy_cols_f32(out, inp, R, C, TC, col_off)
 //   out[:, col_off .. col_off+C] = inp; out: (R, TC); inp: (R, C)   launch: one thread per element of inp
 //
@@ -35,9 +36,10 @@ extern "C" __global__ void residual_cls_gather_f32(float* out, const float* x, i
 }
 
 extern "C" __global__ void residual_cls_scatter_f32(float* dx, const float* dout, int B, int N, int C) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= B * C) return;  // guard
-  dx[(long long)(i / C) * N * C + i % C] += dout[i];
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (long long)B * N * C) return;  // guard
+  const long long row = i / C;  // b·N + t
+  dx[i] = (row % N == 0) ? dout[(row / N) * C + i % C] : 0.0f;
 }
 
 extern "C" __global__ void residual_copy_cols_f32(float* out, const float* inp, int R, int C, int TC, int col_off) {

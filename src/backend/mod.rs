@@ -314,7 +314,7 @@ pub trait Backend: Sync {
             n > 0 && r.is_multiple_of(n),
             "residual GEMM: {r} rows are not whole samples of {n}"
         );
-        let mut branch = self.zeros(r * o)?;
+        let mut branch = self.uninit(r * o)?; // written whole (=) by the GEMM
         self.matmul_forward(&mut branch, inp, params, w_off, Some(b_off), r, i, o)?;
         self.residual_forward(out, resid, &branch, scale, r / n, n * o)
     }
@@ -453,7 +453,8 @@ pub trait Backend: Sync {
         n: usize,
         c: usize,
     ) -> Result<()>;
-    /// dx[:, 0, :] (+=) dout; dx: (B, N, C), dout: (B, C).
+    /// dx (=): dout on the CLS rows dx[:, 0, :], 0 elsewhere; dx: (B, N, C), dout: (B, C). The first
+    /// writer of the residual-stream gradient (no zeroing before it).
     fn residual_cls_scatter(
         &self,
         dx: &mut Self::Buf,

@@ -506,7 +506,7 @@ pub fn backbone_backward<B: Backend>(
         let (o, a, x_mid) = (&offs.blocks[l], &acts.blocks[l], &acts.xs[2 * l + 1]);
         mlp_backward(be, cfg, o, a, params, grads, &mut dcls, x_mid, b, 1, &mut g)?;
     }
-    let mut dx = be.zeros(r * c)?;
+    let mut dx = be.uninit(r * c)?; // written whole (=) by the scatter, then accumulated into
     be.residual_cls_scatter(&mut dx, &dcls, b, n, c)?;
 
     let mut g = MlpGrads::new(be, r, c, f)?;

@@ -47,12 +47,11 @@ pub fn residual_cls_gather<T: Real>(out: &mut [T], x: &[T], b: usize, n: usize, 
     }
 }
 
-/// dx[:, 0, :] (+=) dout; dx: (B, N, C); dout: (B, C).
+/// dx (=): dout on the CLS rows dx[:, 0, :], 0 on every other row; dx: (B, N, C); dout: (B, C).
 pub fn residual_cls_scatter<T: Real>(dx: &mut [T], dout: &[T], b: usize, n: usize, c: usize) {
-    for bi in 0..b {
-        for j in 0..c {
-            dx[bi * n * c + j] += dout[bi * c + j];
-        }
+    for (bi, sample) in dx[..b * n * c].chunks_mut(n * c).enumerate() {
+        sample[..c].copy_from_slice(&dout[bi * c..(bi + 1) * c]);
+        sample[c..].fill(T::zero());
     }
 }
 

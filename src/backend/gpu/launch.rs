@@ -617,7 +617,7 @@ impl<D: Device> Backend for GpuBackend<D> {
             "residual GEMM: {r} rows are not whole samples of {n}"
         );
         if self.precision != Precision::Bf16 {
-            let mut branch = self.zeros(r * o)?;
+            let mut branch = self.uninit(r * o)?; // written whole (=) by the GEMM
             self.matmul_forward(&mut branch, inp, params, w_off, Some(b_off), r, ii, o)?;
             return self.residual_forward(out, resid, &branch, scale, r / n, n * o);
         }
@@ -996,7 +996,11 @@ impl<D: Device> Backend for GpuBackend<D> {
             i(n),
             i(c),
         ];
-        self.go(K::residual_cls_scatter_f32, LaunchCfg::linear(b * c), &args)
+        self.go(
+            K::residual_cls_scatter_f32,
+            LaunchCfg::linear(b * n * c),
+            &args,
+        )
     }
     fn residual_copy_cols(
         &self,
