@@ -272,6 +272,9 @@ pub struct GpuBackend<D: Device> {
     /// to its slot's pool, reused two calls later), and the next slot.
     pub(crate) input_pools: [std::sync::Arc<Pool<D::Mem>>; 2],
     pub(crate) input_slot: std::sync::atomic::AtomicUsize,
+    /// Set when carving an arena failed (`settle_arena`): the step's buffers then stay separate
+    /// allocations from the pool, as before the arena, and no carving is tried again.
+    pub(crate) arena_failed: std::sync::atomic::AtomicBool,
 }
 
 /// A captured step (`Backend::capture_begin` … `capture_end`) and the memory of its temporaries.
@@ -309,6 +312,7 @@ impl<D: Device> GpuBackend<D> {
             capture: std::sync::Mutex::new(None),
             input_pools: Default::default(),
             input_slot: Default::default(),
+            arena_failed: Default::default(),
         }
     }
     /// Starts recording every launch with its FLOPs, bytes and (on CUDA) time ([`profile`]).
@@ -448,7 +452,16 @@ impl<D: Device> GpuBackend<D> {
     /// counted as one allocation); every block keeps its size, so the next step takes each buffer from
     /// the arena exactly as it took it from the pool. Returns whether it carved (false: nothing held, or
     /// everything held already lies in one allocation).
+    ///
+    /// If the one allocation fails (e.g. a fragmented device pool has no contiguous block of the total
+    /// although it had the separate ones), a note says so once, the pool stays empty (the next step
+    /// allocates its buffers one by one again) and carving is not tried again: the step runs as it did
+    /// before the arena existed.
     pub fn settle_arena(&self) -> Result<bool> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.arena_failed.load(Relaxed) {
+            return Ok(false);
+        }
         self.not_capturing("carves its arena", 0)?;
         let pooled = self.pool.take_where(|_| true);
         let scratch = std::mem::take(
@@ -481,8 +494,21 @@ impl<D: Device> GpuBackend<D> {
         let n_pooled = pooled.len();
         drop(pooled);
         drop(scratch);
-        let mut carved = self.dev.alloc_arena(&sizes)?;
-        self.counters.arena(sizes.iter().sum());
+        let total: usize = sizes.iter().sum();
+        let mut carved = match self.dev.alloc_arena(&sizes) {
+            Ok(c) => c,
+            Err(e) => {
+                self.arena_failed.store(true, Relaxed);
+                eprintln!(
+                    "note: the step's {} buffers ({:.1} MiB) could not be carved from one allocation \
+                     ({e:#}); they stay separate allocations",
+                    sizes.len(),
+                    total as f64 * 4.0 / (1u64 << 20) as f64
+                );
+                return Ok(false);
+            }
+        };
+        self.counters.arena(total);
         for m in carved.drain(n_pooled..) {
             self.give(m);
         }
