@@ -219,7 +219,10 @@ pub fn setdino_step<B: Backend>(
     eng.set_graphs(graphs);
     // On a device the crops go up as training hands them over: the raw cells and crop records, rendered
     // on the device straight into the buffers the step reads (no copy into a captured step's inputs).
-    let raw = eng.be.is_device().then(|| step_raw(cfg, sets, n, n_local));
+    let raw = eng
+        .be
+        .is_device()
+        .then(|| step_raw(cfg, sets, n, n_local, 0));
     let crops = match &raw {
         Some(raw) => StepCropsIn::Raw(raw),
         None => StepCropsIn::Batch(&batch),
@@ -290,22 +293,23 @@ pub fn step_counts<B: Backend>(
     Ok(eng.be.counts().map(|after| after.since(before)))
 }
 
-/// The benchmark step's crops as a training run on a device hands them over (`data::device_step`): one
-/// stored crop of the global side per cell (deterministic u16 values) and every crop's render record,
-/// drawn by the data path's augmentation (2 global and `n_local` local views per cell).
-pub fn step_raw(cfg: &ModelConfig, sets: usize, n: usize, n_local: usize) -> RawStep {
+/// Step `step`'s crops as a training run on a device hands them over (`data::device_step`): one stored
+/// crop of the global side per cell (deterministic u16 values that change with `step`) and every crop's
+/// render record, drawn by the data path's augmentation (2 global and `n_local` local views per cell).
+pub fn step_raw(cfg: &ModelConfig, sets: usize, n: usize, n_local: usize, step: u64) -> RawStep {
     use crate::data::augment::{crop_params, AugmentConfig};
     use crate::data::device_step::render_record;
     let (r, c, crop) = (sets * n, cfg.in_chans, cfg.global_size);
+    let shift = usize::try_from(step % 60_000).unwrap_or(0);
     let cells = (0..r * c * crop * crop)
-        .map(|i| ((i * 2_654_435_761usize) % 60_000) as u16)
+        .map(|i| ((i * 2_654_435_761usize + shift * 7919) % 60_000) as u16)
         .collect();
     let acfg = AugmentConfig::for_crop(crop);
     let records = |views: usize, first: u64| {
         let mut out = Vec::new();
         for v in 0..views {
             for i in 0..r {
-                let p = crop_params(&acfg, crop, c, 0, i / n, i % n, first + v as u64);
+                let p = crop_params(&acfg, crop, c, step, i / n, i % n, first + v as u64);
                 render_record(&p, i, &mut out);
             }
         }

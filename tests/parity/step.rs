@@ -578,45 +578,6 @@ fn a_captured_step_replays_the_direct_step_bit_for_bit() {
     }
 }
 
-/// A step's raw cells and crop records (`data::device_step::RawStep`), drawn like the data path draws
-/// them: S·N stored 28² crops of 3 channels, 2 global and L local views of each.
-fn raw_step(step: u64) -> setdino::data::device_step::RawStep {
-    use setdino::data::augment::{crop_params, AugmentConfig};
-    use setdino::data::device_step::{render_record, RawStep};
-    let (r, c, crop) = (S * N, 3, 28);
-    let cells: Vec<u16> = rand_vec_f32(r * c * crop * crop, 900 + step, 1.0)
-        .iter()
-        .map(|v| ((v + 1.0) * 0.5 * 60000.0) as u16)
-        .collect();
-    let mut acfg = AugmentConfig::for_crop(crop);
-    acfg.seed = 3;
-    let records = |views: usize, first: u64| {
-        let mut out = Vec::new();
-        for v in 0..views {
-            for i in 0..r {
-                let p = crop_params(&acfg, crop, c, step, i / N, i % N, first + v as u64);
-                render_record(&p, i, &mut out);
-            }
-        }
-        out
-    };
-    RawStep {
-        cells,
-        global_params: records(2, 0),
-        local_params: records(L, 2),
-        global_stats: Vec::new(),
-        local_stats: Vec::new(),
-        norm: None,
-        sets: S,
-        set_size: N,
-        channels: c,
-        crop,
-        global_size: 24,
-        local_size: 16,
-        n_local: L,
-    }
-}
-
 /// Crops handed over raw (`StepCropsIn::Raw`, what training on a GPU backend does) are rendered
 /// straight into the buffers the step reads: a replayed step copies nothing (the batch path copies its
 /// two crop buffers into the graph's inputs), and the run is bit-identical to rendering each step into a
@@ -633,7 +594,7 @@ fn raw_crops_are_rendered_into_the_captured_inputs_without_a_copy() {
         let optim = OptimConfig::default();
         let mut per = Vec::new();
         for t in 0..8u64 {
-            let raw = raw_step(t);
+            let raw = setdino::bench::step_raw(&cfg(), S, N, L, t);
             let before = eng.be.counts().unwrap();
             if raw_path {
                 let crops = StepCropsIn::Raw(&raw);

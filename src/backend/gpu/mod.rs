@@ -470,11 +470,12 @@ impl<D: Device> GpuBackend<D> {
                 .lock()
                 .map_err(|_| anyhow::anyhow!("scratch pool poisoned"))?,
         );
-        let one = pooled.iter().chain(&scratch).all(|m| {
+        let first = pooled.first().or(scratch.first());
+        let one = first.is_none_or(|f| {
             pooled
-                .first()
-                .or(scratch.first())
-                .is_some_and(|f| self.dev.same_allocation(f, m))
+                .iter()
+                .chain(&scratch)
+                .all(|m| self.dev.same_allocation(f, m))
         });
         if one {
             // Nothing held, or already one arena: put everything back as it was.
