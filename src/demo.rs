@@ -1,13 +1,13 @@
 //! `setdino demo`: the whole pipeline on the built-in synthetic screen, sized for a laptop CPU.
 //! synth (demo preset) → ingest → engineered features → `setdino experiment`: DINO (same cells, n = 1),
-//! Set-DINO (cross-batch, by gene, 16 sets of n = 2) and the random-init control with the tiny model, 3 seeds each,
+//! Set-DINO (cross-batch, by gene, 8 sets of n = 4) and the random-init control with the tiny model, 3 seeds each,
 //! the same step budget → embed the held-out plate → eval each → the paper's Table 1 layout with seed
 //! intervals, bootstrap intervals of the differences, training curves and `report.md`.
 //!
 //! Key decisions: training uses the first plate; every method is evaluated on the held-out last plate
 //! (its wells are the batches, as the paper evaluates on held-out plates), with the complexes file the
 //! generator wrote. DINO and Set-DINO get the same step budget and the same number of crops per step
-//! (32 DINO samples of 1 cell × 2 views vs 16 Set-DINO sets of 2 cells × 2 wells). Whether Set-DINO wins
+//! (32 DINO samples of 1 cell × 2 views vs 8 Set-DINO sets of 4 cells × 2 wells). Whether Set-DINO wins
 //! is a measurement, not a target.
 use crate::experiment::{ExperimentOptions, ExperimentSummary, Method};
 use crate::store::{CellFilter, Store};

@@ -297,3 +297,59 @@ fn after_the_first_step_the_cpu_step_allocates_nothing_and_clears_only_accumulat
     assert_eq!(s.uploads, 1, "the step's scalars: {s:?}");
     assert!(!eng.be.is_device());
 }
+
+/// `data.augment_gamma` / `data.augment_offset` reach every crop's draw: the `tiny` preset's ranges make
+/// each drawn photometric transform the identity, a range set with `--set` bounds the draws (and they
+/// vary), `vits16` keeps the reference's ranges, and an inverted or non-positive gamma range is refused
+/// with the key named.
+#[test]
+fn photometric_ranges_come_from_the_config() {
+    use rand::SeedableRng;
+    use setdino::data::augment::CropParams;
+    use setdino::train::TrainConfig;
+    let draws = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let cfg = TrainConfig::load(None, &sets).unwrap();
+        let aug = cfg.data.augment(32, 1).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (mut g, mut o) = (Vec::new(), Vec::new());
+        for _ in 0..40 {
+            for p in [
+                CropParams::draw_global(&mut rng, &aug, 32, 4),
+                CropParams::draw_local(&mut rng, &aug, 32, 4),
+            ] {
+                g.extend(p.gamma);
+                o.extend(p.offset);
+            }
+        }
+        (g, o)
+    };
+    let (g, o) = draws(&[]);
+    assert!(g.iter().all(|&x| x == 1.0) && o.iter().all(|&x| x == 0.0));
+    let (g, o) = draws(&[
+        "data.augment_gamma=[0.8, 1.25]",
+        "data.augment_offset=[-0.1, 0.1]",
+    ]);
+    assert!(g.iter().all(|&x| (0.8..=1.25).contains(&x)));
+    assert!(o.iter().all(|&x| (-0.1..=0.1).contains(&x)));
+    assert!(g.iter().any(|&x| x < 0.95) && g.iter().any(|&x| x > 1.1));
+    assert!(o.iter().any(|&x| x < -0.05) && o.iter().any(|&x| x > 0.05));
+    let reference = TrainConfig::preset("vits16")
+        .unwrap()
+        .data
+        .augment(96, 1)
+        .unwrap();
+    assert_eq!(
+        (reference.gamma, reference.offset),
+        ((0.5, 1.5), (-0.3, 0.3))
+    );
+    for bad in [
+        "data.augment_gamma=[1.5, 0.5]",
+        "data.augment_gamma=[0.0, 1.0]",
+        "data.augment_offset=[0.2, -0.2]",
+    ] {
+        let e = TrainConfig::load(None, &[bad.to_string()]).unwrap_err();
+        let key = bad.split('=').next().unwrap();
+        assert!(format!("{e:#}").contains(key), "{bad}: {e:#}");
+    }
+}

@@ -12,7 +12,7 @@ and the training curves in OUT/report.md (protocol: docs/experiment.md).
 
 Example:
   setdino experiment --store STORE --complexes complexes.tsv --methods dino,setdino,random \\
-    --seeds 3 --steps 400 --jobs 2 --out exp
+    --seeds 3 --steps 1000 --jobs 2 --out exp
 
 Hyper-parameters: --sweep optim.lr=1e-3,3e-3,1e-2 trains every method × value × seed and scores each on \
 validation cells of the training plates only (never the evaluation plates); pass the chosen value back with \
@@ -37,8 +37,8 @@ pub struct ExperimentArgs {
     pub seeds: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Training steps per run (the same for every method).
-    #[arg(long, default_value_t = 400)]
+    /// Training steps per run (the same for every method; the demo's budget, at which the tiny defaults were chosen).
+    #[arg(long, default_value_t = 1000)]
     pub steps: u64,
     /// Comma-separated training plates (default: every plate but the last).
     #[arg(long)]
@@ -97,10 +97,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             let (k, v) = s
                 .split_once('=')
                 .with_context(|| format!("--sweep {s:?}: expected KEY=V1,V2,…"))?;
-            Some((
-                k.trim().to_string(),
-                v.split(',').map(|x| x.trim().to_string()).collect(),
-            ))
+            Some((k.trim().to_string(), sweep_values(v)?))
         }
         None => None,
     };
@@ -130,4 +127,42 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
         println!("report: {}", a.out.join("report.md").display());
     }
     Ok(())
+}
+
+/// The values of `--sweep KEY=V1,V2,…`, split on the commas outside brackets, so an array value such as
+/// `[0.8,1.25]` stays whole: `[1,1],[0.8,1.25]` is two values.
+fn sweep_values(v: &str) -> Result<Vec<String>> {
+    let (mut out, mut depth, mut cur) = (Vec::new(), 0usize, String::new());
+    for c in v.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => {
+                depth = depth
+                    .checked_sub(1)
+                    .with_context(|| format!("--sweep values {v:?}: a ']' without its '['"))?
+            }
+            ',' if depth == 0 => {
+                out.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    anyhow::ensure!(depth == 0, "--sweep values {v:?}: a '[' is not closed");
+    out.push(cur.trim().to_string());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sweep_values_keep_arrays_whole() {
+        let v = super::sweep_values("[1,1], [0.8,1.25],2e-3").unwrap();
+        assert_eq!(v, ["[1,1]", "[0.8,1.25]", "2e-3"]);
+        assert_eq!(super::sweep_values("1e-3,3e-3").unwrap(), ["1e-3", "3e-3"]);
+        assert!(super::sweep_values("[1,1").is_err());
+        assert!(super::sweep_values("1]").is_err());
+    }
 }
