@@ -19,7 +19,7 @@ use crate::backend::gpu::GpuBackend;
 use crate::backend::select::{decide, precision_for, run_on_at, Choice, OnBackend};
 use crate::backend::Backend;
 use crate::config::ModelConfig;
-use crate::data::augment::plain_crop;
+use crate::data::augment::plain_view;
 use crate::data::normalize::{NormKind, Normalizer};
 use crate::engine::Engine;
 use crate::formats::{bare_stem, numbered, Format, MatrixWriter};
@@ -49,6 +49,10 @@ pub struct EmbedOptions {
     pub progress: bool,
     /// Output format of the embeddings and their cell table.
     pub format: Format,
+    /// Side in pixels the crops are resized to before the network (nearest, the whole crop): `None` = the
+    /// checkpoint's global training view (`model.global_size`, the scale the model learned cells at; the
+    /// store's crop side for a checkpoint without setdino metadata).
+    pub input_size: Option<usize>,
     /// Devices to embed on, batches in turn: CUDA ordinals (default: every visible GPU), or that many
     /// emulated devices on simt; `None` elsewhere (one engine).
     pub devices: Option<Vec<usize>>,
@@ -195,6 +199,8 @@ struct Plan {
     norm_name: String,
     selected: Vec<u32>,
     dim: usize,
+    /// Side of the network's input: every crop is resized to it ([`plain_view`]).
+    side: usize,
 }
 
 /// Receives each batch's cells and embeddings, in cell order.
@@ -213,10 +219,20 @@ impl Plan {
             store.channels(),
             cfg.in_chans
         );
-        let side = store.crop();
+        // Training renders a cell's global views at `global_size` from the whole stored crop (zoom 0.9–1),
+        // so that is the scale the model knows cells at; embedding the crop at its own side would show
+        // them larger by crop / global_size (1.5× for the tiny model on 48-px crops).
+        let side = match o.input_size {
+            Some(s) => s,
+            None if stored_config(&file)?.is_some() => cfg.global_size,
+            None => store.crop(),
+        };
         ensure!(
-            side % cfg.patch == 0,
-            "store crops of {side} px are not a multiple of the patch size {}",
+            side >= cfg.patch && side % cfg.patch == 0,
+            "input size {side} px (the store's crops are {} px) is not a positive multiple of the patch size {}; \
+             HINT: --input-size N with N a multiple of {}",
+            store.crop(),
+            cfg.patch,
             cfg.patch
         );
         cfg.global_size = side;
@@ -244,6 +260,7 @@ impl Plan {
             norm_name,
             selected,
             dim,
+            side,
         })
     }
 
@@ -254,14 +271,15 @@ impl Plan {
         chunk: &[u32],
         o: &EmbedOptions,
     ) -> Result<Vec<f32>> {
-        let cl = self.store.crop_len();
+        let side = self.side;
+        let cl = self.store.channels() * side * side;
         let mut host = vec![0f32; chunk.len() * cl];
         use rayon::prelude::*;
         host.par_chunks_mut(cl)
             .zip(chunk.par_iter())
-            .try_for_each(|(buf, &k)| plain_crop(&self.store, k as usize, &self.norm, buf))?;
+            .try_for_each(|(buf, &k)| plain_view(&self.store, k as usize, &self.norm, side, buf))?;
         let imgs = eng.be.upload(&host)?;
-        let (emb, width) = eng.embed(&imgs, chunk.len(), self.store.crop(), !o.student)?;
+        let (emb, width) = eng.embed(&imgs, chunk.len(), side, !o.student)?;
         let dim = self.dim;
         ensure!(width == dim, "embedding width {width} != {dim}");
         if let Some(q) = emb.iter().position(|x| !x.is_finite()) {
@@ -308,6 +326,7 @@ impl Plan {
             "command": "embed", "setdino": env!("CARGO_PKG_VERSION"),
             "checkpoint": o.checkpoint, "store": o.store, "backbone": if o.student { "student" } else { "teacher" },
             "normalizer": self.norm_name, "cells": cells.len(), "dim": dim,
+            "crop": store.crop(), "input_size": self.side,
             "layers": "CLS token of the last 4 blocks after the final LayerNorm, concatenated",
         });
         if let Some(p) = part {

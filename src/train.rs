@@ -58,6 +58,12 @@ pub struct DataSection {
     /// quirk widens its top to 0.5); `[0, 0]` turns it off.
     #[serde(default)]
     pub augment_offset: Option<(f64, f64)>,
+    /// Largest side in pixels of the global views, the network's input: crops larger than it are resized
+    /// down to it (the whole crop, zoomed; local views at half of it), smaller ones are seen at their own
+    /// side; absent: every view at the store's crop side (the reference). A smaller input shows every
+    /// cell at a smaller scale for less compute; `setdino embed` uses the size the checkpoint trained at.
+    #[serde(default)]
+    pub max_input_size: Option<usize>,
     /// Minimum cells per (batch, perturbation); default max(set_size, 20).
     pub min_cells: Option<usize>,
     pub min_batches: usize,
@@ -72,8 +78,9 @@ pub struct DataSection {
 impl DataSection {
     /// The augmentation of a run on `crop`-pixel crops: the reference's, with this section's local-crop
     /// count, compatibility mode and photometric ranges.
-    pub fn augment(&self, crop: usize, seed: u64) -> Result<AugmentConfig> {
+    pub fn augment(&self, crop: usize, model: &ModelConfig, seed: u64) -> Result<AugmentConfig> {
         let mut aug = AugmentConfig::for_crop(crop);
+        (aug.global_size, aug.local_size) = (model.global_size, model.local_size);
         aug.n_local = self.n_local;
         aug.compat = self.augment_compat.parse()?;
         if let Some(g) = self.augment_gamma {
@@ -167,6 +174,7 @@ impl TrainConfig {
             augment_compat: "fixed".into(),
             augment_gamma: None,
             augment_offset: None,
+            max_input_size: None,
             min_cells: None,
             min_batches: 2,
             train_plates: None,
@@ -711,7 +719,7 @@ fn prepare(opts: &TrainOptions, rank: usize, world: usize) -> Result<Prepared> {
             ntc_only: false,
         },
     };
-    let aug = d.augment(crop, cfg.train.seed)?;
+    let aug = d.augment(crop, &cfg.model, cfg.train.seed)?;
     let mut pipe = Pipeline::new(store.clone(), sampler_cfg, aug, d.normalizer.parse()?)?;
     pipe.set_part(rank, world)?;
     let spe = pipe.sampler.steps_per_epoch();
@@ -1292,17 +1300,22 @@ pub fn fit_model_to_store(cfg: &mut TrainConfig, store: &Store, note: bool) -> R
         }
         cfg.model.in_chans = store.channels();
     }
-    if cfg.model.global_size != crop {
-        cfg.model.global_size = crop;
-        cfg.model.local_size = crop / 2;
-    }
-    cfg.validate()?;
+    let (side, what) = match cfg.data.max_input_size {
+        Some(m) if m < crop => (
+            m,
+            format!("data.max_input_size = {m} (the store's crops are {crop} px)"),
+        ),
+        _ => (crop, format!("store crops of {crop} px")),
+    };
+    let patch = cfg.model.patch.max(1);
     ensure!(
-        crop.is_multiple_of(cfg.model.patch) && (crop / 2).is_multiple_of(cfg.model.patch),
-        "store crops of {crop} px need a patch size dividing {crop} and {}; model.patch is {}",
-        crop / 2,
+        side > 0 && side.is_multiple_of(patch) && (side / 2).is_multiple_of(patch),
+        "{what} need a patch size dividing {side} and {}; model.patch is {}",
+        side / 2,
         cfg.model.patch
     );
+    (cfg.model.global_size, cfg.model.local_size) = (side, side / 2);
+    cfg.validate()?;
     Ok(())
 }
 

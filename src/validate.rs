@@ -7,7 +7,7 @@
 //! (each gene's batch-level profiles averaged), the signal the experiment's sweep selects on: per-well
 //! gene KNN@5 sits near chance when a gene has few cells per well.
 use crate::backend::Backend;
-use crate::data::augment::plain_crop;
+use crate::data::augment::plain_view;
 use crate::data::normalize::Normalizer;
 use crate::engine::Engine;
 use crate::eval::complexes::Complexes;
@@ -42,14 +42,15 @@ fn embed_cells<B: Backend>(
     norm: &Normalizer,
     cells: &[u32],
 ) -> Result<(Vec<f32>, usize)> {
-    let side = store.crop();
-    let cl = store.crop_len();
+    // The global training views' size, as `setdino embed` uses by default.
+    let side = eng.cfg.global_size;
+    let cl = store.channels() * side * side;
     let mut out = Vec::new();
     let mut dim = 0;
     for chunk in cells.chunks(256) {
         let mut host = vec![0f32; chunk.len() * cl];
         for (buf, &k) in host.chunks_mut(cl).zip(chunk) {
-            plain_crop(store, k as usize, norm, buf)?;
+            plain_view(store, k as usize, norm, side, buf)?;
         }
         let imgs = eng.be.upload(&host)?;
         let (e, d) = eng.embed(&imgs, chunk.len(), side, false)?;

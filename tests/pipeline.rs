@@ -207,6 +207,62 @@ fn reading_the_device_every_few_steps_logs_the_same_run() {
 }
 
 #[test]
+fn the_max_input_size_sets_the_training_views_and_the_embedding_input() {
+    use setdino::embed::checkpoint_config;
+    use setdino::model::checkpoint::TensorFile;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = tmp.path().join("store");
+    store(&s);
+    // 16-px crops seen at 8 px (locals at 4): the views are rendered at that size, or the step's
+    // shapes would not match the model's and training would fail.
+    let mut cfg = config();
+    cfg.model.patch = 4;
+    cfg.data.max_input_size = Some(8);
+    cfg.train.max_steps = Some(2);
+    let r = train(opts(&cfg, &s, &tmp.path().join("run"), false, None)).unwrap();
+    let (m, _) = checkpoint_config(&TensorFile::open(&r.checkpoint).unwrap(), None).unwrap();
+    assert_eq!((m.global_size, m.local_size), (8, 4));
+    let run = |input_size: Option<usize>, out: &str| {
+        let e = embed(EmbedOptions {
+            checkpoint: r.checkpoint.clone(),
+            store: s.clone(),
+            out: tmp.path().join(out),
+            filter: CellFilter::default(),
+            student: false,
+            batch: 64,
+            backend: "cpu".into(),
+            precision: "auto".into(),
+            normalizer: None,
+            num_heads: None,
+            progress: false,
+            format: Format::Npy,
+            input_size,
+            devices: None,
+        })
+        .unwrap();
+        std::fs::read(&e.paths[0]).unwrap()
+    };
+    // By default embed shows cells at the training views' scale; the crop's own side is another input.
+    let (default, eight, full) = (run(None, "d"), run(Some(8), "e8"), run(Some(16), "e16"));
+    assert_eq!(default, eight);
+    assert_ne!(default, full);
+    // A cap at or above the crop's side changes nothing.
+    let mut plain = config();
+    plain.data.max_input_size = Some(32);
+    plain.train.max_steps = Some(1);
+    let r = train(opts(&plain, &s, &tmp.path().join("plain"), false, None)).unwrap();
+    let (m, _) = checkpoint_config(&TensorFile::open(&r.checkpoint).unwrap(), None).unwrap();
+    assert_eq!((m.global_size, m.local_size), (16, 8));
+    // A size the patches do not tile is refused, naming the key.
+    cfg.data.max_input_size = Some(6);
+    let e = train(opts(&cfg, &s, &tmp.path().join("bad"), false, None)).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("data.max_input_size = 6"),
+        "{e:#}"
+    );
+}
+
+#[test]
 fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
     let tmp = tempfile::tempdir().unwrap();
     let s = tmp.path().join("store");
@@ -231,6 +287,7 @@ fn embed_writes_aligned_npy_and_tsv_and_simt_agrees_with_cpu() {
             num_heads: None,
             progress: false,
             format,
+            input_size: None,
             devices,
         })
     };

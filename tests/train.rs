@@ -310,7 +310,7 @@ fn photometric_ranges_come_from_the_config() {
     let draws = |sets: &[&str]| {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         let cfg = TrainConfig::load(None, &sets).unwrap();
-        let aug = cfg.data.augment(32, 1).unwrap();
+        let aug = cfg.data.augment(32, &cfg.model, 1).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let (mut g, mut o) = (Vec::new(), Vec::new());
         for _ in 0..40 {
@@ -334,11 +334,8 @@ fn photometric_ranges_come_from_the_config() {
     assert!(o.iter().all(|&x| (-0.1..=0.1).contains(&x)));
     assert!(g.iter().any(|&x| x < 0.95) && g.iter().any(|&x| x > 1.1));
     assert!(o.iter().any(|&x| x < -0.05) && o.iter().any(|&x| x > 0.05));
-    let reference = TrainConfig::preset("vits16")
-        .unwrap()
-        .data
-        .augment(96, 1)
-        .unwrap();
+    let vits16 = TrainConfig::preset("vits16").unwrap();
+    let reference = vits16.data.augment(96, &vits16.model, 1).unwrap();
     assert_eq!(
         (reference.gamma, reference.offset),
         ((0.5, 1.5), (-0.3, 0.3))

@@ -74,6 +74,12 @@ pub struct EmbedArgs {
     /// Attention heads, for checkpoints without setdino metadata.
     #[arg(long)]
     pub num_heads: Option<usize>,
+    /// Side in pixels each crop is resized to (nearest, the whole crop) before the network. Default: the
+    /// size of the checkpoint's global training views (`model.global_size`), i.e. cells at the scale the
+    /// model was trained on (the tiny model sees 48-px crops at 32 px); for a checkpoint without setdino
+    /// metadata, the store's crop side. A multiple of the patch size.
+    #[arg(long, value_name = "PX")]
+    pub input_size: Option<usize>,
     /// Embed only job part I of N (0-based) for a cluster: `--shard I/N`, or `--shard N` to take I from
     /// $SLURM_ARRAY_TASK_ID (a Slurm array, sbatch --array=0-(N-1)). A part is a contiguous slice of the
     /// selected cells in cell order (whole --batch batches), written to STEM.part-I-of-N.{npy,tsv,json};
@@ -129,6 +135,7 @@ fn embed_cells(a: EmbedArgs) -> Result<EmbedSummary> {
             precision: a.precision,
             normalizer: a.normalize,
             num_heads: a.num_heads,
+            input_size: a.input_size,
             progress: true,
             format: a.format,
             devices: a.devices,

@@ -429,3 +429,35 @@ pub fn plain_crop(store: &Store, k: usize, norm: &Normalizer, out: &mut [f32]) -
     store.crop_f32(k, out)?;
     norm.apply(store.record(k).batch, out, store.channels())
 }
+
+/// The un-augmented, normalised crop of cell `k` resized to `size` × `size` the way training renders a
+/// global view at zoom 1 (the whole crop, nearest resize, no D4, no gamma or offset), so a model embeds
+/// cells at the scale it was trained on. `size` = the crop side gives [`plain_crop`] exactly.
+/// out: (C, size, size)
+pub fn plain_view(
+    store: &Store,
+    k: usize,
+    norm: &Normalizer,
+    size: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let (crop, c) = (store.crop(), store.channels());
+    if size == crop {
+        return plain_crop(store, k, norm, out);
+    }
+    let whole = CropParams {
+        d4: D4 {
+            flip_ud: false,
+            flip_lr: false,
+            rot90: false,
+        },
+        r0: 0,
+        rows: crop,
+        c0: 0,
+        cols: crop,
+        gamma: vec![1.0; c],
+        offset: vec![0.0; c],
+    };
+    whole.render(store.crop_u16(k)?, crop, size, out);
+    norm.apply(store.record(k).batch, out, c)
+}

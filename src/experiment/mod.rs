@@ -638,6 +638,7 @@ fn run_seed(
         num_heads: None,
         progress: false,
         format: crate::formats::Format::Npy,
+        input_size: None,
         devices: None,
     })?;
     let eval_dir = o.out.join(format!("eval/{tag}"));

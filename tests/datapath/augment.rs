@@ -395,12 +395,27 @@ fn crops_rendered_on_the_device_equal_the_data_path_crops() {
         }
         w
     }
-    for norm in [
-        NormKind::None,
-        NormKind::Zscore,
-        NormKind::Ntc {
-            compat_2sigma: false,
-        },
+    // Views at the crop's side, and smaller than it (`data.input_size`: 16-px crops seen at 8 px).
+    let small = AugmentConfig {
+        global_size: 8,
+        local_size: 4,
+        ..aug.clone()
+    };
+    for (aug, norm) in [
+        (&aug, NormKind::None),
+        (&aug, NormKind::Zscore),
+        (
+            &aug,
+            NormKind::Ntc {
+                compat_2sigma: false,
+            },
+        ),
+        (
+            &small,
+            NormKind::Ntc {
+                compat_2sigma: false,
+            },
+        ),
     ] {
         let p = Pipeline::new(store.clone(), cfg.clone(), aug.clone(), norm).unwrap();
         for t in [0, 3] {
@@ -419,8 +434,54 @@ fn crops_rendered_on_the_device_equal_the_data_path_crops() {
                 &want.global,
                 &want.local,
             );
-            eprintln!("{norm:?} step {t}: max rel |Δ| cpu {cpu:.1e}, simt {simt:.1e}");
+            eprintln!(
+                "{norm:?} {} px step {t}: max rel |Δ| cpu {cpu:.1e}, simt {simt:.1e}",
+                aug.global_size
+            );
             assert!(cpu <= 1e-5 && simt <= 1e-5, "{norm:?}: {cpu} {simt}");
+        }
+    }
+}
+
+#[test]
+fn plain_view_is_the_whole_crop_resized_like_a_zoom_one_global_view() {
+    use setdino::data::augment::{plain_crop, plain_view};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = setup(dir.path());
+    let norm = Normalizer::new(
+        NormKind::Ntc {
+            compat_2sigma: false,
+        },
+        &store,
+    );
+    let (crop, c) = (store.crop(), store.channels());
+    for k in [0usize, 7, 33] {
+        // At the crop's own side: the plain crop, bit for bit.
+        let mut full = vec![0f32; c * crop * crop];
+        plain_crop(&store, k, &norm, &mut full).unwrap();
+        let mut same = vec![0f32; c * crop * crop];
+        plain_view(&store, k, &norm, crop, &mut same).unwrap();
+        assert_eq!(full, same);
+        // Smaller and larger: nearest resize of the whole normalised crop, cv2.INTER_NEAREST's
+        // src = min(⌊dst · (1 / (size / crop))⌋, crop − 1) in f64 (what training's global views use),
+        // computed here independently.
+        for size in [8usize, 12, 24] {
+            let mut got = vec![0f32; c * size * size];
+            plain_view(&store, k, &norm, size, &mut got).unwrap();
+            let scale = 1.0 / (size as f64 / crop as f64);
+            let src = |d: usize| ((d as f64 * scale).floor() as usize).min(crop - 1);
+            for ch in 0..c {
+                for i in 0..size {
+                    for j in 0..size {
+                        let want = full[ch * crop * crop + src(i) * crop + src(j)];
+                        let v = got[ch * size * size + i * size + j];
+                        assert!(
+                            (v - want).abs() <= 1e-6 * want.abs().max(1.0),
+                            "{size}: {v} {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 }
