@@ -205,7 +205,7 @@ impl TrainConfig {
                 model: ModelConfig::tiny(),
                 // The reference's teacher temperature (0.01, sharper than DINO's 0.04: less prone to the
                 // uniform collapse); a faster teacher (0.99) for short CPU runs; the base lr and the set
-                // shape (8 sets × 4 cells, peak lr 2e-3 × 8/256 = 6.25e-5) and no photometric
+                // shape (8 sets × 4 cells, peak lr 1e-3 × 8/256 = 3.125e-5) and no photometric
                 // augmentation: Set-DINO's choice in the validation-only sweeps of docs/experiment.md.
                 // DINO's: `experiment::DINO_LR`.
                 optim: OptimConfig {
