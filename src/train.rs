@@ -76,8 +76,9 @@ pub struct DataSection {
 }
 
 impl DataSection {
-    /// The augmentation of a run on `crop`-pixel crops: the reference's, with this section's local-crop
-    /// count, compatibility mode and photometric ranges.
+    /// The augmentation of a run on `crop`-pixel crops: the reference's, rendering views at the model's
+    /// `global_size` / `local_size` (see `fit_model_to_store`), with this section's local-crop count,
+    /// compatibility mode and photometric ranges.
     pub fn augment(&self, crop: usize, model: &ModelConfig, seed: u64) -> Result<AugmentConfig> {
         let mut aug = AugmentConfig::for_crop(crop);
         (aug.global_size, aug.local_size) = (model.global_size, model.local_size);
