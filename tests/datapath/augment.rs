@@ -395,7 +395,7 @@ fn crops_rendered_on_the_device_equal_the_data_path_crops() {
         }
         w
     }
-    // Views at the crop's side, and smaller than it (`data.input_size`: 16-px crops seen at 8 px).
+    // Views at the crop's side, and smaller than it (`data.max_input_size`: 16-px crops seen at 8 px).
     let small = AugmentConfig {
         global_size: 8,
         local_size: 4,
